@@ -1,0 +1,47 @@
+# Two commands: `make run` (set up on first use, then the whole pipeline on built-in data) and
+# `make test` (set up on first use, then the tests). Set-up is idempotent: a stamp keyed by the lock
+# file's hash makes it a no-op when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.setup-$(LOCK_HASH)
+# Debian packages the tests start for real on loopback (Prometheus server + pushgateway).
+TEST_DEBS := prometheus prometheus-pushgateway
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup setup-test run test bench compile clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "setup: creating $(VENV) (first use only)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: the CPU build of 2.13.0; every later range it satisfies installs nothing more.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	rm -f $(VENV)/.setup-* && touch $@
+
+setup-test: setup
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing (Debian packages the tests run on loopback)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+run: setup
+	dvc repro
+	videossl summary --eval outputs/eval --register outputs/register
+
+test: setup-test
+	pytest -q
+
+compile: setup
+	videossl pipeline compile --out pipeline.yaml
+
+clean:
+	rm -rf outputs data/ingest mlruns.db mlartifacts

@@ -1,0 +1,1 @@
+"""The KFP pipeline DAG and its compile / local-run entry points."""

@@ -1,0 +1,120 @@
+"""`videossl` command: one sub-command per step (what dvc.yaml and the KFP components call), plus
+the pipeline helpers. Params are validated before any step starts; a bad key exits 2 naming it."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from videossl.config import ConfigError, load_config
+
+
+def _add_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one param (YAML value), like `dvc exp run -S`")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="videossl", description="Video-native SSL pipeline: ingest -> pretrain -> "
+                                 "probe-eval -> register")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="raw videos -> clip shards + manifest")
+    _add_params(p)
+    p.add_argument("--out", default="data/ingest")
+
+    p = sub.add_parser("pretrain", help="pretrain the video encoder and the bag-of-frames baseline (torchrun)")
+    _add_params(p)
+    p.add_argument("--data", default="data/ingest")
+    p.add_argument("--out", default="outputs/pretrain")
+
+    p = sub.add_parser("probe-eval", help="temporal benchmark on frozen features")
+    _add_params(p)
+    p.add_argument("--data", default="data/ingest")
+    p.add_argument("--models", default="outputs/pretrain")
+    p.add_argument("--out", default="outputs/eval")
+
+    p = sub.add_parser("register", help="log + register the encoder in MLflow, champion/challenger gate")
+    _add_params(p)
+    p.add_argument("--data", default="data/ingest")
+    p.add_argument("--models", default="outputs/pretrain")
+    p.add_argument("--eval", default="outputs/eval")
+    p.add_argument("--out", default="outputs/register")
+
+    p = sub.add_parser("summary", help="print the benchmark table and where the registered model is")
+    p.add_argument("--eval", default="outputs/eval")
+    p.add_argument("--register", default="outputs/register")
+
+    p = sub.add_parser("validate", help="only validate params")
+    _add_params(p)
+
+    p = sub.add_parser("pipeline", help="the KFP pipeline: compile, or run locally with kfp.local")
+    psub = p.add_subparsers(dest="pipeline_command", required=True)
+    c = psub.add_parser("compile", help="write the pipeline IR YAML")
+    c.add_argument("--out", default="pipeline.yaml")
+    r = psub.add_parser("run-local", help="run the whole DAG with kfp.local's SubprocessRunner")
+    _add_params(r)
+    r.add_argument("--root", default="outputs/kfp", help="where the run's data and outputs go")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from videossl.steps import STEP_ERRORS
+
+        if isinstance(e, STEP_ERRORS):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "summary":
+        from videossl.summary import print_summary
+
+        return print_summary(Path(args.eval), Path(args.register))
+    if cmd == "pipeline" and args.pipeline_command == "compile":
+        from pipelines.videossl_pipeline import compile_pipeline
+
+        print(compile_pipeline(args.out))
+        return 0
+    cfg = load_config(args.params, args.overrides)  # before any work: bad params never start a step
+    if cmd == "validate":
+        print("params ok")
+        return 0
+    if cmd == "ingest":
+        from videossl.steps.ingest import ingest
+
+        ingest(cfg, args.out)
+    elif cmd == "pretrain":
+        from videossl.steps.pretrain import pretrain
+
+        pretrain(cfg, args.data, args.out)
+    elif cmd == "probe-eval":
+        from videossl.steps.probe_eval import probe_eval
+
+        probe_eval(cfg, args.data, args.models, args.out)
+    elif cmd == "register":
+        from videossl.steps.register import register
+
+        register(cfg, args.data, args.models, args.eval, args.out)
+    elif cmd == "pipeline" and args.pipeline_command == "run-local":
+        from pipelines.videossl_pipeline import run_local
+
+        print(json.dumps(run_local(cfg, args.root), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""One pydantic tree that mirrors params.yaml, validated before any step does work.
+
+Every knob lives in params.yaml; this module only says what is allowed. A bad value is reported
+as `ConfigError` naming the dotted key (e.g. `ingest.fps`) and what the key accepts, so the CLI
+can exit non-zero before a single video is decoded.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """Invalid params: the message names the key and what is allowed."""
+
+
+class Section(BaseModel):
+    # extra="forbid": a typo in params.yaml is an error, not a silently ignored knob.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(Section):
+    """The built-in physics world (videossl.data.synthetic)."""
+
+    videos: int = Field(64, ge=1, description="number of generated source videos")
+    seconds: float = Field(4.0, gt=0, le=60)
+    fps: int = Field(24, ge=1, le=120)
+    size: int = Field(96, ge=16, le=1024, multiple_of=2, description="rendered frame side in pixels (even: yuv420p)")
+    max_objects: int = Field(3, ge=1, le=8)
+    gop: int = Field(8, ge=1, le=250, description="keyframe interval of the encoded files")
+    seed: int = 0
+
+
+class IngestConfig(Section):
+    sources: list[str] = Field(default_factory=lambda: ["synthetic", "samples"], min_length=1)
+    s3_endpoint_url: str | None = None
+    decoder: Literal["auto", "decord", "pyav"] = "auto"
+    fps: float = Field(12.0, gt=0, le=120)
+    size: int = Field(64, ge=8, le=1024)
+    clip_frames: int = Field(8, ge=2, le=256)
+    clip_stride: int = Field(4, ge=1)
+    splits: dict[Literal["train", "val", "test"], float] = Field(
+        default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    shard_frames: int = Field(4096, ge=1, description="frames per shard file")
+    pushgateway: str | None = Field(None, description="host:port of a Prometheus pushgateway")
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: list[str]) -> list[str]:
+        for s in sources:
+            if not s or not isinstance(s, str):
+                raise ValueError("each source is 'synthetic', 'samples', a local directory or s3://bucket/prefix")
+            if s.startswith("s3://") and len(s) <= len("s3://"):
+                raise ValueError(f"source {s!r}: an s3 source needs a bucket (s3://bucket/prefix)")
+        return sources
+
+    @field_validator("splits")
+    @classmethod
+    def _splits_sum_to_one(cls, splits: dict[str, float]) -> dict[str, float]:
+        if set(splits) != {"train", "val", "test"}:
+            raise ValueError("splits needs exactly train, val and test")
+        if any(v < 0 for v in splits.values()) or abs(sum(splits.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1 (got {dict(splits)})")
+        if splits["train"] <= 0 or splits["test"] <= 0:
+            raise ValueError("train and test fractions must be > 0")
+        return splits
+
+
+class ModelConfig(Section):
+    """Video ViT. The frame encoder (bag-of-frames baseline) is the same model with T=1."""
+
+    patch: int = Field(8, ge=1)
+    tubelet: int = Field(2, ge=1)
+    dim: int = Field(192, ge=8)
+    depth: int = Field(4, ge=1)
+    heads: int = Field(3, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    decoder_dim: int = Field(96, ge=8)
+    decoder_depth: int = Field(2, ge=1)
+    decoder_heads: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.dim % self.heads:
+            raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        if self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"model.decoder_dim ({self.decoder_dim}) must be divisible by "
+                             f"model.decoder_heads ({self.decoder_heads})")
+        return self
+
+
+class PretrainConfig(Section):
+    objective: Literal["mae"] = "mae"
+    mask_ratio: float = Field(0.9, gt=0, lt=1)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1, description="global batch (split across ranks)")
+    lr: float = Field(1.5e-3, gt=0)
+    min_lr: float = Field(1e-5, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    nproc: int = Field(1, ge=1, le=64, description="torchrun processes on this machine")
+    baseline_steps: int = Field(300, ge=1, description="steps of the frame encoder (T=1), the bag-of-frames baseline")
+    log_every: int = Field(10, ge=1)
+    threads: int = Field(0, ge=0, description="torch threads per process; 0 = cores / nproc")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class ProbeEvalConfig(Section):
+    tasks: list[Literal["arrow_of_time", "speed", "gravity"]] = Field(
+        default_factory=lambda: ["arrow_of_time", "speed", "gravity"], min_length=1)
+    speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
+    l2_grid: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)
+    epochs: int = Field(300, ge=1, description="full-batch optimisation steps of each linear probe")
+    clips_per_video: int = Field(6, ge=1, description="clip windows sampled per source video")
+    batch_size: int = Field(64, ge=1, description="feature extraction batch")
+
+    @field_validator("speeds")
+    @classmethod
+    def _positive_unique(cls, speeds: list[int]) -> list[int]:
+        if any(s < 1 for s in speeds) or len(set(speeds)) != len(speeds):
+            raise ValueError("speeds must be distinct integers >= 1")
+        return sorted(speeds)
+
+
+class TrackingConfig(Section):
+    # Embedded store by default: a sqlite file under the repo, no server needed.
+    uri: str | None = Field("sqlite:///mlruns.db", description="MLflow store: sqlite:///file, http://server, "
+                            "or null to use the platform's MLFLOW_TRACKING_URI")
+    artifacts: str | None = Field("mlartifacts", description="artifact root of new experiments: a local folder "
+                                  "(embedded store), or a URI (s3://...); against a server, null lets it proxy")
+    experiment: str = "videossl"
+
+
+class RegisterConfig(Section):
+    model_name: str = Field("videossl-encoder", min_length=1)
+    gate_metric: str = Field("arrow_of_time.video", description="metrics.json key the champion gate compares")
+    higher_is_better: bool = True
+
+
+with warnings.catch_warnings():
+    # `register` (a step name) shadows ABCMeta.register on the class object only; fields are unaffected.
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class Config(Section):
+        seed: int = 0
+        ingest: IngestConfig = IngestConfig()
+        model: ModelConfig = ModelConfig()
+        pretrain: PretrainConfig = PretrainConfig()
+        probe_eval: ProbeEvalConfig = ProbeEvalConfig()
+        tracking: TrackingConfig = TrackingConfig()
+        register: RegisterConfig = RegisterConfig()
+
+        @model_validator(mode="after")
+        def _shapes_fit_the_model(self) -> "Config":
+            # Params that cannot work must fail here, before any decoding or training.
+            if self.ingest.size % self.model.patch:
+                raise ValueError(f"ingest.size ({self.ingest.size}) must be divisible by model.patch ({self.model.patch})")
+            if self.ingest.clip_frames % self.model.tubelet:
+                raise ValueError(f"ingest.clip_frames ({self.ingest.clip_frames}) must be divisible by "
+                                 f"model.tubelet ({self.model.tubelet})")
+            if self.register.gate_metric.split(".")[0] not in self.probe_eval.tasks:
+                raise ValueError(f"register.gate_metric ({self.register.gate_metric}) must name one of "
+                                 f"probe_eval.tasks {self.probe_eval.tasks}")
+            return self
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = _dotted(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        named = _LEADING_KEY.match(msg)
+        if named:  # cross-field checks name the offending key first: report under that key
+            key = named.group(1)
+        if e["type"] == "extra_forbidden":
+            section = _section_at(e["loc"][:-1])
+            allowed = ", ".join(sorted(section.model_fields)) if section else "?"
+            lines.append(f"unknown key '{key}' (allowed here: {allowed})")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, (dict, BaseModel)) else f" (got {got!r})"
+            lines.append(f"invalid value for '{key}': {msg}{got_s}")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+_LEADING_KEY = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+) \(")
+
+
+def _dotted(loc: tuple) -> str:
+    """('probe_eval', 'tasks', 1) -> 'probe_eval.tasks[1]'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _apply_override(tree: dict, assignment: str) -> None:
+    """`section.key=value` (value parsed as YAML), like `dvc exp run -S`."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+    dotted, raw = assignment.split("=", 1)
+    node = tree
+    parts = dotted.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: '{p}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def parse_config(text: str, overrides: list[str] | None = None) -> Config:
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params are not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError("params must be a mapping of sections")
+    for o in overrides or []:
+        _apply_override(tree, o)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p}")
+    return parse_config(p.read_text(), overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,214 @@
+"""A small decoder interface: decord first, PyAV when decord cannot read a file.
+
+decord is fast (it decodes straight to a reduced size) but unmaintained, so it stays behind this
+interface. Any failure of either decoder surfaces as `DecodeError` with a readable reason, which
+ingest turns into a quarantine entry.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DECODE_THREADS = 1  # decord threads per reader: ingest is one video at a time on 2 cores; more threads lose here
+
+
+class DecodeError(RuntimeError):
+    """The file is not a decodable video; the message says why."""
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    fps: float
+    frames: int
+    width: int
+    height: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.fps
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) with the short side equal to `short_side`, aspect kept, both even (codec friendly)."""
+    scale = short_side / min(width, height)
+    w = max(short_side, int(round(width * scale / 2)) * 2)
+    h = max(short_side, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def resample_indices(meta: VideoMeta, target_fps: float) -> np.ndarray:
+    """Source frame index nearest to each tick of the target clock (drops or repeats frames)."""
+    n = int(math.floor(meta.duration * target_fps + 1e-6))
+    times = np.arange(n) / target_fps
+    return np.clip(np.round(times * meta.fps).astype(np.int64), 0, meta.frames - 1)
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(frames[:, top:top + size, left:left + size])
+
+
+class DecordDecoder:
+    name = "decord"
+
+    def probe(self, path: Path) -> VideoMeta:
+        vr = self._open(path)
+        h, w = vr[0].shape[:2] if len(vr) else (0, 0)
+        return VideoMeta(float(vr.get_avg_fps()), len(vr), int(w), int(h))
+
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        vr = self._open(path, size)
+        try:
+            return vr.get_batch(list(map(int, indices))).asnumpy()
+        except Exception as e:  # decord raises its own DECORDError / RuntimeError types
+            raise DecodeError(f"decord could not decode frames: {_first_line(e)}") from e
+
+    @staticmethod
+    def _open(path: Path, size: tuple[int, int] | None = None):
+        import decord
+
+        try:
+            if size is None:
+                return decord.VideoReader(str(path), num_threads=DECODE_THREADS)
+            return decord.VideoReader(str(path), width=size[0], height=size[1], num_threads=DECODE_THREADS)
+        except Exception as e:
+            raise DecodeError(f"decord could not open: {_first_line(e)}") from e
+
+
+class PyAVDecoder:
+    name = "pyav"
+
+    def probe(self, path: Path) -> VideoMeta:
+        import av
+
+        try:
+            with av.open(str(path)) as c:
+                if not c.streams.video:
+                    raise DecodeError("no video stream")
+                s = c.streams.video[0]
+                fps = float(s.average_rate or s.guessed_rate or 0)
+                frames = s.frames or sum(1 for _ in c.decode(s))
+                return VideoMeta(fps, int(frames), s.codec_context.width, s.codec_context.height)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(f"PyAV could not open: {_first_line(e)}") from e
+
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        import av
+
+        wanted = np.asarray(indices)
+        last = int(wanted.max()) if len(wanted) else -1
+        decoded: list[np.ndarray] = []
+        try:
+            with av.open(str(path)) as c:
+                for i, frame in enumerate(c.decode(video=0)):
+                    if i > last:
+                        break
+                    decoded.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+        except Exception as e:
+            raise DecodeError(f"PyAV could not decode: {_first_line(e)}") from e
+        if len(decoded) <= last:
+            raise DecodeError(f"stream ends at frame {len(decoded)}, container claims more (truncated?)")
+        return np.stack([decoded[i] for i in wanted])
+
+
+class AutoDecoder:
+    """decord, then PyAV for files decord cannot read. Errors name both attempts."""
+
+    name = "auto"
+
+    def __init__(self) -> None:
+        self.primary, self.fallback = DecordDecoder(), PyAVDecoder()
+        self.used = self.primary.name
+
+    def probe(self, path: Path) -> VideoMeta:
+        try:
+            self.used = self.primary.name
+            return self.primary.probe(path)
+        except DecodeError as first:
+            self.used = self.fallback.name
+            try:
+                return self.fallback.probe(path)
+            except DecodeError as second:
+                raise DecodeError(f"{first}; {second}") from second
+
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if self.used == self.primary.name:
+            try:
+                return self.primary.read(path, indices, size)
+            except DecodeError as first:
+                self.used = self.fallback.name
+                try:
+                    return self.fallback.read(path, indices, size)
+                except DecodeError as second:
+                    raise DecodeError(f"{first}; {second}") from second
+        return self.fallback.read(path, indices, size)
+
+
+def make_decoder(name: str):
+    return {"auto": AutoDecoder, "decord": DecordDecoder, "pyav": PyAVDecoder}[name]()
+
+
+def decode_video(path: Path, decoder, fps: float, size: int) -> tuple[np.ndarray, VideoMeta]:
+    """The whole video at `fps`, short side scaled to `size` (at decode time), centre-cropped square."""
+    try:
+        meta = decoder.probe(path)
+        if meta.frames < 1 or meta.fps <= 0 or meta.width <= 0:
+            raise DecodeError(f"no decodable frames (frames={meta.frames}, fps={meta.fps})")
+        indices = resample_indices(meta, fps)
+        if len(indices) == 0:
+            what = "a single frame" if meta.frames == 1 else f"{meta.frames} frames"
+            raise DecodeError(f"too short: {what} ({meta.duration:.3f} s), less than one frame at {fps:g} fps")
+        frames = decoder.read(path, indices, scaled_size(meta.width, meta.height, size))
+    except DecodeError as e:
+        # The decoders' own words for a cut-off file ("Invalid data found") do not say what is wrong.
+        problem = mp4_structure_problem(path)
+        if problem:
+            raise DecodeError(f"{problem} ({e})") from e
+        raise
+    return center_crop(frames, size), meta
+
+
+def mp4_structure_problem(path: Path) -> str | None:
+    """What is wrong with an mp4/mov file's top-level boxes (truncated, no moov index), or None.
+
+    Only files that start with an ISO-BMFF `ftyp` box are judged; anything else gives None.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            pos, kinds = 0, []
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+                if pos == 0 and kind != "ftyp":
+                    return None
+                if n == 1:  # 64-bit box size follows the type
+                    n = int.from_bytes(head[8:16], "big") if len(head) == 16 else 0
+                elif n == 0:  # box runs to the end of the file
+                    n = size - pos
+                if n < 8:
+                    return f"corrupt mp4: box '{kind}' at byte {pos} has an invalid size"
+                if pos + n > size:
+                    return (f"truncated mp4: box '{kind}' at byte {pos} needs {n} bytes, "
+                            f"the file ends after {size - pos}")
+                kinds.append(kind)
+                pos += n
+    except OSError:
+        return None
+    if not kinds:  # under 8 bytes: not judged as an mp4
+        return None
+    if "moov" not in kinds:
+        return "incomplete mp4: no 'moov' box (the index), the file was cut off or never finished"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]

@@ -1,0 +1,153 @@
+"""Clip shards: uint8 frames in .npy shard files plus a manifest with one row per clip.
+
+A shard holds whole videos (resampled, resized, cropped), one after another, as [F, H, W, 3] uint8.
+A manifest row points at a clip: the video's frame offset in its shard plus the clip's start. Storing
+videos rather than cut clips keeps overlapping clips from being stored twice and lets readers take
+the same window at another playback speed (every 2nd/4th frame) or a later clip of the same video.
+The dataset's identity is the digest of its manifest, which includes each clip's content digest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from videossl.storage import atomic_path, write_text_atomic
+
+MANIFEST = "manifest.jsonl"
+SHARDS = "shards"
+SPLITS = ("train", "val", "test")
+
+
+def split_of(group: str, fractions: dict[str, float], seed: int) -> str:
+    """Deterministic split of a source group: a hash, so adding videos never moves existing ones."""
+    h = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:12], 16) / float(16 ** 12)
+    edge = 0.0
+    for name in SPLITS:
+        edge += fractions[name]
+        if h < edge:
+            return name
+    return SPLITS[-1]
+
+
+def clip_digest(frames: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()[:16]
+
+
+def manifest_digest(rows: list[dict]) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row, sort_keys=True, separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+class ShardWriter:
+    """Appends whole videos to shard files of about `shard_frames` frames, written atomically."""
+
+    def __init__(self, out_dir: Path, shard_frames: int):
+        self.dir = Path(out_dir) / SHARDS
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_frames = shard_frames
+        self.pending: list[np.ndarray] = []
+        self.pending_frames = 0
+        self.index = 0
+
+    @property
+    def current_name(self) -> str:
+        return f"shard_{self.index:05d}.npy"
+
+    def add(self, frames: np.ndarray) -> tuple[str, int]:
+        """Queue a video; returns (shard file name, frame offset of the video in it)."""
+        if self.pending and self.pending_frames + len(frames) > self.shard_frames:
+            self.flush()
+        loc = (self.current_name, self.pending_frames)
+        self.pending.append(frames)
+        self.pending_frames += len(frames)
+        return loc
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with atomic_path(self.dir / self.current_name) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.concatenate(self.pending))
+        self.index += 1
+        self.pending, self.pending_frames = [], 0
+
+
+def write_manifest(out_dir: Path, rows: list[dict]) -> str:
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    write_text_atomic(Path(out_dir) / MANIFEST, text)
+    return manifest_digest(rows)
+
+
+def read_manifest(data_dir: Path) -> list[dict]:
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no clip manifest at {path}: run the ingest step first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Video:
+    source_id: str
+    kind: str
+    split: str
+    labels: dict
+    shard: str
+    offset: int
+    frames: int
+    clip_starts: tuple[int, ...]
+
+
+class ClipStore:
+    """Read access to an ingested dataset: videos, clips, and windows at any frame step.
+
+    Shards are memory-mapped once per process, so a DataLoader worker reads only the pages it needs.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.dir = Path(data_dir)
+        self.rows = read_manifest(self.dir)
+        if not self.rows:
+            raise ValueError(f"{self.dir / MANIFEST} has no clips")
+        self.clip_frames = int(self.rows[0]["shape"][0])
+        self.size = int(self.rows[0]["shape"][1])
+        starts: dict[str, list[int]] = defaultdict(list)
+        first: dict[str, dict] = {}
+        for r in self.rows:
+            starts[r["source_id"]].append(int(r["start"]))
+            first.setdefault(r["source_id"], r)
+        self.videos = [Video(sid, r["kind"], r["split"], r["labels"], r["shard"], int(r["offset"]),
+                             int(r["video_frames"]), tuple(sorted(starts[sid])))
+                       for sid, r in sorted(first.items())]
+        self.by_id = {v.source_id: v for v in self.videos}
+        self._maps: dict[str, np.ndarray] = {}
+
+    def _shard(self, name: str) -> np.ndarray:
+        arr = self._maps.get(name)
+        if arr is None:
+            arr = self._maps[name] = np.load(self.dir / SHARDS / name, mmap_mode="r")
+        return arr
+
+    def videos_in(self, split: str | None = None, kind: str | None = None) -> list[Video]:
+        return [v for v in self.videos if (split is None or v.split == split) and (kind is None or v.kind == kind)]
+
+    def window(self, video: Video, start: int, frames: int, step: int = 1) -> np.ndarray:
+        """`frames` frames from `start`, every `step`-th one: uint8 [frames, H, W, 3] (a copy)."""
+        end = start + (frames - 1) * step + 1
+        if start < 0 or end > video.frames:
+            raise IndexError(f"window {start}:{end}:{step} outside {video.source_id} ({video.frames} frames)")
+        shard = self._shard(video.shard)
+        return np.array(shard[video.offset + start: video.offset + end: step])
+
+    def __getstate__(self):  # memmaps are reopened in each DataLoader worker, not pickled
+        state = self.__dict__.copy()
+        state["_maps"] = {}
+        return state

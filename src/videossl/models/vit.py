@@ -1,0 +1,141 @@
+"""A video ViT: tubelet embedding, fixed 3D sin-cos positions, pre-norm blocks with SDPA attention.
+
+`encoder(video[B, C, T, H, W], keep=None) -> tokens[B, N, D]`. With `keep` (token indices per
+sample) only those tokens are embedded and attended, which is what makes MAE cheap. The frame
+encoder of the bag-of-frames baseline is the same class built with frames=1, tubelet=1.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VitShape:
+    frames: int
+    img_size: int
+    patch: int
+    tubelet: int
+    dim: int
+    depth: int
+    heads: int
+    mlp_ratio: float = 4.0
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return self.frames // self.tubelet, self.img_size // self.patch, self.img_size // self.patch
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def patch_dim(self) -> int:
+        return self.tubelet * self.patch * self.patch * 3
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    omega = 1.0 / (10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2)))
+    angles = positions.double()[:, None] * omega[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
+    """[t*h*w, dim]: a third of the channels (rounded to even) encodes each axis; pads with zeros."""
+    t, h, w = grid
+    part = (dim // 3) // 2 * 2
+    tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    emb = torch.cat([sincos_1d(tt.flatten(), part), sincos_1d(hh.flatten(), part), sincos_1d(ww.flatten(), part)], 1)
+    return F.pad(emb, (0, dim - emb.shape[1]))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VideoViT(nn.Module):
+    def __init__(self, shape: VitShape):
+        super().__init__()
+        self.shape = shape
+        self.patch_embed = nn.Conv3d(3, shape.dim, kernel_size=(shape.tubelet, shape.patch, shape.patch),
+                                     stride=(shape.tubelet, shape.patch, shape.patch))
+        self.register_buffer("pos_embed", sincos_3d(shape.grid, shape.dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(shape.dim, shape.heads, shape.mlp_ratio) for _ in range(shape.depth))
+        self.norm = nn.LayerNorm(shape.dim)
+        self.apply(init_weights)
+
+    def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.patch_embed(video).flatten(2).transpose(1, 2)  # [B, N, D], tokens in (t, h, w) order
+        x = x + self.pos_embed
+        if keep is not None:
+            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def embed(self, video: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding [B, D]: the mean of all tokens."""
+        return self.forward(video).mean(1)
+
+
+def frame_embed(frame_model: VideoViT, video: torch.Tensor) -> torch.Tensor:
+    """Bag of frames: embed each frame alone with the T=1 encoder, then average over time. [B, D]."""
+    b, c, t, h, w = video.shape
+    frames = video.transpose(1, 2).reshape(b * t, c, 1, h, w)
+    return frame_model.embed(frames).view(b, t, -1).mean(1)
+
+
+def init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv3d):
+        # like a linear layer on the flattened patch (MAE's choice)
+        nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
+        nn.init.zeros_(m.bias)
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def flops_per_clip(shape: VitShape, tokens: int | None = None) -> float:
+    """Forward matmul FLOPs of the encoder for one clip (2 * MACs), attention included."""
+    n = tokens or shape.num_tokens
+    d, hidden = shape.dim, int(shape.dim * shape.mlp_ratio)
+    per_block = 2 * n * (3 * d * d + d * d + 2 * d * hidden) + 2 * 2 * n * n * d
+    return shape.depth * per_block + 2 * n * shape.patch_dim * d

@@ -1,0 +1,69 @@
+"""VideoMAE: the encoder sees only visible tokens; a narrow decoder reconstructs the masked ones.
+
+Targets are per-patch normalised pixels (each tubelet patch standardised by its own mean and
+variance), and the loss is taken on masked tokens only.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from videossl.masks import TubeMasks
+from videossl.models.vit import Block, VideoViT, VitShape, init_weights, sincos_3d
+
+TARGET_EPS = 1e-6  # variance floor of the per-patch target normalisation (flat patches)
+
+
+def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B, N, tubelet*patch*patch*C] in the encoder's (t, h, w) token order."""
+    b, c, t, h, w = video.shape
+    x = video.view(b, c, t // tubelet, tubelet, h // patch, patch, w // patch, patch)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # B, t', h', w', tubelet, p, p, C
+    return x.reshape(b, (t // tubelet) * (h // patch) * (w // patch), tubelet * patch * patch * c)
+
+
+def normalised_targets(video: torch.Tensor, shape: VitShape) -> torch.Tensor:
+    p = patchify(video, shape.tubelet, shape.patch)
+    mean, var = p.mean(-1, keepdim=True), p.var(-1, keepdim=True)
+    return (p - mean) / (var + TARGET_EPS).sqrt()
+
+
+class MAEDecoder(nn.Module):
+    def __init__(self, shape: VitShape, dim: int, depth: int, heads: int):
+        super().__init__()
+        self.embed = nn.Linear(shape.dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos_embed", sincos_3d(shape.grid, dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(dim, heads, shape.mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, shape.patch_dim)
+        self.apply(init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, visible: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
+        """Predictions for the masked tokens only: [B, N_mask, patch_dim]."""
+        x = self.embed(visible)
+        b, n_keep, d = x.shape
+        n_mask = masks.masked.shape[1]
+        pos = self.pos_embed.expand(b, -1, -1)
+        x = x + torch.gather(pos, 1, masks.keep[..., None].expand(-1, -1, d))
+        m = self.mask_token.expand(b, n_mask, d) + torch.gather(pos, 1, masks.masked[..., None].expand(-1, -1, d))
+        x = torch.cat([x, m], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, n_keep:]))
+
+
+class MAE(nn.Module):
+    def __init__(self, encoder: VideoViT, decoder_dim: int, decoder_depth: int, decoder_heads: int):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = MAEDecoder(encoder.shape, decoder_dim, decoder_depth, decoder_heads)
+
+    def forward(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
+        """Mean squared error on the masked tokens' normalised pixels (a scalar)."""
+        pred = self.decoder(self.encoder(video, keep=masks.keep), masks)
+        with torch.no_grad():
+            target = normalised_targets(video, self.encoder.shape)
+            target = torch.gather(target, 1, masks.masked[..., None].expand(-1, -1, target.shape[-1]))
+        return ((pred.float() - target) ** 2).mean()

@@ -1,0 +1,386 @@
+"""MLflow Model Registry mechanics: register a version, gate it (champion/challenger aliases), model card.
+
+Stages are deprecated in MLflow 3: a version's role is an *alias* (`models:/name@champion`) and its
+evidence is its *tags* (every benchmark score, dataset digest, git commit, checkpoint step).
+
+Order of registry writes, and why (the version must never look like a valid champion half-made):
+
+1. The version is created with *all* its tags in one call: one transaction in the SQL store, one
+   request to a tracking server. There is no moment where a version exists with half its evidence.
+   It carries `status=registering` until the gate is done.
+2. Description (the model card), the `challenger` alias, then `status=ready`.
+3. The `champion` alias moves last: it is the commit point, and the only thing that makes a version
+   the champion. Consumers resolve `@champion`, so nothing they see changes before this write.
+
+If anything fails after step 1, the aliases are put back where they were and the half-made version is
+deleted (deleting also drops any alias on it). If even the delete fails (say the server went away),
+the version is tagged `status=failed` as a best effort. A process killed outright between 1 and 3
+leaves at worst a version tagged `status=registering` that no alias points to; `champion_and_challenger`
+reports the status so `videossl review` can show it.
+
+MLflow has no compare-and-set on aliases: two register steps racing on one model name could both read
+the same champion. The pipeline runs register once per run, serially; that is the assumption here.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from videossl.errors import StepError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+STATUS_TAG = "status"
+DESCRIPTION_LIMIT = 5000  # model version description column (String(5000)) in MLflow's SQL store
+TAG_VALUE_LIMIT = 5000
+_METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+class RegisterError(StepError):
+    """The register step cannot run: the message names the missing file or key."""
+
+
+# ----------------------------------------------------------------------------------------------
+# scores
+
+
+def flatten_scores(tree: dict, prefix: str = "") -> dict[str, float]:
+    """Nested metrics.json -> {"arrow_of_time.video": 0.81, ...}: numeric leaves only (no bools)."""
+    out: dict[str, float] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_scores(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def metric_name(key: str) -> str:
+    """A flattened score key as an MLflow metric name (dots are allowed; anything odd becomes '_')."""
+    return _METRIC_NAME_BAD.sub("_", key)
+
+
+def lookup(tree: dict, dotted: str) -> Any:
+    """`lookup(metrics, "arrow_of_time.video")`; KeyError naming the first missing part."""
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(part)
+        node = node[part]
+    return node
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the gate
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    metric: str
+    value: float
+    champion_version: str | None = None  # the champion before this registration
+    champion_value: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"promote": self.promote, "reason": self.reason, "metric": self.metric, "value": self.value,
+                "previous_champion_version": self.champion_version, "champion_value": self.champion_value}
+
+
+def decide(metric: str, value: float, higher_is_better: bool,
+           champion_version: str | None, champion_value: float | None) -> GateDecision:
+    """Promote when there is no champion, or the new value is strictly better. NaN never wins."""
+    def d(promote: bool, reason: str) -> GateDecision:
+        return GateDecision(promote, reason, metric, value, champion_version, champion_value)
+
+    if math.isnan(value):
+        if champion_version is None:
+            return d(False, f"{metric} is NaN: not promoted even without a champion")
+        return d(False, f"champion stays v{champion_version}: {metric} is NaN")
+    if champion_version is None:
+        return d(True, "no champion yet")
+    if champion_value is None or math.isnan(champion_value):
+        return d(True, f"champion v{champion_version} has no usable {metric} tag")
+    better = value > champion_value if higher_is_better else value < champion_value
+    note = "" if higher_is_better else ", lower is better"
+    if better:
+        op = ">" if higher_is_better else "<"
+        return d(True, f"{metric} {_fmt(value)} {op} {_fmt(champion_value)} of v{champion_version}{note}")
+    if value == champion_value:
+        return d(False, f"champion stays v{champion_version}: {metric} {_fmt(value)} = {_fmt(champion_value)}, "
+                        "not strictly better")
+    op = "<" if higher_is_better else ">"
+    return d(False, f"champion stays v{champion_version}: {metric} {_fmt(value)} {op} {_fmt(champion_value)}{note}")
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the registry
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    run_id: str | None
+    source: str
+    description: str | None
+    creation_time: int | None
+
+    @property
+    def status(self) -> str:
+        return self.tags.get(STATUS_TAG, "unknown")
+
+    def score(self, key: str) -> float | None:
+        raw = self.tags.get(key)
+        try:
+            return None if raw is None else float(raw)
+        except ValueError:
+            return None
+
+    def scores(self) -> dict[str, float]:
+        keys = [k for k in self.tags.get("score_keys", "").split(",") if k]
+        return {k: v for k in keys if (v := self.score(k)) is not None}
+
+
+def _info(mv) -> VersionInfo:
+    return VersionInfo(name=mv.name, version=str(mv.version), aliases=tuple(sorted(mv.aliases or [])),
+                       tags=dict(mv.tags or {}), run_id=mv.run_id, source=mv.source,
+                       description=mv.description, creation_time=mv.creation_timestamp)
+
+
+def aliases_of(client, name: str) -> dict[str, str]:
+    """{alias: version} of a registered model; {} when the model does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {a: str(v) for a, v in (rm.aliases or {}).items()}
+
+
+def champion_and_challenger(client, name: str) -> dict[str, VersionInfo | None]:
+    """{"champion": VersionInfo | None, "challenger": VersionInfo | None} of registered model `name`."""
+    aliases = aliases_of(client, name)
+    out: dict[str, VersionInfo | None] = {}
+    for alias in (CHAMPION, CHALLENGER):
+        v = aliases.get(alias)
+        out[alias] = _info(client.get_model_version(name, v)) if v is not None else None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# writing the registry
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    model_uri: str            # models:/name/version
+    logged_model_uri: str     # models:/m-<id>, what log_model returned
+    decision: GateDecision
+    aliases: list[str] = field(default_factory=list)
+    champion_version: str | None = None  # after the gate
+    card: str | None = None
+
+
+def version_tags(scores: dict[str, float], *, gate_metric: str, dataset_digest: str, git_commit: str,
+                 checkpoint_step: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Every score (flattened key -> value) plus provenance, as model version tags."""
+    tags = {k: repr(float(v)) for k, v in scores.items()}
+    tags.update({
+        "score_keys": ",".join(sorted(scores))[:TAG_VALUE_LIMIT],
+        "gate_metric": gate_metric,
+        "dataset_digest": dataset_digest,
+        "git_commit": git_commit,
+        "checkpoint_step": str(checkpoint_step) if checkpoint_step is not None else "unknown",
+        STATUS_TAG: "registering",
+    })
+    tags.update(extra or {})
+    return {k: str(v)[:TAG_VALUE_LIMIT] for k, v in tags.items()}
+
+
+def ensure_registered_model(client, name: str, description: str | None = None) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _restore_alias(client, name: str, alias: str, version: str | None) -> None:
+    if version is not None:
+        client.set_registered_model_alias(name, alias, version)
+    elif alias in aliases_of(client, name):
+        client.delete_registered_model_alias(name, alias)
+
+
+def register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
+                     tags: dict[str, str], gate_metric: str, gate_value: float, higher_is_better: bool,
+                     card=None) -> Registration:
+    """Create a version with its tags, gate it, move aliases. See the module docstring for the order.
+
+    `card(version: str, decision: GateDecision) -> str` renders the description once the version
+    number is known; it is also returned on `Registration.card`.
+    """
+    ensure_registered_model(client, name, description="videossl video encoder (self-supervised); "
+                                                       "@champion is the gated best, @challenger the newest")
+    before = aliases_of(client, name)
+    prev_champion = before.get(CHAMPION)
+    champ_value = None
+    if prev_champion is not None:
+        champ_value = _info(client.get_model_version(name, prev_champion)).score(gate_metric)
+    decision = decide(gate_metric, gate_value, higher_is_better, prev_champion, champ_value)
+
+    tags = {**tags, STATUS_TAG: "registering"}  # flipped to "ready" once the challenger alias is set
+    mv = client.create_model_version(name=name, source=logged_model_uri, run_id=run_id, tags=tags,
+                                     model_id=model_id)
+    version = str(mv.version)
+    reg = Registration(name=name, version=version, model_uri=f"models:/{name}/{version}",
+                       logged_model_uri=logged_model_uri, decision=decision)
+    try:
+        if card is not None:
+            text = card(version, decision)
+            reg.card = text
+            description = text if len(text) <= DESCRIPTION_LIMIT else (
+                text[: DESCRIPTION_LIMIT - 200].rsplit("\n", 1)[0]
+                + "\n\n… (truncated: the full card is the run artifact `model_card.md`)")
+            client.update_model_version(name, version, description=description)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        client.set_model_version_tag(name, version, STATUS_TAG, "ready")
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, version)  # the commit point
+    except BaseException:
+        _roll_back(client, name, version, before)
+        raise
+    after = aliases_of(client, name)
+    reg.aliases = sorted(a for a, v in after.items() if v == version)
+    reg.champion_version = after.get(CHAMPION)
+    return reg
+
+
+def _roll_back(client, name: str, version: str, before: dict[str, str]) -> None:
+    """Put champion/challenger back where they were, then delete the half-made version."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    for alias in (CHAMPION, CHALLENGER):
+        try:
+            _restore_alias(client, name, alias, before.get(alias))
+        except Exception as e:  # keep going: deleting the version below also drops its aliases
+            log.error("rollback: could not restore alias %s of %s: %s", alias, name, e)
+    try:
+        client.delete_model_version(name, version)
+        log.error("rolled back: deleted half-registered %s v%s", name, version)
+    except Exception as e:
+        log.error("rollback: could not delete %s v%s (%s); tagging it status=failed", name, version, e)
+        try:
+            client.set_model_version_tag(name, version, STATUS_TAG, "failed")
+        except Exception as e2:
+            log.error("rollback: could not tag %s v%s as failed either: %s", name, version, e2)
+
+
+# ----------------------------------------------------------------------------------------------
+# model card
+
+
+INTENDED_USE = """\
+- A frozen feature extractor for short clips (`video[B, 3, T, H, W]` float in [0, 1] → tokens
+  `[B, N, D]`; mean-pool the tokens for one embedding), to be read out by light probes for temporal
+  properties: arrow of time, playback speed, gravity direction.
+- A research baseline for video-native self-supervised pretraining, compared side by side with a
+  bag-of-frames encoder of the same size trained on the same data."""
+
+LIMITS = """\
+- Trained on a small corpus (largely the built-in synthetic physics world plus a few real clips) at
+  low resolution and a fixed clip length and frame rate; features outside that regime are untested.
+- Scores come from linear probes on frozen features with train/test split by source video. A task
+  only measures temporal understanding where the bag-of-frames column stays near chance: a high
+  bag-of-frames score means the task leaks through single frames.
+- Real H.264 footage carries codec shortcuts (quality patterns inside a group of pictures): an
+  arrow-of-time score on real video is only meaningful together with its controls.
+- Not evaluated for any safety-relevant, surveillance or person-identifying use; do not deploy it
+  for decisions about people.
+- Loading the logged model (pickle format) needs the `videossl` package importable and unpickles
+  code: load only models from a registry you trust."""
+
+
+def _task_rows(metrics: dict) -> tuple[list[str], list[str]]:
+    """Markdown rows of the task table and the leftover numeric keys not in it."""
+    rows, other = [], []
+    for task, v in metrics.items():
+        if isinstance(v, dict) and ("video" in v or "frames" in v):
+            video, frames = v.get("video"), v.get("frames")
+            num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+            delta = f"{video - frames:+.4g}" if num(video) and num(frames) else "—"
+            n = v.get("n_test")
+            rows.append(f"| {task} | {_fmt(video) if num(video) else '—'} | {_fmt(frames) if num(frames) else '—'} "
+                        f"| {delta} | {_fmt(n) if num(n) else '—'} |")
+            for k, x in flatten_scores({k: x for k, x in v.items() if k not in ("video", "frames", "n_test")},
+                                       f"{task}.").items():
+                other.append(f"- `{k}`: {_fmt(x)}")
+        else:
+            for k, x in flatten_scores({task: v}).items():
+                other.append(f"- `{k}`: {_fmt(x)}")
+    return rows, other
+
+
+def render_card(*, name: str, version: str | None, metrics: dict, decision: GateDecision,
+                dataset_digest: str, git_commit: str, checkpoint: dict, params: dict[str, str],
+                frame_encoder: str | None = None, run_id: str | None = None) -> str:
+    """The model card (markdown) from the benchmark scores, provenance, params and the gate decision."""
+    rows, other = _task_rows(metrics)
+    title = f"# Model card: {name}" + (f" v{version}" if version else "")
+    lines = [title, "",
+             "A self-supervised **video** encoder (video ViT, masked-autoencoder pretraining), gated on "
+             f"`{decision.metric}`.", "",
+             "## Benchmark (linear probes on frozen features, test split by source video)", "",
+             "| task | video model | bag of frames | video − frames | n_test |",
+             "|---|---|---|---|---|", *rows]
+    if not rows:
+        lines.append("| (no task scores) | — | — | — | — |")
+    if other:
+        lines += ["", "Other scores:", *other]
+    if frame_encoder:
+        lines += ["", f"The bag-of-frames column comes from the frame encoder (same ViT with T=1, mean-pooled "
+                      f"over frames) in `{frame_encoder}`; it is a baseline and is not registered."]
+    else:
+        lines += ["", "No frame-encoder checkpoint was found beside the encoder: the bag-of-frames column "
+                      "comes from the evaluation only."]
+    gate = ("**promoted to `champion`**" if decision.promote else "**not promoted** (stays `challenger`)")
+    lines += ["", "## Gate", "",
+              f"- {gate}: {decision.reason}",
+              f"- `{decision.metric}` = {_fmt(decision.value)}"
+              + (f"; previous champion v{decision.champion_version} = {_fmt(decision.champion_value)}"
+                 if decision.champion_version else ""),
+              "", "## Provenance", "",
+              f"- dataset digest: `{dataset_digest}`",
+              f"- git commit: `{git_commit}`",
+              f"- checkpoint: variant `{checkpoint.get('variant', 'video')}`, step {checkpoint.get('step', '?')}, "
+              f"{checkpoint.get('num_frames', '?')} frames × {checkpoint.get('img_size', '?')} px"]
+    if run_id:
+        lines.append(f"- MLflow run: `{run_id}`")
+    shown = {k: v for k, v in params.items() if k.split(".")[0] in ("seed", "model", "pretrain")
+             or k in ("ingest.fps", "ingest.size", "ingest.clip_frames", "ingest.sources")}
+    lines += ["", "## Params", "", "| key | value |", "|---|---|",
+              *[f"| `{k}` | `{v}` |" for k, v in sorted(shown.items())],
+              "", "All params are logged with the MLflow run.",
+              "", "## Intended use", "", INTENDED_USE, "", "## Limits", "", LIMITS, ""]
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""The four steps, each one function called alike by the CLI, dvc.yaml, the KFP components and the tests."""
+from videossl.config import ConfigError
+from videossl.errors import StepError
+
+STEP_ERRORS = (StepError, ConfigError)

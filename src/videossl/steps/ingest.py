@@ -1,0 +1,132 @@
+"""Ingest step: raw videos -> decoded, resampled clip shards + manifest + quarantine report + stats.
+
+Every bad input (empty, truncated, not a video, too short, unreadable, missing in S3) is skipped and
+recorded with its reason; the rest is ingested. Only when nothing usable remains does the step fail.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from videossl.config import Config
+from videossl.data import shards, sources
+from videossl.data.decode import DecodeError, decode_video, make_decoder
+from videossl.monitoring import push_step_metrics
+from videossl.storage import write_text_atomic
+from videossl.errors import StepError
+
+log = logging.getLogger(__name__)
+
+QUARANTINE = "quarantine.json"
+STATS = "ingest.json"
+
+
+class IngestError(StepError):
+    pass
+
+
+def _quarantine(entries: list[dict], uri: str, reason: str) -> None:
+    log.warning("quarantined %s: %s", uri, reason)
+    entries.append({"path": uri, "reason": reason})
+
+
+def _load_frames(video: sources.VideoInput, cfg: Config, decoder, cache: Path) -> np.ndarray:
+    """Decoded frames of one video, or DecodeError / OSError with the reason it cannot be used."""
+    path = sources.fetch_local(video, cache, cfg.ingest.s3_endpoint_url)
+    if path.stat().st_size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    frames, meta = decode_video(path, decoder, cfg.ingest.fps, cfg.ingest.size)
+    if meta.frames <= 1:
+        raise DecodeError("a single frame: no motion to learn from")
+    if len(frames) < cfg.ingest.clip_frames:
+        raise DecodeError(f"too short: {len(frames)} frames at {cfg.ingest.fps:g} fps "
+                          f"({meta.duration:.2f} s), one clip needs {cfg.ingest.clip_frames}")
+    return frames
+
+
+def ingest(cfg: Config, out_dir: str | Path) -> dict:
+    """Run ingest into `out_dir`; returns the stats also written to `out_dir/ingest.json`."""
+    icfg = cfg.ingest
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / shards.SHARDS, ignore_errors=True)  # stale shards must not outlive a new manifest
+    t0 = time.perf_counter()
+
+    inputs, rejected = sources.expand_sources(icfg, out / "sources")
+    quarantine: list[dict] = []
+    for r in rejected:
+        _quarantine(quarantine, r.uri, r.reason)
+
+    decoder = make_decoder(icfg.decoder)
+    writer = shards.ShardWriter(out, icfg.shard_frames)
+    rows: list[dict] = []
+    n_videos = n_frames = 0
+    seconds = 0.0
+    t_clip = icfg.clip_frames
+    for video in tqdm(sorted(inputs, key=lambda v: v.source_id), desc="ingest", unit="video", dynamic_ncols=True):
+        try:
+            frames = _load_frames(video, cfg, decoder, out / ".download")
+        except (DecodeError, OSError) as e:
+            _quarantine(quarantine, video.uri, str(e))
+            continue
+        except Exception as e:  # botocore errors while downloading, etc.: quarantine, keep going
+            reason = "missing s3 key" if "404" in str(e) or "NoSuchKey" in str(e) else f"{type(e).__name__}: {e}"
+            _quarantine(quarantine, video.uri, reason)
+            continue
+        shard_name, offset = writer.add(frames)
+        split = shards.split_of(video.group, icfg.splits, cfg.seed)
+        for start in range(0, len(frames) - t_clip + 1, icfg.clip_stride):
+            rows.append({
+                "clip_id": f"{video.source_id}#{start}",
+                "source_id": video.source_id,
+                "group": video.group,
+                "kind": video.kind,
+                "split": split,
+                "shard": shard_name,
+                "offset": offset,
+                "video_frames": len(frames),
+                "start": start,
+                "start_time": round(start / icfg.fps, 6),
+                "fps": icfg.fps,
+                "shape": [t_clip, icfg.size, icfg.size, 3],
+                "labels": video.labels,
+                "digest": shards.clip_digest(frames[start:start + t_clip]),
+            })
+        n_videos += 1
+        n_frames += len(frames)
+        seconds += len(frames) / icfg.fps
+    writer.flush()
+    shutil.rmtree(out / ".download", ignore_errors=True)
+
+    write_text_atomic(out / QUARANTINE, json.dumps(quarantine, indent=2) + "\n")
+    if not rows:
+        raise IngestError(f"nothing usable to ingest: {len(quarantine)} input(s) quarantined "
+                          f"(reasons in {out / QUARANTINE}); sources were {icfg.sources}")
+    digest = shards.write_manifest(out, rows)
+    wall = time.perf_counter() - t0
+    per_split = {s: sum(1 for r in rows if r["split"] == s) for s in shards.SPLITS}
+    stats = {
+        "digest": digest,
+        "videos": n_videos,
+        "clips": len(rows),
+        "frames": n_frames,
+        "seconds": round(seconds, 3),
+        "quarantined": len(quarantine),
+        "wall_seconds": round(wall, 3),
+        "frames_per_second": round(n_frames / wall, 1),
+        "clips_per_split": per_split,
+    }
+    write_text_atomic(out / STATS, json.dumps(stats, indent=2) + "\n")
+    push_step_metrics(icfg.pushgateway, "ingest",
+                      {k: v for k, v in stats.items() if isinstance(v, (int, float))},
+                      grouping={"dataset": digest[:12]})
+    print(f"ingest: {n_videos} videos -> {len(rows)} clips ({n_frames} frames, {seconds:.1f} s of video) "
+          f"in {wall:.1f} s, {stats['frames_per_second']:.0f} frames/s; {len(quarantine)} quarantined; "
+          f"digest {digest[:12]}")
+    return stats

@@ -1,0 +1,173 @@
+"""Register step: log the encoder to MLflow, register a version with its scores, gate it, write a card.
+
+Reads `data_dir/ingest.json` (dataset digest), `model_dir/encoder.pt` (the video encoder; a
+`frame_encoder.pt` beside it is the bag-of-frames baseline, mentioned in the card but not
+registered) and `eval_dir/metrics.json` (+ `report.md`, `plots/*.png` when present). Writes
+`out_dir/registration.json` and `out_dir/model_card.md`. The registry mechanics (write order,
+rollback, the champion gate) live in `videossl.registry`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from videossl import registry, tracking
+from videossl.config import Config
+from videossl.registry import RegisterError
+from videossl.storage import write_text_atomic
+
+ENCODER = "encoder.pt"
+FRAME_ENCODER = "frame_encoder.pt"
+METRICS = "metrics.json"
+REPORT = "report.md"
+REGISTRATION = "registration.json"
+CARD = "model_card.md"
+
+__all__ = ["register", "RegisterError"]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise RegisterError(f"{what} not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RegisterError(f"{what} {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise RegisterError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def load_encoder(path: Path):
+    """(encoder module in eval mode, meta): the one call that knows the checkpoint format."""
+    from videossl.models.checkpoint import CheckpointError
+    from videossl.models.checkpoint import load_encoder as _load
+
+    if not path.is_file():
+        raise RegisterError(f"encoder checkpoint not found: {path}")
+    try:
+        encoder, meta = _load(path)
+    except CheckpointError as e:
+        raise RegisterError(str(e)) from e
+    return encoder.eval(), meta
+
+
+def _signature(encoder, meta: dict):
+    """Tensor signature from one forward pass on zeros: [-1, 3, T, H, W] float32 -> [-1, N, D]."""
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    t, s = int(meta["num_frames"]), int(meta["img_size"])
+    x = torch.zeros(1, 3, t, s, s)
+    with torch.no_grad():
+        y = encoder(x)
+    return infer_signature(x.numpy(), y.numpy().astype(np.float32))
+
+
+def _pip_requirements() -> list[str]:
+    # Explicit requirements: MLflow's inference loads the model again in a subprocess (seconds).
+    # The model is pickled by reference to videossl classes, so videossl must be importable too
+    # (it is not on an index; the card says so).
+    import cloudpickle
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"cloudpickle=={cloudpickle.__version__}"]
+
+
+def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
+             out_dir: str | Path) -> dict:
+    """Register the encoder of `model_dir` with the scores of `eval_dir`; returns registration.json's content."""
+    data_dir, model_dir, eval_dir, out = Path(data_dir), Path(model_dir), Path(eval_dir), Path(out_dir)
+    rcfg = cfg.register
+
+    # Every input is checked before MLflow is touched: a bad input leaves no run and no version.
+    ingest = _read_json(data_dir / "ingest.json", "ingest stats")
+    digest = ingest.get("digest")
+    if not digest:
+        raise RegisterError(f"key 'digest' missing in {data_dir / 'ingest.json'}")
+    metrics_path = eval_dir / METRICS
+    metrics = _read_json(metrics_path, "metrics")
+    try:
+        gate_raw = registry.lookup(metrics, rcfg.gate_metric)
+    except KeyError as e:
+        raise RegisterError(f"gate metric '{rcfg.gate_metric}' not found in {metrics_path} "
+                            f"(missing key '{e.args[0]}'; register.gate_metric names a dotted path)") from None
+    if isinstance(gate_raw, bool) or not isinstance(gate_raw, (int, float)):
+        raise RegisterError(f"gate metric '{rcfg.gate_metric}' in {metrics_path} is not a number: {gate_raw!r}")
+    gate_value = float(gate_raw)
+    encoder, meta = load_encoder(model_dir / ENCODER)
+    frame_encoder = model_dir / FRAME_ENCODER
+    scores = registry.flatten_scores(metrics)
+    commit = tracking.git_commit()
+    params = tracking.flat_params(cfg.model_dump(mode="json"))
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest),
+                                                      "git_commit": commit}) as active:
+        run_id = active.info.run_id
+        uri = mlflow.get_tracking_uri()
+        mlflow.log_params(params)
+        mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)})
+        mlflow.log_artifact(str(metrics_path), "eval")
+        if (eval_dir / REPORT).is_file():
+            mlflow.log_artifact(str(eval_dir / REPORT), "eval")
+        plots = sorted((eval_dir / "plots").glob("*.png")) if (eval_dir / "plots").is_dir() else []
+        for p in plots:
+            mlflow.log_artifact(str(p), "eval/plots")
+
+        info = mlflow.pytorch.log_model(
+            encoder, name="model", serialization_format="pickle",
+            signature=_signature(encoder, meta), pip_requirements=_pip_requirements(),
+            metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
+        )
+        step = meta.get("step")
+        tags = registry.version_tags(scores, gate_metric=rcfg.gate_metric, dataset_digest=str(digest),
+                                     git_commit=commit, checkpoint_step=step,
+                                     extra={"variant": str(meta.get("variant", "video"))})
+
+        def card(version: str, decision: registry.GateDecision) -> str:
+            return registry.render_card(
+                name=rcfg.model_name, version=version, metrics=metrics, decision=decision,
+                dataset_digest=str(digest), git_commit=commit, checkpoint=meta, params=params,
+                frame_encoder=str(frame_encoder) if frame_encoder.is_file() else None, run_id=run_id)
+
+        reg = registry.register_version(
+            MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
+            run_id=run_id, tags=tags, gate_metric=rcfg.gate_metric, gate_value=gate_value,
+            higher_is_better=rcfg.higher_is_better, card=card)
+        mlflow.log_text(reg.card or "", CARD)
+        mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
+                         "gate": "promoted" if reg.decision.promote else "not promoted"})
+
+    d = reg.decision
+    finite = lambda v: v if v is None or math.isfinite(v) else None  # noqa: E731  (strict JSON: no NaN)
+    result = {
+        "model_name": reg.name,
+        "version": reg.version,
+        "model_uri": reg.model_uri,
+        "logged_model_uri": reg.logged_model_uri,
+        "run_id": run_id,
+        "tracking_uri": uri,
+        "aliases": reg.aliases,
+        "champion_version": reg.champion_version,
+        "previous_champion_version": d.champion_version,
+        "promoted": d.promote,
+        "reason": d.reason,
+        "gate_metric": d.metric,
+        "gate_value": finite(d.value),
+        "champion_value": finite(d.champion_value),
+        "higher_is_better": rcfg.higher_is_better,
+        "dataset_digest": str(digest),
+        "git_commit": commit,
+        "checkpoint_step": step,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / CARD, reg.card or "")
+    write_text_atomic(out / REGISTRATION, json.dumps(result, indent=2) + "\n")
+    roles = " + ".join(a for a in (registry.CHAMPION, registry.CHALLENGER) if a in reg.aliases) or "no alias"
+    print(f"register: {reg.name} v{reg.version} -> {roles} ({d.reason})")
+    return result

@@ -1,0 +1,29 @@
+"""The closing lines of `make run`: the benchmark table and where the registered model is."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from videossl.eval.report import console_table
+from videossl.steps.probe_eval import MODELS
+
+
+def print_summary(eval_dir: Path, register_dir: Path) -> int:
+    metrics_path = eval_dir / "metrics.json"
+    if not metrics_path.is_file():
+        print(f"no benchmark yet: {metrics_path} is missing (run `make run`)")
+        return 1
+    flat = json.loads(metrics_path.read_text())
+    tasks = {k: v for k, v in flat.items() if isinstance(v, dict) and "n_test" in v}
+    print("\nTemporal benchmark: linear-probe test accuracy on held-out videos (95% CIs in "
+          f"{eval_dir / 'report.md'})")
+    print(console_table({"tasks": tasks}, MODELS))
+    reg_path = register_dir / "registration.json"
+    if reg_path.is_file():
+        reg = json.loads(reg_path.read_text())
+        print(f"\nregistered: {reg.get('model_name')} v{reg.get('version')} "
+              f"(aliases: {', '.join(reg.get('aliases', [])) or 'none'}) in {reg.get('tracking_uri')}")
+        print(f"  load it: mlflow.pytorch.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
+        if reg.get("decision"):
+            print(f"  gate: {reg['decision']}")
+    return 0

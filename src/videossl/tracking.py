@@ -1,0 +1,96 @@
+"""MLflow tracking: one place that points MLflow at the configured store and opens runs.
+
+Only rank 0 logs (every rank would otherwise make its own run). When the platform hands us a run
+(`MLFLOW_RUN_ID`, as KFP or a TrainJob may), we log into it instead of starting another.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from videossl.config import TrackingConfig
+from videossl.errors import StepError
+
+
+def _absolute_store(uri: str) -> str:
+    # A relative sqlite path would land wherever the process happens to run (KFP, torchrun): pin it.
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def _artifact_root(uri: str, artifacts: str | None) -> str | None:
+    """Where a new experiment keeps artifacts. Against a tracking server, the server decides (it
+    proxies artifacts to its own store) unless params name a URI; local stores get a local folder."""
+    if artifacts and ":/" in artifacts:
+        return artifacts  # s3://..., mlflow-artifacts:/..., file:///...
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return Path(artifacts or "mlartifacts").resolve().as_uri()
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """The store named in params; `tracking.uri: null` means the platform's MLFLOW_TRACKING_URI.
+
+    Params win over the environment on purpose: mlflow.set_tracking_uri exports the variable to every
+    child process, so an inherited value is not a reliable statement of where this run should log."""
+    if cfg.uri:
+        return _absolute_store(cfg.uri)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if not env:
+        raise StepError("tracking.uri is null but MLFLOW_TRACKING_URI is not set: name a store in params")
+    return env
+
+
+def configure(cfg: TrackingConfig) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+        try:
+            mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_root(uri, cfg.artifacts))
+        except mlflow.exceptions.MlflowException:
+            pass  # another process created it first
+    mlflow.set_experiment(cfg.experiment)
+    return uri
+
+
+@contextmanager
+def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> Iterator[object]:
+    """An active MLflow run: the platform's MLFLOW_RUN_ID when set, else a new run named `name`."""
+    import mlflow
+
+    configure(cfg)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags) as active:
+        yield active
+
+
+def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"section.key": value} for mlflow.log_params (values as strings, 500 chars max)."""
+    out: dict[str, str] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The commit the code runs from, or 'unknown' outside a git checkout (e.g. inside a container)."""
+    import subprocess
+
+    env_commit = os.environ.get("VIDEOSSL_GIT_COMMIT")
+    if env_commit:
+        return env_commit
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,56 @@
+"""params.yaml is validated before any work; a bad value names its key and what is allowed."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.tiny import REPO
+from videossl.config import Config, ConfigError, dump_config, load_config, parse_config
+
+
+def test_repo_params_are_valid_and_complete():
+    cfg = load_config(REPO / "params.yaml")
+    # params.yaml spells out every knob: its keys are exactly the config tree's.
+    assert set(yaml.safe_load((REPO / "params.yaml").read_text())) == set(Config.model_fields)
+    assert parse_config(dump_config(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, key, hint", [
+    ("ingest.fps=-3", "ingest.fps", "greater than 0"),
+    ("ingest.fps=fast", "ingest.fps", "valid number"),
+    ("ingest.bogus=1", "ingest.bogus", "allowed here"),
+    ("pretrain.mask_ratio=1.0", "pretrain.mask_ratio", "less than 1"),
+    ("ingest.decoder=ffmpeg", "ingest.decoder", "'auto', 'decord' or 'pyav'"),
+    ("ingest.splits={train: 0.5, val: 0.5, test: 0.5}", "ingest.splits", "sum to 1"),
+    ("ingest.synthetic.size=97", "ingest.synthetic.size", "multiple of 2"),
+    ("ingest.size=60", "ingest.size", "divisible by model.patch"),
+    ("ingest.clip_frames=7", "ingest.clip_frames", "divisible by model.tubelet"),
+    ("model.heads=5", "model.dim", "divisible by model.heads"),
+    ("register.gate_metric=colour.video", "register.gate_metric", "probe_eval.tasks"),
+    ("probe_eval.tasks=[arrow_of_time, telepathy]", "probe_eval.tasks[1]", "arrow_of_time"),
+])
+def test_invalid_value_names_the_key(override, key, hint):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "params.yaml", [override])
+    assert f"for '{key}'" in str(err.value) or f"key '{key}'" in str(err.value)
+    assert hint in str(err.value)
+
+
+def test_unknown_section_lists_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'trainer'.*allowed here: .*pretrain"):
+        parse_config("trainer: {steps: 3}")
+
+
+def test_cli_exits_2_before_work_naming_the_key(tmp_path):
+    out = tmp_path / "ingest"
+    proc = subprocess.run([sys.executable, "-m", "videossl.cli", "ingest", "--params", str(REPO / "params.yaml"),
+                           "-S", "ingest.clip_stride=0", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "ingest.clip_stride" in proc.stderr and "greater than or equal to 1" in proc.stderr
+    assert not out.exists()  # nothing started
+
+
+def test_missing_params_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "nope.yaml")

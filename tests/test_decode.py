@@ -1,0 +1,138 @@
+"""The decoder interface: decord and PyAV agree, resampling and resizing are exact, and the auto decoder
+falls back to PyAV where decord 0.6.0 fails."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videossl.config import SyntheticConfig
+from videossl.data import synthetic
+from videossl.data.decode import (AutoDecoder, DecodeError, DecordDecoder, PyAVDecoder, VideoMeta, center_crop,
+                                  decode_video, mp4_structure_problem, resample_indices, scaled_size)
+from videossl.data.sources import samples_dir
+
+CLIP = SyntheticConfig(videos=1, seconds=1, fps=24, size=64, gop=8)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A 64x64, 24-frame synthetic H.264 file and the frames it was encoded from."""
+    frames, _ = synthetic.render_video(5, CLIP)
+    path = tmp_path_factory.mktemp("decode") / "synth.mp4"
+    synthetic.write_video(frames, path, CLIP.fps, CLIP.gop)
+    return path, frames
+
+
+def test_decord_and_pyav_agree(synth):
+    path, source = synth
+    assert DecordDecoder().probe(path) == PyAVDecoder().probe(path) == VideoMeta(24.0, 24, 64, 64)
+    for size in (64, 32):
+        a, meta = decode_video(path, DecordDecoder(), 12, size)
+        b, _ = decode_video(path, PyAVDecoder(), 12, size)
+        assert a.shape == b.shape == (12, size, size, 3) and a.dtype == b.dtype == np.uint8
+        diff = np.abs(a.astype(np.int16) - b).mean()
+        assert diff < 2.0, f"decord and PyAV differ by {diff:.2f} grey levels at size {size}"
+    # and both are the encoded frames (up to H.264 at crf 18), every second one at half the rate
+    native, _ = decode_video(path, DecordDecoder(), 12, 64)
+    assert np.abs(native.astype(np.int16) - source[::2]).mean() < 4.0
+
+
+def test_resample_25_to_12_fps():
+    meta = VideoMeta(fps=25.0, frames=250, width=640, height=272)  # 10 s
+    idx = resample_indices(meta, 12)
+    assert len(idx) == 120
+    assert idx[:8].tolist() == [0, 2, 4, 6, 8, 10, 12, 15]
+    assert set(np.diff(idx).tolist()) <= {2, 3} and idx[-1] <= 249
+    # each tick of the 12 fps clock takes the nearest source frame
+    assert np.all(np.abs(idx - np.arange(120) / 12 * 25) <= 0.5)
+
+
+def test_resample_30_to_12_fps():
+    meta = VideoMeta(fps=30.0, frames=90, width=64, height=64)  # 3 s
+    idx = resample_indices(meta, 12)
+    assert len(idx) == 36
+    assert set(np.diff(idx).tolist()) == {2, 3}  # 2.5 source frames per tick, alternating
+    assert idx[-1] - idx[0] == pytest.approx(35 * 2.5, abs=0.5)
+    assert np.all(np.abs(idx - np.arange(36) * 2.5) <= 0.5)
+
+
+def test_resample_edge_cases():
+    assert resample_indices(VideoMeta(12.0, 24, 8, 8), 12).tolist() == list(range(24))  # same rate: identity
+    up = resample_indices(VideoMeta(6.0, 6, 8, 8), 12)  # upsampling repeats frames
+    assert up.tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 5, 5][: len(up)] and len(up) == 12
+    assert len(resample_indices(VideoMeta(24.0, 1, 8, 8), 12)) == 0  # one frame at 24 fps: under one tick
+
+
+def test_scaled_size_keeps_aspect_and_even_sides():
+    assert scaled_size(640, 272, 32) == (76, 32)
+    assert scaled_size(272, 640, 32) == (32, 76)  # portrait
+    assert scaled_size(640, 272, 64) == (150, 64)
+    assert scaled_size(1280, 720, 64) == (114, 64)
+    assert scaled_size(64, 64, 32) == (32, 32)
+    for w, h in [(640, 272), (176, 144), (1280, 720), (272, 640)]:
+        sw, sh = scaled_size(w, h, 48)
+        assert min(sw, sh) == 48 and sw % 2 == 0 and sh % 2 == 0
+        assert sw / sh == pytest.approx(w / h, rel=0.05)
+
+
+def test_center_crop_takes_the_middle():
+    frames = np.zeros((2, 32, 38, 3), np.uint8)
+    frames[..., 0] = np.arange(38)[None, None, :]  # red channel = column index
+    frames[..., 1] = np.arange(32)[None, :, None]  # green channel = row index
+    out = center_crop(frames, 32)
+    assert out.shape == (2, 32, 32, 3) and out.flags["C_CONTIGUOUS"]
+    assert out[0, 0, :, 0].tolist() == list(range(3, 35))
+    assert out[0, :, 0, 1].tolist() == list(range(32))
+
+
+def test_non_square_real_video_is_scaled_then_center_cropped():
+    bikes = samples_dir() / "bikes.mp4"  # 640x272, 25 fps, 250 frames
+    meta = DecordDecoder().probe(bikes)
+    assert (meta.width, meta.height, meta.fps, meta.frames) == (640, 272, 25.0, 250)
+    frames, _ = decode_video(bikes, DecordDecoder(), 12, 32)
+    assert frames.shape == (120, 32, 32, 3)
+    # the crop is the middle of the scaled frame: same pixels as decoding at (76, 32) and cutting columns 22:54
+    idx = resample_indices(meta, 12)[:4]
+    full = DecordDecoder().read(bikes, idx, scaled_size(640, 272, 32))
+    assert full.shape == (4, 32, 76, 3)
+    assert np.array_equal(frames[:4], full[:, :, 22:54])
+
+
+def test_auto_decoder_falls_back_to_pyav_where_decord_fails(tmp_path):
+    # decord 0.6.0 reports 4 channels for frames exactly 16, 24, 48 or 72 pixels wide and fails to copy them
+    cfg = SyntheticConfig(videos=1, seconds=1, fps=24, size=96, gop=8)
+    source, _ = synthetic.render_video(9, cfg)
+    path = tmp_path / "v96.mp4"
+    synthetic.write_video(source, path, cfg.fps, cfg.gop)
+    with pytest.raises(DecodeError, match="decord could not decode"):
+        decode_video(path, DecordDecoder(), 12, 48)
+
+    auto = AutoDecoder()
+    frames, meta = decode_video(path, auto, 12, 48)
+    assert auto.used == "pyav"
+    assert frames.shape == (12, 48, 48, 3) and frames.dtype == np.uint8
+    expected, _ = decode_video(path, PyAVDecoder(), 12, 48)
+    assert np.array_equal(frames, expected)
+    # and they are the right frames: the source, every second one, 2x2 box-downscaled
+    reference = source[resample_indices(meta, 12)].reshape(12, 48, 2, 48, 2, 3).mean(axis=(2, 4))
+    assert np.abs(frames - reference).mean() < 4.0
+    # decord keeps working where it can: the next file is read by decord again
+    auto.probe(path)
+    assert auto.used == "decord"
+
+
+def test_errors_name_what_is_wrong(synth, tmp_path):
+    path, _ = synth
+    assert mp4_structure_problem(path) is None
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert "truncated" in mp4_structure_problem(cut)
+    with pytest.raises(DecodeError, match="truncated mp4"):
+        decode_video(cut, AutoDecoder(), 12, 32)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    assert mp4_structure_problem(text) is None
+    with pytest.raises(DecodeError, match="decord could not open.*; PyAV could not open"):
+        decode_video(text, AutoDecoder(), 12, 32)

@@ -1,0 +1,110 @@
+"""The video ViT contract, tube masks, the MAE objective and self-describing checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from videossl.masks import tube_masks
+from videossl.models.checkpoint import CheckpointError, load_checkpoint, load_encoder, save_checkpoint
+from videossl.models.vit import VideoViT, VitShape, frame_embed
+from videossl.objectives.mae import MAE, normalised_targets, patchify
+
+SHAPE = VitShape(frames=4, img_size=16, patch=4, tubelet=2, dim=24, depth=2, heads=2)
+
+
+def _video(b=2, shape=SHAPE, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, shape.frames, shape.img_size, shape.img_size, generator=g)
+
+
+def test_encoder_contract_and_visible_tokens_only():
+    torch.manual_seed(0)
+    enc = VideoViT(SHAPE).eval()
+    x = _video()
+    assert SHAPE.num_tokens == 2 * 4 * 4
+    assert enc(x).shape == (2, SHAPE.num_tokens, SHAPE.dim)
+    keep = torch.tensor([[0, 5, 9], [1, 2, 31]])
+    assert enc(x, keep=keep).shape == (2, 3, SHAPE.dim)
+    assert enc.embed(x).shape == (2, SHAPE.dim)
+
+
+def test_video_encoder_sees_order_and_bag_of_frames_does_not():
+    torch.manual_seed(0)
+    video, frames = VideoViT(SHAPE).eval(), VideoViT(VitShape(1, 16, 4, 1, 24, 2, 2)).eval()
+    x = _video()
+    rev = x.flip(2)
+    with torch.no_grad():
+        assert not torch.allclose(video.embed(x), video.embed(rev), atol=1e-4)
+        # mean-pooled frames are exactly blind to the order of frames
+        assert torch.allclose(frame_embed(frames, x), frame_embed(frames, rev), atol=1e-5)
+
+
+def test_tube_masks_hide_the_same_positions_in_every_time_slice():
+    grid = (4, 8, 8)
+    m = tube_masks(3, grid, 0.9, np.random.default_rng(0))
+    spatial = 64
+    assert m.keep.shape == (3, 4 * 6) and m.masked.shape == (3, 4 * 58)
+    for b in range(3):
+        keep = set(m.keep[b].tolist())
+        assert keep.isdisjoint(m.masked[b].tolist())
+        assert len(keep | set(m.masked[b].tolist())) == 4 * spatial
+        per_slice = [sorted(i % spatial for i in keep if i // spatial == t) for t in range(4)]
+        assert all(p == per_slice[0] for p in per_slice)
+    with pytest.raises(ValueError, match="mask ratio"):
+        tube_masks(1, grid, 0.999, np.random.default_rng(0))
+
+
+def test_patchify_order_matches_the_encoder_tokens():
+    x = _video(1)
+    p = patchify(x, SHAPE.tubelet, SHAPE.patch)
+    assert p.shape == (1, SHAPE.num_tokens, SHAPE.patch_dim)
+    # token 0 is time-slice 0, top-left patch: the first tubelet*patch*patch pixels of that corner
+    corner = x[0, :, :2, :4, :4].permute(1, 2, 3, 0).reshape(-1)
+    assert torch.equal(p[0, 0], corner)
+    t = normalised_targets(x, SHAPE)
+    assert torch.allclose(t.mean(-1), torch.zeros(1, SHAPE.num_tokens), atol=1e-5)
+
+
+def test_mae_loss_depends_only_on_masked_tokens():
+    torch.manual_seed(0)
+    mae = MAE(VideoViT(SHAPE), 16, 1, 2)
+    x = _video(1)
+    m = tube_masks(1, SHAPE.grid, 0.75, np.random.default_rng(1))
+    loss = mae(x, m)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert mae.encoder.patch_embed.weight.grad.abs().sum() > 0
+    # Pixels of a hidden tube are targets only (the encoder never sees them): changing them changes
+    # the loss through the target alone.
+    t, rem = divmod(int(m.masked[0, 0]), 16)
+    h, w = divmod(rem, 4)
+    x2 = x.clone()
+    x2[0, :, t * 2:(t + 1) * 2, h * 4:(h + 1) * 4, w * 4:(w + 1) * 4] = torch.randn(3, 2, 4, 4)
+    with torch.no_grad():
+        assert not torch.isclose(mae(x2, m), mae(x, m))
+        assert torch.equal(mae.encoder(x2, keep=m.keep), mae.encoder(x, keep=m.keep))
+
+
+def test_checkpoint_roundtrip_is_self_describing(tmp_path):
+    torch.manual_seed(0)
+    enc = VideoViT(SHAPE)
+    path = tmp_path / "ckpt" / "encoder.pt"
+    save_checkpoint({"variant": "video", "shape": SHAPE.as_dict(), "encoder": enc.state_dict(), "step": 7}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["encoder.pt"]  # no temp file left behind
+    loaded, meta = load_encoder(path)
+    assert meta["step"] == 7 and meta["num_frames"] == 4 and meta["variant"] == "video"
+    x = _video()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), enc.eval()(x))
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(CheckpointError, match="not a videossl checkpoint"):
+        load_checkpoint(other)

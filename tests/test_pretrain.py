@@ -1,0 +1,74 @@
+"""Pretraining through real torchrun: one process and two, checkpoints, rank-0-only tracking."""
+import json
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tests.tiny import tiny_config
+from videossl.data.shards import ClipStore
+from videossl.models.checkpoint import load_checkpoint, load_encoder
+from videossl.steps.pretrain import PretrainError, pretrain
+from videossl.train.data import ClipDataset, GlobalBatchSampler
+
+
+def _runs(cfg, variant):
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("variant") == variant]
+
+
+def test_pretrain_one_process_writes_self_describing_checkpoints(tiny_cfg, tiny_models, tiny_data):
+    summary = json.loads((tiny_models / "pretrain.json").read_text())
+    assert set(summary["checkpoints"]) == {"video", "frames"}
+    video, meta = load_encoder(tiny_models / "encoder.pt")
+    frames, fmeta = load_encoder(tiny_models / "frame_encoder.pt")
+    store = ClipStore(tiny_data)
+    assert meta["num_frames"] == store.clip_frames and fmeta["num_frames"] == 1
+    assert meta["dataset_digest"] == json.loads((tiny_data / "ingest.json").read_text())["digest"]
+    state = load_checkpoint(tiny_models / "encoder.pt")
+    assert state["step"] == tiny_cfg.pretrain.steps and state["optimizer"]["state"]  # optimizer was stepped
+    assert state["config"]["model"]["dim"] == tiny_cfg.model.dim
+    for variant in ("video", "frames"):
+        (run,) = _runs(tiny_cfg, variant)
+        assert run.data.params["variant"] == variant
+        assert "loss" in run.data.metrics and run.info.status == "FINISHED"
+
+
+def test_pretrain_two_processes_torchrun_logs_from_rank_zero_only(tmp_path, tiny_data):
+    cfg = tiny_config(tmp_path, "pretrain.nproc=2", "pretrain.steps=2", "pretrain.baseline_steps=2")
+    summary = pretrain(cfg, tiny_data, tmp_path / "pretrain")
+    assert summary["video"]["world_size"] == 2 and summary["frames"]["world_size"] == 2
+    assert load_checkpoint(tmp_path / "pretrain" / "encoder.pt")["step"] == 2
+    assert len(_runs(cfg, "video")) == 1 and len(_runs(cfg, "frames")) == 1  # not one per rank
+
+
+def test_ranks_split_one_global_batch():
+    one = list(GlobalBatchSampler(50, 8, 0, 1, seed=3, start_step=0, steps=4))
+    two = [list(GlobalBatchSampler(50, 8, r, 2, seed=3, start_step=0, steps=4)) for r in range(2)]
+    for step in range(4):
+        merged = sorted(two[0][step] + two[1][step], key=lambda it: it.position)
+        assert [it.index for it in merged] == [it.index for it in one[step]]
+    resumed = list(GlobalBatchSampler(50, 8, 0, 1, seed=3, start_step=2, steps=4))
+    assert [[i.index for i in b] for b in resumed] == [[i.index for i in b] for b in one[2:]]
+    with pytest.raises(ValueError, match="divisible by the world size"):
+        GlobalBatchSampler(50, 7, 0, 2, 0, 0, 1)
+
+
+def test_frame_dataset_covers_every_training_frame_once(tiny_data):
+    store = ClipStore(tiny_data)
+    ds = ClipDataset(store, "frames")
+    assert len(ds) == sum(v.frames for v in store.videos_in("train"))
+    assert ds.frames == 1
+
+
+def test_diverging_loss_stops_with_a_clear_error_and_no_checkpoint(tmp_path, tiny_data):
+    cfg = tiny_config(tmp_path, "pretrain.lr=1.0e+12", "pretrain.warmup_steps=0", "pretrain.steps=6")
+    with pytest.raises(PretrainError, match="video pretraining failed"):
+        pretrain(cfg, tiny_data, tmp_path / "pretrain")
+    assert not (tmp_path / "pretrain" / "encoder.pt").exists()
+
+
+def test_checkpoint_weights_are_finite(tiny_models):
+    state = load_checkpoint(tiny_models / "encoder.pt")
+    assert all(torch.isfinite(v).all() for v in state["encoder"].values())

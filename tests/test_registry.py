@@ -1,0 +1,327 @@
+"""Register step against real MLflow: an embedded sqlite store and a real `mlflow server` process.
+
+No MLflow mocks: versions, tags and aliases are read back through MlflowClient, and the champion is
+loaded back with `mlflow.pytorch.load_model` and run on a tensor.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from videossl import registry
+from videossl.config import Config
+from videossl.models.checkpoint import save_checkpoint
+from videossl.models.vit import VideoViT, VitShape
+from videossl.registry import RegisterError
+from videossl.steps.register import register
+
+SHAPE = VitShape(frames=4, img_size=16, patch=8, tubelet=2, dim=16, depth=1, heads=2)
+NAME = "videossl-encoder-test"
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures (kept here rather than in a shared conftest.py)
+
+
+@pytest.fixture(autouse=True)
+def _clean_mlflow_env(monkeypatch):
+    # The step must talk to the store named in the config, not one leaked from the environment.
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME",
+                "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("VIDEOSSL_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool = True) -> tuple[Path, Path, Path]:
+    """data/ingest.json, model/encoder.pt (+ frame_encoder.pt), eval/metrics.json + report + plot."""
+    data, model, ev = root / "data", root / "model", root / "eval"
+    for d in (data, model, ev / "plots"):
+        d.mkdir(parents=True, exist_ok=True)
+    (data / "ingest.json").write_text(json.dumps({"digest": "ab" * 32, "videos": 12, "clips": 96}))
+    torch.manual_seed(step)
+    enc = VideoViT(SHAPE)
+    save_checkpoint({"shape": SHAPE.as_dict(), "encoder": enc.state_dict(), "step": step, "variant": "video"},
+                    model / "encoder.pt")
+    if frame_encoder:
+        fshape = VitShape(frames=1, img_size=16, patch=8, tubelet=1, dim=16, depth=1, heads=2)
+        save_checkpoint({"shape": fshape.as_dict(), "encoder": VideoViT(fshape).state_dict(), "step": step,
+                         "variant": "frames"}, model / "frame_encoder.pt")
+    metrics = {
+        "arrow_of_time": {"video": gate, "frames": 0.5, "n_test": 240, "control_static": 0.49},
+        "speed": {"video": 0.62, "frames": 0.41, "n_test": 240},
+        "gravity": {"video": 0.9, "frames": 0.35, "n_test": 180},
+        "wall_seconds": 12.5,
+        "notes": "strings are not scores",
+    }
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    (ev / "report.md").write_text("# probe-eval report\n\nall good\n")
+    # a real (tiny) PNG: 1x1 white pixel
+    (ev / "plots" / "scores.png").write_bytes(bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c63f8ffff3f0005fe02fea7d6a4a50000000049454e44ae426082"))
+    return data, model, ev
+
+
+def make_config(tracking_uri: str, artifacts: str, **register_cfg) -> Config:
+    return Config.model_validate({
+        "tracking": {"uri": tracking_uri, "artifacts": artifacts, "experiment": "videossl-test"},
+        "register": {"model_name": NAME, **register_cfg},
+    })
+
+
+def aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    # the SQL store hands back versions as ints, a tracking server as strings: compare as strings
+    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _server_process(request, tmp_path_factory):
+    """Start `mlflow server` as soon as this module runs (it takes 10-30 s to answer), so it boots
+    while the embedded-store tests run; only when a selected test asks for `mlflow_server`.
+    The whole process group is always terminated at the end."""
+    if not any("mlflow_server" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = ([str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]) + [
+        "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+        "--artifacts-destination", str(root / "art"), "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no huey job consumers: fewer processes, faster boot
+    log = open(root / "server.log", "wb")
+    # own session: the server spawns a uvicorn worker, and the whole group must go when the tests end
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        yield {"proc": proc, "url": f"http://127.0.0.1:{port}", "root": root}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def mlflow_server(_server_process):
+    """The running server: waits (up to 90 s from now) until it answers GET /health."""
+    proc, url, root = _server_process["proc"], _server_process["url"], _server_process["root"]
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n"
+                               + (root / "server.log").read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return _server_process
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("mlflow server did not answer /health within 90 s:\n"
+                               + (root / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory) -> str:
+    """One embedded store for the module (creating its tables takes seconds); tests use own model names."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlruns.db'}"
+
+
+# ----------------------------------------------------------------------------------------------
+# embedded sqlite store
+
+
+def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_store, capsys):
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"))
+
+    def run(i: int, gate: float, step: int) -> dict:
+        data, model, ev = make_inputs(tmp_path / f"in{i}", gate, step=step, frame_encoder=(i == 1))
+        out = tmp_path / f"out{i}"
+        result = register(cfg, data, model, ev, out)
+        assert json.loads((out / "registration.json").read_text()) == result
+        assert (out / "model_card.md").is_file()
+        return result
+
+    r1 = run(1, 0.70, step=10)
+    line1 = capsys.readouterr().out
+    r2 = run(2, 0.80, step=20)
+    r3 = run(3, 0.75, step=30)
+    line3 = capsys.readouterr().out
+
+    # decisions, as returned and written
+    assert (r1["version"], r1["promoted"], r1["reason"]) == ("1", True, "no champion yet")
+    assert r1["aliases"] == ["challenger", "champion"] and r1["champion_version"] == "1"
+    assert r2["promoted"] and r2["previous_champion_version"] == "1" and r2["champion_value"] == 0.70
+    assert r2["aliases"] == ["challenger", "champion"] and r2["champion_version"] == "2"
+    assert not r3["promoted"] and r3["aliases"] == ["challenger"] and r3["champion_version"] == "2"
+    assert r3["gate_value"] == 0.75 and r3["champion_value"] == 0.80
+    assert "0.75 < 0.8" in r3["reason"]
+    assert f"register: {NAME} v1 -> champion + challenger (no champion yet)" in line1
+    assert f"register: {NAME} v3 -> challenger (champion stays v2: arrow_of_time.video 0.75 < 0.8)" in line3
+    assert r3["tracking_uri"].startswith("sqlite:///") and r3["model_uri"] == f"models:/{NAME}/3"
+
+    # the registry itself, read back
+    client = MlflowClient(tracking_uri=r3["tracking_uri"])
+    assert aliases(client, NAME) == {"champion": "2", "challenger": "3"}
+    assert client.get_model_version(NAME, "1").aliases == []
+    v2 = client.get_model_version_by_alias(NAME, "champion")
+    assert str(v2.version) == "2" and v2.run_id == r2["run_id"]
+    assert v2.tags["arrow_of_time.video"] == "0.8"
+    assert float(v2.tags["gravity.video"]) == 0.9 and float(v2.tags["speed.frames"]) == 0.41
+    assert float(v2.tags["wall_seconds"]) == 12.5 and "notes" not in v2.tags
+    assert v2.tags["dataset_digest"] == "ab" * 32
+    assert v2.tags["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert v2.tags["gate_metric"] == "arrow_of_time.video"
+    assert v2.tags["checkpoint_step"] == "20" and v2.tags["status"] == "ready"
+    assert v2.description.startswith(f"# Model card: {NAME} v2")
+
+    both = registry.champion_and_challenger(client, NAME)
+    assert both["champion"].version == "2" and both["challenger"].version == "3"
+    assert both["champion"].score("arrow_of_time.video") == 0.8
+    assert both["challenger"].scores()["arrow_of_time.video"] == 0.75
+    assert registry.champion_and_challenger(client, "no-such-model") == {"champion": None, "challenger": None}
+
+    # the run: params, metrics, eval artifacts, card
+    run = client.get_run(r3["run_id"])
+    assert run.info.run_name == "register"
+    assert run.data.params["register.model_name"] == NAME and run.data.params["model.patch"] == "8"
+    assert run.data.metrics["arrow_of_time.video"] == 0.75 and run.data.metrics["gravity.n_test"] == 180
+    assert run.data.tags["dataset_digest"] == "ab" * 32
+    arts = {a.path for a in client.list_artifacts(r3["run_id"], "eval")}
+    assert {"eval/metrics.json", "eval/report.md", "eval/plots"} <= arts
+    assert [a.path for a in client.list_artifacts(r3["run_id"], "eval/plots")] == ["eval/plots/scores.png"]
+    card = mlflow.artifacts.load_text(f"runs:/{r3['run_id']}/model_card.md")
+    assert card == (tmp_path / "out3" / "model_card.md").read_text()
+    assert "| arrow_of_time | 0.75 | 0.5 | +0.25 | 240 |" in card
+    assert "| gravity | 0.9 | 0.35 | +0.55 | 180 |" in card
+    assert "not promoted" in card and "ab" * 32 in card and "## Limits" in card
+    assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()
+
+    # the champion loads back as the encoder of checkpoint step 20 and runs on a clip
+    model = mlflow.pytorch.load_model(f"models:/{NAME}@champion")
+    torch.manual_seed(20)
+    reference = VideoViT(SHAPE).eval()
+    x = torch.rand(2, 3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size)
+    with torch.no_grad():
+        tokens = model(x)
+        assert tokens.shape == (2, SHAPE.num_tokens, SHAPE.dim)
+        assert torch.allclose(tokens, reference(x), atol=1e-6)
+
+
+def test_failure_after_version_creation_rolls_back(tmp_path, sqlite_store):
+    """A version created but not fully gated is deleted and the aliases stay where they were."""
+    name = NAME + "-rollback"
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name)
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    first = register(cfg, data, model, ev, tmp_path / "out")
+    client = MlflowClient(tracking_uri=first["tracking_uri"])
+
+    def broken_card(version, decision):
+        assert decision.promote  # it would have become champion...
+        raise RuntimeError("disk full while rendering the card")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        registry.register_version(
+            client, name, logged_model_uri=first["logged_model_uri"], model_id=None, run_id=first["run_id"],
+            tags={"arrow_of_time.video": "0.99", "status": "registering"}, gate_metric="arrow_of_time.video",
+            gate_value=0.99, higher_is_better=True, card=broken_card)
+    # ...but the half-made v2 is gone and v1 is still champion and challenger
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
+    assert aliases(client, name) == {"champion": "1", "challenger": "1"}
+
+
+def test_gate_decisions():
+    lower = registry.decide("speed.error", 0.2, False, "4", 0.3)
+    assert lower.promote and lower.reason == "speed.error 0.2 < 0.3 of v4, lower is better"
+    assert not registry.decide("speed.error", 0.4, False, "4", 0.3).promote
+    tie = registry.decide("arrow_of_time.video", 0.7, True, "2", 0.7)
+    assert not tie.promote and "not strictly better" in tie.reason
+    assert not registry.decide("arrow_of_time.video", math.nan, True, "2", 0.7).promote
+    assert not registry.decide("arrow_of_time.video", math.nan, True, None, None).promote
+    untagged = registry.decide("arrow_of_time.video", 0.1, True, "2", None)
+    assert untagged.promote and "no usable" in untagged.reason
+
+
+# ----------------------------------------------------------------------------------------------
+# clear errors, before MLflow is touched
+
+
+def test_missing_gate_metric_names_the_key(tmp_path):
+    db = tmp_path / "mlruns.db"
+    cfg = make_config(f"sqlite:///{db}", str(tmp_path / "mlartifacts"), gate_metric="speed.video")
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    metrics = json.loads((ev / "metrics.json").read_text())
+    del metrics["speed"]["video"]
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(RegisterError, match=r"gate metric 'speed\.video' not found in .*metrics\.json") as e:
+        register(cfg, data, model, ev, tmp_path / "out")
+    assert "missing key 'video'" in str(e.value)
+
+    (ev / "metrics.json").unlink()
+    with pytest.raises(RegisterError, match=r"metrics not found: .*eval/metrics\.json"):
+        register(cfg, data, model, ev, tmp_path / "out")
+    (model / "encoder.pt").unlink()
+    (ev / "metrics.json").write_text(json.dumps({"speed": {"video": 0.5}}))
+    with pytest.raises(RegisterError, match=r"encoder checkpoint not found: .*model/encoder\.pt"):
+        register(cfg, data, model, ev, tmp_path / "out")
+    # nothing was registered or written: the inputs are checked first
+    assert not db.exists() and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# a real tracking server
+
+
+def test_register_through_a_tracking_server(tmp_path, mlflow_server):
+    # mlflow-artifacts:/// makes the experiment's artifacts go through the server's proxy
+    cfg = make_config(mlflow_server["url"], "mlflow-artifacts:///videossl-test")
+    data, model, ev = make_inputs(tmp_path / "in", 0.66, step=42)
+    r1 = register(cfg, data, model, ev, tmp_path / "out1")
+    data, model, ev = make_inputs(tmp_path / "in2", 0.60, step=43)
+    r2 = register(cfg, data, model, ev, tmp_path / "out2")
+
+    assert r1["tracking_uri"] == mlflow_server["url"] and r1["promoted"] and not r2["promoted"]
+    client = MlflowClient(tracking_uri=mlflow_server["url"])
+    assert aliases(client, NAME) == {"champion": "1", "challenger": "2"}
+    v1 = client.get_model_version(NAME, "1")
+    assert v1.tags["checkpoint_step"] == "42" and v1.tags["arrow_of_time.video"] == "0.66"
+    assert sorted(v1.aliases) == ["champion"]
+    both = registry.champion_and_challenger(client, NAME)
+    assert (both["champion"].version, both["challenger"].version) == ("1", "2")
+    # the model files went through the server to its --artifacts-destination
+    stored = list((mlflow_server["root"] / "art").rglob("model.pth"))
+    assert len(stored) == 2
+    model = mlflow.pytorch.load_model(f"models:/{NAME}@challenger")
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size))
+    assert out.shape == (1, SHAPE.num_tokens, SHAPE.dim) and torch.isfinite(out).all()
