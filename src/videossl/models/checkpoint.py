@@ -17,7 +17,8 @@ from videossl.models.vit import VideoViT, VitShape
 from videossl.errors import StepError
 
 FORMAT = "videossl.checkpoint/1"
-VARIANTS = ("video", "frames")  # video model; frame encoder (T=1) of the bag-of-frames baseline
+# variant -> file name: the video model, and the frame encoder (T=1) of the bag-of-frames baseline
+CHECKPOINTS = {"video": "encoder.pt", "frames": "frame_encoder.pt"}
 
 
 class CheckpointError(StepError):

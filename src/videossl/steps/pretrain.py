@@ -12,38 +12,34 @@ import sys
 from pathlib import Path
 
 from videossl.config import Config, dump_config
-from videossl.models.checkpoint import load_checkpoint
+from videossl.models.checkpoint import CHECKPOINTS, load_checkpoint
 from videossl.storage import write_text_atomic
 from videossl.errors import StepError
-
-CHECKPOINTS = {"video": "encoder.pt", "frames": "frame_encoder.pt"}
-
 
 class PretrainError(StepError):
     pass
 
 
-def torchrun_command(nproc: int, config: Path, data_dir: Path, out: Path, variant: str) -> list[str]:
+def torchrun_command(nproc: int, config: Path, data_dir: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "videossl.train.main", "--config", str(config), "--data", str(data_dir),
-            "--out", str(out), "--variant", variant]
+            "-m", "videossl.train.main", "--config", str(config), "--data", str(data_dir), "--out", str(out)]
 
 
 def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = write_text_atomic(out / "config.yaml", dump_config(cfg))
-    variants = ["video", "frames"]  # the bag-of-frames baseline is never optional
-    results = {}
-    for variant in variants:
-        ckpt = out / CHECKPOINTS[variant]
-        cmd = torchrun_command(cfg.pretrain.nproc, config_path, Path(data_dir), ckpt, variant)
-        print(f"pretrain[{variant}]: {' '.join(cmd[2:])}", flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        proc = subprocess.run(cmd, env=env)
-        if proc.returncode != 0:
-            raise PretrainError(f"{variant} pretraining failed (torchrun exit {proc.returncode}); see the log above")
-        results[variant] = load_checkpoint(ckpt)["result"]
-    summary = {"checkpoints": {v: CHECKPOINTS[v] for v in variants}, **results}
+    for stale in CHECKPOINTS.values():  # a failed run must not leave an older checkpoint looking current
+        (out / stale).unlink(missing_ok=True)
+    cmd = torchrun_command(cfg.pretrain.nproc, config_path, Path(data_dir), out)
+    print(f"pretrain: {' '.join(cmd[2:])}", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        done = [v for v, name in CHECKPOINTS.items() if (out / name).is_file()]
+        raise PretrainError(f"pretraining failed (torchrun exit {proc.returncode}; finished: {done or 'none'}); "
+                            f"see the log above")
+    results = {v: load_checkpoint(out / name)["result"] for v, name in CHECKPOINTS.items()}
+    summary = {"checkpoints": dict(CHECKPOINTS), **results}
     write_text_atomic(out / "pretrain.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -20,7 +20,7 @@ from videossl.eval.probes import linear_probe
 from videossl.eval.tasks import build_tasks
 from videossl.models.checkpoint import load_encoder
 from videossl.models.vit import VideoViT
-from videossl.steps.pretrain import CHECKPOINTS
+from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 from videossl.errors import StepError
 

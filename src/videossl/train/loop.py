@@ -65,52 +65,54 @@ def train(cfg: Config, data_dir: str | Path, out_path: str | Path, variant: str)
     loader = make_loader(dataset, sampler, MaskCollator(shape.grid, pcfg.mask_ratio, cfg.seed),
                          pcfg.num_workers, pin_memory=on_gpu)
 
-    tracker = _Tracker(cfg, variant, env, shape, count_params(model.encoder)) if env.is_main else None
     visible = shape.num_tokens - int(round(shape.grid[1] * shape.grid[2] * pcfg.mask_ratio)) * shape.grid[0]
-    t_start = t_log = time.perf_counter()
-    wait = 0.0
-    loss_val = float("nan")
-    model.train()
-    t_fetch = time.perf_counter()
-    for step, (clips, keep, masked) in enumerate(loader):
-        wait += time.perf_counter() - t_fetch
-        lr = lr_at(step, steps, pcfg.warmup_steps, pcfg.lr, pcfg.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        video = to_model_input(clips, device)
-        masks = TubeMasks(keep.to(device, non_blocking=True), masked.to(device, non_blocking=True))
-        with autocast:
-            loss = ddp(video, masks)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"{variant} pretraining: loss became {loss.item()} at step {step}; "
-                                f"no checkpoint was written over the last good one (try a lower pretrain.lr)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    tracker = _Tracker(cfg, variant, env, shape, count_params(model.encoder)) if env.is_main else nullcontext()
+    with tracker:  # an exception ends the MLflow run as FAILED
+        t_start = t_log = t_fetch = time.perf_counter()
+        wait = 0.0
+        loss_val = float("nan")
+        model.train()
+        for step, (clips, keep, masked) in enumerate(loader):
+            wait += time.perf_counter() - t_fetch
+            lr = lr_at(step, steps, pcfg.warmup_steps, pcfg.lr, pcfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            video = to_model_input(clips, device)
+            masks = TubeMasks(keep.to(device, non_blocking=True), masked.to(device, non_blocking=True))
+            with autocast:
+                loss = ddp(video, masks)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{variant} pretraining: loss became {loss.item()} at step {step}; no "
+                                    f"checkpoint was written over the last good one (try a lower pretrain.lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
-        if (step + 1) % pcfg.log_every == 0 or step + 1 == steps:
-            loss_val = loss.item()
-            now = time.perf_counter()
-            n = pcfg.log_every if (step + 1) % pcfg.log_every == 0 else (step + 1) % pcfg.log_every
-            clips_s = n * pcfg.batch_size / (now - t_log)
-            if tracker:
-                tracker.step(step + 1, steps, loss_val, lr, clips_s, clips_s * visible, wait / (now - t_start), now - t_start)
-            t_log = now
-        t_fetch = time.perf_counter()
+            if (step + 1) % pcfg.log_every == 0 or step + 1 == steps:
+                loss_val = loss.item()
+                now = time.perf_counter()
+                n = (step + 1) % pcfg.log_every or pcfg.log_every
+                clips_s = n * pcfg.batch_size / (now - t_log)
+                if env.is_main:
+                    tracker.step(step + 1, steps, loss_val, lr, clips_s, clips_s * visible,
+                                 wait / (now - t_start), now - t_start)
+                t_log = now
+            t_fetch = time.perf_counter()
 
-    elapsed = time.perf_counter() - t_start
-    result = {"variant": variant, "steps": steps, "final_loss": loss_val, "seconds": round(elapsed, 2),
-              "clips_per_second": round(steps * pcfg.batch_size / elapsed, 2),
-              "data_wait_fraction": round(wait / elapsed, 4), "params": count_params(model.encoder),
-              "encoder_gflops_per_clip": round(flops_per_clip(shape) / 1e9, 3), "world_size": env.world}
-    if env.is_main:
-        save_checkpoint({"variant": variant, "shape": shape.as_dict(), "config": cfg.model_dump(mode="json"),
-                         "dataset_digest": _digest(data_dir), "step": steps, "loss": loss_val,
-                         "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
-                         "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "result": result},
-                        out_path)
-        tracker.finish(result)
-    distributed.teardown()
+        elapsed = time.perf_counter() - t_start
+        result = {"variant": variant, "steps": steps, "final_loss": loss_val, "seconds": round(elapsed, 2),
+                  "clips_per_second": round(steps * pcfg.batch_size / elapsed, 2),
+                  "data_wait_fraction": round(wait / elapsed, 4), "params": count_params(model.encoder),
+                  "encoder_gflops_per_clip": round(flops_per_clip(shape) / 1e9, 3), "world_size": env.world}
+        if env.is_main:
+            save_checkpoint({"variant": variant, "shape": shape.as_dict(), "config": cfg.model_dump(mode="json"),
+                             "dataset_digest": _digest(data_dir), "step": steps, "loss": loss_val,
+                             "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
+                             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "result": result},
+                            out_path)
+            tracker.log_result(result)
+    if env.world > 1:
+        torch.distributed.barrier()  # no rank starts the next variant before the checkpoint is written
     return result
 
 
@@ -131,10 +133,17 @@ class _Tracker:
 
         self.mlflow = mlflow
         self.ctx = tracking.run(cfg.tracking, f"pretrain-{variant}", tags={"step": "pretrain", "variant": variant})
-        self.ctx.__enter__()
-        mlflow.log_params({**tracking.flat_params(cfg.model_dump(mode="json")), "variant": variant,
-                           "world_size": env.world, "encoder_params": n_params, "tokens_per_clip": shape.num_tokens})
+        self.params = {**tracking.flat_params(cfg.model_dump(mode="json")), "variant": variant,
+                       "world_size": env.world, "encoder_params": n_params, "tokens_per_clip": shape.num_tokens}
         self.variant = variant
+
+    def __enter__(self) -> "_Tracker":
+        self.ctx.__enter__()
+        self.mlflow.log_params(self.params)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ctx.__exit__(*exc)
 
     def step(self, step: int, total: int, loss: float, lr: float, clips_s: float, tokens_s: float,
              wait_frac: float, elapsed: float) -> None:
@@ -144,6 +153,5 @@ class _Tracker:
         self.mlflow.log_metrics({"loss": loss, "lr": lr, "clips_per_second": clips_s, "tokens_per_second": tokens_s,
                                  "data_wait_fraction": wait_frac}, step=step)
 
-    def finish(self, result: dict) -> None:
+    def log_result(self, result: dict) -> None:
         self.mlflow.log_metrics({f"final_{k}": float(v) for k, v in result.items() if isinstance(v, (int, float))})
-        self.ctx.__exit__(None, None, None)

@@ -1,0 +1,239 @@
+"""The KFP layer: the compiled IR (tasks, data edges, images, resources, caching, determinism) and a
+real run of the whole DAG with kfp.local's SubprocessRunner (no Docker) on a tiny config, through
+`run_local`, the code path of `videossl pipeline run-local`. No mocks: real steps, real torchrun,
+a real MLflow sqlite store read back with MlflowClient.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from components import DEFAULT_IMAGE
+from pipelines.videossl_pipeline import LAYOUT, compile_pipeline, locations, run_local
+from videossl.config import parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {"ingest", "pretrain", "probe-eval", "register"}
+STEP_OF_TASK = {"ingest": "ingest", "pretrain": "pretrain", "probe-eval": "probe_eval", "register": "register"}
+
+# Small enough for ~1 minute on 2 CPU cores. 3 s of video at 12 fps = 36 frames: the speed task's
+# fastest window (8 frames at 4x) needs 29. Seed 0 puts 8 videos in train, 1 in val, 3 in test.
+TINY = [
+    "ingest.sources=[synthetic]",
+    "ingest.synthetic.videos=12",
+    "ingest.synthetic.seconds=3.0",
+    "ingest.synthetic.size=64",
+    "ingest.size=32",
+    "ingest.fps=12",
+    "ingest.splits={train: 0.5, val: 0.17, test: 0.33}",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.decoder_dim=32",
+    "model.decoder_depth=1",
+    "model.decoder_heads=2",
+    "pretrain.steps=3",
+    "pretrain.baseline_steps=3",
+    "pretrain.batch_size=4",
+    "pretrain.warmup_steps=1",
+    "pretrain.log_every=1",
+    "probe_eval.clips_per_video=2",
+    "probe_eval.epochs=10",
+    "probe_eval.l2_grid=[0.01]",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# compile
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory) -> dict:
+    path = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _executor(ir: dict, task: str) -> dict:
+    label = ir["components"][ir["root"]["dag"]["tasks"][task]["componentRef"]["name"]]["executorLabel"]
+    return ir["deploymentSpec"]["executors"][label]["container"]
+
+
+def test_ir_has_the_four_steps_chained_by_their_output_locations(ir):
+    tasks = ir["root"]["dag"]["tasks"]
+    assert set(tasks) == TASKS
+    assert set(ir["root"]["inputDefinitions"]["parameters"]) == {"params", "root"}
+
+    deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    assert deps == {"ingest": set(), "pretrain": {"ingest"}, "probe-eval": {"ingest", "pretrain"},
+                    "register": {"ingest", "pretrain", "probe-eval"}}
+
+    def source(task: str, param: str) -> tuple[str, str]:
+        p = tasks[task]["inputs"]["parameters"][param]["taskOutputParameter"]
+        return p["producerTask"], p["outputParameterKey"]
+
+    # Every edge is a data dependency: the consumer reads the producer's returned location.
+    assert source("pretrain", "data_uri") == ("ingest", "data_uri")
+    assert source("probe-eval", "data_uri") == ("ingest", "data_uri")
+    assert source("probe-eval", "model_uri") == ("pretrain", "model_uri")
+    assert source("register", "data_uri") == ("ingest", "data_uri")
+    assert source("register", "model_uri") == ("pretrain", "model_uri")
+    assert source("register", "eval_uri") == ("probe-eval", "eval_uri")
+
+    for name, task in tasks.items():
+        params = task["inputs"]["parameters"]
+        assert params["params"] == {"componentInputParameter": "params"}
+        # out_uri = {root}/<layout>, resolved at run time from the pipeline's `root`
+        out = params["out_uri"]["runtimeValue"]["constant"]
+        assert out == "{{$.inputs.parameters['pipelinechannel--root']}}/" + LAYOUT[STEP_OF_TASK[name]]
+        assert params["pipelinechannel--root"] == {"componentInputParameter": "root"}
+
+
+def test_ir_images_resources_caching_and_small_outputs(ir):
+    tasks = ir["root"]["dag"]["tasks"]
+    for name in TASKS:
+        c = _executor(ir, name)
+        assert c["image"] == DEFAULT_IMAGE
+        command = "\n".join(c["command"])
+        # the image has the package: no runtime pip install (neither packages_to_install nor kfp)
+        assert "pip install" not in command
+        # thin wrapper: the body parses params and calls the one step function
+        step = STEP_OF_TASK[name]
+        assert "from videossl.config import parse_config" in command
+        assert f"from videossl.steps.{step} import {step} as step" in command
+        res = c["resources"]
+        assert {"resourceCpuLimit", "resourceMemoryLimit"} <= set(res), name
+
+    cpu = {n: float(_executor(ir, n)["resources"]["resourceCpuLimit"]) for n in TASKS}
+    mem = {n: float(_executor(ir, n)["resources"]["resourceMemoryLimit"].rstrip("G")) for n in TASKS}
+    assert cpu["pretrain"] == max(cpu.values()) and cpu["pretrain"] > cpu["register"]
+    assert mem["pretrain"] == max(mem.values()) and mem["pretrain"] > mem["ingest"]
+
+    assert tasks["ingest"]["cachingOptions"].get("enableCache") is True
+    # register writes to the registry: never served from cache (proto3 omits false, so absent == off)
+    assert tasks["register"]["cachingOptions"].get("enableCache", False) is False
+
+    comps = ir["components"]
+    artifacts = lambda task: {k: v["artifactType"]["schemaTitle"]  # noqa: E731
+                              for k, v in comps[tasks[task]["componentRef"]["name"]]["outputDefinitions"]
+                              .get("artifacts", {}).items()}
+    assert artifacts("probe-eval") == {"scores": "system.Metrics", "report": "system.Markdown"}
+    assert artifacts("register") == {"model_card": "system.Markdown"}
+    assert artifacts("ingest") == {} and artifacts("pretrain") == {}  # large data never is an artifact
+    # the run's own outputs, shown on the run page
+    outs = ir["root"]["dag"]["outputs"]
+    assert set(outs["artifacts"]) == {"scores", "report", "model_card"}
+    assert set(outs["parameters"]) == {"model_version"}
+
+
+def test_compile_is_deterministic(tmp_path):
+    a = Path(compile_pipeline(tmp_path / "a.yaml")).read_bytes()
+    b = Path(compile_pipeline(tmp_path / "b" / "b.yaml")).read_bytes()
+    assert a == b
+    # and in a fresh interpreter (another hash seed), through the CLI, from another working directory
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    proc = subprocess.run([sys.executable, "-m", "videossl.cli", "pipeline", "compile", "--out", "c.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c.yaml").read_bytes() == a
+
+
+# ----------------------------------------------------------------------------------------------
+# run the whole DAG locally
+
+
+@pytest.fixture()
+def clean_env(monkeypatch, tmp_path):
+    # Tasks inherit this environment: they must use the store named in params, nothing leaked.
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME",
+                "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repo
+
+
+@pytest.mark.slow
+def test_run_local_runs_the_whole_dag_and_registers_a_champion(tmp_path, clean_env):
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    cfg = parse_config((REPO / "params.yaml").read_text(),
+                       TINY + [f"tracking.uri={store}", f"tracking.artifacts={tmp_path}/mlartifacts"])
+    root = tmp_path / "run"
+
+    t0 = time.perf_counter()
+    result = run_local(cfg, root)
+    print(f"\nrun_local: whole DAG in {time.perf_counter() - t0:.1f} s")
+
+    loc = result["locations"]
+    assert loc == locations(str(root.resolve()))
+    data, model, ev, reg_dir = (Path(loc[k]) for k in ("ingest", "pretrain", "probe_eval", "register"))
+
+    # ingest: shards + manifest, split by source video, test split populated
+    assert sorted(p.name for p in (data / "shards").iterdir())
+    stats = json.loads((data / "ingest.json").read_text())
+    assert stats["videos"] == 12 and json.loads((data / "quarantine.json").read_text()) == []
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    assert len(rows) == stats["clips"]
+    split_of = {}
+    for r in rows:
+        assert split_of.setdefault(r["source_id"], r["split"]) == r["split"]  # no video in two splits
+    videos_per_split = {s: sum(1 for v in split_of.values() if v == s) for s in ("train", "val", "test")}
+    assert videos_per_split["train"] > 0 and videos_per_split["test"] > 0, videos_per_split
+    assert stats["clips_per_split"]["test"] > 0
+
+    # pretrain: both checkpoints, both trained the configured steps
+    assert (model / "encoder.pt").stat().st_size > 0 and (model / "frame_encoder.pt").stat().st_size > 0
+    pre = json.loads((model / "pretrain.json").read_text())
+    assert pre["video"]["steps"] == 3 and pre["frames"]["steps"] == 3
+
+    # probe_eval: every task scored for every model, on test videos
+    metrics = json.loads((ev / "metrics.json").read_text())
+    for task in cfg.probe_eval.tasks:
+        s = metrics[task]
+        assert s["n_test"] > 0
+        for m in ("video", "frames", "random_init", "pixels"):
+            assert 0.0 <= s[f"{m}_ci_low"] <= s[m] <= s[f"{m}_ci_high"] <= 1.0
+    assert (ev / "plots" / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metrics["dataset_digest"] == stats["digest"]
+
+    # the KFP-side small outputs: Metrics (every score) and the two Markdown documents
+    for task in cfg.probe_eval.tasks:
+        for m in ("video", "frames", "random_init", "pixels"):
+            assert result["scores"][f"{task}.{m}"] == pytest.approx(metrics[task][m])
+    kfp_out = result["kfp_outputs"]
+    assert Path(kfp_out["report"]).read_text() == (ev / "report.md").read_text()
+    assert "| task |" in Path(kfp_out["report"]).read_text()
+    assert Path(kfp_out["model_card"]).read_text() == (reg_dir / "model_card.md").read_text()
+    assert Path(kfp_out["scores"]).is_relative_to(root.resolve() / "kfp-root")
+
+    # register: registration.json and the real registry agree; first version is the champion
+    registration = json.loads((reg_dir / "registration.json").read_text())
+    reg = result["registered"]
+    assert reg["model_version"] == registration["version"] == reg["version"]
+    assert "champion" in registration["aliases"]
+    assert registration["dataset_digest"] == stats["digest"]
+
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    name = cfg.register.model_name
+    versions = client.search_model_versions(f"name='{name}'")
+    assert [str(v.version) for v in versions] == [registration["version"]]
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == registration["version"]
+    assert champion.run_id == registration["run_id"]
+    assert champion.tags["dataset_digest"] == stats["digest"]
+    assert float(champion.tags["arrow_of_time.video"]) == pytest.approx(metrics["arrow_of_time"]["video"])
+
+
+def test_run_local_reports_the_failed_task(tmp_path, clean_env):
+    from videossl.errors import StepError
+
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    cfg = parse_config((REPO / "params.yaml").read_text(),
+                       [f"ingest.sources=[{tmp_path}/no-such-dir]", f"tracking.uri={store}"])
+    with pytest.raises(StepError, match="Inner task failed: 'ingest'") as err:
+        run_local(cfg, tmp_path / "run")
+    assert "\x1b[" not in str(err.value)  # kfp.local's colour codes stripped for the CLI's message
+    assert not (tmp_path / "run" / LAYOUT["pretrain"]).exists()  # nothing downstream ran
