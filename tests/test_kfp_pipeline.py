@@ -16,37 +16,15 @@ from mlflow import MlflowClient
 
 from components import DEFAULT_IMAGE
 from pipelines.videossl_pipeline import LAYOUT, compile_pipeline, locations, run_local
+from tests.tiny import TINY_OVERRIDES
 from videossl.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"ingest", "pretrain", "probe-eval", "register"}
 STEP_OF_TASK = {"ingest": "ingest", "pretrain": "pretrain", "probe-eval": "probe_eval", "register": "register"}
 
-# Small enough for ~1 minute on 2 CPU cores. 3 s of video at 12 fps = 36 frames: the speed task's
-# fastest window (8 frames at 4x) needs 29. Seed 0 puts 8 videos in train, 1 in val, 3 in test.
-TINY = [
-    "ingest.sources=[synthetic]",
-    "ingest.synthetic.videos=12",
-    "ingest.synthetic.seconds=3.0",
-    "ingest.synthetic.size=64",
-    "ingest.size=32",
-    "ingest.fps=12",
-    "ingest.splits={train: 0.5, val: 0.17, test: 0.33}",
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "model.decoder_dim=32",
-    "model.decoder_depth=1",
-    "model.decoder_heads=2",
-    "pretrain.steps=3",
-    "pretrain.baseline_steps=3",
-    "pretrain.batch_size=4",
-    "pretrain.warmup_steps=1",
-    "pretrain.log_every=1",
-    "probe_eval.clips_per_video=2",
-    "probe_eval.epochs=10",
-    "probe_eval.l2_grid=[0.01]",
-]
+# The shared tiny config (tests/tiny.py), a little smaller still: ~1 minute on 2 CPU cores.
+TINY = TINY_OVERRIDES + ["pretrain.steps=3", "pretrain.baseline_steps=3", "probe_eval.l2_grid=[0.01]"]
 
 
 # ----------------------------------------------------------------------------------------------

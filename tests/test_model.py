@@ -25,6 +25,7 @@ def test_encoder_contract_and_visible_tokens_only():
     keep = torch.tensor([[0, 5, 9], [1, 2, 31]])
     assert enc(x, keep=keep).shape == (2, 3, SHAPE.dim)
     assert enc.embed(x).shape == (2, SHAPE.dim)
+    assert enc.embed_time(x).shape == (2, SHAPE.grid[0], SHAPE.dim)
 
 
 def test_video_encoder_sees_order_and_bag_of_frames_does_not():
@@ -108,3 +109,16 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"weights": 1}, other)
     with pytest.raises(CheckpointError, match="not a videossl checkpoint"):
         load_checkpoint(other)
+
+
+def test_plain_pixel_targets_reach_zero_loss_only_with_the_right_pixels():
+    # With normalize_targets=False the target is the masked patches' pixels themselves.
+    torch.manual_seed(0)
+    mae = MAE(VideoViT(SHAPE), 16, 1, 2, normalize_targets=False)
+    x = torch.zeros(1, 3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size)
+    m = tube_masks(1, SHAPE.grid, 0.75, np.random.default_rng(1))
+    with torch.no_grad():
+        torch.nn.init.zeros_(mae.decoder.head.weight)
+        torch.nn.init.zeros_(mae.decoder.head.bias)
+        assert mae(x, m) == 0  # predicting zeros for an all-zero clip is exact
+        assert mae(x + 1.0, m) == pytest.approx(1.0)

@@ -98,6 +98,8 @@ class ModelConfig(Section):
 class PretrainConfig(Section):
     objective: Literal["mae"] = "mae"
     mask_ratio: float = Field(0.9, gt=0, lt=1)
+    normalize_targets: bool = Field(True, description="MAE targets: per-patch normalised pixels (VideoMAE's "
+                                    "default) or plain pixels")
     steps: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1, description="global batch (split across ranks)")
     lr: float = Field(1.5e-3, gt=0)

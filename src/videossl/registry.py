@@ -48,14 +48,10 @@ class RegisterError(StepError):
 
 def flatten_scores(tree: dict, prefix: str = "") -> dict[str, float]:
     """Nested metrics.json -> {"arrow_of_time.video": 0.81, ...}: numeric leaves only (no bools)."""
-    out: dict[str, float] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_scores(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
+    from videossl.tracking import flatten
+
+    numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return {k: float(v) for k, v in flatten(tree, prefix, numeric).items()}
 
 
 def metric_name(key: str) -> str:

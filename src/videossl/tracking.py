@@ -72,13 +72,18 @@ def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> I
 
 def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
     """Nested config -> {"section.key": value} for mlflow.log_params (values as strings, 500 chars max)."""
-    out: dict[str, str] = {}
+    return {k: str(v)[:500] for k, v in flatten(tree, prefix, leaf=lambda v: True).items()}
+
+
+def flatten(tree: dict, prefix: str = "", leaf=lambda v: True) -> dict:
+    """Nested dict -> {"a.b.c": leaf value}, keeping the leaves `leaf` accepts."""
+    out: dict = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flat_params(v, key + "."))
-        else:
-            out[key] = str(v)[:500]
+            out.update(flatten(v, key + ".", leaf))
+        elif leaf(v):
+            out[key] = v
     return out
 
 

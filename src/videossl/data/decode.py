@@ -118,7 +118,8 @@ class PyAVDecoder:
 
 
 class AutoDecoder:
-    """decord, then PyAV for files decord cannot read. Errors name both attempts."""
+    """Metadata from the container header, frames from decord, PyAV for files decord cannot read.
+    Errors name both attempts."""
 
     name = "auto"
 
@@ -127,15 +128,17 @@ class AutoDecoder:
         self.used = self.primary.name
 
     def probe(self, path: Path) -> VideoMeta:
+        # Metadata from the container header (PyAV, no frame decoded) when it has it: decord would open
+        # the file and decode frame 0 just to learn the size, then open it again to read at that size.
+        self.used = self.primary.name
         try:
-            self.used = self.primary.name
-            return self.primary.probe(path)
-        except DecodeError as first:
-            self.used = self.fallback.name
+            return self.fallback.probe(path)
+        except DecodeError as pyav_error:
             try:
-                return self.fallback.probe(path)
-            except DecodeError as second:
-                raise DecodeError(f"{first}; {second}") from second
+                return self.primary.probe(path)
+            except DecodeError as decord_error:
+                self.used = self.fallback.name
+                raise DecodeError(f"{decord_error}; {pyav_error}") from decord_error
 
     def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if self.used == self.primary.name:

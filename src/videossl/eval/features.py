@@ -1,6 +1,6 @@
 """Frozen features: each distinct clip is embedded once per model, batched, under inference_mode.
 
-A "featurizer" maps uint8 clips [B, T, H, W, 3] to features [B, D]. The benchmark always runs the
+A "featurizer" maps uint8 clips [B, T, H, W, 3] to features [B, F]. The benchmark always runs the
 video model beside the bag-of-frames baseline (frame encoder applied per frame, mean-pooled) and
 two floor baselines: the same video architecture at random initialisation, and raw pixels.
 """
@@ -22,7 +22,11 @@ PIXEL_GRID = 8  # raw-pixel baseline: each frame average-pooled to 8x8
 
 
 def video_featurizer(encoder: VideoViT) -> Featurizer:
-    return lambda clips: encoder.embed(to_model_input(clips))
+    """The encoder's tokens pooled over space and kept in time order, concatenated ([B, T/tubelet * D]).
+
+    A linear probe on a single mean over all tokens would discard the order the encoder produced;
+    the bag-of-frames baseline, by contrast, is order-free by definition (a mean over frames)."""
+    return lambda clips: encoder.embed_time(to_model_input(clips)).flatten(1)
 
 
 def frame_features(store: ClipStore, keys: list[ClipKey], frame_encoder: VideoViT, batch: int) -> np.ndarray:

@@ -108,6 +108,12 @@ class VideoViT(nn.Module):
         """Pooled embedding [B, D]: the mean of all tokens."""
         return self.forward(video).mean(1)
 
+    def embed_time(self, video: torch.Tensor) -> torch.Tensor:
+        """Tokens mean-pooled over space only, in time order: [B, T/tubelet, D]."""
+        tokens = self.forward(video)
+        t = self.shape.grid[0]
+        return tokens.view(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2)
+
 
 def frame_embed(frame_model: VideoViT, video: torch.Tensor) -> torch.Tensor:
     """Bag of frames: embed each frame alone with the T=1 encoder, then average over time. [B, D]."""

@@ -55,15 +55,19 @@ class MAEDecoder(nn.Module):
 
 
 class MAE(nn.Module):
-    def __init__(self, encoder: VideoViT, decoder_dim: int, decoder_depth: int, decoder_heads: int):
+    def __init__(self, encoder: VideoViT, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+                 normalize_targets: bool = True):
         super().__init__()
+        self.normalize_targets = normalize_targets
         self.encoder = encoder
         self.decoder = MAEDecoder(encoder.shape, decoder_dim, decoder_depth, decoder_heads)
 
     def forward(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
-        """Mean squared error on the masked tokens' normalised pixels (a scalar)."""
+        """Mean squared error on the masked tokens' (normalised) pixels (a scalar)."""
         pred = self.decoder(self.encoder(video, keep=masks.keep), masks)
         with torch.no_grad():
-            target = normalised_targets(video, self.encoder.shape)
+            shape = self.encoder.shape
+            target = (normalised_targets(video, shape) if self.normalize_targets
+                      else patchify(video, shape.tubelet, shape.patch))
             target = torch.gather(target, 1, masks.masked[..., None].expand(-1, -1, target.shape[-1]))
         return ((pred.float() - target) ** 2).mean()

@@ -108,8 +108,8 @@ def _log_to_mlflow(cfg: Config, flat: dict, out: Path) -> None:
 
     with tracking.run(cfg.tracking, "probe-eval", tags={"step": "probe_eval"}):
         mlflow.log_params(tracking.flat_params(cfg.probe_eval.model_dump(mode="json"), "probe_eval."))
-        mlflow.log_metrics({f"{t}.{k}": float(v) for t, s in flat.items() if isinstance(s, dict) and t != "seconds"
-                            for k, v in s.items() if isinstance(v, (int, float))})
+        mlflow.log_metrics(tracking.flatten({t: s for t, s in flat.items() if t in cfg.probe_eval.tasks},
+                                            leaf=lambda v: isinstance(v, (int, float))))
         mlflow.log_artifact(str(out / "metrics.json"))
         mlflow.log_artifact(str(out / "report.md"))
         mlflow.log_artifacts(str(out / "plots"), artifact_path="plots")

@@ -54,7 +54,8 @@ def train(cfg: Config, data_dir: str | Path, out_path: str | Path, variant: str)
     store = ClipStore(data_dir)
     dataset = ClipDataset(store, variant)
     shape = encoder_shape(cfg.model, variant, store.clip_frames, store.size)
-    model = MAE(VideoViT(shape), cfg.model.decoder_dim, cfg.model.decoder_depth, cfg.model.decoder_heads).to(device)
+    model = MAE(VideoViT(shape), cfg.model.decoder_dim, cfg.model.decoder_depth, cfg.model.decoder_heads,
+                pcfg.normalize_targets).to(device)
     ddp = DDP(model) if env.world > 1 else model
     on_gpu = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay,
