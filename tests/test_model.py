@@ -70,7 +70,7 @@ def test_mae_loss_depends_only_on_masked_tokens():
     mae = MAE(VideoViT(SHAPE), 16, 1, 2)
     x = _video(1)
     m = tube_masks(1, SHAPE.grid, 0.75, np.random.default_rng(1))
-    loss = mae(x, m)
+    loss = mae.loss(x, m)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert mae.encoder.patch_embed.weight.grad.abs().sum() > 0
@@ -81,7 +81,7 @@ def test_mae_loss_depends_only_on_masked_tokens():
     x2 = x.clone()
     x2[0, :, t * 2:(t + 1) * 2, h * 4:(h + 1) * 4, w * 4:(w + 1) * 4] = torch.randn(3, 2, 4, 4)
     with torch.no_grad():
-        assert not torch.isclose(mae(x2, m), mae(x, m))
+        assert not torch.isclose(mae.loss(x2, m), mae.loss(x, m))
         assert torch.equal(mae.encoder(x2, keep=m.keep), mae.encoder(x, keep=m.keep))
 
 
@@ -120,5 +120,5 @@ def test_plain_pixel_targets_reach_zero_loss_only_with_the_right_pixels():
     with torch.no_grad():
         torch.nn.init.zeros_(mae.decoder.head.weight)
         torch.nn.init.zeros_(mae.decoder.head.bias)
-        assert mae(x, m) == 0  # predicting zeros for an all-zero clip is exact
-        assert mae(x + 1.0, m) == pytest.approx(1.0)
+        assert mae.loss(x, m) == 0  # predicting zeros for an all-zero clip is exact
+        assert mae.loss(x + 1.0, m) == pytest.approx(1.0)

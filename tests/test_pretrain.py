@@ -9,7 +9,8 @@ from tests.tiny import tiny_config
 from videossl.data.shards import ClipStore
 from videossl.models.checkpoint import load_checkpoint, load_encoder
 from videossl.steps.pretrain import PretrainError, pretrain
-from videossl.train.data import ClipDataset, GlobalBatchSampler
+from videossl.objectives.base import Recipe
+from videossl.train.data import ClipDataset, GlobalBatchSampler, Item
 
 
 def _runs(cfg, variant):
@@ -57,9 +58,10 @@ def test_ranks_split_one_global_batch():
 
 def test_frame_dataset_covers_every_training_frame_once(tiny_data):
     store = ClipStore(tiny_data)
-    ds = ClipDataset(store, "frames")
+    ds = ClipDataset(store, "frames", Recipe(1), seed=0)
     assert len(ds) == sum(v.frames for v in store.videos_in("train"))
-    assert ds.frames == 1
+    example, _ = ds[Item(step=0, position=0, index=5)]
+    assert example["clip"].shape == (1, store.size, store.size, 3)
 
 
 def test_diverging_loss_stops_with_a_clear_error_and_no_checkpoint(tmp_path, tiny_data):

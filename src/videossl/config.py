@@ -95,8 +95,12 @@ class ModelConfig(Section):
         return self
 
 
+ObjectiveName = Literal["mae"]
+
+
 class PretrainConfig(Section):
-    objective: Literal["mae"] = "mae"
+    objective: ObjectiveName | dict[ObjectiveName, float] = Field(
+        "mae", description="one objective, or weights of several sharing the encoder ({mae: 1.0, pretext: 0.5})")
     mask_ratio: float = Field(0.9, gt=0, lt=1)
     normalize_targets: bool = Field(True, description="MAE targets: per-patch normalised pixels (VideoMAE's "
                                     "default) or plain pixels")
@@ -111,6 +115,16 @@ class PretrainConfig(Section):
     log_every: int = Field(10, ge=1)
     threads: int = Field(0, ge=0, description="torch threads per process; 0 = cores / nproc")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+    @field_validator("objective")
+    @classmethod
+    def _positive_weights(cls, objective):
+        if isinstance(objective, dict):
+            if not objective:
+                raise ValueError("name at least one objective")
+            if any(w <= 0 for w in objective.values()):
+                raise ValueError(f"objective weights must be > 0 (got {objective})")
+        return objective
 
 
 class ProbeEvalConfig(Section):

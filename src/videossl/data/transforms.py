@@ -9,13 +9,15 @@ PIXEL_MEAN = (0.45, 0.45, 0.45)
 PIXEL_STD = (0.225, 0.225, 0.225)
 
 
-def to_model_input(frames: torch.Tensor, device: torch.device | str = "cpu",
+def to_model_input(frames: torch.Tensor, device: torch.device | str | None = None,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [B, T, H, W, 3] -> normalised float [B, 3, T, H, W] on `device`.
+    """uint8 [B, T, H, W, 3] -> normalised float [B, 3, T, H, W], on `device` (default: where it is).
 
     The uint8 tensor travels to the device first (4x fewer bytes) and is normalised there.
     """
-    x = frames.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).to(dtype).div_(255.0)
+    if device is not None:
+        frames = frames.to(device, non_blocking=True)
+    x = frames.permute(0, 4, 1, 2, 3).to(dtype).div_(255.0)
     mean = torch.tensor(PIXEL_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1, 1)
     std = torch.tensor(PIXEL_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std)

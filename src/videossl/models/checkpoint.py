@@ -69,6 +69,6 @@ def load_encoder(src: str | os.PathLike) -> tuple[VideoViT, dict]:
     encoder = VideoViT(VitShape(**state["shape"]))
     encoder.load_state_dict(state["encoder"])
     encoder.eval()
-    meta = {k: v for k, v in state.items() if k not in ("encoder", "decoder", "optimizer", "rng")}
+    meta = {k: v for k, v in state.items() if k not in ("encoder", "objective", "optimizer", "rng")}
     meta.update(num_frames=encoder.shape.frames, img_size=encoder.shape.img_size, model=state["shape"])
     return encoder, meta

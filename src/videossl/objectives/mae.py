@@ -5,11 +5,14 @@ variance), and the loss is taken on masked tokens only.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from videossl.masks import TubeMasks
+from videossl.data.transforms import to_model_input
+from videossl.masks import TubeMasks, tube_masks
 from videossl.models.vit import Block, VideoViT, VitShape, init_weights, sincos_3d
+from videossl.objectives.base import Batch, Objective, Recipe, stack
 
 TARGET_EPS = 1e-6  # variance floor of the per-patch target normalisation (flat patches)
 
@@ -54,15 +57,33 @@ class MAEDecoder(nn.Module):
         return self.head(self.norm(x[:, n_keep:]))
 
 
-class MAE(nn.Module):
+class MAERecipe(Recipe):
+    """A clip and its tube mask (drawn per sample from the sample's own generator)."""
+
+    def __init__(self, frames: int, grid: tuple[int, int, int], mask_ratio: float):
+        super().__init__(frames)
+        self.grid, self.mask_ratio = grid, mask_ratio
+
+    def collate(self, examples, rngs: list[np.random.Generator]) -> Batch:
+        batch = stack(examples)
+        masks = [tube_masks(1, self.grid, self.mask_ratio, rng) for rng in rngs]
+        batch["keep"] = torch.cat([m.keep for m in masks])
+        batch["masked"] = torch.cat([m.masked for m in masks])
+        return batch
+
+
+class MAE(Objective):
     def __init__(self, encoder: VideoViT, decoder_dim: int, decoder_depth: int, decoder_heads: int,
                  normalize_targets: bool = True):
-        super().__init__()
+        super().__init__(encoder)
         self.normalize_targets = normalize_targets
-        self.encoder = encoder
         self.decoder = MAEDecoder(encoder.shape, decoder_dim, decoder_depth, decoder_heads)
 
-    def forward(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        video = to_model_input(batch["clip"])
+        return self.loss(video, TubeMasks(batch["keep"], batch["masked"])), {}
+
+    def loss(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
         """Mean squared error on the masked tokens' (normalised) pixels (a scalar)."""
         pred = self.decoder(self.encoder(video, keep=masks.keep), masks)
         with torch.no_grad():

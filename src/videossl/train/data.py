@@ -1,4 +1,5 @@
-"""Training data: a deterministic global-batch sampler, a dataset over clip shards, masks in collate.
+"""Training data: a deterministic global-batch sampler, a dataset over clip shards, the objective's
+collate (masks are made there).
 
 Every step has one global batch, drawn from a per-epoch permutation seeded by (seed, epoch); rank r
 takes positions r, r+world, ... of it. So N ranks together see exactly the batch one rank would, and
@@ -15,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from videossl.data.shards import ClipStore
-from videossl.masks import tube_masks
+from videossl.objectives.base import Example, Recipe
 
 
 @dataclass(frozen=True)
@@ -50,42 +51,53 @@ class GlobalBatchSampler:
 
 
 class ClipDataset(Dataset):
-    """Video variant: every training clip. Frames variant: every frame of every training video."""
+    """Training examples cut by the objective's recipe.
 
-    def __init__(self, store: ClipStore, variant: str, split: str = "train"):
-        self.store, self.variant = store, variant
+    Video variant: one example per manifest clip start where the recipe's window fits. Frames
+    variant (T=1 encoder): one example per frame of every training video.
+    """
+
+    def __init__(self, store: ClipStore, variant: str, recipe: Recipe, seed: int, split: str = "train"):
+        self.store, self.recipe, self.seed = store, recipe, seed
         self.videos = store.videos_in(split)
         if not self.videos:
             raise ValueError(f"no '{split}' videos in {store.dir}: check ingest.splits")
+        need = recipe.frames_needed
         if variant == "video":
-            self.keys = [(v, s) for v in range(len(self.videos)) for s in self.videos[v].clip_starts]
-            self.frames = store.clip_frames
+            self.keys = [(v, s) for v, video in enumerate(self.videos) for s in video.clip_starts
+                         if s + need <= video.frames]
         else:
-            self.keys = [(v, f) for v in range(len(self.videos)) for f in range(self.videos[v].frames)]
-            self.frames = 1
+            self.keys = [(v, f) for v, video in enumerate(self.videos) for f in range(video.frames - need + 1)]
+        if not self.keys:
+            raise ValueError(f"no training video has the {need} frames one example needs")
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, item: Item) -> tuple[np.ndarray, Item]:
+    def __getitem__(self, item: Item) -> tuple[Example, Item]:
         v, start = self.keys[item.index]
-        return self.store.window(self.videos[v], start, self.frames), item
+        rng = sample_rng(self.seed, item, stream=0)
+        return self.recipe.example(self.store, self.videos[v], start, rng), item
 
 
-class MaskCollator:
-    def __init__(self, grid: tuple[int, int, int], ratio: float, seed: int):
-        self.grid, self.ratio, self.seed = grid, ratio, seed
-
-    def __call__(self, samples: list[tuple[np.ndarray, Item]]):
-        clips = torch.from_numpy(np.stack([s[0] for s in samples]))
-        per_sample = [tube_masks(1, self.grid, self.ratio, np.random.default_rng([self.seed, it.step, it.position]))
-                      for _, it in samples]
-        keep = torch.cat([m.keep for m in per_sample])
-        masked = torch.cat([m.masked for m in per_sample])
-        return clips, keep, masked
+def sample_rng(seed: int, item: Item, stream: int) -> np.random.Generator:
+    """The generator of one sample: a function of (seed, step, position in the global batch) only."""
+    return np.random.default_rng([seed, item.step, item.position, stream])
 
 
-def make_loader(dataset: ClipDataset, sampler: GlobalBatchSampler, collate: MaskCollator,
+class Collator:
+    """Stacks examples and lets the recipe add what it makes per batch (masks), on the CPU."""
+
+    def __init__(self, recipe: Recipe, seed: int):
+        self.recipe, self.seed = recipe, seed
+
+    def __call__(self, samples: list[tuple[Example, Item]]):
+        examples = [e for e, _ in samples]
+        rngs = [sample_rng(self.seed, it, stream=1) for _, it in samples]
+        return self.recipe.collate(examples, rngs)
+
+
+def make_loader(dataset: ClipDataset, sampler: GlobalBatchSampler, collate: Collator,
                 num_workers: int, pin_memory: bool) -> DataLoader:
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=False)

@@ -14,16 +14,15 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from videossl import objectives
 from videossl.config import Config
 from videossl.data.shards import ClipStore
-from videossl.data.transforms import to_model_input
-from videossl.masks import TubeMasks
+from videossl.errors import StepError
 from videossl.models.checkpoint import encoder_shape, save_checkpoint
 from videossl.models.vit import VideoViT, count_params, flops_per_clip
-from videossl.objectives.mae import MAE
 from videossl.train import distributed
-from videossl.train.data import ClipDataset, GlobalBatchSampler, MaskCollator, make_loader
-from videossl.errors import StepError
+from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, make_loader
+from videossl.train.telemetry import Telemetry
 
 
 class TrainingError(StepError):
@@ -52,10 +51,10 @@ def train(cfg: Config, data_dir: str | Path, out_path: str | Path, variant: str)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
     store = ClipStore(data_dir)
-    dataset = ClipDataset(store, variant)
     shape = encoder_shape(cfg.model, variant, store.clip_frames, store.size)
-    model = MAE(VideoViT(shape), cfg.model.decoder_dim, cfg.model.decoder_depth, cfg.model.decoder_heads,
-                pcfg.normalize_targets).to(device)
+    model, recipe = objectives.build(cfg, VideoViT(shape))
+    model.to(device)
+    dataset = ClipDataset(store, variant, recipe, cfg.seed)
     ddp = DDP(model) if env.world > 1 else model
     on_gpu = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay,
@@ -63,39 +62,38 @@ def train(cfg: Config, data_dir: str | Path, out_path: str | Path, variant: str)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else nullcontext()
 
     sampler = GlobalBatchSampler(len(dataset), pcfg.batch_size, env.rank, env.world, cfg.seed, 0, steps)
-    loader = make_loader(dataset, sampler, MaskCollator(shape.grid, pcfg.mask_ratio, cfg.seed),
-                         pcfg.num_workers, pin_memory=on_gpu)
+    loader = make_loader(dataset, sampler, Collator(recipe, cfg.seed), pcfg.num_workers, pin_memory=on_gpu)
 
-    visible = shape.num_tokens - int(round(shape.grid[1] * shape.grid[2] * pcfg.mask_ratio)) * shape.grid[0]
-    tracker = _Tracker(cfg, variant, env, shape, count_params(model.encoder)) if env.is_main else nullcontext()
+    # local rank 0 of every node reports (console, Prometheus); global rank 0 also logs to MLflow
+    tracker = Telemetry(cfg, variant, env, shape, count_params(model.encoder)) if env.local_rank == 0 else nullcontext()
     with tracker:  # an exception ends the MLflow run as FAILED
         t_start = t_log = t_fetch = time.perf_counter()
         wait = 0.0
         loss_val = float("nan")
         model.train()
-        for step, (clips, keep, masked) in enumerate(loader):
+        for step, batch in enumerate(loader):
             wait += time.perf_counter() - t_fetch
             lr = lr_at(step, steps, pcfg.warmup_steps, pcfg.lr, pcfg.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            video = to_model_input(clips, device)
-            masks = TubeMasks(keep.to(device, non_blocking=True), masked.to(device, non_blocking=True))
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast:
-                loss = ddp(video, masks)
+                loss, _ = ddp(batch)
             if not torch.isfinite(loss):
                 raise TrainingError(f"{variant} pretraining: loss became {loss.item()} at step {step}; no "
                                     f"checkpoint was written over the last good one (try a lower pretrain.lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            model.after_step(step, steps)
 
             if (step + 1) % pcfg.log_every == 0 or step + 1 == steps:
                 loss_val = loss.item()
                 now = time.perf_counter()
                 n = (step + 1) % pcfg.log_every or pcfg.log_every
                 clips_s = n * pcfg.batch_size / (now - t_log)
-                if env.is_main:
-                    tracker.step(step + 1, steps, loss_val, lr, clips_s, clips_s * visible,
+                if env.local_rank == 0:
+                    tracker.step(step + 1, steps, loss_val, lr, clips_s, clips_s * shape.num_tokens,
                                  wait / (now - t_start), now - t_start)
                 t_log = now
             t_fetch = time.perf_counter()
@@ -108,7 +106,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str | Path, variant: str)
         if env.is_main:
             save_checkpoint({"variant": variant, "shape": shape.as_dict(), "config": cfg.model_dump(mode="json"),
                              "dataset_digest": _digest(data_dir), "step": steps, "loss": loss_val,
-                             "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
+                             "encoder": model.encoder.state_dict(), "objective": model.state_dict(),
                              "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "result": result},
                             out_path)
             tracker.log_result(result)
@@ -122,37 +120,3 @@ def _digest(data_dir: str | Path) -> str:
 
     stats = Path(data_dir) / "ingest.json"
     return json.loads(stats.read_text()).get("digest", "unknown") if stats.is_file() else "unknown"
-
-
-class _Tracker:
-    """Rank-0 console progress + MLflow run for one pretraining."""
-
-    def __init__(self, cfg: Config, variant: str, env: distributed.DistEnv, shape, n_params: int):
-        import mlflow
-
-        from videossl import tracking
-
-        self.mlflow = mlflow
-        self.ctx = tracking.run(cfg.tracking, f"pretrain-{variant}", tags={"step": "pretrain", "variant": variant})
-        self.params = {**tracking.flat_params(cfg.model_dump(mode="json")), "variant": variant,
-                       "world_size": env.world, "encoder_params": n_params, "tokens_per_clip": shape.num_tokens}
-        self.variant = variant
-
-    def __enter__(self) -> "_Tracker":
-        self.ctx.__enter__()
-        self.mlflow.log_params(self.params)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.ctx.__exit__(*exc)
-
-    def step(self, step: int, total: int, loss: float, lr: float, clips_s: float, tokens_s: float,
-             wait_frac: float, elapsed: float) -> None:
-        eta = elapsed / step * (total - step)
-        print(f"pretrain[{self.variant}] step {step}/{total} loss {loss:.4f} lr {lr:.2e} "
-              f"{clips_s:.1f} clips/s data-wait {wait_frac:.1%} eta {eta:.0f}s", flush=True)
-        self.mlflow.log_metrics({"loss": loss, "lr": lr, "clips_per_second": clips_s, "tokens_per_second": tokens_s,
-                                 "data_wait_fraction": wait_frac}, step=step)
-
-    def log_result(self, result: dict) -> None:
-        self.mlflow.log_metrics({f"final_{k}": float(v) for k, v in result.items() if isinstance(v, (int, float))})
