@@ -7,7 +7,8 @@ import pytest
 from videossl.data.shards import ClipStore
 from videossl.eval.probes import linear_probe, wilson_interval
 from videossl.eval.tasks import build_tasks, clip_pixels
-from videossl.steps.probe_eval import MODELS, ProbeEvalError, probe_eval
+from videossl.eval.report import MODELS
+from videossl.steps.probe_eval import ProbeEvalError, probe_eval
 
 
 @pytest.fixture(scope="module")

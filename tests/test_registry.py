@@ -222,8 +222,8 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert [a.path for a in client.list_artifacts(r3["run_id"], "eval/plots")] == ["eval/plots/scores.png"]
     card = mlflow.artifacts.load_text(f"runs:/{r3['run_id']}/model_card.md")
     assert card == (tmp_path / "out3" / "model_card.md").read_text()
-    assert "| arrow_of_time | 0.75 | 0.5 | +0.25 | 240 |" in card
-    assert "| gravity | 0.9 | 0.35 | +0.55 | 180 |" in card
+    assert "| arrow_of_time | 0.750 | 0.500 | +0.250 | 240 |" in card
+    assert "| gravity | 0.900 | 0.350 | +0.550 | 180 |" in card
     assert "not promoted" in card and "ab" * 32 in card and "## Limits" in card
     assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()
 

@@ -318,42 +318,28 @@ LIMITS = """\
   code: load only models from a registry you trust."""
 
 
-def _task_rows(metrics: dict) -> tuple[list[str], list[str]]:
-    """Markdown rows of the task table and the leftover numeric keys not in it."""
-    rows, other = [], []
-    for task, v in metrics.items():
-        if isinstance(v, dict) and ("video" in v or "frames" in v):
-            video, frames = v.get("video"), v.get("frames")
-            num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
-            delta = f"{video - frames:+.4g}" if num(video) and num(frames) else "—"
-            n = v.get("n_test")
-            rows.append(f"| {task} | {_fmt(video) if num(video) else '—'} | {_fmt(frames) if num(frames) else '—'} "
-                        f"| {delta} | {_fmt(n) if num(n) else '—'} |")
-            for k, x in flatten_scores({k: x for k, x in v.items() if k not in ("video", "frames", "n_test")},
-                                       f"{task}.").items():
-                other.append(f"- `{k}`: {_fmt(x)}")
-        else:
-            for k, x in flatten_scores({task: v}).items():
-                other.append(f"- `{k}`: {_fmt(x)}")
-    return rows, other
+def _task_table(metrics: dict) -> str:
+    """The benchmark table of the probe-eval report (every model present, intervals when given)."""
+    from videossl.eval.report import MODELS, markdown_table
+
+    tasks = {t: v for t, v in metrics.items() if isinstance(v, dict) and ("video" in v or "frames" in v)}
+    if not tasks:
+        return "(no task scores)"
+    models = [m for m in MODELS if any(m in v for v in tasks.values())]
+    return markdown_table({"tasks": tasks}, models)
 
 
 def render_card(*, name: str, version: str | None, metrics: dict, decision: GateDecision,
                 dataset_digest: str, git_commit: str, checkpoint: dict, params: dict[str, str],
                 frame_encoder: str | None = None, run_id: str | None = None) -> str:
     """The model card (markdown) from the benchmark scores, provenance, params and the gate decision."""
-    rows, other = _task_rows(metrics)
     title = f"# Model card: {name}" + (f" v{version}" if version else "")
     lines = [title, "",
              "A self-supervised **video** encoder (video ViT, masked-autoencoder pretraining), gated on "
              f"`{decision.metric}`.", "",
              "## Benchmark (linear probes on frozen features, test split by source video)", "",
-             "| task | video model | bag of frames | video − frames | n_test |",
-             "|---|---|---|---|---|", *rows]
-    if not rows:
-        lines.append("| (no task scores) | — | — | — | — |")
-    if other:
-        lines += ["", "Other scores:", *other]
+             "Test accuracy with 95% intervals; every score is also a tag of this version.", "",
+             _task_table(metrics)]
     if frame_encoder:
         lines += ["", f"The bag-of-frames column comes from the frame encoder (same ViT with T=1, mean-pooled "
                       f"over frames) in `{frame_encoder}`; it is a baseline and is not registered."]

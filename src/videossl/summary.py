@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from videossl.eval.report import console_table
-from videossl.steps.probe_eval import MODELS
+from videossl.eval.report import MODELS, console_table
 
 
 def print_summary(eval_dir: Path, register_dir: Path) -> int:

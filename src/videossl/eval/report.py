@@ -4,20 +4,30 @@ from __future__ import annotations
 from pathlib import Path
 
 MODEL_LABELS = {"video": "video model", "frames": "bag of frames", "random_init": "random init", "pixels": "raw pixels"}
+MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the two floor baselines
 
 
 def _cell(scores: dict, model: str) -> str:
+    if model not in scores:
+        return "—"
+    if f"{model}_ci_low" not in scores:
+        return f"{scores[model]:.3f}"
     return f"{scores[model]:.3f} [{scores[model + '_ci_low']:.2f}, {scores[model + '_ci_high']:.2f}]"
 
 
+def _num(scores: dict, key: str, fmt: str) -> str:
+    return format(scores[key], fmt) if isinstance(scores.get(key), (int, float)) else "—"
+
+
 def markdown_table(metrics: dict, models: list[str]) -> str:
+    """Every task: each model's test accuracy with its 95% interval, the video − frames gap, n, chance."""
     head = "| task | " + " | ".join(MODEL_LABELS.get(m, m) for m in models) + " | video − frames | n test | chance |"
     rule = "|---" * (len(models) + 4) + "|"
     rows = [head, rule]
     for task, s in metrics["tasks"].items():
-        gap = s["video"] - s["frames"]
+        gap = f"{s['video'] - s['frames']:+.3f}" if "video" in s and "frames" in s else "—"
         rows.append(f"| {task} | " + " | ".join(_cell(s, m) for m in models)
-                    + f" | {gap:+.3f} | {s['n_test']} | {s['chance']:.3f} |")
+                    + f" | {gap} | {_num(s, 'n_test', 'd')} | {_num(s, 'chance', '.3f')} |")
     return "\n".join(rows)
 
 

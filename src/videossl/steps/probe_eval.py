@@ -16,6 +16,7 @@ import torch
 from videossl.config import Config
 from videossl.data.shards import ClipStore
 from videossl.eval import features, report
+from videossl.eval.report import MODELS
 from videossl.eval.probes import linear_probe
 from videossl.eval.tasks import build_tasks
 from videossl.models.checkpoint import load_encoder
@@ -23,8 +24,6 @@ from videossl.models.vit import VideoViT
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 from videossl.errors import StepError
-
-MODELS = ["video", "frames", "random_init", "pixels"]
 
 
 class ProbeEvalError(StepError):
