@@ -40,6 +40,14 @@ run: setup
 test: setup-test
 	pytest -q
 
+# Peer benchmarks (benchmarks/): the `bench` extra of pyproject.toml, installed with torch held where it is.
+bench: setup
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))' > $(VENV)/bench-requirements.txt
+	$(BIN)/pip install -q -r $(VENV)/bench-requirements.txt -c <(echo torch==2.13.0)
+	$(BIN)/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
+	python benchmarks/bench_train_step.py
+	python benchmarks/bench_loader.py
+
 compile: setup
 	videossl pipeline compile --out pipeline.yaml
 

@@ -1,12 +1,17 @@
-"""Real servers on loopback for the tests: an S3 endpoint (moto_server) and a Prometheus pushgateway.
+"""Real servers on loopback for the tests: an S3 endpoint (moto_server), a Prometheus pushgateway and a
+Prometheus server.
 
 Each server is a subprocess in its own process group, bound to 127.0.0.1 on a free port, with its
 output in a log file. It is waited for with a deadline (its log is shown if it never answers) and
-the whole process group is always killed at teardown. The fixtures are session-scoped: start once,
-share between tests; tests keep apart by using their own bucket / key / grouping labels.
+the whole process group is always killed at teardown. S3 and the pushgateway are session-scoped: start
+once, share between tests; tests keep apart by using their own bucket / key / grouping labels. A
+Prometheus server scrapes fixed targets, so each test starts its own (about a second).
 
     def test_x(s3_server):          # S3Server: .endpoint_url, .env, .client(), .make_bucket()
     def test_y(pushgateway):        # Pushgateway: .address (host:port for push_to_gateway), .samples()
+    def test_z(prometheus):         # prometheus("127.0.0.1:PORT") -> PrometheusServer scraping that target
+                                    # every second: .query(expr), .wait_for(expr, ...), .url
+                                    # (not in conftest yet: `from tests.servers import prometheus`)
 
 Re-exported by tests/conftest.py, so any test module can ask for them by name; helpers import as
 `from tests.servers import free_port, running_server, ...`.
@@ -222,10 +227,103 @@ def pushgateway(tmp_path_factory) -> Iterator[Pushgateway]:
         yield gateway
 
 
+# ----------------------------------------------------------------------------------------------
+# Prometheus server (scrapes the targets a test names)
+
+
+PROMETHEUS_BIN = "/usr/bin/prometheus"  # Debian's prometheus package
+PROMETHEUS_HINT = ("run the test setup first (`make test` apt-get installs prometheus), or by hand: "
+                   "apt-get install -y --no-install-recommends prometheus")
+
+
+@dataclass
+class PrometheusServer:
+    url: str   # http://127.0.0.1:PORT
+    job: str   # the scrape job of the targets (`up{job=...}`)
+    targets: list[str]
+
+    def api(self, path: str, **params: str) -> dict:
+        """GET /api/v1/<path>; the `data` of a successful answer."""
+        import json
+        import urllib.parse
+
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as r:
+            body = json.loads(r.read().decode())
+        if body.get("status") != "success":
+            raise RuntimeError(f"Prometheus /api/v1/{path}?{query}: {body}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of each series of an instant query (PromQL `expr`)."""
+        return [(r["metric"], float(r["value"][1])) for r in self.api("query", query=expr)["result"]]
+
+    def wait_for(self, expr: str, timeout: float = 30.0, until=bool, alive=lambda: True) -> list[tuple[dict, float]]:
+        """Poll `expr` until `until(result)` holds; fail after `timeout` s, or as soon as `alive()` is false."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expr)
+            if until(result):
+                return result
+            if time.monotonic() > deadline or not alive():
+                targets = self.api("targets")["activeTargets"]
+                health = [(t["scrapeUrl"], t["health"], t.get("lastError")) for t in targets]
+                raise AssertionError(f"Prometheus query {expr!r} gave {result} (wanted otherwise) "
+                                     f"{'within ' + str(timeout) + ' s' if alive() else 'before the target ended'}; "
+                                     f"targets: {health}")
+            time.sleep(0.25)
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus") or (PROMETHEUS_BIN if os.access(PROMETHEUS_BIN, os.X_OK) else None)
+    if not found:
+        pytest.fail(f"prometheus not found on PATH or at {PROMETHEUS_BIN}: {PROMETHEUS_HINT}", pytrace=False)
+    return found
+
+
+@contextmanager
+def prometheus_server(log_dir: Path, targets: list[str], job: str = "videossl",
+                      scrape_interval: str = "1s") -> Iterator[PrometheusServer]:
+    """A Prometheus server on loopback scraping `targets` (host:port, path /metrics) every `scrape_interval`."""
+    log_dir = Path(log_dir)
+    config = log_dir / "prometheus.yml"
+    quoted = ", ".join(f'"{t}"' for t in targets)
+    config.write_text(f"""global:
+  scrape_interval: {scrape_interval}
+  scrape_timeout: {scrape_interval}
+  evaluation_interval: {scrape_interval}
+scrape_configs:
+  - job_name: "{job}"
+    static_configs:
+      - targets: [{quoted}]
+""")
+    address = f"{HOST}:{free_port()}"
+    argv = [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={log_dir / 'tsdb'}",
+            f"--web.listen-address={address}"]
+    with running_server("prometheus", argv, f"http://{address}/-/ready", log_dir):
+        yield PrometheusServer(f"http://{address}", job, list(targets))
+
+
+@pytest.fixture
+def prometheus(tmp_path_factory) -> Iterator:
+    """Start real Prometheus servers on loopback: `prometheus(*targets, job=..., scrape_interval="1s")`
+    returns a running PrometheusServer; all are stopped when the test ends (fails, never skips, when the
+    binary is missing)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        def start(*targets: str, job: str = "videossl", scrape_interval: str = "1s") -> PrometheusServer:
+            log_dir = tmp_path_factory.mktemp("prometheus")
+            return stack.enter_context(prometheus_server(log_dir, list(targets), job, scrape_interval))
+
+        yield start
+
+
 def closed_address() -> str:
     """host:port where nothing listens (a port that was just free): for "unreachable server" tests."""
     return f"{HOST}:{free_port()}"
 
 
-__all__ = ["S3Server", "Pushgateway", "ServerProcess", "answers", "closed_address", "free_port",
-           "moto_s3", "prometheus_pushgateway", "pushgateway", "running_server", "s3_server"]
+__all__ = ["S3Server", "Pushgateway", "PrometheusServer", "ServerProcess", "answers", "closed_address", "free_port",
+           "moto_s3", "prometheus", "prometheus_pushgateway", "prometheus_server", "pushgateway", "running_server",
+           "s3_server"]

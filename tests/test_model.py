@@ -122,3 +122,13 @@ def test_plain_pixel_targets_reach_zero_loss_only_with_the_right_pixels():
         torch.nn.init.zeros_(mae.decoder.head.bias)
         assert mae.loss(x, m) == 0  # predicting zeros for an all-zero clip is exact
         assert mae.loss(x + 1.0, m) == pytest.approx(1.0)
+
+
+def test_embedding_only_visible_tubelets_equals_embedding_all_then_gathering():
+    torch.manual_seed(0)
+    enc = VideoViT(SHAPE)
+    x = _video()
+    keep = torch.tensor([[0, 5, 9, 31], [1, 2, 17, 30]])
+    full = enc.patch_embed(x).flatten(2).transpose(1, 2) + enc.pos_embed
+    expected = torch.gather(full, 1, keep[..., None].expand(-1, -1, SHAPE.dim))
+    assert torch.allclose(enc.embed_visible(x, keep), expected, atol=1e-5)

@@ -15,6 +15,7 @@ TINY_OVERRIDES = [
     "ingest.synthetic.size=64",
     "ingest.size=32",
     "ingest.splits={train: 0.5, val: 0.17, test: 0.33}",
+    "ingest.shard_frames=128",  # 3 videos a shard, 4 shards: room for 2-4 training processes (one shard each)
     "model.dim=32",
     "model.depth=1",
     "model.heads=2",

@@ -84,6 +84,8 @@ class ModelConfig(Section):
     decoder_dim: int = Field(96, ge=8)
     decoder_depth: int = Field(2, ge=1)
     decoder_heads: int = Field(3, ge=1)
+    causal_time: bool = Field(False, description="attention causal in time (a token sees its own and earlier "
+                              "time slices) instead of joint space-time")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
@@ -95,7 +97,80 @@ class ModelConfig(Section):
         return self
 
 
-ObjectiveName = Literal["mae"]
+ObjectiveName = Literal["mae", "jepa", "pretext", "contrastive"]
+
+
+def _unit_range(r: tuple[float, float]) -> tuple[float, float]:
+    if not 0 < r[0] <= r[1] <= 1:
+        raise ValueError("must be [min, max] with 0 < min <= max <= 1")
+    return r
+
+
+class JepaConfig(Section):
+    """V-JEPA: predict the EMA target encoder's features of masked tube blocks from the context."""
+
+    ema_start: float = Field(0.996, ge=0, le=1, description="target-encoder momentum at step 0")
+    ema_end: float = Field(1.0, ge=0, le=1, description="momentum at the last step (linear ramp)")
+    predictor_dim: int = Field(96, ge=8)
+    predictor_depth: int = Field(2, ge=1)
+    predictor_heads: int = Field(3, ge=1)
+    target_ratio: float = Field(0.75, gt=0, lt=1, description="fraction of spatial positions in the target blocks")
+    block_scale: tuple[float, float] = Field((0.15, 0.3), description="block area range, fraction of the frame")
+    block_aspect: tuple[float, float] = Field((0.75, 1.5), description="block aspect (height/width) range")
+
+    _block_scale = field_validator("block_scale")(lambda r: _unit_range(r))
+
+    @field_validator("block_aspect")
+    @classmethod
+    def _aspect_range(cls, r: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < r[0] <= r[1]:
+            raise ValueError("must be [min, max] with 0 < min <= max")
+        return r
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "JepaConfig":
+        if self.ema_start > self.ema_end:
+            raise ValueError(f"pretrain.jepa.ema_start ({self.ema_start}) must be <= pretrain.jepa.ema_end "
+                             f"({self.ema_end})")
+        if self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"pretrain.jepa.predictor_dim ({self.predictor_dim}) must be divisible by "
+                             f"pretrain.jepa.predictor_heads ({self.predictor_heads})")
+        return self
+
+
+class PretextConfig(Section):
+    """Temporal transformation recognition: forward/backward, playback speed, shuffled/ordered."""
+
+    tasks: list[Literal["arrow", "speed", "shuffle"]] = Field(
+        default_factory=lambda: ["arrow", "speed", "shuffle"], min_length=1)
+    speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2,
+                              description="frame steps; an example needs clip_frames * max frames")
+    shuffle_prob: float = Field(0.3, gt=0, lt=1, description="fraction of shuffled clips")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[str]) -> list[str]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("tasks must be distinct")
+        return tasks
+
+    @field_validator("speeds")
+    @classmethod
+    def _positive_unique(cls, speeds: list[int]) -> list[int]:
+        if any(s < 1 for s in speeds) or len(set(speeds)) != len(speeds):
+            raise ValueError("speeds must be distinct integers >= 1")
+        return sorted(speeds)
+
+
+class ContrastiveConfig(Section):
+    """CVRL-style InfoNCE between two augmented clips of one video at a sampled time gap."""
+
+    temperature: float = Field(0.1, gt=0, le=10)
+    max_gap: int = Field(16, ge=0, description="the second clip starts 0..max_gap frames after the first")
+    crop_scale: tuple[float, float] = Field((0.3, 1.0), description="random resized crop area range")
+    proj_dim: int = Field(128, ge=8, description="projection head output width")
+
+    _crop_scale = field_validator("crop_scale")(lambda r: _unit_range(r))
 
 
 class PretrainConfig(Section):
@@ -115,6 +190,49 @@ class PretrainConfig(Section):
     log_every: int = Field(10, ge=1)
     threads: int = Field(0, ge=0, description="torch threads per process; 0 = cores / nproc")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    metrics_port: int | None = Field(9400, ge=0, le=65535, description="Prometheus /metrics port of local rank 0 on "
+                                     "each node; 0 = any free port (printed); null = none; taken = a warning")
+    system_metrics_interval: float | None = Field(10.0, gt=0, description="seconds between MLflow system metrics "
+                                                  "samples (CPU, memory, disk, network, GPU); null = none")
+    micro_batch: int | None = Field(None, ge=1, description="clips per forward/backward pass on each process "
+                                    "(gradient accumulation); null = the process's whole share of the batch")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="autocast dtype on GPU (fp16 adds a gradient scaler); the CPU always trains in fp32")
+    compile: bool = Field(False, description="torch.compile the model")
+    activation_checkpointing: bool = Field(False, description="recompute each encoder block in the backward pass")
+    checkpoint_every: int = Field(100, ge=0, description="steps between training checkpoints; 0 = at the end only")
+    checkpoint_dir: str | None = Field(None, description="local dir or s3://; null = <pretrain out>/checkpoints")
+    keep_last: int = Field(2, ge=1, description="training checkpoints kept per run (>= 2 leaves a fallback)")
+    resume: bool = Field(True, description="continue from the newest valid checkpoint of the same run")
+    baseline_objective: Literal["mae", "contrastive"] = Field(
+        "mae", description="objective of the frame encoder (T=1); temporal objectives cannot train it")
+    jepa: JepaConfig = JepaConfig()
+    pretext: PretextConfig = PretextConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
+
+    @model_validator(mode="after")
+    def _contrastive_has_negatives(self) -> "PretrainConfig":
+        names = {self.objective} if isinstance(self.objective, str) else set(self.objective)
+        if "contrastive" not in names and self.baseline_objective != "contrastive":
+            return self
+        if self.micro_batch is not None and self.micro_batch < 2:
+            raise ValueError(f"pretrain.micro_batch ({self.micro_batch}) must be >= 2 for the contrastive "
+                             f"objective: its negatives are the other clips of a forward pass")
+        if self.batch_size // self.nproc < 2:
+            raise ValueError(f"pretrain.batch_size ({self.batch_size}) must give every one of pretrain.nproc "
+                             f"({self.nproc}) processes >= 2 clips: contrastive negatives come from the batch")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_splits_evenly(self) -> "PretrainConfig":
+        if self.batch_size % self.nproc:
+            raise ValueError(f"pretrain.batch_size ({self.batch_size}) must be divisible by pretrain.nproc "
+                             f"({self.nproc}): every process takes an equal share of the global batch")
+        share = self.batch_size // self.nproc
+        if self.micro_batch is not None and share % self.micro_batch:
+            raise ValueError(f"pretrain.micro_batch ({self.micro_batch}) must divide each process's share of the "
+                             f"batch (pretrain.batch_size / pretrain.nproc = {share})")
+        return self
 
     @field_validator("objective")
     @classmethod

@@ -75,6 +75,15 @@ def upload(path: Path, uri: str, endpoint_url: str | None = None) -> str:
     return uri
 
 
+def remove(uri: str | os.PathLike, endpoint_url: str | None = None) -> None:
+    """Delete a local file or an s3 object; one that is already gone is fine."""
+    if is_s3(uri):
+        bucket, key = split_s3(str(uri))
+        s3_client(endpoint_url).delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -28,20 +29,34 @@ class CheckpointError(StepError):
 def encoder_shape(model: ModelConfig, variant: str, clip_frames: int, img_size: int) -> VitShape:
     frames, tubelet = (clip_frames, model.tubelet) if variant == "video" else (1, 1)
     return VitShape(frames=frames, img_size=img_size, patch=model.patch, tubelet=tubelet, dim=model.dim,
-                    depth=model.depth, heads=model.heads, mlp_ratio=model.mlp_ratio)
+                    depth=model.depth, heads=model.heads, mlp_ratio=model.mlp_ratio, causal_time=model.causal_time)
 
 
 def save_checkpoint(state: dict, dest: str | os.PathLike) -> str:
-    """torch.save to a temp file, then rename (local) or a completed upload (s3): never half a file."""
+    """torch.save to a temp file (fsynced), then rename (local) or a completed upload (s3): a kill or
+    a power cut at any moment leaves either the old file or the complete new one, never half a file."""
     state = {"format": FORMAT, **state}
     if storage.is_s3(dest):
-        with storage.atomic_path(Path(".checkpoint-upload") / Path(str(dest)).name) as tmp:
+        with tempfile.TemporaryDirectory(prefix="videossl-upload-") as tmp_dir:
+            tmp = Path(tmp_dir) / Path(str(dest)).name
             torch.save(state, tmp)
             storage.upload(tmp, str(dest))
         return str(dest)
     with storage.atomic_path(dest) as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    _fsync_dir(Path(dest).parent)  # the rename itself survives a power cut
     return str(dest)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(src: str | os.PathLike) -> dict:

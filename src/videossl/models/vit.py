@@ -3,6 +3,10 @@
 `encoder(video[B, C, T, H, W], keep=None) -> tokens[B, N, D]`. With `keep` (token indices per
 sample) only those tokens are embedded and attended, which is what makes MAE cheap. The frame
 encoder of the bag-of-frames baseline is the same class built with frames=1, tubelet=1.
+
+Attention is joint over space and time; with `VitShape.causal_time` a token attends only to tokens
+of its own time slice and earlier ones (a boolean mask from the tokens' time indices, so it follows
+the kept tokens when `keep` is given).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class VitShape:
     depth: int
     heads: int
     mlp_ratio: float = 4.0
+    causal_time: bool = False  # attention to the same and earlier time slices only (default: joint)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -63,10 +68,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`attn_mask`: boolean, True = may attend; [N, N] or [B, 1, N, N]."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
@@ -79,8 +85,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -96,13 +102,35 @@ class VideoViT(nn.Module):
         self.apply(init_weights)
 
     def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.patch_embed(video).flatten(2).transpose(1, 2)  # [B, N, D], tokens in (t, h, w) order
-        x = x + self.pos_embed
-        if keep is not None:
-            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        if keep is None:
+            x = self.patch_embed(video).flatten(2).transpose(1, 2) + self.pos_embed  # [B, N, D], (t, h, w) order
+        else:
+            x = self.embed_visible(video, keep)
+        mask = self.time_mask(keep, x.device) if self.shape.causal_time and self.shape.grid[0] > 1 else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.norm(x)
+
+    def embed_visible(self, video: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Embed only the kept tubelets: [B, N_keep, D]. The tubelet embedding is a linear map of each
+        flattened tubelet (the Conv3d's weights, C-t-p-p order), so at a 90% mask this skips 90% of
+        the embedding work that a convolution over the whole clip would do."""
+        s = self.shape
+        b, c, _, _, _ = video.shape
+        t, h, w = s.grid
+        tubes = video.reshape(b, c, t, s.tubelet, h, s.patch, w, s.patch).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        tubes = tubes.reshape(b, t * h * w, -1)
+        tubes = torch.gather(tubes, 1, keep[..., None].expand(-1, -1, tubes.shape[-1]))
+        x = F.linear(tubes, self.patch_embed.weight.flatten(1), self.patch_embed.bias)
+        pos = self.pos_embed.expand(b, -1, -1)
+        return x + torch.gather(pos, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+
+    def time_mask(self, keep: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """Causal-in-time attention mask (True = may attend): [N, N], or [B, 1, N_keep, N_keep] with `keep`."""
+        per_slice = self.shape.grid[1] * self.shape.grid[2]
+        t = (keep if keep is not None else torch.arange(self.shape.num_tokens, device=device)) // per_slice
+        mask = t[..., None, :] <= t[..., :, None]  # [.., query, key]: the key's slice is not later
+        return mask[:, None] if keep is not None else mask
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
         """Pooled embedding [B, D]: the mean of all tokens."""

@@ -1,14 +1,18 @@
 """Pretraining objectives. `build` turns the pretrain params into (objective, recipe) for a variant.
 
 `pretrain.objective` names one objective or weights several ({mae: 1.0, pretext: 0.5}); all parts
-share one encoder.
+share one encoder. The frame encoder (variant "frames", T=1, the bag-of-frames baseline) trains with
+`pretrain.baseline_objective` (mae or contrastive): the temporal objectives have no time to use.
 """
 from __future__ import annotations
 
 from videossl.config import Config
 from videossl.models.vit import VideoViT
 from videossl.objectives.base import Combined, CombinedRecipe, Objective, Recipe
+from videossl.objectives.contrastive import Contrastive, ContrastiveRecipe
+from videossl.objectives.jepa import JEPA, JEPARecipe
 from videossl.objectives.mae import MAE, MAERecipe
+from videossl.objectives.pretext import Pretext, PretextRecipe
 
 
 def _mae(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
@@ -18,15 +22,37 @@ def _mae(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
             MAERecipe(shape.frames, shape.grid, cfg.pretrain.mask_ratio))
 
 
-BUILDERS = {"mae": _mae}
+def _jepa(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
+    j, shape = cfg.pretrain.jepa, encoder.shape
+    return (JEPA(encoder, j.predictor_dim, j.predictor_depth, j.predictor_heads, j.ema_start, j.ema_end),
+            JEPARecipe(shape.frames, shape.grid, j.target_ratio, j.block_scale, j.block_aspect))
+
+
+def _pretext(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
+    p = cfg.pretrain.pretext
+    recipe = PretextRecipe(encoder.shape.frames, p.speeds, p.tasks, p.shuffle_prob)
+    return Pretext(encoder, recipe.tasks, len(recipe.speeds)), recipe
+
+
+def _contrastive(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
+    c = cfg.pretrain.contrastive
+    return (Contrastive(encoder, c.proj_dim, c.temperature),
+            ContrastiveRecipe(encoder.shape.frames, c.max_gap, c.crop_scale))
+
+
+BUILDERS = {"mae": _mae, "jepa": _jepa, "pretext": _pretext, "contrastive": _contrastive}
 
 
 def weights_of(objective: str | dict[str, float]) -> dict[str, float]:
     return {objective: 1.0} if isinstance(objective, str) else dict(objective)
 
 
-def build(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
-    weights = weights_of(cfg.pretrain.objective)
+def build(cfg: Config, encoder: VideoViT, variant: str = "video") -> tuple[Objective, Recipe]:
+    """(objective, recipe) of `variant`: "video" trains `pretrain.objective`, "frames" (the T=1 frame
+    encoder) trains `pretrain.baseline_objective`."""
+    if variant not in ("video", "frames"):
+        raise ValueError(f"unknown variant {variant!r} (video or frames)")
+    weights = weights_of(cfg.pretrain.objective if variant == "video" else cfg.pretrain.baseline_objective)
     parts = {name: BUILDERS[name](cfg, encoder) for name in weights}
     if len(parts) == 1:
         return next(iter(parts.values()))

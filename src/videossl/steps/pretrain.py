@@ -1,7 +1,9 @@
 """Pretrain step: the video encoder (and the frame-encoder baseline) through torchrun.
 
 The step launches `torchrun --standalone` with `pretrain.nproc` processes on this machine; on a
-cluster the same trainer module runs in every pod of a distributed job instead.
+cluster the same trainer module runs in every pod of a distributed job instead. Training checkpoints
+go to `pretrain.checkpoint_dir` (default: OUT/checkpoints); run again after a crash and the trainer
+resumes from the newest valid one of the same run (`pretrain.resume`).
 """
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import sys
 from pathlib import Path
 
 from videossl.config import Config, dump_config
+from videossl.data.shards import ClipStore
+from videossl.errors import StepError
 from videossl.models.checkpoint import CHECKPOINTS, load_checkpoint
 from videossl.storage import write_text_atomic
-from videossl.errors import StepError
+from videossl.train.loop import TrainingError, check_world
+
 
 class PretrainError(StepError):
     pass
@@ -26,6 +31,10 @@ def torchrun_command(nproc: int, config: Path, data_dir: Path, out: Path) -> lis
 
 
 def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path) -> dict:
+    try:  # params that cannot work on this dataset fail here, before torchrun starts
+        check_world(cfg, cfg.pretrain.nproc, ClipStore(data_dir))
+    except (TrainingError, ValueError, FileNotFoundError) as e:
+        raise PretrainError(str(e)) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = write_text_atomic(out / "config.yaml", dump_config(cfg))

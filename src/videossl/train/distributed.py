@@ -40,7 +40,37 @@ def setup(env: DistEnv) -> torch.device:
     return device
 
 
-def teardown() -> None:
+def mean(value: torch.Tensor) -> float:
+    """The mean of a scalar over all ranks (every rank gets the same number)."""
     if dist.is_initialized():
-        dist.barrier()
+        value = value.detach().clone()
+        dist.all_reduce(value)  # SUM: gloo has no AVG
+        value /= dist.get_world_size()
+    return value.item()
+
+
+def all_gather(obj) -> list:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def from_main(obj):
+    """Rank 0's `obj` on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def teardown(ok: bool = True) -> None:
+    """Leave the process group; after a failure without the final barrier (the other ranks may be
+    stuck elsewhere or gone: torchrun stops them when this process exits non-zero)."""
+    if dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()

@@ -23,17 +23,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="ingested dataset directory")
     ap.add_argument("--out", required=True, help="checkpoint directory (local or s3://)")
     ap.add_argument("--variants", nargs="+", choices=list(CHECKPOINTS), default=list(CHECKPOINTS))
+    ap.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                    help="override pretrain.resume: continue from the newest valid training checkpoint of the same "
+                         "run in pretrain.checkpoint_dir (default: OUT/checkpoints), or start from step 0")
     args = ap.parse_args(argv)
+    ok = False
     try:
         cfg = load_config(args.config)
+        if args.resume is not None:
+            cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"resume": args.resume})})
+        out = args.out.rstrip("/")
+        checkpoint_dir = cfg.pretrain.checkpoint_dir or f"{out}/checkpoints"
         for variant in args.variants:
-            result = train(cfg, args.data, f"{args.out.rstrip('/')}/{CHECKPOINTS[variant]}", variant)
+            result = train(cfg, args.data, f"{out}/{CHECKPOINTS[variant]}", variant, checkpoint_dir)
             print(json.dumps(result), flush=True)
+        ok = True
     except (ConfigError, StepError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        distributed.teardown()
+        distributed.teardown(ok)
     return 0
 
 

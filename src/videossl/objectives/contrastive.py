@@ -1,0 +1,116 @@
+"""CVRL / VITO-style contrastive learning: two clips of one video at a sampled time gap are positives,
+the other videos' clips in the batch are negatives (symmetric InfoNCE).
+
+- the recipe cuts clip 1 at the example's start and clip 2 `gap` frames later, gap uniform in
+  [0, max_gap] but never past the video's end (a start near the end gets a smaller gap);
+  `frames_needed` = frames + max_gap covers both windows;
+- each clip gets its own spatial augmentation (random resized crop back to the input size, horizontal
+  flip), drawn once per clip and applied identically to all its frames, so the augmentation adds no
+  motion; done on uint8 frames with numpy + torch on the CPU side (no torchvision);
+- the frame encoder (T=1) trains the same way: the two "clips" are single frames `gap` apart;
+- objective: mean-pooled encoder features -> projection MLP -> L2-normalised; InfoNCE at
+  `temperature`, both directions averaged. Negatives are the clips of the same rank's batch (under
+  DDP each rank contrasts its own per-rank batch; gradients are then averaged as usual).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videossl.data.shards import ClipStore, Video
+from videossl.data.transforms import to_model_input
+from videossl.models.vit import VideoViT, init_weights
+from videossl.objectives.base import Batch, Example, Objective, Recipe
+
+ASPECT = (3 / 4, 4 / 3)  # crop aspect-ratio range (SimCLR/CVRL's)
+
+
+@dataclass(frozen=True)
+class View:
+    """One clip's spatial augmentation: a crop box and a horizontal flip."""
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+def draw_view(height: int, width: int, scale: tuple[float, float], rng: np.random.Generator) -> View:
+    """A random resized crop (area fraction in `scale`, aspect in ASPECT) and a coin-flip mirror."""
+    box = (0, 0, height, width)  # fallback: the whole frame
+    for _ in range(10):
+        area = rng.uniform(*scale) * height * width
+        ar = math.exp(rng.uniform(math.log(ASPECT[0]), math.log(ASPECT[1])))
+        w, h = int(round(math.sqrt(area * ar))), int(round(math.sqrt(area / ar)))
+        if 0 < h <= height and 0 < w <= width:
+            box = (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w)
+            break
+    return View(*box, flip=bool(rng.random() < 0.5))
+
+
+def augment(frames: np.ndarray, view: View) -> np.ndarray:
+    """Apply one view to every frame: uint8 [T, H, W, 3] -> uint8 [T, H, W, 3] (resized back)."""
+    _, height, width, _ = frames.shape
+    crop = frames[:, view.top:view.top + view.height, view.left:view.left + view.width]
+    if view.flip:
+        crop = crop[:, :, ::-1]
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(0, 3, 1, 2).float()
+    if (view.height, view.width) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class ContrastiveRecipe(Recipe):
+    def __init__(self, frames: int, max_gap: int, crop_scale: tuple[float, float]):
+        super().__init__(frames)
+        self.max_gap, self.crop_scale = max_gap, tuple(crop_scale)
+
+    @property
+    def frames_needed(self) -> int:
+        return self.frames + self.max_gap
+
+    def example(self, store: ClipStore, video: Video, start: int, rng: np.random.Generator) -> Example:
+        room = video.frames - self.frames - start  # the latest second start that still fits
+        if room < 0:
+            raise IndexError(f"clip at {start} of {self.frames} frames does not fit {video.source_id} "
+                             f"({video.frames} frames)")
+        gap = int(rng.integers(min(self.max_gap, room) + 1))
+        out = {}
+        for key, s in (("view1", start), ("view2", start + gap)):
+            clip = store.window(video, s, self.frames)
+            out[key] = augment(clip, draw_view(clip.shape[1], clip.shape[2], self.crop_scale, rng))
+        out["gap"] = np.array(gap, dtype=np.int64)
+        return out
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric InfoNCE of L2-normalised [B, K] embeddings whose rows i are positives:
+    (loss, top-1 accuracy of finding the positive among the batch, both directions averaged)."""
+    logits = z1 @ z2.T / temperature
+    labels = torch.arange(len(z1), device=z1.device)
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    acc = ((logits.argmax(1) == labels).float().mean() + (logits.argmax(0) == labels).float().mean()) / 2
+    return loss, acc
+
+
+class Contrastive(Objective):
+    def __init__(self, encoder: VideoViT, proj_dim: int, temperature: float):
+        super().__init__(encoder)
+        d = encoder.shape.dim
+        self.temperature = temperature
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, proj_dim))
+        self.head.apply(init_weights)
+
+    def project(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 clips [B, T, H, W, 3] -> L2-normalised projections [B, proj_dim] (float32)."""
+        return F.normalize(self.head(self.encoder.embed(to_model_input(clips))).float(), dim=-1)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        z1, z2 = self.project(torch.cat([batch["view1"], batch["view2"]])).chunk(2)
+        loss, acc = info_nce(z1, z2, self.temperature)
+        return loss, {"acc": float(acc), "gap": float(batch["gap"].float().mean())}
