@@ -34,7 +34,7 @@ SHAPES = ("circle", "square", "triangle")
 
 # Bump whenever the world or the renderer changes: it is part of the labels, so cached videos from
 # an older generator never pass the "same labels" check in generate().
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: YUV conversion in numpy (deterministic bytes)
 
 # --- physics (box units, seconds) -------------------------------------------------------------
 # Unit vectors in image coordinates (y points down), in GRAVITY_NAMES order.
@@ -434,6 +434,28 @@ def render_video(seed: int, cfg: SyntheticConfig) -> tuple[np.ndarray, dict]:
 # encoding and the dataset
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> planar YUV 4:2:0 [H*3/2, W] (BT.601, limited range), in exact integer math.
+
+    Done here rather than by swscale inside the encoder: once, two `make run`s of the same code wrote
+    2 of 64 videos with different bytes (and a different dataset digest) although rendering, x264
+    (one thread) and decoding were each deterministic when tested alone; swscale's threaded/SIMD
+    conversion was the one part of the write path not pinned down. Not reproduced in 8 later runs;
+    with integer arithmetic here, the bytes depend on the frames and x264 alone."""
+    h, w, _ = rgb.shape
+    r, g, b = (rgb[..., c].astype(np.int32) for c in range(3))
+    y = (66 * r + 129 * g + 25 * b + 128 >> 8) + 16
+    # chroma from the 2x2 block average (sum of 4, rounded), as 4:2:0 subsampling does
+    r2, g2, b2 = ((c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2] + 2) >> 2 for c in (r, g, b))
+    u = (-38 * r2 - 74 * g2 + 112 * b2 + 128 >> 8) + 128
+    v = (112 * r2 - 94 * g2 - 18 * b2 + 128 >> 8) + 128
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    out[:h] = np.clip(y, 0, 255)
+    out[h:h + h // 4] = np.clip(u, 0, 255).reshape(h // 4, w)
+    out[h + h // 4:] = np.clip(v, 0, 255).reshape(h // 4, w)
+    return out
+
+
 def write_video(frames: np.ndarray, path: Path, fps: int, gop: int) -> None:
     """H.264 (libx264, yuv420p) mp4 via PyAV, keyframe every `gop` frames, deterministic output
     (threads=1), atomic (write to tmp then os.replace)"""
@@ -448,14 +470,15 @@ def write_video(frames: np.ndarray, path: Path, fps: int, gop: int) -> None:
             stream = container.add_stream("libx264", rate=fps, options={
                 "crf": str(X264_CRF), "preset": X264_PRESET,
                 # fixed GOP: keyframes exactly every `gop` frames (no scene-cut keyframes), no
-                # B-frames (decode order = display order), one thread (bit-exact re-runs)
+                # B-frames (decode order = display order), one thread (bit-exact re-runs); frames arrive
+                # as YUV made by rgb_to_yuv420p, so no colour conversion happens in the encoder
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:threads=1",
             })
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.thread_count = 1
             time_base = Fraction(1, fps)
             for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frames[i]), format="yuv420p")
                 frame.pts, frame.time_base = i, time_base
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))  # flush
