@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import HOST, free_port, prometheus  # noqa: F401  (prometheus: the fixture)
+from tests.servers import HOST, free_port
 from tests.tiny import REPO, tiny_config, tiny_params_yaml
 from videossl.config import ConfigError
 from videossl.models.vit import VitShape
@@ -154,7 +154,7 @@ def test_prometheus_scrapes_the_trainer_endpoint(tmp_path, prometheus):  # noqa:
     prom.wait_for('up{job="videossl-trainer"} == 0', timeout=15)  # the endpoint went away with the run
 
 
-def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometheus):  # noqa: F811
+def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometheus):
     """A real trainer process (videossl.train.main, tiny model) serves /metrics on local rank 0;
     Prometheus scrapes it; Ctrl-C ends it cleanly: endpoint down, MLflow run FAILED with system metrics."""
     port = free_port()

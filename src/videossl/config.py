@@ -19,6 +19,13 @@ class ConfigError(ValueError):
     """Invalid params: the message names the key and what is allowed."""
 
 
+def distinct_speeds(speeds: list[int]) -> list[int]:
+    """Playback speeds (frame steps): distinct integers >= 1, sorted."""
+    if any(s < 1 for s in speeds) or len(set(speeds)) != len(speeds):
+        raise ValueError("speeds must be distinct integers >= 1")
+    return sorted(speeds)
+
+
 class Section(BaseModel):
     # extra="forbid": a typo in params.yaml is an error, not a silently ignored knob.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -156,10 +163,8 @@ class PretextConfig(Section):
 
     @field_validator("speeds")
     @classmethod
-    def _positive_unique(cls, speeds: list[int]) -> list[int]:
-        if any(s < 1 for s in speeds) or len(set(speeds)) != len(speeds):
-            raise ValueError("speeds must be distinct integers >= 1")
-        return sorted(speeds)
+    def _speeds(cls, speeds: list[int]) -> list[int]:
+        return distinct_speeds(speeds)
 
 
 class ContrastiveConfig(Section):
@@ -256,10 +261,8 @@ class ProbeEvalConfig(Section):
 
     @field_validator("speeds")
     @classmethod
-    def _positive_unique(cls, speeds: list[int]) -> list[int]:
-        if any(s < 1 for s in speeds) or len(set(speeds)) != len(speeds):
-            raise ValueError("speeds must be distinct integers >= 1")
-        return sorted(speeds)
+    def _speeds(cls, speeds: list[int]) -> list[int]:
+        return distinct_speeds(speeds)
 
 
 class TrackingConfig(Section):

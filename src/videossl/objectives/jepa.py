@@ -16,40 +16,12 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from videossl.data.transforms import to_model_input
 from videossl.masks import TubeMasks, multiblock_masks
-from videossl.models.vit import Block, VideoViT, VitShape, init_weights, sincos_3d
+from videossl.models.predictor import MaskTokenPredictor
+from videossl.models.vit import VideoViT
 from videossl.objectives.base import Batch, Objective, Recipe, stack
-
-
-class Predictor(nn.Module):
-    """Context tokens + mask tokens (with their positions) -> encoder-width features of the masked tokens."""
-
-    def __init__(self, shape: VitShape, dim: int, depth: int, heads: int):
-        super().__init__()
-        self.embed = nn.Linear(shape.dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.register_buffer("pos_embed", sincos_3d(shape.grid, dim)[None], persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads, shape.mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, shape.dim)
-        self.apply(init_weights)
-        nn.init.normal_(self.mask_token, std=0.02)
-
-    def forward(self, context: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
-        """[B, N_keep, D_enc] -> [B, N_mask, D_enc]."""
-        x = self.embed(context)
-        b, n_keep, d = x.shape
-        pos = self.pos_embed.expand(b, -1, -1)
-        x = x + torch.gather(pos, 1, masks.keep[..., None].expand(-1, -1, d))
-        m = self.mask_token.expand(b, masks.masked.shape[1], d) + torch.gather(
-            pos, 1, masks.masked[..., None].expand(-1, -1, d))
-        x = torch.cat([x, m], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x[:, n_keep:]))
 
 
 class JEPARecipe(Recipe):
@@ -78,7 +50,8 @@ class JEPA(Objective):
     def __init__(self, encoder: VideoViT, predictor_dim: int, predictor_depth: int, predictor_heads: int,
                  ema_start: float, ema_end: float):
         super().__init__(encoder)
-        self.predictor = Predictor(encoder.shape, predictor_dim, predictor_depth, predictor_heads)
+        self.predictor = MaskTokenPredictor(encoder.shape, predictor_dim, predictor_depth, predictor_heads,
+                                            out_dim=encoder.shape.dim)
         self.target = copy.deepcopy(encoder).requires_grad_(False)
         self.ema_start, self.ema_end = ema_start, ema_end
         self.momentum = ema_start

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from videossl.data.transforms import to_model_input
 from videossl.masks import TubeMasks, tube_masks
-from videossl.models.vit import Block, VideoViT, VitShape, init_weights, sincos_3d
+from videossl.models.predictor import MaskTokenPredictor
+from videossl.models.vit import VideoViT, VitShape
 from videossl.objectives.base import Batch, Objective, Recipe, stack
 
 TARGET_EPS = 1e-6  # variance floor of the per-patch target normalisation (flat patches)
@@ -29,32 +29,6 @@ def normalised_targets(video: torch.Tensor, shape: VitShape) -> torch.Tensor:
     p = patchify(video, shape.tubelet, shape.patch)
     mean, var = p.mean(-1, keepdim=True), p.var(-1, keepdim=True)
     return (p - mean) / (var + TARGET_EPS).sqrt()
-
-
-class MAEDecoder(nn.Module):
-    def __init__(self, shape: VitShape, dim: int, depth: int, heads: int):
-        super().__init__()
-        self.embed = nn.Linear(shape.dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.register_buffer("pos_embed", sincos_3d(shape.grid, dim)[None], persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads, shape.mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, shape.patch_dim)
-        self.apply(init_weights)
-        nn.init.normal_(self.mask_token, std=0.02)
-
-    def forward(self, visible: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
-        """Predictions for the masked tokens only: [B, N_mask, patch_dim]."""
-        x = self.embed(visible)
-        b, n_keep, d = x.shape
-        n_mask = masks.masked.shape[1]
-        pos = self.pos_embed.expand(b, -1, -1)
-        x = x + torch.gather(pos, 1, masks.keep[..., None].expand(-1, -1, d))
-        m = self.mask_token.expand(b, n_mask, d) + torch.gather(pos, 1, masks.masked[..., None].expand(-1, -1, d))
-        x = torch.cat([x, m], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x[:, n_keep:]))
 
 
 class MAERecipe(Recipe):
@@ -77,7 +51,8 @@ class MAE(Objective):
                  normalize_targets: bool = True):
         super().__init__(encoder)
         self.normalize_targets = normalize_targets
-        self.decoder = MAEDecoder(encoder.shape, decoder_dim, decoder_depth, decoder_heads)
+        self.decoder = MaskTokenPredictor(encoder.shape, decoder_dim, decoder_depth, decoder_heads,
+                                          out_dim=encoder.shape.patch_dim)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         video = to_model_input(batch["clip"])

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from videossl.data.shards import ClipStore
