@@ -50,9 +50,17 @@ S3_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 
-PUSHGATEWAY_BIN = "/usr/bin/prometheus-pushgateway"  # Debian's prometheus-pushgateway package
-SETUP_HINT = ("run the test setup first (`make test` apt-get installs prometheus-pushgateway), or by hand: "
-              "apt-get install -y --no-install-recommends prometheus-pushgateway")
+
+
+def debian_binary(name: str) -> str:
+    """Path of a server binary from the Debian package of the same name, or a failed test (never a
+    skip) saying how to install it: `make test` set-up apt-get installs it."""
+    path = f"/usr/bin/{name}"
+    found = shutil.which(name) or (path if os.access(path, os.X_OK) else None)
+    if not found:
+        pytest.fail(f"{name} not found on PATH or at {path}: run the test setup first (`make test` apt-get "
+                    f"installs it), or by hand: apt-get install -y --no-install-recommends {name}", pytrace=False)
+    return found
 
 
 def free_port() -> int:
@@ -204,17 +212,10 @@ class Pushgateway:
         return found
 
 
-def pushgateway_binary() -> str:
-    found = shutil.which("prometheus-pushgateway") or (PUSHGATEWAY_BIN if os.access(PUSHGATEWAY_BIN, os.X_OK) else None)
-    if not found:
-        pytest.fail(f"prometheus-pushgateway not found on PATH or at {PUSHGATEWAY_BIN}: {SETUP_HINT}", pytrace=False)
-    return found
-
-
 @contextmanager
 def prometheus_pushgateway(log_dir: Path) -> Iterator[Pushgateway]:
     address = f"{HOST}:{free_port()}"
-    argv = [pushgateway_binary(), f"--web.listen-address={address}",
+    argv = [debian_binary("prometheus-pushgateway"), f"--web.listen-address={address}",
             f"--persistence.file={Path(log_dir) / 'pushgateway.state'}"]
     with running_server("pushgateway", argv, f"http://{address}/-/ready", log_dir):
         yield Pushgateway(address)
@@ -231,9 +232,6 @@ def pushgateway(tmp_path_factory) -> Iterator[Pushgateway]:
 # Prometheus server (scrapes the targets a test names)
 
 
-PROMETHEUS_BIN = "/usr/bin/prometheus"  # Debian's prometheus package
-PROMETHEUS_HINT = ("run the test setup first (`make test` apt-get installs prometheus), or by hand: "
-                   "apt-get install -y --no-install-recommends prometheus")
 
 
 @dataclass
@@ -274,13 +272,6 @@ class PrometheusServer:
             time.sleep(0.25)
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus") or (PROMETHEUS_BIN if os.access(PROMETHEUS_BIN, os.X_OK) else None)
-    if not found:
-        pytest.fail(f"prometheus not found on PATH or at {PROMETHEUS_BIN}: {PROMETHEUS_HINT}", pytrace=False)
-    return found
-
-
 @contextmanager
 def prometheus_server(log_dir: Path, targets: list[str], job: str = "videossl",
                       scrape_interval: str = "1s") -> Iterator[PrometheusServer]:
@@ -298,7 +289,7 @@ scrape_configs:
       - targets: [{quoted}]
 """)
     address = f"{HOST}:{free_port()}"
-    argv = [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={log_dir / 'tsdb'}",
+    argv = [debian_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={log_dir / 'tsdb'}",
             f"--web.listen-address={address}"]
     with running_server("prometheus", argv, f"http://{address}/-/ready", log_dir):
         yield PrometheusServer(f"http://{address}", job, list(targets))
