@@ -8,6 +8,9 @@ The configuration comes from params.yaml (or -S overrides) and is mirrored into 
 tubelet, decoder width/depth/heads, normalised targets or not. Both see the very same batches with
 the very same masks (ours as token indices, theirs as the equivalent boolean mask).
 
+Precision follows the loop's rule for `pretrain.precision` on both sides (train/precision.py: bf16
+autocast on a GPU or on a CPU with bf16 hardware such as AMX, else fp32); `--theirs-precision fp32`
+runs the HF model at another precision in the same run (e.g. its fastest on this machine).
 Ours follows the loop's switches: `pretrain.compile: true` compiles it (`-S pretrain.compile=true`;
 the warm-up then includes the compile time, printed); theirs is compiled only with --compile-theirs.
 
@@ -18,6 +21,7 @@ ours >= 1.5x theirs). Never asserts a timing. Without transformers installed (`m
 the `bench` extra) it measures ours alone.
 
     .venv/bin/python benchmarks/bench_train_step.py [--steps 5] [--rounds 12] [-S model.depth=6 ...]
+    .venv/bin/python benchmarks/bench_train_step.py --theirs-precision fp32   # against HF at fp32
     .venv/bin/python benchmarks/bench_train_step.py --profile   # where our step's time goes
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ from videossl.config import Config, load_config
 from videossl.data.transforms import to_model_input
 from videossl.models.checkpoint import encoder_shape
 from videossl.models.vit import VideoViT, VitShape, count_params
+from videossl.train import precision
 
 TARGET_RATIO = 1.5
 N_BATCHES = 4  # distinct batches cycled through (masks differ per batch)
@@ -73,8 +78,7 @@ class Ours:
         self.compiled = bool(getattr(cfg.pretrain, "compile", False))  # as the loop: torch.compile(model)
         self.forward = torch.compile(self.model) if self.compiled else self.model
         self.device = device
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                         else torch.autocast("cpu", enabled=False))
+        self.autocast = precision.autocast(precision.autocast_dtype(cfg.pretrain.precision, device), device)
 
     def params(self) -> int:
         return count_params(self.model)
@@ -95,7 +99,8 @@ class Ours:
 class Theirs:
     name = "HF VideoMAEForPreTraining"
 
-    def __init__(self, cfg: Config, shape: VitShape, device: torch.device, compiled: bool = False):
+    def __init__(self, cfg: Config, shape: VitShape, device: torch.device, compiled: bool = False,
+                 precision_name: str | None = None):
         from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
         m = cfg.model
@@ -116,8 +121,7 @@ class Theirs:
         self.opt = adamw(self.model.parameters(), cfg, device)
         self.device = device
         self.tokens = shape.num_tokens
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                         else torch.autocast("cpu", enabled=False))
+        self.autocast = precision.autocast(precision.autocast_dtype(cfg.pretrain.precision, device), device)
 
     def params(self) -> int:
         return count_params(self.model)
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first, each side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: as the loop sets them)")
     ap.add_argument("--compile-theirs", action="store_true", help="torch.compile the HF model too")
+    ap.add_argument("--theirs-precision", choices=["bf16", "fp16", "fp32"], default=None,
+                    help="run the HF model at this precision instead of ours (e.g. its fastest on this machine)")
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table of each side")
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
@@ -192,13 +198,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     sides = [Ours(cfg, shape, device)]
     if peer_available():
-        sides.append(Theirs(cfg, shape, device, compiled=args.compile_theirs))
+        sides.append(Theirs(cfg, shape, device, compiled=args.compile_theirs, precision_name=args.theirs_precision))
     batches = make_batches(cfg, shape, sides[0].recipe, batch, N_BATCHES)
     prepared = [[s.prepare(b) for b in batches] for s in sides]
 
     print(f"bench_train_step {now()}: {machine()}")
     print(f"config: {describe(cfg, shape, batch)}")
-    print(f"both: fp32 on {device.type}, AdamW (lr {cfg.pretrain.lr}, wd {cfg.pretrain.weight_decay}, betas 0.9/0.95, "
+    dtype = precision.autocast_dtype(cfg.pretrain.precision, device)
+    print(f"ours: {precision.describe(cfg.pretrain.precision, dtype, device)} (the loop's rule)"
+          + (f"; theirs: {precision.describe(sides[1].precision, sides[1].dtype, device)}" if len(sides) > 1 else "")
+          + f"\nboth: AdamW (lr {cfg.pretrain.lr}, wd {cfg.pretrain.weight_decay}, betas 0.9/0.95, "
           f"fused, as in the loop); ours compiled: {sides[0].compiled}"
           + (f"; HF attention: {sides[1].attn}, compiled: {sides[1].compiled}" if len(sides) > 1 else
              "\ntransformers is not installed: measuring ours alone (`make bench` installs the bench extra)"))

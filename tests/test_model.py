@@ -132,3 +132,19 @@ def test_embedding_only_visible_tubelets_equals_embedding_all_then_gathering():
     full = enc.patch_embed(x).flatten(2).transpose(1, 2) + enc.pos_embed
     expected = torch.gather(full, 1, keep[..., None].expand(-1, -1, SHAPE.dim))
     assert torch.allclose(enc.embed_visible(x, keep), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_bf16_attention_matches_sdpa(masked):
+    """Under CPU bf16 autocast `attend` takes explicit matmuls (faster on AMX); it must compute the
+    same attention as SDPA in fp32, causal mask included, up to bf16 rounding (8 mantissa bits)."""
+    from videossl.models.vit import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 16, generator=g) for _ in range(3))
+    mask = (torch.arange(20)[None, :] // 5 <= torch.arange(20)[:, None] // 5) if masked else None
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attend(q, k, v, mask).float()
+    assert torch.allclose(got, reference, atol=3e-2, rtol=3e-2)
+    assert (got - reference).abs().mean() < 5e-3

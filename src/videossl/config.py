@@ -202,7 +202,8 @@ class PretrainConfig(Section):
     micro_batch: int | None = Field(None, ge=1, description="clips per forward/backward pass on each process "
                                     "(gradient accumulation); null = the process's whole share of the batch")
     precision: Literal["bf16", "fp16", "fp32"] = Field(
-        "bf16", description="autocast dtype on GPU (fp16 adds a gradient scaler); the CPU always trains in fp32")
+        "bf16", description="autocast dtype (fp16 adds a gradient scaler); a CPU uses bf16 where it "
+        "has bf16 hardware (AMX, AVX512-BF16), fp32 otherwise")
     compile: bool = Field(False, description="torch.compile the model")
     activation_checkpointing: bool = Field(False, description="recompute each encoder block in the backward pass")
     checkpoint_every: int = Field(100, ge=0, description="steps between training checkpoints; 0 = at the end only")
@@ -280,6 +281,61 @@ class RegisterConfig(Section):
     higher_is_better: bool = True
 
 
+class StepResources(Section):
+    cpu: str = Field("1", pattern=r"^\d+(\.\d+)?m?$", description="CPU request = limit (Kubernetes quantity)")
+    memory: str = Field("2Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$", description="memory request = limit")
+    retries: int = Field(0, ge=0, le=10, description="KFP retries of this task (transient failures)")
+
+
+class ClusterJobConfig(Section):
+    """The multi-node pretraining job the pretrain component submits on the cluster."""
+    launcher: Literal["trainjob", "pytorchjob", "none"] = Field(
+        "trainjob", description="trainjob = Kubeflow Trainer v2 TrainJob, pytorchjob = Training Operator v1 "
+        "PyTorchJob, none = pretrain inside the KFP pod (no multi-node)")
+    runtime: str = Field("torch-distributed", min_length=1, description="TrainJob runtimeRef name")
+    nodes: int = Field(2, ge=1, le=512)
+    procs_per_node: int = Field(1, ge=1, le=16)
+    gpus_per_node: int = Field(1, ge=0, le=16)
+    cpu: str = Field("8", description="CPU request = limit of each trainer pod")
+    memory: str = Field("64Gi", description="memory request = limit of each trainer pod")
+    accelerator_type: str = Field("nvidia.com/gpu", min_length=1, description="extended resource of the GPUs")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="trainer (and pretrain task) nodes")
+    tolerations: list[dict[str, str]] = Field(default_factory=list, description="[{key, operator, value, effect}]")
+    timeout_s: int = Field(86400, ge=60, description="wait at most this long for the job, then fail the task")
+    poll_s: float = Field(20.0, gt=0, description="seconds between job status checks")
+
+
+class ClusterSecrets(Section):
+    s3: str = Field("videossl-s3", min_length=1, description="Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                    "AWS_ENDPOINT_URL (optional)")
+    mlflow: str = Field("videossl-mlflow", min_length=1, description="Secret: MLFLOW_TRACKING_URI (+ "
+                        "MLFLOW_TRACKING_USERNAME/PASSWORD)")
+
+
+class ClusterConfig(Section):
+    """Read only on Kubernetes (`videossl pipeline submit`, the KFP DAG, the job launcher)."""
+    image: str = Field("ghcr.io/videossl/pipeline:0.1.0", min_length=1, description="CPU image of every component")
+    trainer_image: str = Field("ghcr.io/videossl/trainer:0.1.0-cuda12.8", min_length=1,
+                               description="CUDA image of the pretraining job's pods")
+    namespace: str = Field("videossl", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    service_account: str = Field("videossl-pipeline", min_length=1)
+    root: str = Field("s3://videossl/runs", description="where a run's data and outputs go (run-scoped below it)")
+    kfp_host: str | None = Field(None, description="KFP API endpoint for `videossl pipeline submit`; null = $KFP_HOST")
+    experiment: str = Field("videossl", min_length=1, description="KFP experiment of submitted runs")
+    data_remote: str = Field("s3://videossl/dvc", description="DVC remote (S3) that ingest output is pushed to")
+    data_version: str | None = Field(None, description="git revision of the DVC-tracked data to use; null = ingest "
+                                     "in the run")
+    secrets: ClusterSecrets = ClusterSecrets()
+    job: ClusterJobConfig = ClusterJobConfig()
+    resources: dict[Literal["ingest", "pretrain", "probe_eval", "register"], StepResources] = Field(
+        default_factory=lambda: {
+            "ingest": StepResources(cpu="2", memory="4Gi", retries=2),
+            "pretrain": StepResources(cpu="2", memory="4Gi", retries=0),
+            "probe_eval": StepResources(cpu="4", memory="8Gi", retries=1),
+            "register": StepResources(cpu="1", memory="2Gi", retries=2),
+        })
+
+
 with warnings.catch_warnings():
     # `register` (a step name) shadows ABCMeta.register on the class object only; fields are unaffected.
     warnings.filterwarnings("ignore", message='Field name "register"')
@@ -292,6 +348,7 @@ with warnings.catch_warnings():
         probe_eval: ProbeEvalConfig = ProbeEvalConfig()
         tracking: TrackingConfig = TrackingConfig()
         register: RegisterConfig = RegisterConfig()
+        cluster: ClusterConfig = ClusterConfig()
 
         @model_validator(mode="after")
         def _shapes_fit_the_model(self) -> "Config":

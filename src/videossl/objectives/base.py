@@ -98,7 +98,7 @@ class Combined(Objective):
             prefix = f"{name}/"
             loss, part_logs = part({k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)})
             total = total + self.weights[name] * loss
-            logs[f"loss_{name}"] = float(loss.detach())
+            logs[f"loss_{name}"] = loss.detach()  # a tensor: read (a device sync) only at log steps
             logs.update({f"{name}_{k}": v for k, v in part_logs.items()})
         return total, logs
 

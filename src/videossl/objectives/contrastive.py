@@ -113,4 +113,4 @@ class Contrastive(Objective):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         z1, z2 = self.project(torch.cat([batch["view1"], batch["view2"]])).chunk(2)
         loss, acc = info_nce(z1, z2, self.temperature)
-        return loss, {"acc": float(acc), "gap": float(batch["gap"].float().mean())}
+        return loss, {"acc": acc.detach(), "gap": batch["gap"].float().mean()}  # tensors: read at log steps

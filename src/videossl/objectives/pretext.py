@@ -117,5 +117,5 @@ class Pretext(Objective):
             # mean over the labelled examples; a batch with none still touches the head (DDP needs it)
             ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
             total = total + (ce * valid).sum() / n
-            logs[f"{task}_acc"] = float(((logits.argmax(1) == labels) & valid).sum() / n)
+            logs[f"{task}_acc"] = (((logits.argmax(1) == labels) & valid).sum() / n).detach()  # read at log steps
         return total, logs
