@@ -12,7 +12,7 @@ TEST_DEBS := prometheus prometheus-pushgateway
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-test run test bench compile clean
+.PHONY: setup setup-test run test bench compile clean images
 
 setup: $(STAMP)
 
@@ -50,6 +50,28 @@ bench: setup
 
 compile: setup
 	videossl pipeline compile --out pipeline.yaml
+
+# Container images (containers/), tagged from params.yaml cluster.image / cluster.trainer_image,
+# built with the first working engine: docker, else podman (a CLI whose daemon is unreachable does
+# not count); CONTAINER_ENGINE=podman forces one. linux/amd64 because decord publishes x86-64 wheels
+# only. Pushing is a separate step (docs/cluster.md).
+images: setup
+	@engine="$${CONTAINER_ENGINE:-}"; \
+	if [ -z "$$engine" ]; then \
+	  for e in docker podman; do \
+	    if command -v "$$e" >/dev/null && "$$e" info >/dev/null 2>&1; then engine="$$e"; break; fi; \
+	  done; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+	  echo "images: no working container engine: neither docker nor podman is installed with a reachable daemon ('docker info' / 'podman info' fail). Install one (or set CONTAINER_ENGINE) and run 'make images' again." >&2; \
+	  exit 1; \
+	fi; \
+	tags=$$($(BIN)/python -c 'from videossl.config import load_config; c = load_config("params.yaml").cluster; print(c.image, c.trainer_image)') || exit 1; \
+	read -r pipeline trainer <<< "$$tags"; \
+	commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown); \
+	echo "images: building $$pipeline and $$trainer with $$engine"; \
+	"$$engine" build --platform linux/amd64 --build-arg VIDEOSSL_GIT_COMMIT="$$commit" -f containers/Dockerfile.pipeline -t "$$pipeline" . && \
+	"$$engine" build --platform linux/amd64 --build-arg VIDEOSSL_GIT_COMMIT="$$commit" -f containers/Dockerfile.trainer -t "$$trainer" .
 
 clean:
 	rm -rf outputs data/ingest mlruns.db mlartifacts

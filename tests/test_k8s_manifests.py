@@ -1,0 +1,361 @@
+"""Kubernetes manifests (k8s/): every overlay renders, validates strictly and obeys the policy.
+
+- `kubectl kustomize` renders each overlay (no kubectl = a failure, never a skip).
+- Built-in kinds go through `kubernetes-validate --strict`. It only *warns* (exit 0) about kinds it
+  has no schema for, so custom kinds are split off first and validated with jsonschema against the
+  CRD schemas in k8s/crds/, made strict the same way; any warning left fails the test.
+- The policy: requests and limits, non-root, no privilege escalation, no capabilities, read-only
+  root filesystem (or a per-container justification annotation), RuntimeDefault seccomp, pinned
+  images, a named service account wherever an API token is mounted.
+- NetworkPolicies are evaluated (a small model of their ingress semantics) for who may reach whom.
+- Names, ports and images agree with params.yaml.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from videossl.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+KUBERNETES_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
+WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+# The only accepted reason for a writable root filesystem: this annotation on the pod template, keyed
+# by container name, whose value says why (e.g. "writable-rootfs.videossl.io/foo: tool X writes into /opt").
+WRITABLE_ROOTFS_PREFIX = "writable-rootfs.videossl.io/"
+CFG = load_config(ROOT / "params.yaml")
+
+
+# ---- rendering and schemas ---------------------------------------------------------------------
+
+@functools.cache
+def render(overlay: str) -> tuple[dict, ...]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl (with its built-in kustomize) is not on PATH: install kubectl >= 1.27 to test k8s/")
+    proc = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{proc.stderr}"
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def strict(schema):
+    """The schema with `additionalProperties: false` on every object that lists properties (as
+    kubernetes-validate --strict does), so a misspelt field fails instead of being pruned silently."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> strict openAPIV3Schema, from every CustomResourceDefinition in k8s/crds/."""
+    out = {}
+    for path in sorted((K8S / "crds").glob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            for version in spec["versions"]:
+                out[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = \
+                    strict(version["schema"]["openAPIV3Schema"])
+    return out
+
+
+def crd_errors(doc: dict) -> list[str]:
+    schema = crd_schemas()[(doc["apiVersion"], doc["kind"])]
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def kubernetes_validate(docs: list[dict], tmp_path: Path) -> subprocess.CompletedProcess:
+    if not KUBERNETES_VALIDATE.exists():
+        pytest.fail(f"{KUBERNETES_VALIDATE} is missing: kubernetes-validate is in requirements.lock (make setup)")
+    path = tmp_path / "builtin.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return subprocess.run([str(KUBERNETES_VALIDATE), "--strict", "--quiet", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def by_kind(docs, kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_both_overlays_exist():
+    assert {"dev", "prod"} <= set(OVERLAYS), OVERLAYS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_the_whole_stack(overlay):
+    docs = render(overlay)
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
+            "PersistentVolumeClaim", "PodMonitor", "NetworkPolicy"} <= kinds, kinds
+    assert {"mlflow", "pushgateway"} <= set(by_kind(docs, "Deployment"))
+    assert CFG.cluster.service_account in by_kind(docs, "ServiceAccount")
+    assert set(by_kind(docs, "Namespace")) == {CFG.cluster.namespace}
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == CFG.cluster.namespace, f"{d['kind']}/{d['metadata']['name']}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_builtin_kinds_pass_kubernetes_validate_strict(overlay, tmp_path):
+    builtin = [d for d in render(overlay) if (d["apiVersion"], d["kind"]) not in crd_schemas()]
+    proc = kubernetes_validate(builtin, tmp_path)
+    # WARN = no schema for a kind: it would pass unchecked, so it fails here (add its CRD to k8s/crds/).
+    problems = [line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "WARN", "FATAL"))]
+    assert proc.returncode == 0 and not problems, "\n".join(problems) or proc.stdout + proc.stderr
+
+
+def test_kubernetes_validate_only_warns_about_unknown_kinds(tmp_path):
+    # Why custom kinds are split off above: the tool passes (exit 0) what it has no schema for.
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"x": 1}}
+    proc = kubernetes_validate([unknown], tmp_path)
+    assert proc.returncode == 0 and "WARN" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_custom_kinds_match_their_crd_schema(overlay):
+    custom = [d for d in render(overlay) if (d["apiVersion"], d["kind"]) in crd_schemas()]
+    assert len([d for d in custom if d["kind"] == "PodMonitor"]) == 2  # trainer + pushgateway
+    errors = {f"{d['kind']}/{d['metadata']['name']}": crd_errors(d) for d in custom}
+    assert not any(errors.values()), errors
+
+
+def test_crd_files_are_valid_crds(tmp_path):
+    docs = [d for p in sorted((K8S / "crds").glob("podmonitor*.y*ml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert [d["kind"] for d in docs] == ["CustomResourceDefinition"]
+    proc = kubernetes_validate(docs, tmp_path)
+    assert proc.returncode == 0 and "WARN" not in proc.stdout, proc.stdout + proc.stderr
+    for schema in crd_schemas().values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_podmonitor_schema_rejects_mistakes():
+    # Controls: the CRD schema must catch a misspelt field, a bad duration and a missing selector.
+    good = copy.deepcopy(by_kind(render(OVERLAYS[0]), "PodMonitor")["videossl-trainer"])
+    assert crd_errors(good) == []
+    typo = copy.deepcopy(good)
+    typo["spec"]["podMetricEndpoints"] = typo["spec"].pop("podMetricsEndpoints")
+    bad_interval = copy.deepcopy(good)
+    bad_interval["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds"
+    no_selector = copy.deepcopy(good)
+    del no_selector["spec"]["selector"]
+    for broken in (typo, bad_interval, no_selector):
+        assert crd_errors(broken), broken["spec"]
+
+
+# ---- workload policy ---------------------------------------------------------------------------
+
+def pod_template(obj: dict) -> tuple[dict, dict]:
+    """(metadata, spec) of the pods a workload makes."""
+    if obj["kind"] == "Pod":
+        return obj["metadata"], obj["spec"]
+    template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else obj["spec"]["template"]
+    return template.get("metadata", {}), template["spec"]
+
+
+def image_problem(image: str) -> str | None:
+    if "@sha256:" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return "has no tag"
+    return "uses :latest" if last.rsplit(":", 1)[1] == "latest" else None
+
+
+def policy_violations(obj: dict) -> list[str]:
+    meta, spec = pod_template(obj)
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    pod_sc = spec.get("securityContext", {})
+    annotations = meta.get("annotations", {})
+    out = []
+    if spec.get("automountServiceAccountToken") is not False and spec.get("serviceAccountName") in (None, "", "default"):
+        out.append(f"{name}: mounts an API token without a named serviceAccountName "
+                   "(name one, or set automountServiceAccountToken: false)")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        where = f"{name} container {c['name']}"
+        sc = c.get("securityContext", {})
+        resources = c.get("resources", {})
+        out += [f"{where}: no {kind}.{res}" for kind in ("requests", "limits") for res in ("cpu", "memory")
+                if res not in resources.get(kind, {})]
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            out.append(f"{where}: runAsNonRoot is not true")
+        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        if type(uid) is not int or uid == 0:
+            out.append(f"{where}: runAsUser {uid!r} is not a numeric non-root UID")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{where}: allowPrivilegeEscalation is not false")
+        if sc.get("privileged"):
+            out.append(f"{where}: privileged")
+        capabilities = sc.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []) or capabilities.get("add"):
+            out.append(f"{where}: capabilities must drop ALL and add none")
+        if (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            out.append(f"{where}: seccompProfile is not RuntimeDefault")
+        reason = annotations.get(WRITABLE_ROOTFS_PREFIX + c["name"], "")
+        if sc.get("readOnlyRootFilesystem") is not True and len(reason.split()) < 3:
+            out.append(f"{where}: readOnlyRootFilesystem is not true and no "
+                       f"{WRITABLE_ROOTFS_PREFIX}{c['name']} annotation says why")
+        if problem := image_problem(c.get("image", "")):
+            out.append(f"{where}: image {c.get('image')!r} {problem}")
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_follows_the_policy(overlay):
+    workloads = [d for d in render(overlay) if d["kind"] in WORKLOAD_KINDS]
+    assert len(workloads) >= 2, [d["metadata"]["name"] for d in workloads]
+    violations = [v for w in workloads for v in policy_violations(w)]
+    assert not violations, "\n".join(violations)
+
+
+def test_policy_catches_each_violation():
+    # Control: a workload breaking every rule gets one finding per rule; the justified exception passes.
+    bad = {"kind": "Deployment", "metadata": {"name": "bad"}, "spec": {"template": {"metadata": {}, "spec": {
+        "initContainers": [{"name": "init", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}],
+        "containers": [{"name": "app", "image": "nginx:latest", "securityContext": {
+            "runAsUser": 0, "privileged": True, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}}}}
+    found = "\n".join(policy_violations(bad))
+    for expected in ("API token", "init: no requests.cpu", "init: no requests.memory", "init: no limits.memory",
+                     "app: no limits.cpu", "runAsNonRoot", "runAsUser 0", "allowPrivilegeEscalation", "privileged",
+                     "capabilities", "seccompProfile", "readOnlyRootFilesystem", "'busybox' has no tag",
+                     "'nginx:latest' uses :latest"):
+        assert expected in found, expected
+    ok = copy.deepcopy(render(OVERLAYS[0]))
+    mlflow = by_kind(ok, "Deployment")["mlflow"]
+    mlflow["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    assert any("readOnlyRootFilesystem" in v for v in policy_violations(mlflow))
+    mlflow["spec"]["template"]["metadata"]["annotations"] = {
+        WRITABLE_ROOTFS_PREFIX + "mlflow": "the server unpacks its UI into the image at start"}
+    assert policy_violations(mlflow) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_set_in_one_place_and_match_params(overlay):
+    # Each overlay's `images:` list names every image it deploys; the pipeline image is params.yaml's.
+    pinned = {i["name"]: i for i in yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())["images"]}
+    images = {c["image"] for w in render(overlay) if w["kind"] in WORKLOAD_KINDS
+              for c in pod_template(w)[1]["containers"] + pod_template(w)[1].get("initContainers", [])}
+    for image in images:
+        name, _, tag = image.rpartition(":")
+        assert name in pinned and pinned[name].get("newTag") == tag, f"{image} is not set by {overlay}'s images:"
+    mlflow = by_kind(render(overlay), "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]
+    assert mlflow["image"] == CFG.cluster.image
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_credentials_come_from_secrets_only(overlay):
+    docs = render(overlay)
+    assert "Secret" not in {d["kind"] for d in docs}, "Secrets are created by hand (docs/cluster.md), never committed"
+    for w in (d for d in docs if d["kind"] in WORKLOAD_KINDS):
+        for c in pod_template(w)[1]["containers"]:
+            for env in c.get("env", []):
+                if any(s in env["name"] for s in ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY")):
+                    assert "value" not in env, f"{c['name']}: {env['name']} is a literal"
+    mlflow = by_kind(docs, "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": CFG.cluster.secrets.s3}} in mlflow["envFrom"]
+    args = " ".join(mlflow["args"])
+    assert "--artifacts-destination" in args and "--serve-artifacts" in args
+
+
+# ---- network policies --------------------------------------------------------------------------
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def port_allowed(ports: list[dict] | None, port: int) -> bool:
+    if not ports:
+        return True
+    for p in ports:
+        assert isinstance(p.get("port"), int), f"use numeric ports in NetworkPolicies (this model checks them): {p}"
+        if p.get("protocol", "TCP") == "TCP" and p["port"] <= port <= p.get("endPort", p["port"]):
+            return True
+    return False
+
+
+def ingress_allowed(docs, dst: dict, src: dict, src_namespace: str, port: int) -> bool:
+    """Whether a pod labelled `src` in `src_namespace` may open `port` on a pod labelled `dst` in ours."""
+    namespace = CFG.cluster.namespace
+    policies = [p["spec"] for p in docs if p["kind"] == "NetworkPolicy"
+                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and selector_matches(p["spec"]["podSelector"], dst)]
+    if not policies:
+        return True  # a pod no policy selects is not isolated
+    src_ns_labels = {"kubernetes.io/metadata.name": src_namespace}
+    for policy in policies:
+        for rule in policy.get("ingress") or []:
+            if not port_allowed(rule.get("ports"), port):
+                continue
+            if not rule.get("from"):
+                return True
+            for peer in rule["from"]:
+                if "ipBlock" in peer:
+                    continue
+                ns_ok = (selector_matches(peer["namespaceSelector"], src_ns_labels) if "namespaceSelector" in peer
+                         else src_namespace == namespace)
+                if ns_ok and selector_matches(peer.get("podSelector", {}), src):
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_exactly_what_is_needed(overlay):
+    docs = render(overlay)
+    ns = CFG.cluster.namespace
+    mlflow_port = by_kind(docs, "Service")["mlflow"]["spec"]["ports"][0]["port"]
+    push_port = by_kind(docs, "Service")["pushgateway"]["spec"]["ports"][0]["port"]
+    metrics_port = CFG.pretrain.metrics_port
+    mlflow, push = {"app.kubernetes.io/name": "mlflow"}, {"app.kubernetes.io/name": "pushgateway"}
+    trainer = {"app.kubernetes.io/component": "trainer"}
+    pipeline = {"app.kubernetes.io/component": "pipeline"}
+    kfp_task = {"pipelines.kubeflow.org/v2_component": "true"}
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    stranger = {"app": "something-else"}
+    allowed = [(mlflow, pipeline, ns, mlflow_port), (mlflow, kfp_task, ns, mlflow_port), (mlflow, trainer, ns, mlflow_port),
+               (push, pipeline, ns, push_port), (push, kfp_task, ns, push_port), (push, prometheus, "monitoring", push_port),
+               (trainer, trainer, ns, 29500), (trainer, trainer, ns, 45123),  # rendezvous, then gloo/NCCL ports
+               (trainer, prometheus, "monitoring", metrics_port)]
+    denied = [(mlflow, stranger, ns, mlflow_port), (mlflow, pipeline, "other", mlflow_port), (mlflow, pipeline, ns, 22),
+              (push, stranger, ns, push_port), (push, prometheus, ns, push_port),
+              (trainer, pipeline, ns, 29500), (trainer, stranger, ns, metrics_port),
+              (trainer, prometheus, "monitoring", 29500), (stranger, stranger, ns, 8080)]
+    for dst, src, src_ns, port in allowed:
+        assert ingress_allowed(docs, dst, src, src_ns, port), f"{src} in {src_ns} -> {dst}:{port} should be allowed"
+    for dst, src, src_ns, port in denied:
+        assert not ingress_allowed(docs, dst, src, src_ns, port), f"{src} in {src_ns} -> {dst}:{port} should be denied"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_podmonitor_scrapes_the_trainer_metrics_port(overlay):
+    monitor = by_kind(render(overlay), "PodMonitor")["videossl-trainer"]["spec"]
+    assert selector_matches(monitor["selector"], {"app.kubernetes.io/component": "trainer"})
+    # by number: TrainJob pods cannot name their ports (no such field in trainer.kubeflow.org/v1alpha1)
+    assert [e["portNumber"] for e in monitor["podMetricsEndpoints"]] == [CFG.pretrain.metrics_port]
+    pushgateway = by_kind(render(overlay), "PodMonitor")["videossl-pushgateway"]["spec"]["podMetricsEndpoints"][0]
+    assert pushgateway["honorLabels"] is True  # keep the job/instance labels the batch steps pushed
