@@ -1,0 +1,354 @@
+"""The cluster pretraining job: rendering (TrainJob and PyTorchJob against their CRD schemas), the
+launcher against a fake Kubernetes API server that records every call (tests/fake_kube.py, the
+project's one mock), and the RBAC Role, which must grant exactly the calls the launcher makes.
+
+The real trainer running under the rendered job's command and environment is tests/test_cluster_env.py.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.fake_kube import FakeKube, expand
+from tests.tiny import tiny_config
+from videossl.cluster.jobs import INSTANCE_LABEL, KINDS, PARAMS_ENV, ClusterJobError, render_job, to_yaml
+from videossl.cluster.launcher import JobFailed, JobTimeout, launch_pretrain
+from videossl.config import dump_config
+from videossl.models.checkpoint import CHECKPOINTS
+
+ROOT = Path(__file__).resolve().parents[1]
+CRDS = {"trainjob": ROOT / "k8s/crds/trainjob-crd.yaml", "pytorchjob": ROOT / "k8s/crds/pytorchjob-crd.yaml"}
+DATA, OUT = "s3://videossl/runs/r1/data/ingest", "s3://videossl/runs/r1/outputs/pretrain"
+RESERVED = re.compile(r"^(PET_|MASTER_ADDR$|MASTER_PORT$|WORLD_SIZE$|RANK$|LOCAL_RANK$)")  # set by the operators
+BUCKET = "cluster-jobs"
+
+COMBOS = {
+    "1-node-cpu": ["cluster.job.nodes=1", "cluster.job.procs_per_node=1", "cluster.job.gpus_per_node=0",
+                   "cluster.job.cpu='2'", "cluster.job.memory=4Gi"],
+    "4-nodes-x-8-gpus": ["cluster.job.nodes=4", "cluster.job.procs_per_node=8", "cluster.job.gpus_per_node=8",
+                         "pretrain.batch_size=64"],
+    "selector-tolerations": ["cluster.job.node_selector={nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}",
+                             "cluster.job.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]"],
+}
+
+
+def cfg_for(tmp_path, launcher: str, *extra: str):
+    return tiny_config(tmp_path, f"cluster.job.launcher={launcher}", *extra)
+
+
+def strict(schema):
+    """additionalProperties: false wherever an object lists its properties: a field the API server
+    would silently prune (misspelt, or not in this API version) fails instead."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    return [strict(v) for v in schema] if isinstance(schema, list) else schema
+
+
+def crd(launcher: str) -> dict:
+    return yaml.safe_load(CRDS[launcher].read_text())
+
+
+def pod_templates(job: dict) -> list[dict]:
+    """The pod template (or pod template patch) of every replica of the job."""
+    if job["kind"] == "TrainJob":
+        (node,) = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+        return [node["template"]["spec"]["template"]]
+    return [r["template"] for r in job["spec"]["pytorchReplicaSpecs"].values()]
+
+
+def trainer_container(job: dict) -> dict:
+    """command, args, env (and envFrom) of the trainer container, whichever the kind."""
+    if job["kind"] == "TrainJob":
+        return job["spec"]["trainer"]
+    (container,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    return container
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("combo", COMBOS)
+@pytest.mark.parametrize("launcher", KINDS)
+def test_rendered_job_matches_its_crd_schema(launcher, combo, tmp_path):
+    cfg = cfg_for(tmp_path, launcher, *COMBOS[combo])
+    job = render_job(cfg, DATA, OUT)
+    definition = crd(launcher)
+    (version,) = definition["spec"]["versions"]
+    assert job["apiVersion"] == f"{definition['spec']['group']}/{version['name']}"
+    assert job["kind"] == definition["spec"]["names"]["kind"]
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft202012Validator(strict(version["schema"]["openAPIV3Schema"])).iter_errors(job)]
+    assert not errors, "\n".join(errors)
+    # the CRD's own name rules (TrainJob's CEL validations; PyTorchJob names become Service names)
+    name = job["metadata"]["name"]
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63, name
+
+    jcfg, container = cfg.cluster.job, trainer_container(job)
+    resources = container["resourcesPerNode" if launcher == "trainjob" else "resources"]
+    assert resources["requests"] == {"cpu": jcfg.cpu, "memory": jcfg.memory}
+    assert resources["limits"].get(jcfg.accelerator_type) == (jcfg.gpus_per_node or None)
+    if launcher == "trainjob":
+        assert (job["spec"]["trainer"]["numNodes"], job["spec"]["trainer"]["numProcPerNode"]) == \
+               (jcfg.nodes, jcfg.procs_per_node)
+    else:
+        replicas = {k: r["replicas"] for k, r in job["spec"]["pytorchReplicaSpecs"].items()}
+        assert replicas == ({"Master": 1, "Worker": jcfg.nodes - 1} if jcfg.nodes > 1 else {"Master": 1})
+        assert job["spec"]["nprocPerNode"] == str(jcfg.procs_per_node)
+    for pod in pod_templates(job):
+        assert pod["spec"].get("nodeSelector", {}) == jcfg.node_selector
+        assert pod["spec"].get("tolerations", []) == jcfg.tolerations
+
+
+def test_rendering_is_deterministic_and_the_name_follows_the_content(tmp_path):
+    cfg = cfg_for(tmp_path, "trainjob")
+    first, again = render_job(cfg, DATA, OUT), render_job(cfg_for(tmp_path, "trainjob"), DATA, OUT)
+    assert to_yaml(first) == to_yaml(again)  # same inputs, same bytes
+    names = {render_job(cfg, DATA, OUT)["metadata"]["name"],
+             render_job(cfg_for(tmp_path, "trainjob", "pretrain.lr=0.002"), DATA, OUT)["metadata"]["name"],
+             render_job(cfg, DATA + "-v2", OUT)["metadata"]["name"],
+             render_job(cfg_for(tmp_path, "pytorchjob"), DATA, OUT)["metadata"]["name"]}
+    assert len(names) == 4 and all(n.startswith("videossl-pretrain-") for n in names)
+    assert yaml.safe_load(to_yaml(first)) == first
+
+
+@pytest.mark.parametrize("launcher", KINDS)
+def test_job_runs_torchrun_on_the_worker_with_the_exact_params(launcher, tmp_path):
+    # $(...) and $$ in a param must reach the pod unchanged through the kubelet's $(VAR) expansion
+    cfg = cfg_for(tmp_path, launcher, "tracking.experiment='cost $$5 $(HOME) $HOME'")
+    container = trainer_container(render_job(cfg, DATA, OUT))
+    assert container["command"] == ["torchrun"]
+    assert container["args"][-6:] == ["-m", "videossl.cluster.worker", "--data", DATA, "--out", OUT]
+    env = {e["name"]: e for e in container["env"]}
+    assert expand(env[PARAMS_ENV]["value"], {"HOME": "/tmp"}) == dump_config(cfg)
+    assert not [n for n in env if RESERVED.match(n)], "the Trainer rejects jobs that set torchrun's reserved env"
+    if launcher == "pytorchjob":  # the operator's MASTER_ADDR/PORT reach torchrun through the args
+        assert container["args"][:2] == ["--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)"]
+    else:  # the Trainer's PET_* are read by torchrun itself
+        assert container["args"][:-6] == []
+
+
+@pytest.mark.parametrize("launcher", KINDS)
+def test_credentials_come_only_from_the_named_secrets(launcher, tmp_path):
+    cfg = cfg_for(tmp_path, launcher, "cluster.secrets={s3: team-s3, mlflow: team-mlflow}")
+    container = trainer_container(render_job(cfg, DATA, OUT))
+    literal = {e["name"] for e in container["env"] if "value" in e}
+    assert literal == {PARAMS_ENV}, "no value other than the params text may be written into the manifest"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    if launcher == "trainjob":  # no envFrom in a TrainJob: one reference per key
+        assert {r["name"] for r in refs.values()} == {"team-s3", "team-mlflow"}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI"} <= set(refs)
+        assert all(r["key"] == name for name, r in refs.items())
+        assert "envFrom" not in container
+    else:
+        assert refs == {}
+        assert container["envFrom"] == [{"secretRef": {"name": "team-s3"}}, {"secretRef": {"name": "team-mlflow"}}]
+
+
+@pytest.mark.parametrize("launcher", KINDS)
+def test_pods_are_labelled_for_the_podmonitor_and_the_log_selector(launcher, tmp_path):
+    for port in (9400, None):
+        cfg = cfg_for(tmp_path, launcher, f"pretrain.metrics_port={'null' if port is None else port}")
+        job = render_job(cfg, DATA, OUT)
+        for pod in pod_templates(job):
+            labels = pod["metadata"]["labels"]
+            assert labels["app.kubernetes.io/component"] == "trainer"
+            assert labels[INSTANCE_LABEL] == job["metadata"]["name"]
+        if launcher == "pytorchjob":
+            for pod in pod_templates(job):
+                ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+                assert ports.get("metrics") == port
+        # A TrainJob cannot declare container ports (trainer.kubeflow.org/v1alpha1 has no field for
+        # them): its pods are scraped by port number (see k8s/crds/README.md).
+
+
+@pytest.mark.parametrize("overrides, data, key", [
+    (["cluster.job.launcher=none"], DATA, "cluster.job.launcher"),
+    ([], "data/ingest", "data_uri"),
+    (["cluster.job.gpus_per_node=2", "cluster.job.procs_per_node=4"], DATA, "cluster.job.procs_per_node"),
+    (["cluster.job.nodes=3"], DATA, "pretrain.batch_size"),
+    (["cluster.job.nodes=1", "cluster.job.gpus_per_node=4", "cluster.job.procs_per_node=4", "pretrain.batch_size=8",
+      "pretrain.micro_batch=4"], DATA, "pretrain.micro_batch"),
+])
+def test_params_that_cannot_work_fail_before_submitting_naming_the_key(overrides, data, key, tmp_path):
+    cfg = tiny_config(tmp_path, *overrides)
+    with pytest.raises(ClusterJobError, match=re.escape(key)):
+        render_job(cfg, data, OUT)
+    with FakeKube() as kube, pytest.raises(ClusterJobError, match=re.escape(key)):
+        launch_pretrain(cfg, data, OUT, api_client=kube.api_client())
+    assert kube.requests == []  # nothing reached the cluster
+
+
+# ---- the launcher, against the recording API server --------------------------------------------
+
+DONE = {"trainjob": "Complete", "pytorchjob": "Succeeded"}
+
+
+@pytest.fixture
+def run(s3_server, monkeypatch, tmp_path):
+    """(cfg, out URI) of a fresh run with fast polling; `checkpoints=True` puts its encoder files in S3."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)  # where the launcher checks the outputs
+    s3_server.make_bucket(BUCKET)
+
+    def make(launcher: str, *extra: str, checkpoints: bool = True):
+        out = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/pretrain"
+        if checkpoints:
+            for name in CHECKPOINTS.values():
+                s3_server.client().put_object(Bucket=BUCKET, Key=f"{out[len(f's3://{BUCKET}/'):]}/{name}", Body=b"x")
+        return cfg_for(tmp_path, launcher, "cluster.job.poll_s=0.02", *extra), out
+    return make
+
+
+def add_pods(kube: FakeKube, job: dict, phase: str = "Running", **kw) -> None:
+    labels = pod_templates(job)[0]["metadata"]["labels"]
+    for i in range(2):
+        kube.add_pod(job["metadata"]["namespace"], f"{job['metadata']['name']}-node-{i}", labels, phase, **kw)
+
+
+@pytest.mark.parametrize("launcher", KINDS)
+def test_success_returns_the_checkpoint_uri(launcher, run, capsys):
+    cfg, out = run(launcher)
+    job = render_job(cfg, DATA, out)
+    with FakeKube() as kube:
+        add_pods(kube, job)
+        kube.finish_after(3, DONE[launcher])
+        assert launch_pretrain(cfg, DATA, out, api_client=kube.api_client()) == out
+    name, ns = job["metadata"]["name"], cfg.cluster.namespace
+    stored = kube.objects[(KINDS[launcher].plural, ns, name)]
+    assert stored["spec"] == job["spec"]  # what was submitted is exactly the rendered job
+    assert kube.methods(name) == ["POST", "GET", "GET", "GET"]
+    printed = capsys.readouterr().out
+    assert f"kubectl logs -n {ns} -l {INSTANCE_LABEL}={name} -f" in printed
+    assert f"{name}-node-0 Running" in printed and "succeeded" in printed
+
+
+@pytest.mark.parametrize("launcher", KINDS)
+def test_failure_raises_with_the_jobs_own_reason(launcher, run, capsys):
+    cfg, out = run(launcher, checkpoints=False)
+    job = render_job(cfg, DATA, out)
+    log = "pretrain[video]: fp32\nstep 2/4 loss 0.91\nerror: pretrain.batch_size (4) must be divisible by 3\n"
+    with FakeKube() as kube:
+        add_pods(kube, job, phase="Failed", log=log, exit_code=2)
+        kube.finish_after(2, "Failed", reason="BackoffLimitExceeded", message="node-1 exited with code 2")
+        with pytest.raises(JobFailed) as failed:
+            launch_pretrain(cfg, DATA, out, api_client=kube.api_client())
+    message = str(failed.value)
+    assert "BackoffLimitExceeded: node-1 exited with code 2" in message
+    assert "last log line: error: pretrain.batch_size (4) must be divisible by 3" in message
+    printed = capsys.readouterr().out
+    assert f"---- last 40 lines of pod {job['metadata']['name']}-node-1 ----" in printed and "step 2/4" in printed
+
+
+def test_an_api_server_that_is_briefly_unavailable_is_ridden_out(run, capsys):
+    cfg, out = run("trainjob")
+    with FakeKube() as kube:
+        kube.finish_after(2, DONE["trainjob"])
+        kube.fail_next_reads(503, times=3)
+        assert launch_pretrain(cfg, DATA, out, api_client=kube.api_client()) == out
+    assert capsys.readouterr().out.count("the API server did not answer") == 3
+
+
+def test_a_refused_call_names_the_role(run):
+    cfg, out = run("trainjob")
+    with FakeKube() as kube:
+        kube.fail_next_reads(403, times=1)
+        with pytest.raises(ClusterJobError, match=r"not allowed \(403.*k8s/base/rbac\.yaml"):
+            launch_pretrain(cfg, DATA, out, api_client=kube.api_client())
+
+
+def test_timeout_deletes_the_job_and_says_which_key(run):
+    cfg, out = run("trainjob", checkpoints=False)
+    # timeout_s may not go below 60 s in params; the wait loop is what is under test here
+    cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(
+        update={"job": cfg.cluster.job.model_copy(update={"timeout_s": 1})})})
+    name = render_job(cfg, DATA, out)["metadata"]["name"]
+    with FakeKube() as kube:  # the job never finishes
+        with pytest.raises(JobTimeout, match=r"cluster\.job\.timeout_s \(1 s\)"):
+            launch_pretrain(cfg, DATA, out, api_client=kube.api_client())
+    assert kube.methods(name)[-1] == "DELETE" and not kube.objects
+
+
+@pytest.mark.parametrize("launcher", KINDS)
+def test_resubmission_adopts_the_job_of_an_earlier_attempt(launcher, run):
+    cfg, out = run(launcher)
+    job = render_job(cfg, DATA, out)
+    name = job["metadata"]["name"]
+    with FakeKube() as kube:
+        kube.put(copy.deepcopy(job))  # the first attempt's job, still running
+        uid = kube.objects[(KINDS[launcher].plural, cfg.cluster.namespace, name)]["metadata"]["uid"]
+        kube.finish_after(2, DONE[launcher])
+        assert launch_pretrain(cfg, DATA, out, api_client=kube.api_client()) == out
+        # and once more, now that it has succeeded: adopted again, nothing resubmitted
+        assert launch_pretrain(cfg, DATA, out, api_client=kube.api_client()) == out
+    assert kube.methods(name) == ["POST", "GET", "GET", "POST", "GET", "GET"]  # each POST answered 409
+    assert kube.objects[(KINDS[launcher].plural, cfg.cluster.namespace, name)]["metadata"]["uid"] == uid
+
+
+def test_a_failed_job_of_an_earlier_attempt_is_replaced(run, capsys):
+    cfg, out = run("pytorchjob")
+    job = render_job(cfg, DATA, out)
+    name = job["metadata"]["name"]
+    failed = {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailed", "message": "node lost"}]}
+    with FakeKube() as kube:
+        kube.put(copy.deepcopy(job), status=failed)
+        kube.finish_after(2, DONE["pytorchjob"])
+        assert launch_pretrain(cfg, DATA, out, api_client=kube.api_client()) == out
+    # 409, read the failed job, delete it, see it gone (404), submit again, then wait for the new one
+    assert kube.methods(name) == ["POST", "GET", "DELETE", "GET", "POST", "GET", "GET"]
+    assert "failed (PodFailed: node lost): deleting it and submitting it again" in capsys.readouterr().out
+
+
+def test_a_job_that_succeeds_without_checkpoints_is_an_error(run):
+    cfg, out = run("trainjob", checkpoints=False)
+    with FakeKube() as kube:
+        kube.finish_after(1, DONE["trainjob"])
+        with pytest.raises(ClusterJobError, match=r"encoder\.pt, frame_encoder\.pt is not in s3://"):
+            launch_pretrain(cfg, DATA, out, api_client=kube.api_client())
+
+
+# ---- RBAC --------------------------------------------------------------------------------------
+
+def test_role_grants_exactly_the_calls_the_launcher_makes(run):
+    """Every path of the launcher (success, failure with logs, timeout, adopting, replacing a failed
+    job) for both kinds, against one recording server: the (group, resource, verb) set it used must
+    equal what the Role grants, nothing missing and nothing extra."""
+    with FakeKube() as kube:
+        for launcher in KINDS:
+            cfg, out = run(launcher)
+            job = render_job(cfg, DATA, out)
+            kube.finish_after(2, DONE[launcher])
+            launch_pretrain(cfg, DATA, out, api_client=kube.api_client())  # success
+            kube.objects.clear()
+            kube.put(copy.deepcopy(job), status={"conditions": [{"type": "Failed", "status": "True"}]})
+            launch_pretrain(cfg, DATA, out, api_client=kube.api_client())  # replaces the failed job
+            kube.objects.clear()
+            add_pods(kube, job, phase="Failed", log="error: boom\n", exit_code=1)
+            kube.finish_after(1, "Failed")
+            with pytest.raises(JobFailed):
+                launch_pretrain(cfg, DATA, out, api_client=kube.api_client())  # failure, logs read
+            kube.finish = None
+            timed = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(
+                update={"job": cfg.cluster.job.model_copy(update={"timeout_s": 1})})})
+            with pytest.raises(JobTimeout):
+                launch_pretrain(timed, DATA, out, api_client=kube.api_client())  # timeout, deleted
+        used = kube.calls()
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "k8s/base/rbac.yaml").read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    granted = {(group, resource, verb) for rule in kinds["Role"]["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert used == granted, f"used but not granted: {used - granted}; granted but never used: {granted - used}"
+
+    cfg = tiny_config(ROOT)
+    assert kinds["ServiceAccount"]["metadata"]["name"] == cfg.cluster.service_account
+    binding = kinds["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": kinds["Role"]["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": cfg.cluster.service_account}]
