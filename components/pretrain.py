@@ -1,18 +1,35 @@
-"""KFP component: the pretrain step (torchrun; writes encoder.pt + frame_encoder.pt at `out_uri`)."""
+"""KFP component: the pretrain step (writes encoder.pt + frame_encoder.pt), here or as a cluster job."""
 from typing import NamedTuple
 
-from kfp import dsl
 
-from components import DEFAULT_IMAGE
-
-
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def pretrain(params: str, data_uri: str, out_uri: str) -> NamedTuple("Outputs", [("model_uri", str)]):
-    """Run `videossl.steps.pretrain.pretrain`; returns the checkpoints' location."""
+def pretrain(params: str, data_uri: str, root: str, launcher: str) -> NamedTuple("Outputs", [("model_uri", str)]):
+    """Run `videossl.steps.pretrain.pretrain` in this pod (`launcher` "none" on a cluster, "local" in
+    kfp.local), or submit the multi-node job and wait for it ("trainjob" / "pytorchjob"); returns the
+    checkpoints' location. `launcher` is fixed when the pipeline is compiled, because it also decides
+    the pod's shape (GPUs here, or a light launcher pod)."""
     from collections import namedtuple
 
-    from videossl.config import parse_config
+    from videossl.config import dump_config, parse_config
+    from videossl.data.versioning import output_uri
     from videossl.steps.pretrain import pretrain as step
+    from videossl.storage import staged
 
-    step(parse_config(params), data_uri, out_uri)
-    return namedtuple("Outputs", ["model_uri"])(out_uri)
+    cfg = parse_config(params)
+    if launcher != "local" and cfg.cluster.job.launcher != launcher:
+        raise ValueError(f"cluster.job.launcher is {cfg.cluster.job.launcher!r} in this run's params, but the "
+                         f"pipeline was compiled for {launcher!r} (its pods are shaped for that): compile again "
+                         f"with these params (`videossl pipeline submit` does)")
+    out_uri = output_uri(root, "pretrain", dump_config(cfg), data_uri)
+    if launcher in ("trainjob", "pytorchjob"):
+        from videossl.cluster.launcher import launch_pretrain
+        from videossl.models.checkpoint import CHECKPOINTS
+        from videossl.storage import seal_dir
+
+        model_uri = launch_pretrain(cfg, data_uri, out_uri)
+        # the job's trainer writes each checkpoint atomically; the folder reads whole only from here
+        seal_dir(model_uri, list(CHECKPOINTS.values()))
+    else:
+        with staged([data_uri], out_uri) as ([data], out):
+            step(cfg, data, out)
+        model_uri = out_uri
+    return namedtuple("Outputs", ["model_uri"])(model_uri)

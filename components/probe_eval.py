@@ -1,27 +1,30 @@
 """KFP component: the probe-eval step; the scores and report also become KFP Metrics/Markdown."""
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Markdown, Metrics, Output
 
-from components import DEFAULT_IMAGE
 
-
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def probe_eval(params: str, data_uri: str, model_uri: str, out_uri: str, scores: Output[Metrics],
+def probe_eval(params: str, data_uri: str, model_uri: str, root: str, scores: Output[Metrics],
                report: Output[Markdown]) -> NamedTuple("Outputs", [("eval_uri", str)]):
     """Run `videossl.steps.probe_eval.probe_eval`; log every numeric score (`arrow_of_time.video`, ...)
-    as a KFP metric, publish report.md as Markdown, and return the eval location."""
+    as a KFP metric, publish report.md as Markdown (plots inlined: the KFP UI cannot follow the
+    report's relative links), and return the eval location."""
     from collections import namedtuple
     from pathlib import Path
 
-    from videossl.config import parse_config
+    from videossl.config import dump_config, parse_config
+    from videossl.data.versioning import output_uri
+    from videossl.eval.report import inline_images
     from videossl.registry import flatten_scores
     from videossl.steps.probe_eval import probe_eval as step
+    from videossl.storage import staged
 
     cfg = parse_config(params)
-    flat = step(cfg, data_uri, model_uri, out_uri)
-    for key, value in flatten_scores({task: flat[task] for task in cfg.probe_eval.tasks}).items():
+    out_uri = output_uri(root, "probe_eval", dump_config(cfg), data_uri, model_uri)
+    with staged([data_uri, model_uri], out_uri) as ([data, model], out):
+        flat = step(cfg, data, model, out)
+        Path(report.path).write_text(inline_images((out / "report.md").read_text(), out))
+    tasks = {task: scores for task, scores in flat.items() if isinstance(scores, dict) and "n_test" in scores}
+    for key, value in flatten_scores(tasks).items():
         scores.log_metric(key, value)
-    Path(report.path).write_text((Path(out_uri) / "report.md").read_text())
     return namedtuple("Outputs", ["eval_uri"])(out_uri)
