@@ -121,7 +121,9 @@ class Theirs:
         self.opt = adamw(self.model.parameters(), cfg, device)
         self.device = device
         self.tokens = shape.num_tokens
-        self.autocast = precision.autocast(precision.autocast_dtype(cfg.pretrain.precision, device), device)
+        self.precision = precision_name or cfg.pretrain.precision
+        self.dtype = precision.autocast_dtype(self.precision, device)
+        self.autocast = precision.autocast(self.dtype, device)
 
     def params(self) -> int:
         return count_params(self.model)

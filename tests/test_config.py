@@ -27,7 +27,7 @@ def test_repo_params_are_valid_and_complete():
     ("ingest.size=60", "ingest.size", "divisible by model.patch"),
     ("ingest.clip_frames=7", "ingest.clip_frames", "divisible by model.tubelet"),
     ("model.heads=5", "model.dim", "divisible by model.heads"),
-    ("register.gate_metric=colour.video", "register.gate_metric", "probe_eval.tasks"),
+    ("register.gate_metrics=[colour.video]", "register.gate_metrics", "probe_eval.tasks"),
     ("probe_eval.tasks=[arrow_of_time, telepathy]", "probe_eval.tasks[1]", "arrow_of_time"),
 ])
 def test_invalid_value_names_the_key(override, key, hint):

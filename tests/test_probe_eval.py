@@ -1,12 +1,14 @@
 """Probe-eval: tasks split by source video, honest probes, baselines in the same run, outputs."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from videossl.data.shards import ClipStore
+from videossl.eval import features
 from videossl.eval.probes import linear_probe, wilson_interval
-from videossl.eval.tasks import build_tasks, clip_pixels
+from videossl.eval.tasks import ClipKey, Task, build_tasks, clip_pixels, shuffle_order
 from videossl.eval.report import MODELS
 from videossl.steps.probe_eval import ProbeEvalError, probe_eval
 
@@ -17,48 +19,118 @@ def evaluated(tiny_cfg, tiny_data, tiny_models, tmp_path_factory):
     return probe_eval(tiny_cfg, tiny_data, tiny_models, out), out
 
 
-def test_metrics_have_every_task_model_and_interval(evaluated, tiny_cfg):
+def _scored(s: dict, key: str) -> bool:
+    return 0.0 <= s[f"{key}_ci_low"] <= s[key] <= s[f"{key}_ci_high"] <= 1.0
+
+
+def test_metrics_have_every_task_model_probe_and_interval(evaluated, tiny_cfg):
     metrics, out = evaluated
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    for task in tiny_cfg.probe_eval.tasks:
+    classification = [t for t in tiny_cfg.probe_eval.tasks if t != "future_retrieval"]
+    for task in classification + ["future_retrieval", "time_vector"]:
         s = metrics[task]
-        assert s["n_test"] > 0
+        assert s["n_test"] > 0 and 0 < s["chance"] < 1
         for m in MODELS:
-            assert 0.0 <= s[f"{m}_ci_low"] <= s[m] <= s[f"{m}_ci_high"] <= 1.0
-            assert s[f"{m}_l2"] in tiny_cfg.probe_eval.l2_grid
+            assert _scored(s, m), (task, m)
+    for task in classification:
+        for m in MODELS:
+            assert _scored(metrics[task], f"{m}_attentive") and _scored(metrics[task], f"{m}_knn")
+            assert metrics[task][f"{m}_l2"] in tiny_cfg.probe_eval.l2_grid
+            assert 1 <= metrics[task][f"{m}_knn_k"] <= max(tiny_cfg.probe_eval.knn.ks)  # k <= training items
+    for m in MODELS:  # retrieval: cosine R@1 is primary, beside R@5, the predictor and within-video
+        s = metrics["future_retrieval"]
+        assert all(_scored(s, k) for k in (f"{m}_r5", f"{m}_predictor", f"{m}_predictor_r5", f"{m}_within_video"))
+        assert s[f"{m}_r5"] >= s[m]
     assert metrics["speed"]["chance"] == pytest.approx(1 / 3, abs=1e-3)
 
 
-def test_bag_of_frames_is_exactly_blind_to_the_arrow_of_time(evaluated):
-    # Forward and reversed clips contain the same frames: their mean-pooled features are identical,
-    # so any probe gives both the same label and scores exactly one half. The leak detector works.
+def test_bag_of_frames_is_exactly_blind_to_frame_order(evaluated):
+    # Forward, reversed and shuffled clips contain the same frames: their mean-pooled features (and
+    # tokens) are identical, so every probe gives them the same label and scores exactly one half.
+    # The leak detector works, for each probe and for the time vector.
     metrics, _ = evaluated
-    assert metrics["arrow_of_time"]["frames"] == 0.5
+    for task in ("arrow_of_time", "order"):
+        for probe in ("frames", "frames_attentive", "frames_knn"):
+            assert metrics[task][probe] == 0.5, (task, probe)
+    assert metrics["time_vector"]["frames"] == 0.5
 
 
-def test_report_and_plot_are_written(evaluated):
-    _, out = evaluated
-    png = (out / "plots" / "benchmark.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+def test_report_plots_and_dvc_plot_data_are_written(evaluated):
+    metrics, out = evaluated
+    for name in ("benchmark", "confusion", "time_vector"):
+        png = (out / "plots" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
     report = (out / "report.md").read_text()
-    assert "| arrow_of_time |" in report and "bag of frames" in report
+    for heading in ("Linear probe", "Attentive probe", "kNN", "predictor", "Time vector", "Confusion"):
+        assert heading in report
+    assert "| arrow_of_time |" in report and "video − bag of frames" in report and "video − raw pixels" in report
+    rows = json.loads((out / "plots" / "scores.json").read_text())
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["arrow_of_time/video"]["score"] == metrics["arrow_of_time"]["video"]
+    assert by_name["speed/frames_attentive"]["probe"] == "attentive probe"
+    assert len(by_name) == len(rows)  # one row per (task, model, probe): `dvc plots diff` lines them up by name
 
 
 def test_tasks_never_mix_videos_across_splits(tiny_data, tiny_cfg):
     store = ClipStore(tiny_data)
     tasks = build_tasks(store, tiny_cfg.probe_eval.tasks, tiny_cfg.probe_eval.speeds, 2)
     for task in tasks:
-        videos = {s: {k.video for k, _ in task.items[s]} for s in task.items}
+        items = task.items if isinstance(task, Task) else task.pairs  # retrieval: (clip, future clip)
+        videos = {s: {k.video for pair in items[s] for k in pair if isinstance(k, ClipKey)} for s in items}
         assert videos["train"].isdisjoint(videos["test"]) and videos["val"].isdisjoint(videos["test"])
-        for split, items in task.items.items():
-            assert all(store.by_id[k.video].split == split for k, _ in items)
-    arrow = tasks[0]
+        for split, videos_of_split in videos.items():
+            assert all(store.by_id[v].split == split for v in videos_of_split)
+    by = {t.name: t for t in tasks}
+    arrow = by["arrow_of_time"]
     fwd, rev = arrow.items["train"][0][0], arrow.items["train"][1][0]
     assert np.array_equal(clip_pixels(store, rev), clip_pixels(store, fwd)[::-1])
-    speed = tasks[1].items["train"]
+    speed = by["speed"].items["train"]
     fast = next(k for k, y in speed if y == 2)
     window = clip_pixels(store, fast)
     assert window.shape[0] == store.clip_frames  # 4x: same frame count, four times the time span
+    shuffled = next(k for k, y in by["order"].items["train"] if y == 0)
+    got, ordered = clip_pixels(store, shuffled), clip_pixels(store, replace(shuffled, shuffled=False))
+    assert sorted(map(bytes, got)) == sorted(map(bytes, ordered))  # the same frames ...
+    assert not np.array_equal(got, ordered) and not np.array_equal(got, ordered[::-1])  # ... in another order
+    assert np.array_equal(got, clip_pixels(store, shuffled))  # the same permutation every time
+    assert [k.frame_indices(store.clip_frames) for k in (shuffled,)] == [
+        [shuffled.start + i for i in shuffle_order(shuffled, store.clip_frames)]]
+
+
+def test_future_retrieval_pairs_and_content_labels(tiny_data, tiny_cfg):
+    store = ClipStore(tiny_data)
+    future, count = build_tasks(store, ["future_retrieval", "content_count"], [1, 2, 4], 2, None, 3)
+    for split, pairs in future.pairs.items():
+        assert len(pairs) == len(future.groups[split])
+        for (now, later), group in zip(pairs, future.groups[split]):
+            assert later.video == now.video == group and later.start - now.start == store.clip_frames
+    for split, items in count.items.items():
+        for key, label in items:
+            assert label + 1 == store.by_id[key.video].labels["n_objects"]
+
+
+def test_features_are_cached_by_model_and_dataset(tiny_data, tmp_path):
+    """A second extraction embeds nothing; a damaged cache file is recomputed, not trusted."""
+    store = ClipStore(tiny_data)
+    keys = [ClipKey(v.source_id, 0) for v in store.videos[:3]]
+    calls = []
+    base = features.pixel_model(2)
+
+    def counting(clips):
+        calls.append(len(clips))
+        return base.featurize(clips)
+
+    model = features.FeatureModel("pixels", base.identity, counting)
+    cache = features.FeatureCache(tmp_path, "digest-a")
+    first = features.extract(store, keys, [model], 2, cache)["pixels"]
+    assert sum(calls) == 3 and cache.path(model).is_file()
+    again = features.extract(store, keys, [model], 2, cache)["pixels"]
+    assert sum(calls) == 3 and np.array_equal(again.vectors, first.vectors) and np.array_equal(again.tokens, first.tokens)
+    features.extract(store, keys, [model], 2, features.FeatureCache(tmp_path, "digest-b"))  # another dataset
+    assert sum(calls) == 6
+    cache.path(model).write_bytes(b"not an npz")
+    assert np.array_equal(features.extract(store, keys, [model], 2, cache)["pixels"].vectors, first.vectors)
+    assert sum(calls) == 9
 
 
 def test_linear_probe_separates_and_reports_wilson_interval():
@@ -77,3 +149,16 @@ def test_missing_baseline_checkpoint_is_a_clear_error(tiny_cfg, tiny_data, tiny_
     (tmp_path / "encoder.pt").symlink_to(tiny_models / "encoder.pt")
     with pytest.raises(ProbeEvalError, match="bag-of-frames baseline"):
         probe_eval(tiny_cfg, tiny_data, tmp_path, tmp_path / "out")
+
+
+def test_report_for_the_kfp_ui_embeds_its_plots(evaluated):
+    """KFP's Markdown viewer gets only the text: every plot the report links is inlined."""
+    import base64
+
+    from videossl.eval.report import inline_images
+
+    _, out = evaluated
+    text = inline_images((out / "report.md").read_text(), out)
+    assert "](plots/" not in text
+    first = text.split("data:image/png;base64,", 1)[1].split(")", 1)[0]
+    assert base64.b64decode(first)[:8] == b"\x89PNG\r\n\x1a\n"

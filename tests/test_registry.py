@@ -21,12 +21,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from videossl import registry
-from videossl.config import Config
+from videossl import gate, registry
+from videossl.config import Config, ConfigError, load_config
+from videossl.gate import Policy
 from videossl.models.checkpoint import save_checkpoint
 from videossl.models.vit import VideoViT, VitShape
 from videossl.registry import RegisterError
 from videossl.steps.register import register
+from tests.tiny import REPO
 
 SHAPE = VitShape(frames=4, img_size=16, patch=8, tubelet=2, dim=16, depth=1, heads=2)
 NAME = "videossl-encoder-test"
@@ -48,12 +50,16 @@ def _clean_mlflow_env(monkeypatch):
         mlflow.end_run()
 
 
-def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool = True) -> tuple[Path, Path, Path]:
-    """data/ingest.json, model/encoder.pt (+ frame_encoder.pt), eval/metrics.json + report + plot."""
+def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool = True, frames: float = 0.5,
+                speed: float = 0.62, speed_frames: float = 0.41, digest: str = "ab" * 32) -> tuple[Path, Path, Path]:
+    """data/ingest.json, model/encoder.pt (+ frame_encoder.pt), eval/metrics.json + report + plot.
+
+    `gate`/`frames`: arrow_of_time of the video model / the bag of frames; `speed`/`speed_frames` the same
+    for speed. Every score has a 95% interval (±0.05 here), as probe-eval writes them."""
     data, model, ev = root / "data", root / "model", root / "eval"
     for d in (data, model, ev / "plots"):
         d.mkdir(parents=True, exist_ok=True)
-    (data / "ingest.json").write_text(json.dumps({"digest": "ab" * 32, "videos": 12, "clips": 96}))
+    (data / "ingest.json").write_text(json.dumps({"digest": digest, "videos": 12, "clips": 96}))
     torch.manual_seed(step)
     enc = VideoViT(SHAPE)
     save_checkpoint({"shape": SHAPE.as_dict(), "encoder": enc.state_dict(), "step": step, "variant": "video"},
@@ -62,11 +68,18 @@ def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool 
         fshape = VitShape(frames=1, img_size=16, patch=8, tubelet=1, dim=16, depth=1, heads=2)
         save_checkpoint({"shape": fshape.as_dict(), "encoder": VideoViT(fshape).state_dict(), "step": step,
                          "variant": "frames"}, model / "frame_encoder.pt")
+    def scored(**models) -> dict:
+        out = {}
+        for m, v in models.items():
+            out.update({m: v, f"{m}_ci_low": round(v - 0.05, 4), f"{m}_ci_high": round(v + 0.05, 4), f"{m}_l2": 0.01})
+        return out
+
     metrics = {
-        "arrow_of_time": {"video": gate, "frames": 0.5, "n_test": 240, "control_static": 0.49},
-        "speed": {"video": 0.62, "frames": 0.41, "n_test": 240},
-        "gravity": {"video": 0.9, "frames": 0.35, "n_test": 180},
+        "arrow_of_time": {**scored(video=gate, frames=frames), "n_test": 240, "chance": 0.5, "control_static": 0.49},
+        "speed": {**scored(video=speed, frames=speed_frames), "n_test": 240, "chance": 0.3333},
+        "gravity": {**scored(video=0.9, frames=0.35), "n_test": 180, "chance": 0.25},
         "wall_seconds": 12.5,
+        "dataset_digest": digest,
         "notes": "strings are not scores",
     }
     (ev / "metrics.json").write_text(json.dumps(metrics))
@@ -179,15 +192,22 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     line3 = capsys.readouterr().out
 
     # decisions, as returned and written
-    assert (r1["version"], r1["promoted"], r1["reason"]) == ("1", True, "no champion yet")
+    assert (r1["version"], r1["promoted"]) == ("1", True)
+    assert r1["reason"] == ("promoted: no champion yet | arrow_of_time.video 0.7 vs champion: none yet, pass; "
+                            "vs bag of frames 0.5 (+0.2 > 0): pass")
     assert r1["aliases"] == ["challenger", "champion"] and r1["champion_version"] == "1"
-    assert r2["promoted"] and r2["previous_champion_version"] == "1" and r2["champion_value"] == 0.70
+    assert r2["promoted"] and r2["previous_champion_version"] == "1"
+    assert r2["gate"]["checks"]["arrow_of_time.video"]["vs_champion"]["other"] == 0.70
     assert r2["aliases"] == ["challenger", "champion"] and r2["champion_version"] == "2"
     assert not r3["promoted"] and r3["aliases"] == ["challenger"] and r3["champion_version"] == "2"
-    assert r3["gate_value"] == 0.75 and r3["champion_value"] == 0.80
-    assert "0.75 < 0.8" in r3["reason"]
-    assert f"register: {NAME} v1 -> champion + challenger (no champion yet)" in line1
-    assert f"register: {NAME} v3 -> challenger (champion stays v2: arrow_of_time.video 0.75 < 0.8)" in line3
+    check3 = r3["gate"]["checks"]["arrow_of_time.video"]
+    assert check3["value"] == 0.75 and check3["vs_champion"]["other"] == 0.80 and not check3["passed"]
+    assert check3["vs_champion"]["gain"] == pytest.approx(-0.05) and check3["vs_frames"]["passed"]
+    assert r3["gate"]["metrics"] == ["arrow_of_time.video"] and r3["gate"]["combine"] == "all"
+    assert r3["reason"] == ("challenger only (champion stays v2): failed arrow_of_time.video | arrow_of_time.video "
+                            "0.75 vs champion v2 0.8 (-0.05 > 0): fail; vs bag of frames 0.5 (+0.25 > 0): pass")
+    assert f"register: {NAME} v1 -> champion + challenger (promoted: no champion yet | " in line1
+    assert f"register: {NAME} v3 -> challenger (challenger only (champion stays v2): " in line3
     assert r3["tracking_uri"].startswith("sqlite:///") and r3["model_uri"] == f"models:/{NAME}/3"
 
     # the registry itself, read back
@@ -201,7 +221,10 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert float(v2.tags["wall_seconds"]) == 12.5 and "notes" not in v2.tags
     assert v2.tags["dataset_digest"] == "ab" * 32
     assert v2.tags["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
-    assert v2.tags["gate_metric"] == "arrow_of_time.video"
+    assert v2.tags["gate.metrics"] == "arrow_of_time.video" and v2.tags["gate.decision"] == "promote"
+    assert v2.tags["gate.reason"] == r2["reason"] and v2.tags["gate.previous_champion"] == "1"
+    assert v2.tags["gate.arrow_of_time.video"].startswith("pass: arrow_of_time.video 0.8 vs champion v1 0.7 (+0.1 > 0)")
+    assert float(v2.tags["gate.min_margin_over_champion"]) == 0.0
     assert v2.tags["checkpoint_step"] == "20" and v2.tags["status"] == "ready"
     assert v2.description.startswith(f"# Model card: {NAME} v2")
 
@@ -222,9 +245,10 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert [a.path for a in client.list_artifacts(r3["run_id"], "eval/plots")] == ["eval/plots/scores.png"]
     card = mlflow.artifacts.load_text(f"runs:/{r3['run_id']}/model_card.md")
     assert card == (tmp_path / "out3" / "model_card.md").read_text()
-    assert "| arrow_of_time | 0.750 | 0.500 | +0.250 | 240 |" in card
-    assert "| gravity | 0.900 | 0.350 | +0.550 | 180 |" in card
-    assert "not promoted" in card and "ab" * 32 in card and "## Limits" in card
+    assert "| arrow_of_time | 0.750 [0.70, 0.80] | 0.500 [0.45, 0.55] | +0.250 | 240 | 0.500 |" in card
+    assert "| gravity | 0.900 [0.85, 0.95] | 0.350 [0.30, 0.40] | +0.550 | 180 | 0.250 |" in card
+    assert "**not promoted**" in card and "ab" * 32 in card and "## Limits" in card
+    assert "- `arrow_of_time.video` **fail**: arrow_of_time.video 0.75 vs champion v2 0.8 (-0.05 > 0): fail" in card
     assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()
 
     # the champion loads back as the encoder of checkpoint step 20 and runs on a clip
@@ -236,6 +260,82 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
         tokens = model(x)
         assert tokens.shape == (2, SHAPE.num_tokens, SHAPE.dim)
         assert torch.allclose(tokens, reference(x), atol=1e-6)
+
+
+def test_a_worse_model_cannot_displace_a_better_one(tmp_path, sqlite_store):
+    """Two gate metrics, both margins set: the champion moves only when every check passes."""
+    name = NAME + "-gate"
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name,
+                      gate_metrics=["arrow_of_time.video", "speed.video"],
+                      min_margin_over_champion=0.01, min_margin_over_frames=0.05)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    runs = iter(range(1, 100))
+
+    # after the first, speed beats the champion's 0.62 by the margin unless a case says otherwise:
+    # each case below fails exactly one check
+    def run(gate: float, *, frames: float = 0.5, speed: float = 0.65) -> dict:
+        i = next(runs)
+        data, model, ev = make_inputs(tmp_path / f"in{i}", gate, step=i, frames=frames, speed=speed,
+                                      speed_frames=0.41)
+        result = register(cfg, data, model, ev, tmp_path / f"out{i}")
+        v = client.get_model_version(name, result["version"])
+        # the decision and its margins are on the version, exactly as registration.json says
+        assert v.tags["gate.reason"] == result["reason"]
+        assert v.tags["gate.decision"] == ("promote" if result["promoted"] else "challenger only")
+        assert (float(v.tags["gate.min_margin_over_champion"]), float(v.tags["gate.min_margin_over_frames"])) \
+            == (0.01, 0.05)
+        assert result["gate"]["min_margin_over_champion"] == 0.01 and result["gate"]["min_margin_over_frames"] == 0.05
+        return result
+
+    good = run(0.70, speed=0.62)
+    assert good["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "1"}
+
+    worse = run(0.66)
+    assert not worse["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "2"}
+    assert worse["reason"].startswith("challenger only (champion stays v1): failed arrow_of_time.video | "
+                                      "arrow_of_time.video 0.66 vs champion v1 0.7 (-0.04 >= 0.01): fail")
+
+    barely = run(0.705)  # better than the champion, but by less than min_margin_over_champion
+    assert not barely["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "3"}
+    assert "failed arrow_of_time.video |" in barely["reason"] and "(+0.005 >= 0.01): fail" in barely["reason"]
+
+    # better than the champion by far, but its own bag of frames is nearly as good: no evidence of time
+    leaky = run(0.80, frames=0.78)
+    assert not leaky["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "4"}
+    check = leaky["gate"]["checks"]["arrow_of_time.video"]
+    assert check["vs_champion"]["passed"] and not check["vs_frames"]["passed"]
+    assert "vs champion v1 0.7 (+0.1 >= 0.01): pass; vs bag of frames 0.78 (+0.02 >= 0.05): fail" in leaky["reason"]
+    assert leaky["reason"].startswith("challenger only (champion stays v1): failed arrow_of_time.video |")
+
+    # better on arrow of time, worse on speed: all gate metrics must pass
+    traded = run(0.80, speed=0.60)
+    assert not traded["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "5"}
+    assert traded["reason"].startswith("challenger only (champion stays v1): failed speed.video |")
+
+    best = run(0.80, speed=0.70)
+    assert best["promoted"] and best["previous_champion_version"] == "1"
+    assert aliases(client, name) == {"champion": "6", "challenger": "6"}
+    assert best["reason"].startswith("promoted over v1 | arrow_of_time.video 0.8 vs champion v1 0.7 (+0.1 >= 0.01)")
+    # the old champion keeps its version and evidence, only the alias moved
+    old = client.get_model_version(name, "1")
+    assert old.aliases == [] and old.tags["status"] == "ready" and old.tags["gate.decision"] == "promote"
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'", order_by=["version_number"])] \
+        == ["1", "2", "3", "4", "5", "6"]
+
+
+@pytest.mark.parametrize("override, key, hint", [
+    ("register.gate_metrics=[arrow_of_time.video, colour.video]", "register.gate_metrics", "probe_eval.tasks"),
+    ("register.gate_metrics=[arrow_of_time.frames]", "register.gate_metrics", "not a video-model score"),
+    ("register.gate_metrics=[]", "register.gate_metrics", "at least 1"),
+    ("register.gate_metrics=[speed.video, speed.video]", "register.gate_metrics", "distinct"),
+    ("register.min_margin_over_frames=-0.1", "register.min_margin_over_frames", "greater than or equal to 0"),
+    ("register.min_margin_over_champion=2", "register.min_margin_over_champion", "less than or equal to 1"),
+    ("register.gate_metric=speed.video", "register.gate_metric", "gate_metrics"),  # the old key is gone
+])
+def test_invalid_gate_params_name_the_key(override, key, hint):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "params.yaml", [override])
+    assert f"'{key}'" in str(err.value) and hint in str(err.value)
 
 
 def test_failure_after_version_creation_rolls_back(tmp_path, sqlite_store):
@@ -253,23 +353,57 @@ def test_failure_after_version_creation_rolls_back(tmp_path, sqlite_store):
     with pytest.raises(RuntimeError, match="disk full"):
         registry.register_version(
             client, name, logged_model_uri=first["logged_model_uri"], model_id=None, run_id=first["run_id"],
-            tags={"arrow_of_time.video": "0.99", "status": "registering"}, gate_metric="arrow_of_time.video",
-            gate_value=0.99, higher_is_better=True, card=broken_card)
+            tags={"arrow_of_time.video": "0.99", "status": "registering"}, policy=Policy(("arrow_of_time.video",)),
+            values={"arrow_of_time.video": 0.99}, frames={"arrow_of_time.video": 0.5}, card=broken_card)
     # ...but the half-made v2 is gone and v1 is still champion and challenger
     assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
     assert aliases(client, name) == {"champion": "1", "challenger": "1"}
 
 
 def test_gate_decisions():
-    lower = registry.decide("speed.error", 0.2, False, "4", 0.3)
-    assert lower.promote and lower.reason == "speed.error 0.2 < 0.3 of v4, lower is better"
-    assert not registry.decide("speed.error", 0.4, False, "4", 0.3).promote
-    tie = registry.decide("arrow_of_time.video", 0.7, True, "2", 0.7)
-    assert not tie.promote and "not strictly better" in tie.reason
-    assert not registry.decide("arrow_of_time.video", math.nan, True, "2", 0.7).promote
-    assert not registry.decide("arrow_of_time.video", math.nan, True, None, None).promote
-    untagged = registry.decide("arrow_of_time.video", 0.1, True, "2", None)
-    assert untagged.promote and "no usable" in untagged.reason
+    aot, speed = "arrow_of_time.video", "speed.video"
+    one = Policy((aot,))
+
+    def d(value, champ, frames=0.5, policy=one, champion_version="2"):
+        vals = value if isinstance(value, dict) else {aot: value}
+        fr = frames if isinstance(frames, dict) else {m: frames for m in vals}
+        ch = champ if isinstance(champ, dict) else {m: champ for m in vals}
+        return gate.decide(policy, vals, fr, champion_version, ch)
+
+    # a margin of 0 still demands strictly better: a tie moves nothing, against either side
+    tie = d(0.7, 0.7)
+    assert not tie.promote and "(+0 > 0): fail" in tie.reason
+    frames_tie = d(0.5, None, frames=0.5, champion_version=None)
+    assert not frames_tie.promote and "vs bag of frames 0.5 (+0 > 0): fail" in frames_tie.reason
+    # margins, with float noise forgiven: 0.71 - 0.66 meets a 0.05 margin
+    m = Policy((aot,), min_margin_over_champion=0.05, min_margin_over_frames=0.2)
+    ok = d(0.71, 0.66, frames=0.51, policy=m)
+    assert ok.promote
+    assert ok.reason == ("promoted over v2 | arrow_of_time.video 0.71 vs champion v2 0.66 (+0.05 >= 0.05): pass; "
+                         "vs bag of frames 0.51 (+0.2 >= 0.2): pass")
+    assert not d(0.709, 0.66, frames=0.4, policy=m).promote
+    # lower is better: the gain is the decrease
+    low = Policy(("speed.video_error",), higher_is_better=False)
+    better = gate.decide(low, {"speed.video_error": 0.2}, {"speed.video_error": 0.5}, "4", {"speed.video_error": 0.3})
+    assert better.promote and "(lower is better)" in better.reason and "(+0.1 > 0): pass" in better.reason
+    assert not gate.decide(low, {"speed.video_error": 0.4}, {"speed.video_error": 0.5}, "4",
+                           {"speed.video_error": 0.3}).promote
+    # NaN never wins, champion or not
+    assert not d(math.nan, 0.7).promote and not d(math.nan, None, champion_version=None).promote
+    assert not d(0.9, 0.7, frames=math.nan).promote
+    # a champion without a tag for the metric cannot defend it; the frames check still applies
+    untagged = d(0.6, None)
+    assert untagged.promote and "vs champion v2: nothing to compare, pass" in untagged.reason
+    assert not d(0.6, None, frames=0.6).promote
+    assert d(0.6, math.nan).promote  # nor can a NaN score
+    # several metrics: all must pass, and the reason names the ones that failed
+    two = Policy((aot, speed))
+    mixed = d({aot: 0.8, speed: 0.5}, {aot: 0.7, speed: 0.6}, frames=0.4, policy=two)
+    assert not mixed.promote and mixed.reason.startswith("challenger only (champion stays v2): failed speed.video |")
+    assert [c.passed for c in mixed.checks] == [True, False]
+    assert mixed.tags()["gate.speed.video"].startswith("fail: speed.video 0.5 vs champion v2 0.6 (-0.1 > 0): fail")
+    assert d({aot: 0.8, speed: 0.7}, {aot: 0.7, speed: 0.6}, frames=0.4, policy=two).promote
+    assert gate.frames_key("future_retrieval.video_r1") == "future_retrieval.frames_r1"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,7 +412,8 @@ def test_gate_decisions():
 
 def test_missing_gate_metric_names_the_key(tmp_path):
     db = tmp_path / "mlruns.db"
-    cfg = make_config(f"sqlite:///{db}", str(tmp_path / "mlartifacts"), gate_metric="speed.video")
+    cfg = make_config(f"sqlite:///{db}", str(tmp_path / "mlartifacts"),
+                      gate_metrics=["arrow_of_time.video", "speed.video"])
     data, model, ev = make_inputs(tmp_path / "in", 0.7)
     metrics = json.loads((ev / "metrics.json").read_text())
     del metrics["speed"]["video"]
@@ -286,12 +421,20 @@ def test_missing_gate_metric_names_the_key(tmp_path):
     with pytest.raises(RegisterError, match=r"gate metric 'speed\.video' not found in .*metrics\.json") as e:
         register(cfg, data, model, ev, tmp_path / "out")
     assert "missing key 'video'" in str(e.value)
+    # the bag-of-frames baseline the gate compares with is required too
+    metrics["speed"]["video"] = 0.6
+    metrics["speed"]["frames"] = "n/a"
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(RegisterError, match=r"baseline of gate metric speed\.video: 'speed\.frames' in .* is not a "
+                                            r"number: 'n/a'"):
+        register(cfg, data, model, ev, tmp_path / "out")
 
     (ev / "metrics.json").unlink()
     with pytest.raises(RegisterError, match=r"metrics not found: .*eval/metrics\.json"):
         register(cfg, data, model, ev, tmp_path / "out")
     (model / "encoder.pt").unlink()
-    (ev / "metrics.json").write_text(json.dumps({"speed": {"video": 0.5}}))
+    (ev / "metrics.json").write_text(json.dumps({"arrow_of_time": {"video": 0.7, "frames": 0.5},
+                                                 "speed": {"video": 0.5, "frames": 0.4}}))
     with pytest.raises(RegisterError, match=r"encoder checkpoint not found: .*model/encoder\.pt"):
         register(cfg, data, model, ev, tmp_path / "out")
     # nothing was registered or written: the inputs are checked first

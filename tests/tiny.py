@@ -29,6 +29,9 @@ TINY_OVERRIDES = [
     "pretrain.log_every=2",
     "probe_eval.clips_per_video=2",
     "probe_eval.epochs=20",
+    "probe_eval.attentive.epochs=5",
+    # tiny data: no real videos (real_arrow_of_time has its own test) and too few single-shape videos
+    "probe_eval.tasks=[arrow_of_time, speed, gravity, order, future_retrieval, content_count]",
 ]
 
 

@@ -48,16 +48,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", default="outputs/eval")
     p.add_argument("--register", default="outputs/register")
 
+    p = sub.add_parser("review", help="the registered champion and challenger side by side (scores, intervals, "
+                       "digests, commits, differing params)")
+    _add_params(p)
+    p.add_argument("--model-name", default=None, help="registered model (default: register.model_name)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: tracking.uri, or "
+                   "MLFLOW_TRACKING_URI when tracking.uri is null)")
+
     p = sub.add_parser("validate", help="only validate params")
     _add_params(p)
 
-    p = sub.add_parser("pipeline", help="the KFP pipeline: compile, or run locally with kfp.local")
+    p = sub.add_parser("pipeline", help="the KFP pipeline: compile, submit, run locally, push data versions")
     psub = p.add_subparsers(dest="pipeline_command", required=True)
-    c = psub.add_parser("compile", help="write the pipeline IR YAML")
+    c = psub.add_parser("compile", help="write the pipeline IR YAML (image, resources, GPUs, Secrets from `cluster`)")
+    _add_params(c)
     c.add_argument("--out", default="pipeline.yaml")
+    s = psub.add_parser("submit", help="compile and create a run on the KFP endpoint (cluster.kfp_host or $KFP_HOST)")
+    _add_params(s)
+    s.add_argument("--host", default=None, help="KFP API endpoint (default: cluster.kfp_host, then $KFP_HOST)")
+    s.add_argument("--run-name", default=None)
+    s.add_argument("--out", default=None, help="also keep the compiled pipeline YAML here")
+    s.add_argument("--dry-run", action="store_true", help="print what would be submitted; contact nothing")
     r = psub.add_parser("run-local", help="run the whole DAG with kfp.local's SubprocessRunner")
     _add_params(r)
     r.add_argument("--root", default="outputs/kfp", help="where the run's data and outputs go")
+    d = psub.add_parser("push-data", help="dvc push the ingest outputs to cluster.data_remote; prints the git "
+                        "revision to use as cluster.data_version")
+    _add_params(d)
+    d.add_argument("--repo", default=".", help="the DVC/git checkout (default: .)")
     return ap
 
 
@@ -84,12 +102,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.summary import print_summary
 
         return print_summary(Path(args.eval), Path(args.register))
-    if cmd == "pipeline" and args.pipeline_command == "compile":
-        from pipelines.videossl_pipeline import compile_pipeline
-
-        print(compile_pipeline(args.out))
-        return 0
     cfg = load_config(args.params, args.overrides)  # before any work: bad params never start a step
+    if cmd == "review":
+        from videossl.review import review
+
+        return review(cfg, args.model_name, args.tracking_uri)
     if cmd == "validate":
         print("params ok")
         return 0
@@ -109,10 +126,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.steps.register import register
 
         register(cfg, args.data, args.models, args.eval, args.out)
-    elif cmd == "pipeline" and args.pipeline_command == "run-local":
+    elif cmd == "pipeline":
+        return _pipeline(args, cfg)
+    return 0
+
+
+def _pipeline(args: argparse.Namespace, cfg) -> int:
+    sub = args.pipeline_command
+    if sub == "run-local":
         from pipelines.videossl_pipeline import run_local
 
         print(json.dumps(run_local(cfg, args.root), indent=2))
+    elif sub == "compile":
+        from pipelines.videossl_pipeline import cluster_problems, compile_pipeline
+
+        for problem in cluster_problems(cfg):  # compiling is fine; `submit` refuses these
+            print(f"warning: {problem}", file=sys.stderr)
+        print(compile_pipeline(cfg, args.out))
+    elif sub == "submit":
+        from pipelines.videossl_pipeline import submit
+
+        print(json.dumps(submit(cfg, args.host, args.run_name, args.out, args.dry_run), indent=2))
+    elif sub == "push-data":
+        from videossl.data.versioning import push_data
+
+        rev = push_data(args.repo, cfg.cluster.data_remote)
+        print(json.dumps({"data_version": rev, "data_remote": cfg.cluster.data_remote}, indent=2))
     return 0
 
 

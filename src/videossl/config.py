@@ -251,14 +251,73 @@ class PretrainConfig(Section):
         return objective
 
 
+ProbeTask = Literal["arrow_of_time", "speed", "gravity", "order", "future_retrieval", "content_count",
+                    "content_shape", "real_arrow_of_time"]
+
+
+class AttentiveProbeConfig(Section):
+    """V-JEPA-style attentive probe: a learned query cross-attends to the frozen tokens (eval/probes.py)."""
+    heads: int = Field(4, ge=1)
+    epochs: int = Field(20, ge=1, description="AdamW epochs; the epoch is chosen on validation videos")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-2, gt=0)
+    weight_decays: list[float] = Field(default_factory=lambda: [0.5, 0.05, 0.005], min_length=1,
+                                       description="trained side by side, chosen on validation videos")
+    max_dim: int | None = Field(None, ge=1, description="PCA the tokens to this width first; null = no PCA")
+    position: bool = Field(True, description="learned per-token position terms (without them attention "
+                           "pooling cannot see time order)")
+
+
+class KnnProbeConfig(Section):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1, description="k chosen on validation")
+    temperature: float = Field(0.07, gt=0, description="votes weighted by exp(cosine / temperature)")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError("every k must be >= 1")
+        return sorted(set(ks))
+
+
+class RetrievalConfig(Section):
+    ks: list[int] = Field(default_factory=lambda: [1, 5], min_length=1, description="recall@k reported")
+    ridge_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1,
+                                    description="linear predictor's ridge strength (x N train), chosen on val")
+
+
+class RealArrowConfig(Section):
+    """real_arrow_of_time: leave-one-group-out on real footage, with the codec control (eval/codec_control.py)."""
+    clips_per_video: int = Field(12, ge=1, description="windows per real video (each forward and reversed)")
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="tail of each training video that picks the L2")
+    control_sigma: float = Field(2.0, gt=0, description="codec control: Gaussian blur (pixels) that removes the "
+                                 "codec's high-frequency error")
+    control_tau: float = Field(30.0, ge=0, description="codec control: pixels that stay within tau grey levels of "
+                               "their temporal median are frozen to it (measured codec flicker: <= 27.8)")
+
+
 class ProbeEvalConfig(Section):
-    tasks: list[Literal["arrow_of_time", "speed", "gravity"]] = Field(
-        default_factory=lambda: ["arrow_of_time", "speed", "gravity"], min_length=1)
+    tasks: list[ProbeTask] = Field(
+        default_factory=lambda: ["arrow_of_time", "speed", "gravity", "order", "future_retrieval", "content_count",
+                                 "content_shape", "real_arrow_of_time"], min_length=1)
+    probes: list[Literal["linear", "attentive", "knn"]] = Field(
+        default_factory=lambda: ["linear", "attentive", "knn"], min_length=1,
+        description="linear is the primary probe (the gate and the headline table use it)")
     speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
     l2_grid: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], min_length=1)
-    epochs: int = Field(300, ge=1, description="full-batch optimisation steps of each linear probe")
+    epochs: int = Field(300, ge=1, description="L-BFGS iterations of each linear probe")
+    attentive: AttentiveProbeConfig = AttentiveProbeConfig()
+    knn: KnnProbeConfig = KnnProbeConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    real: RealArrowConfig = RealArrowConfig()
+    pool_grid: int = Field(2, ge=1, le=8, description="attentive probe tokens: each time slice pooled to "
+                           "pool_grid x pool_grid cells")
+    future_offset: int | None = Field(None, ge=1, description="future_retrieval: frames from a clip's start to "
+                                      "its future clip's start; null = one clip length")
     clips_per_video: int = Field(6, ge=1, description="clip windows sampled per source video")
     batch_size: int = Field(64, ge=1, description="feature extraction batch")
+    cache_dir: str | None = Field(".cache/features", description="feature cache (by model and dataset digest); "
+                                  "null = no cache")
 
     @field_validator("speeds")
     @classmethod
@@ -276,9 +335,29 @@ class TrackingConfig(Section):
 
 
 class RegisterConfig(Section):
+    """The champion gate (videossl.gate): every gate metric must beat the champion and its own
+    bag-of-frames baseline, each by its margin, for the new version to become `champion`."""
     model_name: str = Field("videossl-encoder", min_length=1)
-    gate_metric: str = Field("arrow_of_time.video", description="metrics.json key the champion gate compares")
+    gate_metrics: list[str] = Field(
+        default_factory=lambda: ["arrow_of_time.video"], min_length=1,
+        description="video-model scores of metrics.json (task.video[_probe]) that must ALL pass the gate")
+    min_margin_over_champion: float = Field(0.0, ge=0, le=1, description="each gate metric must beat the "
+                                            "champion's by at least this (absolute); 0 = strictly better")
+    min_margin_over_frames: float = Field(0.0, ge=0, le=1, description="each gate metric must beat the bag of "
+                                          "frames' score of the same task by at least this; 0 = strictly")
     higher_is_better: bool = True
+
+    @field_validator("gate_metrics")
+    @classmethod
+    def _video_scores(cls, metrics: list[str]) -> list[str]:
+        # Only a video-model score has a bag-of-frames counterpart (task.frames[_probe]) to beat.
+        for m in metrics:
+            if not re.fullmatch(r"[a-z0-9_]+\.video(_[a-z0-9_]+)?", m):
+                raise ValueError(f"{m!r} is not a video-model score: use task.video or task.video_<probe>, "
+                                 "e.g. arrow_of_time.video, future_retrieval.video_r1")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("gate metrics must be distinct")
+        return metrics
 
 
 class StepResources(Section):
@@ -325,6 +404,8 @@ class ClusterConfig(Section):
     data_remote: str = Field("s3://videossl/dvc", description="DVC remote (S3) that ingest output is pushed to")
     data_version: str | None = Field(None, description="git revision of the DVC-tracked data to use; null = ingest "
                                      "in the run")
+    data_repo: str | None = Field(None, description="git URL of this repository: where the pipeline's pods read the "
+                                  "dvc.lock of data_version (they have no checkout); needed when data_version is set")
     secrets: ClusterSecrets = ClusterSecrets()
     job: ClusterJobConfig = ClusterJobConfig()
     resources: dict[Literal["ingest", "pretrain", "probe_eval", "register"], StepResources] = Field(
@@ -358,9 +439,10 @@ with warnings.catch_warnings():
             if self.ingest.clip_frames % self.model.tubelet:
                 raise ValueError(f"ingest.clip_frames ({self.ingest.clip_frames}) must be divisible by "
                                  f"model.tubelet ({self.model.tubelet})")
-            if self.register.gate_metric.split(".")[0] not in self.probe_eval.tasks:
-                raise ValueError(f"register.gate_metric ({self.register.gate_metric}) must name one of "
-                                 f"probe_eval.tasks {self.probe_eval.tasks}")
+            for m in self.register.gate_metrics:
+                if m.split(".")[0] not in self.probe_eval.tasks:
+                    raise ValueError(f"register.gate_metrics ({m}) must name one of probe_eval.tasks "
+                                     f"{self.probe_eval.tasks}")
             return self
 
 

@@ -1,13 +1,18 @@
 """MLflow Model Registry mechanics: register a version, gate it (champion/challenger aliases), model card.
 
+The gate itself (which scores, which margins, how they combine) is `videossl.gate`; this module
+reads the champion's evidence, applies the decision and moves the aliases.
+
 Stages are deprecated in MLflow 3: a version's role is an *alias* (`models:/name@champion`) and its
 evidence is its *tags* (every benchmark score, dataset digest, git commit, checkpoint step).
 
 Order of registry writes, and why (the version must never look like a valid champion half-made):
 
-1. The version is created with *all* its tags in one call: one transaction in the SQL store, one
-   request to a tracking server. There is no moment where a version exists with half its evidence.
-   It carries `status=registering` until the gate is done.
+1. The gate is decided first (it only reads the champion's tags), so the version is created with
+   *all* its tags, the gate's decision and margins included, in one call: one transaction in the SQL
+   store, one request to a tracking server. There is no moment where a version exists with half its
+   evidence. It carries `status=registering` until the aliases are set; its `gate.decision` tag says
+   what the gate decided, the `champion` alias says whether that decision was carried out.
 2. Description (the model card), the `challenger` alias, then `status=ready`.
 3. The `champion` alias moves last: it is the commit point, and the only thing that makes a version
    the champion. Consumers resolve `@champion`, so nothing they see changes before this write.
@@ -23,12 +28,12 @@ the same champion. The pipeline runs register once per run, serially; that is th
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from videossl.errors import StepError
+from videossl.gate import GateDecision, Policy, decide, fmt
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -67,56 +72,6 @@ def lookup(tree: dict, dotted: str) -> Any:
             raise KeyError(part)
         node = node[part]
     return node
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
-
-
-# ----------------------------------------------------------------------------------------------
-# the gate
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-    metric: str
-    value: float
-    champion_version: str | None = None  # the champion before this registration
-    champion_value: float | None = None
-
-    def as_dict(self) -> dict:
-        return {"promote": self.promote, "reason": self.reason, "metric": self.metric, "value": self.value,
-                "previous_champion_version": self.champion_version, "champion_value": self.champion_value}
-
-
-def decide(metric: str, value: float, higher_is_better: bool,
-           champion_version: str | None, champion_value: float | None) -> GateDecision:
-    """Promote when there is no champion, or the new value is strictly better. NaN never wins."""
-    def d(promote: bool, reason: str) -> GateDecision:
-        return GateDecision(promote, reason, metric, value, champion_version, champion_value)
-
-    if math.isnan(value):
-        if champion_version is None:
-            return d(False, f"{metric} is NaN: not promoted even without a champion")
-        return d(False, f"champion stays v{champion_version}: {metric} is NaN")
-    if champion_version is None:
-        return d(True, "no champion yet")
-    if champion_value is None or math.isnan(champion_value):
-        return d(True, f"champion v{champion_version} has no usable {metric} tag")
-    better = value > champion_value if higher_is_better else value < champion_value
-    note = "" if higher_is_better else ", lower is better"
-    if better:
-        op = ">" if higher_is_better else "<"
-        return d(True, f"{metric} {_fmt(value)} {op} {_fmt(champion_value)} of v{champion_version}{note}")
-    if value == champion_value:
-        return d(False, f"champion stays v{champion_version}: {metric} {_fmt(value)} = {_fmt(champion_value)}, "
-                        "not strictly better")
-    op = "<" if higher_is_better else ">"
-    return d(False, f"champion stays v{champion_version}: {metric} {_fmt(value)} {op} {_fmt(champion_value)}{note}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,13 +150,14 @@ class Registration:
     card: str | None = None
 
 
-def version_tags(scores: dict[str, float], *, gate_metric: str, dataset_digest: str, git_commit: str,
+def version_tags(scores: dict[str, float], *, dataset_digest: str, git_commit: str,
                  checkpoint_step: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Every score (flattened key -> value) plus provenance, as model version tags."""
+    """Every score (flattened key -> value) plus provenance, as model version tags (the gate's tags
+    are added by `register_version`, which decides it)."""
     tags = {k: repr(float(v)) for k, v in scores.items()}
     tags.update({
+        # may be cut at the tag limit with many tasks: the run's metrics hold every score
         "score_keys": ",".join(sorted(scores))[:TAG_VALUE_LIMIT],
-        "gate_metric": gate_metric,
         "dataset_digest": dataset_digest,
         "git_commit": git_commit,
         "checkpoint_step": str(checkpoint_step) if checkpoint_step is not None else "unknown",
@@ -229,9 +185,11 @@ def _restore_alias(client, name: str, alias: str, version: str | None) -> None:
 
 
 def register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
-                     tags: dict[str, str], gate_metric: str, gate_value: float, higher_is_better: bool,
+                     tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
                      card=None) -> Registration:
-    """Create a version with its tags, gate it, move aliases. See the module docstring for the order.
+    """Gate, create the version with its tags, move aliases. See the module docstring for the order.
+
+    `values` / `frames`: each gate metric -> the new model's score / its bag-of-frames baseline's.
 
     `card(version: str, decision: GateDecision) -> str` renders the description once the version
     number is known; it is also returned on `Registration.card`.
@@ -240,12 +198,14 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
                                                        "@champion is the gated best, @challenger the newest")
     before = aliases_of(client, name)
     prev_champion = before.get(CHAMPION)
-    champ_value = None
+    champ_values: dict[str, float | None] = {}
     if prev_champion is not None:
-        champ_value = _info(client.get_model_version(name, prev_champion)).score(gate_metric)
-    decision = decide(gate_metric, gate_value, higher_is_better, prev_champion, champ_value)
+        champ = _info(client.get_model_version(name, prev_champion))
+        champ_values = {m: champ.score(m) for m in policy.metrics}
+    decision = decide(policy, values, frames, prev_champion, champ_values)
 
-    tags = {**tags, STATUS_TAG: "registering"}  # flipped to "ready" once the challenger alias is set
+    # flipped to "ready" once the challenger alias is set
+    tags = {**tags, **{k: v[:TAG_VALUE_LIMIT] for k, v in decision.tags().items()}, STATUS_TAG: "registering"}
     mv = client.create_model_version(name=name, source=logged_model_uri, run_id=run_id, tags=tags,
                                      model_id=model_id)
     version = str(mv.version)
@@ -335,8 +295,8 @@ def render_card(*, name: str, version: str | None, metrics: dict, decision: Gate
     """The model card (markdown) from the benchmark scores, provenance, params and the gate decision."""
     title = f"# Model card: {name}" + (f" v{version}" if version else "")
     lines = [title, "",
-             "A self-supervised **video** encoder (video ViT, masked-autoencoder pretraining), gated on "
-             f"`{decision.metric}`.", "",
+             "A self-supervised **video** encoder (video ViT, self-supervised pretraining), gated on "
+             + ", ".join(f"`{m}`" for m in decision.policy.metrics) + ".", "",
              "## Benchmark (linear probes on frozen features, test split by source video)", "",
              "Test accuracy with 95% intervals; every score is also a tag of this version.", "",
              _task_table(metrics)]
@@ -346,12 +306,14 @@ def render_card(*, name: str, version: str | None, metrics: dict, decision: Gate
     else:
         lines += ["", "No frame-encoder checkpoint was found beside the encoder: the bag-of-frames column "
                       "comes from the evaluation only."]
-    gate = ("**promoted to `champion`**" if decision.promote else "**not promoted** (stays `challenger`)")
+    p = decision.policy
+    gate = ("**promoted to `champion`**" if decision.promote else "**not promoted** (`challenger` only)")
     lines += ["", "## Gate", "",
-              f"- {gate}: {decision.reason}",
-              f"- `{decision.metric}` = {_fmt(decision.value)}"
-              + (f"; previous champion v{decision.champion_version} = {_fmt(decision.champion_value)}"
-                 if decision.champion_version else ""),
+              f"{gate}. Every gate metric must beat the champion by at least {fmt(p.min_margin_over_champion)} "
+              f"and its own bag-of-frames score by at least {fmt(p.min_margin_over_frames)} (a tie never passes)"
+              + ("" if p.higher_is_better else "; lower is better") + ". Previous champion: "
+              + (f"v{decision.champion_version}." if decision.champion_version else "none."), "",
+              *[f"- `{c.metric}` {'pass' if c.passed else '**fail**'}: {c.reason}" for c in decision.checks],
               "", "## Provenance", "",
               f"- dataset digest: `{dataset_digest}`",
               f"- git commit: `{git_commit}`",

@@ -23,6 +23,6 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
         print(f"\nregistered: {reg.get('model_name')} v{reg.get('version')} "
               f"(aliases: {', '.join(reg.get('aliases', [])) or 'none'}) in {reg.get('tracking_uri')}")
         print(f"  load it: mlflow.pytorch.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
-        if reg.get("decision"):
-            print(f"  gate: {reg['decision']}")
+        if reg.get("reason"):
+            print(f"  gate: {reg['reason']}")
     return 0

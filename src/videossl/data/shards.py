@@ -104,6 +104,7 @@ class Video:
     offset: int
     frames: int
     clip_starts: tuple[int, ...]
+    group: str = ""  # split group: videos of one footage (e.g. carphone pristine/distorted) share it
 
 
 class ClipStore:
@@ -125,7 +126,7 @@ class ClipStore:
             starts[r["source_id"]].append(int(r["start"]))
             first.setdefault(r["source_id"], r)
         self.videos = [Video(sid, r["kind"], r["split"], r["labels"], r["shard"], int(r["offset"]),
-                             int(r["video_frames"]), tuple(sorted(starts[sid])))
+                             int(r["video_frames"]), tuple(sorted(starts[sid])), r.get("group", sid))
                        for sid, r in sorted(first.items())]
         self.by_id = {v.source_id: v for v in self.videos}
         self._maps: dict[str, np.ndarray] = {}

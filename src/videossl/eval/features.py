@@ -1,11 +1,25 @@
-"""Frozen features: each distinct clip is embedded once per model, batched, under inference_mode.
+"""Frozen features: each distinct clip is embedded once per (model, dataset), batched, under
+`torch.inference_mode()`, and cached on disk by the model's and the dataset's digests.
 
-A "featurizer" maps uint8 clips [B, T, H, W, 3] to features [B, F]. The benchmark always runs the
-video model beside the bag-of-frames baseline (frame encoder applied per frame, mean-pooled) and
-two floor baselines: the same video architecture at random initialisation, and raw pixels.
+Every model gives two views of a clip:
+- `vectors` [N, F] for the linear and kNN probes;
+- `tokens` [N, L, D] for the attentive probe: the encoder's tokens average-pooled to a small spatial
+  grid (`pool_grid` x `pool_grid`) per time slice, in time order.
+
+The models, always side by side (probe_eval.MODELS):
+- video: the pretrained video encoder. Vectors keep time order (tokens pooled over space only,
+  concatenated over time): one mean over all tokens would throw away the order the encoder made.
+- frames: the bag-of-frames baseline: the frame encoder (T=1) on each frame, then a mean over the
+  clip's frames, for vectors and tokens alike, so it is order-free by construction.
+- random_init: the video architecture at random initialisation (same views as `video`).
+- pixels: raw pixels, each frame average-pooled to PIXEL_GRID x PIXEL_GRID, in time order.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,51 +31,203 @@ from videossl.data.transforms import to_model_input
 from videossl.eval.tasks import ClipKey, clip_pixels
 from videossl.models.vit import VideoViT
 
-Featurizer = Callable[[torch.Tensor], torch.Tensor]
-PIXEL_GRID = 8  # raw-pixel baseline: each frame average-pooled to 8x8
+PIXEL_GRID = 8        # raw-pixel baseline: each frame average-pooled to 8x8
+FEATURE_VERSION = 3   # bump when a featurizer changes: old cache entries then never match
 
 
-def video_featurizer(encoder: VideoViT) -> Featurizer:
-    """The encoder's tokens pooled over space and kept in time order, concatenated ([B, T/tubelet * D]).
+@dataclass
+class ClipFeatures:
+    vectors: np.ndarray  # [N, F]
+    tokens: np.ndarray   # [N, L, D]
 
-    A linear probe on a single mean over all tokens would discard the order the encoder produced;
-    the bag-of-frames baseline, by contrast, is order-free by definition (a mean over frames)."""
-    return lambda clips: encoder.embed_time(to_model_input(clips)).flatten(1)
+    def take(self, rows: np.ndarray) -> "ClipFeatures":
+        return ClipFeatures(self.vectors[rows], self.tokens[rows])
 
 
-def frame_features(store: ClipStore, keys: list[ClipKey], frame_encoder: VideoViT, batch: int) -> np.ndarray:
-    """Bag of frames for each clip key: every distinct frame is embedded once with the T=1 encoder,
-    then a clip's feature is the mean over its frames. Forward, reversed and 2x/4x windows of one
-    video share most frames, so this is several times cheaper than embedding clip by clip."""
-    needed: dict[str, set[int]] = {}
+Featurize = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # uint8 clips -> (vectors, tokens)
+
+
+@dataclass
+class FeatureModel:
+    """How one model embeds clips. `per_frame`: `featurize` sees single frames [B, 1, H, W, 3] and a
+    clip is the mean over its frames (bag of frames); otherwise it sees whole clips [B, T, H, W, 3]."""
+    name: str
+    identity: str  # what the features depend on: checkpoint digest, or architecture + seed
+    featurize: Featurize
+    per_frame: bool = False
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _grid_pool(tokens: torch.Tensor, grid: tuple[int, int, int], cells: int) -> torch.Tensor:
+    """[B, t*h*w, D] -> [B, t * cells^2, D]: each time slice's h x w tokens pooled to cells x cells."""
+    b, _, d = tokens.shape
+    t, h, w = grid
+    x = tokens.view(b * t, h, w, d).permute(0, 3, 1, 2)
+    return F.adaptive_avg_pool2d(x, cells).flatten(2).transpose(1, 2).reshape(b, t * cells * cells, d)
+
+
+def encoder_model(name: str, encoder: VideoViT, identity: str, cells: int) -> FeatureModel:
+    """A video encoder (or the frame encoder with per_frame) as a FeatureModel."""
+    encoder.eval()
+    per_frame = encoder.shape.frames == 1
+
+    def featurize(clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = encoder(to_model_input(clips)).float()  # [B, N, D]
+        t = encoder.shape.grid[0]
+        vectors = tokens.view(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2).flatten(1)  # space-pooled, time order
+        return vectors, _grid_pool(tokens, encoder.shape.grid, cells)
+
+    return FeatureModel(name, f"{identity}|cells={cells}|v{FEATURE_VERSION}", featurize, per_frame)
+
+
+def pixel_model(cells: int) -> FeatureModel:
+    def featurize(clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_model_input(clips)  # [B, 3, T, H, W]
+        b, c, t, h, w = x.shape
+        pooled = F.adaptive_avg_pool2d(x.transpose(1, 2).reshape(b * t, c, h, w), PIXEL_GRID)  # [B*T, 3, 8, 8]
+        s = PIXEL_GRID // cells  # each token: one cell of the pooled frame, all channels
+        tokens = pooled.view(b, t, c, cells, s, cells, s).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, t * cells * cells, c * s * s)
+        return pooled.reshape(b, -1), tokens
+
+    if PIXEL_GRID % cells:
+        raise ValueError(f"probe_eval.pool_grid ({cells}) must divide the pixel baseline's grid ({PIXEL_GRID})")
+    return FeatureModel("pixels", f"pixels|grid={PIXEL_GRID}|cells={cells}|v{FEATURE_VERSION}", featurize)
+
+
+# ----------------------------------------------------------------------------------------------
+# cache
+
+
+def _key_str(k: ClipKey) -> str:
+    return f"{k.video}|{k.start}|{k.step}|{int(k.reversed)}|{int(k.shuffled)}"
+
+
+class FeatureCache:
+    """One .npz per (model identity, dataset digest): clip key -> (vector, tokens). New clips are
+    added by rewriting the file atomically (write, then rename), so a crash never leaves half a file."""
+
+    def __init__(self, root: str | os.PathLike | None, dataset_digest: str, variant: str = ""):
+        self.root = Path(root) if root else None
+        self.dataset = dataset_digest
+        self.variant = variant  # how clips are read, when not plainly from the store (e.g. codec control)
+
+    def with_variant(self, variant: str) -> "FeatureCache":
+        return FeatureCache(self.root, self.dataset, variant)
+
+    def path(self, model: FeatureModel) -> Path | None:
+        if self.root is None:
+            return None
+        ident = hashlib.sha256(f"{model.identity}|{self.dataset}|{self.variant}".encode()).hexdigest()[:20]
+        return self.root / f"{model.name}-{ident}.npz"
+
+    def load(self, model: FeatureModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        path = self.path(model)
+        if path is None or not path.is_file():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: (v, t) for k, v, t in zip(z["keys"].tolist(), z["vectors"], z["tokens"])}
+        except (OSError, ValueError, KeyError) as e:  # a damaged cache is recomputed, never trusted
+            print(f"probe_eval: ignoring unreadable feature cache {path} ({e})")
+            return {}
+
+    def save(self, model: FeatureModel, table: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        path = self.path(model)
+        if path is None or not table:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted(table)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack([table[k][0] for k in keys]),
+                 tokens=np.stack([table[k][1] for k in keys]))
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# extraction
+
+
+def _embed_clips(store: ClipStore, keys: list[ClipKey], models: list[FeatureModel], batch: int,
+                 pixels: Callable[[ClipKey], np.ndarray]) -> dict[str, dict[str, tuple]]:
+    """Each batch of clips is read once for all clip models."""
+    out: dict[str, dict[str, tuple]] = {m.name: {} for m in models}
+    for i in range(0, len(keys), batch):
+        chunk = keys[i:i + batch]
+        clips = torch.from_numpy(np.stack([pixels(k) for k in chunk]))
+        for m in models:
+            vec, tok = m.featurize(clips)
+            out[m.name].update(zip(map(_key_str, chunk), zip(vec.numpy(), tok.numpy())))
+    return out
+
+
+def _embed_frames_of_clips(keys: list[ClipKey], model: FeatureModel, batch: int,
+                           pixels: Callable[[ClipKey], np.ndarray]) -> dict[str, tuple]:
+    """Bag of frames of clips read by `pixels` (frames a transform made: no frame is shared)."""
+    out = {}
+    for i in range(0, len(keys), batch):
+        chunk = keys[i:i + batch]
+        clips = torch.from_numpy(np.stack([pixels(k) for k in chunk]))  # [B, T, H, W, 3]
+        b, t = clips.shape[:2]
+        vec, tok = model.featurize(clips.reshape(b * t, 1, *clips.shape[2:]))
+        # float64 mean: order-invariant up to the final rounding, so reversed clips match exactly
+        vec = vec.view(b, t, -1).double().mean(1).float()
+        tok = tok.view(b, t, *tok.shape[1:]).double().mean(1).float()
+        out.update(zip(map(_key_str, chunk), zip(vec.numpy(), tok.numpy())))
+    return out
+
+
+def _embed_frames(store: ClipStore, keys: list[ClipKey], model: FeatureModel, batch: int) -> dict[str, tuple]:
+    """Bag of frames: every distinct frame is embedded once, then a clip is the mean over its frames.
+    Forward, reversed, shuffled and 2x/4x clips of one video share their frames, so this is several
+    times cheaper than embedding clip by clip."""
+    t = store.clip_frames
+    needed = sorted({(k.video, f) for k in keys for f in k.frame_indices(t)})
+    table: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    for i in range(0, len(needed), batch):
+        chunk = needed[i:i + batch]
+        frames = torch.from_numpy(np.stack([store.window(store.by_id[v], f, 1) for v, f in chunk]))
+        vec, tok = model.featurize(frames)
+        table.update(zip(chunk, zip(vec.numpy(), tok.numpy())))
+    out = {}
     for k in keys:
-        needed.setdefault(k.video, set()).update(range(k.start, k.start + (store.clip_frames - 1) * k.step + 1, k.step))
-    table: dict[tuple[str, int], np.ndarray] = {}
-    flat = [(vid, f) for vid in sorted(needed) for f in sorted(needed[vid])]
+        # frames in index order and a float64 sum: a clip and any reordering of it get bit-identical
+        # features, not ones that differ by float rounding (which a kNN's tie-breaks would pick up)
+        rows = [table[(k.video, f)] for f in sorted(k.frame_indices(t))]
+        out[_key_str(k)] = tuple(np.mean(np.stack([r[i] for r in rows]), axis=0, dtype=np.float64).astype(np.float32)
+                                 for i in (0, 1))
+    return out
+
+
+def extract(store: ClipStore, keys: list[ClipKey], models: list[FeatureModel], batch: int,
+            cache: FeatureCache, pixels: Callable[[ClipKey], np.ndarray] | None = None) -> dict[str, ClipFeatures]:
+    """{model name: ClipFeatures with one row per key, in `keys` order}. Cached clips are not embedded
+    again; `pixels` reads a clip (default: the store's window for the key)."""
+    read = pixels or (lambda k: clip_pixels(store, k))
+    tables = {m.name: cache.load(m) for m in models}
     with torch.inference_mode():
-        for i in range(0, len(flat), batch):
-            chunk = flat[i:i + batch]
-            pixels = np.stack([store.window(store.by_id[vid], f, 1) for vid, f in chunk])  # [B, 1, H, W, 3]
-            emb = frame_encoder.embed(to_model_input(torch.from_numpy(pixels))).float().numpy()
-            table.update(zip(chunk, emb))
-    return np.stack([np.mean([table[(k.video, f)] for f in range(k.start, k.start + (store.clip_frames - 1) * k.step + 1, k.step)], axis=0)
-                     for k in keys])
-
-
-def pixel_featurizer(clips: torch.Tensor) -> torch.Tensor:
-    x = to_model_input(clips)  # [B, 3, T, H, W]
-    b, c, t, h, w = x.shape
-    pooled = F.adaptive_avg_pool2d(x.transpose(1, 2).reshape(b * t, c, h, w), PIXEL_GRID)
-    return pooled.reshape(b, -1)
-
-
-def extract(store: ClipStore, keys: list[ClipKey], featurizers: dict[str, Featurizer],
-            batch: int) -> dict[str, np.ndarray]:
-    """{model name: features [len(keys), D]}; each batch of clips is read once for all models."""
-    out: dict[str, list[np.ndarray]] = {name: [] for name in featurizers}
-    with torch.inference_mode():
-        for i in range(0, len(keys), batch):
-            clips = torch.from_numpy(np.stack([clip_pixels(store, k) for k in keys[i:i + batch]]))
-            for name, featurize in featurizers.items():
-                out[name].append(featurize(clips).float().numpy())
-    return {name: np.concatenate(parts) for name, parts in out.items()}
+        missing = {m.name: [k for k in keys if _key_str(k) not in tables[m.name]] for m in models}
+        clip_models = [m for m in models if not m.per_frame and missing[m.name]]
+        union = sorted({k for m in clip_models for k in missing[m.name]}, key=_key_str)
+        # a clip model embeds every clip in the union: cheaper than re-reading pixels per model
+        for name, new in _embed_clips(store, union, clip_models, batch, read).items():
+            tables[name].update(new)
+        for m in models:
+            if m.per_frame and missing[m.name]:
+                tables[m.name].update(_embed_frames(store, missing[m.name], m, batch * store.clip_frames)
+                                      if pixels is None else _embed_frames_of_clips(missing[m.name], m, batch, read))
+    for m in models:
+        if missing[m.name]:
+            cache.save(m, tables[m.name])
+    out = {}
+    for m in models:
+        rows = [tables[m.name][_key_str(k)] for k in keys]
+        out[m.name] = ClipFeatures(np.stack([r[0] for r in rows]).astype(np.float32),
+                                   np.stack([r[1] for r in rows]).astype(np.float32))
+    return out

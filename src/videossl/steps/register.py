@@ -3,8 +3,9 @@
 Reads `data_dir/ingest.json` (dataset digest), `model_dir/encoder.pt` (the video encoder; a
 `frame_encoder.pt` beside it is the bag-of-frames baseline, mentioned in the card but not
 registered) and `eval_dir/metrics.json` (+ `report.md`, `plots/*.png` when present). Writes
-`out_dir/registration.json` and `out_dir/model_card.md`. The registry mechanics (write order,
-rollback, the champion gate) live in `videossl.registry`.
+`out_dir/registration.json` (the decision, with every check of the gate and its reason) and
+`out_dir/model_card.md`. The registry mechanics (write order, rollback) live in `videossl.registry`,
+the gate's rule in `videossl.gate`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from videossl import registry, tracking
 from videossl.config import Config
+from videossl.gate import Policy, frames_key
 from videossl.registry import RegisterError
 from videossl.storage import write_text_atomic
 
@@ -37,6 +39,27 @@ def _read_json(path: Path, what: str) -> dict:
     if not isinstance(data, dict):
         raise RegisterError(f"{what} {path} must hold a JSON object")
     return data
+
+
+def _score(scores: dict[str, float], metrics: dict, key: str, why: str, path: Path) -> float:
+    """A numeric score of metrics.json by flattened key; RegisterError naming the key otherwise."""
+    if key in scores:
+        return scores[key]
+    try:
+        raw = registry.lookup(metrics, key)
+    except KeyError as e:
+        raise RegisterError(f"{why} '{key}' not found in {path} (missing key '{e.args[0]}'; "
+                            "register.gate_metrics names task.video[_probe] keys)") from None
+    raise RegisterError(f"{why} '{key}' in {path} is not a number: {raw!r}")
+
+
+def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """(gate metric -> score, gate metric -> its bag-of-frames score), both required before any work."""
+    scores = registry.flatten_scores(metrics)
+    values = {m: _score(scores, metrics, m, "gate metric", path) for m in policy.metrics}
+    frames = {m: _score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
+              for m in policy.metrics}
+    return values, frames
 
 
 def load_encoder(path: Path):
@@ -89,14 +112,8 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
         raise RegisterError(f"key 'digest' missing in {data_dir / 'ingest.json'}")
     metrics_path = eval_dir / METRICS
     metrics = _read_json(metrics_path, "metrics")
-    try:
-        gate_raw = registry.lookup(metrics, rcfg.gate_metric)
-    except KeyError as e:
-        raise RegisterError(f"gate metric '{rcfg.gate_metric}' not found in {metrics_path} "
-                            f"(missing key '{e.args[0]}'; register.gate_metric names a dotted path)") from None
-    if isinstance(gate_raw, bool) or not isinstance(gate_raw, (int, float)):
-        raise RegisterError(f"gate metric '{rcfg.gate_metric}' in {metrics_path} is not a number: {gate_raw!r}")
-    gate_value = float(gate_raw)
+    policy = Policy.from_config(rcfg)
+    gate_values, frames_values = gate_inputs(policy, metrics, metrics_path)
     encoder, meta = load_encoder(model_dir / ENCODER)
     frame_encoder = model_dir / FRAME_ENCODER
     scores = registry.flatten_scores(metrics)
@@ -125,7 +142,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
         )
         step = meta.get("step")
-        tags = registry.version_tags(scores, gate_metric=rcfg.gate_metric, dataset_digest=str(digest),
+        tags = registry.version_tags(scores, dataset_digest=str(digest),
                                      git_commit=commit, checkpoint_step=step,
                                      extra={"variant": str(meta.get("variant", "video"))})
 
@@ -137,14 +154,12 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
 
         reg = registry.register_version(
             MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
-            run_id=run_id, tags=tags, gate_metric=rcfg.gate_metric, gate_value=gate_value,
-            higher_is_better=rcfg.higher_is_better, card=card)
+            run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card)
         mlflow.log_text(reg.card or "", CARD)
         mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
                          "gate": "promoted" if reg.decision.promote else "not promoted"})
 
     d = reg.decision
-    finite = lambda v: v if v is None or math.isfinite(v) else None  # noqa: E731  (strict JSON: no NaN)
     result = {
         "model_name": reg.name,
         "version": reg.version,
@@ -157,10 +172,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
         "previous_champion_version": d.champion_version,
         "promoted": d.promote,
         "reason": d.reason,
-        "gate_metric": d.metric,
-        "gate_value": finite(d.value),
-        "champion_value": finite(d.champion_value),
-        "higher_is_better": rcfg.higher_is_better,
+        "gate": d.as_dict(),  # every metric, both checks, gains, margins and the reason of each
         "dataset_digest": str(digest),
         "git_commit": commit,
         "checkpoint_step": step,
