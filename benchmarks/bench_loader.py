@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         consume = training_clips_per_second(cfg, store, args.train_steps)
         rows = [[f"loader, {w} worker{'s' if w != 1 else ''}", clips, f"{clips / consume:.1f}x"]
                 for w, clips in loads.items()]
-        rows.append(["training step consumes (default model, fp32)", consume, "1.0x"])
+        rows.append(["training step consumes (default model and precision)", consume, "1.0x"])
         print(table(["what", "clips/s", "vs consumption"], rows))
         ratio = loads[workers[0]] / consume
         print(f"loader / training: {ratio:.1f}x at num_workers={workers[0]} "

@@ -129,7 +129,9 @@ def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, class
                 "![benchmark](plots/benchmark.png)"]
     for suffix, title in (("_attentive", "Attentive probe"), ("_knn", "kNN (cosine)"),
                           ("_predictor", "Future-clip retrieval through a learned linear predictor (R@1)"),
-                          ("_r5", "Retrieval R@5 (cosine)")):
+                          ("_r5", "Retrieval R@5 (cosine; chance is 5 / n test)"),
+                          ("_within_video", "Retrieval R@1 among the same video's future clips only (cosine)"),
+                          ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)")):
         table = report.markdown_table(metrics, MODELS, suffix)
         if table.count("\n") > 1:
             sections.append(f"## {title}\n\n{table}")
