@@ -137,6 +137,19 @@ def test_checkpoints_are_pruned_to_keep_last_and_other_params_never_resume(param
     assert result["resumed_from"] == STEPS
 
 
+def test_other_training_code_never_resumes(params, tiny_data, tmp_path, monkeypatch):
+    """After an edit to the training code a finished run is not 'resumed' (which would hand back the
+    old model under the new code's name): the code's digest is part of the run's identity."""
+    from videossl.train import checkpointing
+
+    ckpts = tmp_path / "checkpoints"
+    run(params(tmp_path), tiny_data, tmp_path / "a", ckpts)
+    assert run(params(tmp_path), tiny_data, tmp_path / "b", ckpts)[0]["resumed_from"] == STEPS  # same code: resumes
+    monkeypatch.setattr(checkpointing, "code_digest", lambda: "edited-code")
+    result, _ = run(params(tmp_path), tiny_data, tmp_path / "c", ckpts)
+    assert result["resumed_from"] == 0 and len(list(ckpts.iterdir())) == 2
+
+
 def test_checkpoints_on_s3_are_complete_pruned_and_resumable(params, tiny_data, tmp_path, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
     bucket = s3_server.make_bucket("train-checkpoints")

@@ -27,6 +27,7 @@ restart, rank 0 may run on another node.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -53,11 +54,28 @@ OPERATIONAL = frozenset({"nproc", "micro_batch", "threads", "num_workers", "log_
                          "metrics_port", "system_metrics_interval", "steps", "baseline_steps"})
 
 
+# The code that computes a run: a run never resumes from checkpoints that other code wrote (after an
+# edit, `dvc repro` reruns the stage, and resuming the old run's final checkpoint would silently hand
+# back the old model). Conservative: any edit here starts a new run.
+TRAINING_CODE = ("models", "objectives", "train", "masks.py", "data/transforms.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    root = Path(__file__).resolve().parents[1]  # the videossl package
+    files = sorted(f for part in TRAINING_CODE for f in ((root / part).rglob("*.py") if (root / part).is_dir()
+                                                          else [root / part]))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def run_spec(cfg: Config, variant: str, steps: int, dataset_digest: str) -> dict:
     """What decides a run's trajectory, as plain data (stored in every checkpoint)."""
     pretrain = {k: v for k, v in cfg.pretrain.model_dump(mode="json").items() if k not in OPERATIONAL}
     return {"variant": variant, "steps": steps, "seed": cfg.seed, "dataset_digest": dataset_digest,
-            "model": cfg.model.model_dump(mode="json"), "pretrain": pretrain}
+            "model": cfg.model.model_dump(mode="json"), "pretrain": pretrain, "code": code_digest()}
 
 
 def run_id(spec: dict) -> str:
