@@ -105,7 +105,7 @@ def pixel_model(cells: int) -> FeatureModel:
 # cache
 
 
-def _key_str(k: ClipKey) -> str:
+def key_str(k: ClipKey) -> str:
     return f"{k.video}|{k.start}|{k.step}|{int(k.reversed)}|{int(k.shuffled)}"
 
 
@@ -163,7 +163,7 @@ def _embed_clips(store: ClipStore, keys: list[ClipKey], models: list[FeatureMode
         clips = torch.from_numpy(np.stack([pixels(k) for k in chunk]))
         for m in models:
             vec, tok = m.featurize(clips)
-            out[m.name].update(zip(map(_key_str, chunk), zip(vec.numpy(), tok.numpy())))
+            out[m.name].update(zip(map(key_str, chunk), zip(vec.numpy(), tok.numpy())))
     return out
 
 
@@ -179,7 +179,7 @@ def _embed_frames_of_clips(keys: list[ClipKey], model: FeatureModel, batch: int,
         # float64 mean: order-invariant up to the final rounding, so reversed clips match exactly
         vec = vec.view(b, t, -1).double().mean(1).float()
         tok = tok.view(b, t, *tok.shape[1:]).double().mean(1).float()
-        out.update(zip(map(_key_str, chunk), zip(vec.numpy(), tok.numpy())))
+        out.update(zip(map(key_str, chunk), zip(vec.numpy(), tok.numpy())))
     return out
 
 
@@ -200,7 +200,7 @@ def _embed_frames(store: ClipStore, keys: list[ClipKey], model: FeatureModel, ba
         # frames in index order and a float64 sum: a clip and any reordering of it get bit-identical
         # features, not ones that differ by float rounding (which a kNN's tie-breaks would pick up)
         rows = [table[(k.video, f)] for f in sorted(k.frame_indices(t))]
-        out[_key_str(k)] = tuple(np.mean(np.stack([r[i] for r in rows]), axis=0, dtype=np.float64).astype(np.float32)
+        out[key_str(k)] = tuple(np.mean(np.stack([r[i] for r in rows]), axis=0, dtype=np.float64).astype(np.float32)
                                  for i in (0, 1))
     return out
 
@@ -212,9 +212,9 @@ def extract(store: ClipStore, keys: list[ClipKey], models: list[FeatureModel], b
     read = pixels or (lambda k: clip_pixels(store, k))
     tables = {m.name: cache.load(m) for m in models}
     with torch.inference_mode():
-        missing = {m.name: [k for k in keys if _key_str(k) not in tables[m.name]] for m in models}
+        missing = {m.name: [k for k in keys if key_str(k) not in tables[m.name]] for m in models}
         clip_models = [m for m in models if not m.per_frame and missing[m.name]]
-        union = sorted({k for m in clip_models for k in missing[m.name]}, key=_key_str)
+        union = sorted({k for m in clip_models for k in missing[m.name]}, key=key_str)
         # a clip model embeds every clip in the union: cheaper than re-reading pixels per model
         for name, new in _embed_clips(store, union, clip_models, batch, read).items():
             tables[name].update(new)
@@ -227,7 +227,7 @@ def extract(store: ClipStore, keys: list[ClipKey], models: list[FeatureModel], b
             cache.save(m, tables[m.name])
     out = {}
     for m in models:
-        rows = [tables[m.name][_key_str(k)] for k in keys]
+        rows = [tables[m.name][key_str(k)] for k in keys]
         out[m.name] = ClipFeatures(np.stack([r[0] for r in rows]).astype(np.float32),
                                    np.stack([r[1] for r in rows]).astype(np.float32))
     return out

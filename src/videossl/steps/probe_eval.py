@@ -72,7 +72,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
                         cfg.ingest.synthetic.max_objects)
     _check(tasks)
     models = feature_models(cfg, Path(model_dir))
-    keys = sorted({k for t in tasks for k in task_keys(t)}, key=features._key_str)
+    keys = sorted({k for t in tasks for k in task_keys(t)}, key=features.key_str)
     index = {k: i for i, k in enumerate(keys)}
     cache = features.FeatureCache(ecfg.cache_dir, digest)
     feats = features.extract(store, keys, models, ecfg.batch_size, cache)
