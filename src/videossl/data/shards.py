@@ -39,6 +39,12 @@ def clip_digest(frames: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()[:16]
 
 
+def dataset_digest(data_dir: str | os.PathLike) -> str:
+    """The digest ingest recorded in `data_dir/ingest.json` ("unknown" without one)."""
+    stats = Path(data_dir) / "ingest.json"
+    return json.loads(stats.read_text()).get("digest", "unknown") if stats.is_file() else "unknown"
+
+
 def manifest_digest(rows: list[dict]) -> str:
     h = hashlib.sha256()
     for row in rows:

@@ -57,14 +57,6 @@ class FeatureModel:
     per_frame: bool = False
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _grid_pool(tokens: torch.Tensor, grid: tuple[int, int, int], cells: int) -> torch.Tensor:
     """[B, t*h*w, D] -> [B, t * cells^2, D]: each time slice's h x w tokens pooled to cells x cells."""
     b, _, d = tokens.shape

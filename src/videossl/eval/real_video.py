@@ -24,7 +24,7 @@ from videossl.data.shards import ClipStore, Video
 from videossl.eval import features
 from videossl.eval.codec_control import CONTROL_SIGMA, CONTROL_TAU, codec_control
 from videossl.eval.probes import linear_probe, wilson_interval
-from videossl.eval.tasks import ClipKey
+from videossl.eval.tasks import ClipKey, evenly_spaced
 
 CLASSES = ("backward", "forward")
 BACKWARD, FORWARD = 0, 1
@@ -66,13 +66,6 @@ class ArrowScore:
         return asdict(self)
 
 
-def _starts(first: int, last: int, n: int) -> list[int]:
-    """Up to `n` evenly spaced window starts in [first, last]."""
-    if last < first or n < 1:
-        return []
-    return sorted(set(np.linspace(first, last, num=min(n, last - first + 1)).round().astype(int).tolist()))
-
-
 def _pairs(video: Video, starts: list[int], control: bool) -> list[tuple[RealClip, int]]:
     items = []
     for s in starts:
@@ -101,14 +94,14 @@ def real_arrow_tasks(store: ClipStore, clips_per_video: int, control: bool, kind
         fold = Fold(held_out)
         for v in videos:
             if groups[v.source_id] == held_out:
-                fold.test += _pairs(v, _starts(0, v.frames - t, clips_per_video), control)
+                fold.test += _pairs(v, evenly_spaced(0, v.frames - t, clips_per_video), control)
                 continue
             cut = int(round(v.frames * (1 - val_fraction)))
             if cut - t < 0 or v.frames - t < cut:  # no room for a window on both sides of the cut
-                fold.train += _pairs(v, _starts(0, v.frames - t, clips_per_video), control)
+                fold.train += _pairs(v, evenly_spaced(0, v.frames - t, clips_per_video), control)
                 continue
-            fold.train += _pairs(v, _starts(0, cut - t, clips_per_video), control)
-            fold.val += _pairs(v, _starts(cut, v.frames - t, n_val), control)
+            fold.train += _pairs(v, evenly_spaced(0, cut - t, clips_per_video), control)
+            fold.val += _pairs(v, evenly_spaced(cut, v.frames - t, n_val), control)
         folds.append(fold)
     return folds
 

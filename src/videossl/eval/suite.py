@@ -21,6 +21,11 @@ from videossl.eval.time_vector import time_vector
 VAL_EVERY = 4  # no validation videos (tiny datasets): every 4th training item validates instead
 
 
+def held_out(n_train: int) -> np.ndarray:
+    """Which training items validate when there are no validation videos (a boolean mask)."""
+    return np.arange(n_train) % VAL_EVERY == VAL_EVERY - 1
+
+
 @dataclass
 class Split:
     rows: np.ndarray    # feature rows
@@ -31,7 +36,7 @@ def splits_of(task: Task, index: dict[ClipKey, int]) -> dict[str, Split]:
     out = {s: Split(np.array([index[k] for k, _ in items], dtype=np.int64),
                     np.array([y for _, y in items], dtype=np.int64)) for s, items in task.items.items()}
     if len(out["val"].labels) == 0:
-        hold = np.arange(len(out["train"].labels)) % VAL_EVERY == VAL_EVERY - 1
+        hold = held_out(len(out["train"].labels))
         tr = out["train"]
         out["train"], out["val"] = Split(tr.rows[~hold], tr.labels[~hold]), Split(tr.rows[hold], tr.labels[hold])
     return out
@@ -81,7 +86,7 @@ def retrieve(task: RetrievalTask, feats: dict[str, ClipFeatures], index: dict[Cl
         pairs = {s: (f.vectors[[index[q] for q, _ in task.pairs[s]]], f.vectors[[index[t] for _, t in task.pairs[s]]])
                  for s in task.pairs}
         if not len(pairs["val"][0]):  # no validation videos: every 4th training pair validates instead
-            hold = np.arange(len(pairs["train"][0])) % VAL_EVERY == VAL_EVERY - 1
+            hold = held_out(len(pairs["train"][0]))
             pairs["val"] = tuple(a[hold] for a in pairs["train"])
             pairs["train"] = tuple(a[~hold] for a in pairs["train"])
         r = retrieval.retrieval_scores(pairs["train"], pairs["val"], pairs["test"], ks=cfg.retrieval.ks,

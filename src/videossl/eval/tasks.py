@@ -73,12 +73,16 @@ class RetrievalTask:
     groups: dict[str, list[str]]  # split -> source video of each pair (same-video distractors)
 
 
+def evenly_spaced(first: int, last: int, n: int) -> list[int]:
+    """Up to `n` evenly spaced integers in [first, last] (none when the range is empty)."""
+    if last < first or n < 1:
+        return []
+    return sorted(set(np.linspace(first, last, num=min(n, last - first + 1)).round().astype(int).tolist()))
+
+
 def window_starts(video: Video, span: int, n: int) -> list[int]:
     """Up to `n` evenly spaced starts of windows `span` frames long."""
-    last = video.frames - span
-    if last < 0:
-        return []
-    return sorted(set(np.linspace(0, last, num=min(n, last + 1)).round().astype(int).tolist()))
+    return evenly_spaced(0, video.frames - span, n)
 
 
 def _single_shape(video: Video) -> int | None:

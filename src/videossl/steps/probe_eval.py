@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from videossl.config import Config
-from videossl.data.shards import ClipStore
+from videossl.data.shards import ClipStore, dataset_digest
 from videossl.errors import StepError
 from videossl.eval import features, probes, report, suite, time_vector
 from videossl.eval.report import MODELS
 from videossl.eval.tasks import RetrievalTask, Task, build_tasks, task_keys
 from videossl.models.checkpoint import CHECKPOINTS, load_encoder
 from videossl.models.vit import VideoViT
+from videossl import storage
 from videossl.storage import write_text_atomic
 
 REAL_TASK = "real_arrow_of_time"
@@ -44,8 +45,8 @@ def feature_models(cfg: Config, model_dir: Path) -> list[features.FeatureModel]:
     torch.manual_seed(cfg.seed)
     random_init = VideoViT(video.shape)
     return [
-        features.encoder_model("video", video, features.file_digest(video_path), cells),
-        features.encoder_model("frames", frame_encoder, features.file_digest(frames_path), cells),
+        features.encoder_model("video", video, storage.file_md5(video_path), cells),
+        features.encoder_model("frames", frame_encoder, storage.file_md5(frames_path), cells),
         features.encoder_model("random_init", random_init, f"random-init|{video.shape}|seed={cfg.seed}", cells),
         features.pixel_model(cells),
     ]
@@ -66,7 +67,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     store = ClipStore(data_dir)
-    digest = json.loads((Path(data_dir) / "ingest.json").read_text()).get("digest", "unknown")
+    digest = dataset_digest(data_dir)
     synthetic = [n for n in ecfg.tasks if n != REAL_TASK]
     tasks = build_tasks(store, synthetic, ecfg.speeds, ecfg.clips_per_video, ecfg.future_offset,
                         cfg.ingest.synthetic.max_objects)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import os
 import time
@@ -27,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videossl import objectives
 from videossl.config import Config
-from videossl.data.shards import ClipStore
+from videossl.data.shards import ClipStore, dataset_digest
 from videossl.errors import StepError
 from videossl.models.checkpoint import encoder_shape, save_checkpoint
 from videossl.models.vit import VideoViT, count_params, flops_per_clip
@@ -137,7 +136,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)  # a no-op unless fp16
 
     # resume: weights, optimizer, scaler, RNG and the step, which is also the data position
-    digest = _digest(data_dir)
+    digest = dataset_digest(data_dir)
     spec = run_spec(cfg, variant, steps, digest)  # what this run computes: its checkpoints are its own
     ckpt = Checkpointer.for_run(checkpoint_dir or f"{str(out_path).rsplit('/', 1)[0]}/checkpoints", spec,
                                 pcfg.keep_last, env)
@@ -217,8 +216,3 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     if env.world > 1:
         torch.distributed.barrier()  # no rank starts the next variant before the checkpoint is written
     return result
-
-
-def _digest(data_dir: str | Path) -> str:
-    stats = Path(data_dir) / "ingest.json"
-    return json.loads(stats.read_text()).get("digest", "unknown") if stats.is_file() else "unknown"
