@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from videossl.data.encode import write_video
 from videossl.config import SyntheticConfig
 from videossl.data import synthetic
 from videossl.data.decode import (AutoDecoder, DecodeError, DecordDecoder, PyAVDecoder, VideoMeta, center_crop,
                                   decode_video, mp4_structure_problem, resample_indices, scaled_size)
 from videossl.data.sources import samples_dir
 
-CLIP = SyntheticConfig(videos=1, seconds=1, fps=24, size=64, gop=8)
+CLIP = SyntheticConfig(seconds=1, fps=24, size=64, gop=8, crf=18)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def synth(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A 64x64, 24-frame synthetic H.264 file and the frames it was encoded from."""
     frames, _ = synthetic.render_video(5, CLIP)
     path = tmp_path_factory.mktemp("decode") / "synth.mp4"
-    synthetic.write_video(frames, path, CLIP.fps, CLIP.gop)
+    write_video(frames, path, CLIP.fps, CLIP.gop, CLIP.crf)
     return path, frames
 
 
@@ -102,10 +103,10 @@ def test_non_square_real_video_is_scaled_then_center_cropped():
 
 def test_auto_decoder_falls_back_to_pyav_where_decord_fails(tmp_path):
     # decord 0.6.0 reports 4 channels for frames exactly 16, 24, 48 or 72 pixels wide and fails to copy them
-    cfg = SyntheticConfig(videos=1, seconds=1, fps=24, size=96, gop=8)
+    cfg = SyntheticConfig(seconds=1, fps=24, size=96, gop=8, crf=18)
     source, _ = synthetic.render_video(9, cfg)
     path = tmp_path / "v96.mp4"
-    synthetic.write_video(source, path, cfg.fps, cfg.gop)
+    write_video(source, path, cfg.fps, cfg.gop, cfg.crf)
     with pytest.raises(DecodeError, match="decord could not decode"):
         decode_video(path, DecordDecoder(), 12, 48)
 

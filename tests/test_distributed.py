@@ -220,7 +220,7 @@ def test_compile_and_activation_checkpointing_train_like_the_plain_model(params,
 
 
 def test_more_processes_than_shards_fails_before_training_naming_the_key(tiny_data, tmp_path):
-    shards = len({v.shard for v in ClipStore(tiny_data).videos})
+    shards = len({v.shard for v in ClipStore(tiny_data).pretraining_videos()})
     cfg = tiny_config(tmp_path, f"pretrain.nproc={shards + 1}", f"pretrain.batch_size={2 * (shards + 1)}")
     with pytest.raises(PretrainError, match=rf"pretrain.nproc: {shards + 1} processes .* only {shards} shard"):
         pretrain(cfg, tiny_data, tmp_path / "pretrain")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from tests.servers import S3Server, closed_address
+from videossl.data.encode import write_video
 from videossl.config import Config, SyntheticConfig, parse_config
 from videossl.data import shards, synthetic
 from videossl.data.decode import PyAVDecoder
@@ -36,10 +37,10 @@ ingest:
   size: 32
   clip_frames: 8
   clip_stride: 4
-  synthetic: {videos: 4, seconds: 2, fps: 24, size: 64, gop: 8}
+  synthetic: {benchmark: {videos: 4}, pool: {videos: 0}, seconds: 2, fps: 24, size: 64, gop: 8, workers: 1}
 """
 FPS, SIZE, CLIP, STRIDE = 12, 32, 8, 4
-GOOD = SyntheticConfig(videos=1, seconds=2, fps=24, size=64, gop=8)  # 48 frames at 24 fps -> 24 at 12 fps
+GOOD = SyntheticConfig(seconds=2, fps=24, size=64, gop=8, crf=18)  # 48 frames at 24 fps -> 24 at 12 fps
 GOOD_CLIPS = len(range(0, 24 - CLIP + 1, STRIDE))
 BUCKET = "ingest-tests"
 
@@ -112,16 +113,16 @@ def library(tmp_path_factory) -> Library:
     d = tmp_path_factory.mktemp("videos")
     frames_a, _ = synthetic.render_video(101, GOOD)
     frames_b, _ = synthetic.render_video(202, GOOD)
-    synthetic.write_video(frames_a, d / "synth_a.mp4", GOOD.fps, GOOD.gop)
-    synthetic.write_video(frames_b, d / "synth_b.mp4", GOOD.fps, GOOD.gop)
+    write_video(frames_a, d / "synth_a.mp4", GOOD.fps, GOOD.gop, GOOD.crf)
+    write_video(frames_b, d / "synth_b.mp4", GOOD.fps, GOOD.gop, GOOD.crf)
     shutil.copy(samples_dir() / "carphone_pristine.mp4", d / "carphone_pristine.mp4")
     lib = Library(d, frames_a, [d / "synth_a.mp4", d / "synth_b.mp4", d / "carphone_pristine.mp4"])
     # the stock the bad inputs are cut from
     stock = d / "stock"
     stock.mkdir()
     write_faststart(frames_a, stock / "faststart.mp4")
-    synthetic.write_video(frames_a[:3], stock / "three_frames.mp4", FPS, GOOD.gop)  # 3 frames at 12 fps
-    synthetic.write_video(frames_a[:1], stock / "one_frame.mp4", GOOD.fps, GOOD.gop)
+    write_video(frames_a[:3], stock / "three_frames.mp4", FPS, GOOD.gop, GOOD.crf)  # 3 frames at 12 fps
+    write_video(frames_a[:1], stock / "one_frame.mp4", GOOD.fps, GOOD.gop, GOOD.crf)
     assert not moov_before_mdat(lib.synth_a), "write_video is expected to put the moov atom at the end"
     assert moov_before_mdat(stock / "faststart.mp4"), "movflags=faststart should move the moov atom to the front"
     return lib
@@ -372,7 +373,8 @@ def _telling_seed() -> int:
 def mixed(tmp_path_factory) -> tuple[Config, dict, list[dict], Path]:
     out = tmp_path_factory.mktemp("mixed")
     seed = _telling_seed()
-    overrides = [sources("synthetic", "samples"), f"seed={seed}", "ingest.synthetic.videos=6"]
+    overrides = [sources("synthetic", "samples"), f"seed={seed}", "ingest.synthetic.benchmark.videos=3",
+                 "ingest.synthetic.pool.videos=3"]
     stats, rows, quarantine = run(out, *overrides)
     assert quarantine == []
     return make_config(*overrides), stats, rows, out
@@ -385,7 +387,8 @@ def test_splits_are_by_source_video(mixed):
     for r in rows:
         split_of_source.setdefault(r["source_id"], set()).add(r["split"])
         split_of_group.setdefault(r["group"], set()).add(r["split"])
-        assert r["split"] == shards.split_of(r["group"], cfg.ingest.splits, cfg.seed)
+        # the synthetic worlds assign their own (stratified) splits; real footage is split by a hash
+        assert r["split"] == shards.split_of(r["group"], cfg.ingest.splits, cfg.seed, r["labels"].get("split"))
     assert all(len(s) == 1 for s in split_of_source.values()), "a source video is in two splits"
     assert all(len(s) == 1 for s in split_of_group.values()), "a group is in two splits"
     assert len({r["split"] for r in rows}) >= 2, "the test data should span several splits"
@@ -402,15 +405,16 @@ def test_manifest_rows_describe_the_stored_clips(mixed):
     cfg, stats, rows, out = mixed
     store = shards.ClipStore(out)
     assert {r["source_id"] for r in rows} == {f"samples/{f}" for f in SAMPLE_FILES} | \
-        {f"synthetic/synth_{i:04d}.mp4" for i in range(6)}
+        {f"synthetic/{world}/{i:05d}.mp4" for world in ("benchmark", "pool") for i in range(3)}
     for r in rows:
         assert r["shape"] == [CLIP, SIZE, SIZE, 3]
         assert r["fps"] == FPS
         assert r["start_time"] == pytest.approx(r["start"] / FPS, abs=1e-6)
         assert r["clip_id"] == f"{r['source_id']}#{r['start']}"
-        assert r["kind"] == ("synthetic" if r["source_id"].startswith("synthetic/") else "real")
-        if r["kind"] == "synthetic":
-            assert {"gravity", "speed"} <= set(r["labels"]), r["labels"]
+        world = r["source_id"].split("/")[1] if r["source_id"].startswith("synthetic/") else None
+        assert r["kind"] == {"benchmark": "benchmark", "pool": "pool", None: "real"}[world]
+        if world:
+            assert {"gravity", "n_objects", "shape", "split"} <= set(r["labels"]), r["labels"]
         clip = store.window(store.by_id[r["source_id"]], r["start"], CLIP)
         assert clip.shape == (CLIP, SIZE, SIZE, 3) and clip.dtype == np.uint8
         assert shards.clip_digest(clip) == r["digest"], f"{r['clip_id']}: stored pixels differ from the manifest"
@@ -430,7 +434,7 @@ def test_manifest_rows_describe_the_stored_clips(mixed):
 
 
 def test_metrics_are_pushed_to_the_pushgateway(pushgateway, tmp_path):
-    stats, _, _ = run(tmp_path / "out", f"ingest.pushgateway={pushgateway.address}", "ingest.synthetic.seed=7")
+    stats, _, _ = run(tmp_path / "out", f"ingest.pushgateway={pushgateway.address}", "ingest.synthetic.benchmark.seed=7")
 
     dataset = stats["digest"][:12]
     for name in ("clips", "videos", "frames", "quarantined", "seconds"):
@@ -440,7 +444,7 @@ def test_metrics_are_pushed_to_the_pushgateway(pushgateway, tmp_path):
 
 
 def test_no_pushgateway_configured_pushes_nothing(pushgateway, tmp_path):
-    stats, rows, _ = run(tmp_path / "out", "ingest.synthetic.seed=8")
+    stats, rows, _ = run(tmp_path / "out", "ingest.synthetic.benchmark.seed=8")
     assert rows and stats["clips"] == len(rows)
     assert pushgateway.samples("videossl_ingest_clips", dataset=stats["digest"][:12]) == []
 

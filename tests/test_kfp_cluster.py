@@ -362,7 +362,8 @@ def test_the_dag_stages_all_its_data_through_s3_as_on_the_cluster(tmp_path, s3_s
         digest = json.loads((data / "ingest.json").read_text())["digest"]
         assert json.loads((ev / "metrics.json").read_text())["dataset_digest"] == digest
         registration = json.loads((reg / "registration.json").read_text())
-    assert registration["dataset_digest"] == digest and "champion" in registration["aliases"]
+    assert registration["dataset_digest"] == digest and "challenger" in registration["aliases"]
+    assert ("champion" in registration["aliases"]) == registration["promoted"]
     assert result["registered"]["model_version"] == registration["version"]
     model_files = {rel for rel in storage.read_complete(loc["pretrain"])}
     assert {"encoder.pt", "frame_encoder.pt", "pretrain.json"} <= model_files

@@ -163,7 +163,9 @@ def test_run_local_runs_the_whole_dag_and_registers_the_model(tmp_path, clean_en
     # ingest: shards + manifest, split by source video, test split populated
     assert sorted(p.name for p in (data / "shards").iterdir())
     stats = json.loads((data / "ingest.json").read_text())
-    assert stats["videos"] == 12 and json.loads((data / "quarantine.json").read_text()) == []
+    worlds = cfg.ingest.synthetic
+    assert stats["videos"] == worlds.benchmark.videos + worlds.pool.videos
+    assert json.loads((data / "quarantine.json").read_text()) == []
     rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
     assert len(rows) == stats["clips"]
     split_of = {}

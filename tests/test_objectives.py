@@ -166,13 +166,13 @@ def test_pretext_labels_match_the_transformations(store):
     seen = {"speed": set(), "backwards": set(), "shuffled": set()}
     offsets = {1: set(), 2: set(), 4: set()}
     for seed in range(120):
-        ex = recipe.example(store, video, 2, np.random.default_rng(seed))
+        ex = recipe.example(store, video, 0, np.random.default_rng(seed))
         t = recipe.draw(np.random.default_rng(seed))  # the same draws the example made
         speed = recipe.speeds[t.speed]
         assert int(ex["speed"]) == t.speed and int(ex["shuffle"]) == (t.order is not None)
-        forward = store.window(video, 2 + t.offset, 8, speed)
+        forward = store.window(video, t.offset, 8, speed)
         # the window at speed s is every s-th frame of the contiguous frames it spans
-        assert np.array_equal(forward, store.window(video, 2 + t.offset, 7 * speed + 1)[::speed])
+        assert np.array_equal(forward, store.window(video, t.offset, 7 * speed + 1)[::speed])
         if t.order is None:
             assert int(ex["arrow"]) == int(t.backwards)
             assert np.array_equal(ex["clip"], forward[::-1] if t.backwards else forward)
@@ -238,7 +238,7 @@ def test_augmentation_is_identical_across_the_frames_of_a_clip(store):
 
 def test_contrastive_recipe_cuts_two_clips_of_one_video_within_the_gap(tmp_path, store):
     _, model, recipe = _build(tmp_path, store, "pretrain.objective=contrastive", "pretrain.contrastive.max_gap=6",
-                              "pretrain.contrastive.crop_scale=[1.0, 1.0]")
+                              "pretrain.contrastive.crop_scale=[1.0, 1.0]", "pretrain.contrastive.colour=0")
     assert recipe.frames_needed == store.clip_frames + 6
     video = store.videos_in("train")[0]
     t = store.clip_frames
@@ -248,16 +248,38 @@ def test_contrastive_recipe_cuts_two_clips_of_one_video_within_the_gap(tmp_path,
         gap = int(ex["gap"])
         gaps.add(gap)
         assert 0 <= gap <= 6
-        # crop_scale 1 with a square frame: the view is the clip itself or its mirror
+        # crop_scale 1 with a square frame, no mirror (it would turn gravity), no colour change: the clip itself
         for key, start in (("view1", 3), ("view2", 3 + gap)):
-            w = store.window(video, start, t)
-            assert np.array_equal(ex[key], w) or np.array_equal(ex[key], w[:, :, ::-1])
+            assert np.array_equal(ex[key], store.window(video, start, t))
     assert len(gaps) > 3
+    _, _, mirrored = _build(tmp_path, store, "pretrain.objective=contrastive", "pretrain.contrastive.flip=true",
+                            "pretrain.contrastive.crop_scale=[1.0, 1.0]", "pretrain.contrastive.colour=0")
+    flips = set()
+    for seed in range(20):
+        ex = mirrored.example(store, video, 3, np.random.default_rng(seed))
+        w = store.window(video, 3, t)
+        flips.add(np.array_equal(ex["view1"], w[:, :, ::-1]))
+        assert flips and (np.array_equal(ex["view1"], w) or np.array_equal(ex["view1"], w[:, :, ::-1]))
+    assert flips == {True, False}
     # a start near the video's end: the gap shrinks so the second clip still fits
     for start, most in ((video.frames - t, 0), (video.frames - t - 2, 2)):
         for seed in range(5):
             ex = recipe.example(store, video, start, np.random.default_rng(seed))
             assert 0 <= int(ex["gap"]) <= most
+
+
+def test_colour_views_permute_channels_and_scale_brightness(store):
+    from videossl.objectives.contrastive import augment, draw_view
+
+    clip = store.window(store.videos_in("train")[0], 0, store.clip_frames)
+    seen = set()
+    for seed in range(12):
+        view = draw_view(clip.shape[1], clip.shape[2], (1.0, 1.0), np.random.default_rng(seed), flip=False, colour=0.3)
+        assert sorted(view.channels) == [0, 1, 2] and 0.7 <= view.gain <= 1.3 and not view.flip
+        expected = np.clip(np.rint(clip[..., list(view.channels)].astype(np.float32) * view.gain), 0, 255)
+        assert np.abs(augment(clip, view).astype(np.float32) - expected).max() <= 1  # rounding only
+        seen.add(view.channels)
+    assert len(seen) > 2  # colour is not what two clips of a video share
 
 
 def test_info_nce_prefers_matching_views():

@@ -59,9 +59,17 @@ def test_ranks_split_one_global_batch():
 def test_frame_dataset_covers_every_training_frame_once(tiny_data):
     store = ClipStore(tiny_data)
     ds = ClipDataset(store, "frames", Recipe(1), seed=0)
-    assert len(ds) == sum(v.frames for v in store.videos_in("train"))
+    assert len(ds) == sum(v.frames for v in store.videos_in("train", kind="pool"))
     example, _ = ds[Item(step=0, position=0, index=5)]
     assert example["clip"].shape == (1, store.size, store.size, 3)
+
+
+def test_pretraining_never_sees_the_benchmark_world(tiny_data):
+    store = ClipStore(tiny_data)
+    for variant, recipe in (("frames", Recipe(1)), ("video", Recipe(store.clip_frames))):
+        ds = ClipDataset(store, variant, recipe, seed=0)
+        assert {v.kind for v in ds.videos} == {"pool"} and {v.split for v in ds.videos} == {"train"}
+    assert store.videos_in(kind="benchmark")  # it is there, for probe-eval only
 
 
 def test_diverging_loss_stops_with_a_clear_error_and_no_checkpoint(tmp_path, tiny_data):

@@ -29,19 +29,46 @@ def test_metrics_have_every_task_model_probe_and_interval(evaluated, tiny_cfg):
     classification = [t for t in tiny_cfg.probe_eval.tasks if t != "future_retrieval"]
     for task in classification + ["future_retrieval", "time_vector"]:
         s = metrics[task]
-        assert s["n_test"] > 0 and 0 < s["chance"] < 1
+        assert s["n_test"] > 0 and 0 < s["chance"] < 1 and 0 < s["n_test_videos"] <= s["n_test"]
         for m in MODELS:
             assert _scored(s, m), (task, m)
     for task in classification:
+        s = metrics[task]
+        assert s["null_low"] <= s["chance"] <= s["null_high"]
         for m in MODELS:
-            assert _scored(metrics[task], f"{m}_attentive") and _scored(metrics[task], f"{m}_knn")
-            assert metrics[task][f"{m}_l2"] in tiny_cfg.probe_eval.l2_grid
-            assert 1 <= metrics[task][f"{m}_knn_k"] <= max(tiny_cfg.probe_eval.knn.ks)  # k <= training items
+            assert _scored(s, f"{m}_attentive") and _scored(s, f"{m}_knn")
+            if m != "random_init":  # the seeds' choices differ; their scores are averaged
+                assert s[f"{m}_l2"] in tiny_cfg.probe_eval.l2_grid
+                assert 1 <= s[f"{m}_knn_k"] <= max(tiny_cfg.probe_eval.knn.ks)  # k <= training items
+        for b in MODELS[1:]:  # the paired gap of the video model to every baseline
+            gap = s[f"video_minus_{b}"]
+            assert gap == pytest.approx(s["video"] - s[b], abs=2e-4)
+            assert s[f"video_minus_{b}_ci_low"] <= gap <= s[f"video_minus_{b}_ci_high"]
+    for task in ("arrow_of_time", "speed", "gravity", "order"):  # the temporal tasks have their ceiling
+        assert _scored(metrics[task], "supervised")
+    assert "supervised" not in metrics["content_count"]
+    assert metrics["arrow_of_time"]["n_test_determinable"] <= metrics["arrow_of_time"]["n_test"]
     for m in MODELS:  # retrieval: cosine R@1 is primary, beside R@5, the predictor and within-video
         s = metrics["future_retrieval"]
         assert all(_scored(s, k) for k in (f"{m}_r5", f"{m}_predictor", f"{m}_predictor_r5", f"{m}_within_video"))
         assert s[f"{m}_r5"] >= s[m]
-    assert metrics["speed"]["chance"] == pytest.approx(1 / 3, abs=1e-3)
+    r = metrics["future_retrieval"]
+    assert r["chance"] == pytest.approx(1 / r["n_test"], abs=1e-4) and r["chance_r5"] == pytest.approx(5 / r["n_test"], abs=1e-4)
+    assert r["chance"] < r["within_video_chance"] <= 0.5
+
+
+def test_the_headline_is_relative_to_the_bag_of_frames_and_the_ceiling(evaluated):
+    metrics, _ = evaluated
+    head = metrics["temporal_score"]
+    assert head["frames"] == 0.0 and head["supervised"] == 1.0
+    assert head["tasks"] == "arrow_of_time,speed,gravity,order"
+    for m in ("video", "ordered_frames", "random_init", "pixels"):
+        assert head[f"{m}_ci_low"] <= head[m] <= head[f"{m}_ci_high"]
+    expected = np.mean([(metrics[t]["video"] - metrics[t]["frames"])
+                        / max(metrics[t]["supervised"] - metrics[t]["frames"], 0.05)
+                        for t in ("arrow_of_time", "speed", "gravity", "order")])
+    assert head["video"] == pytest.approx(expected, abs=2e-3)
+    assert (head["video_minus_frames"], head["video_minus_frames_ci_low"]) == (head["video"], head["video_ci_low"])
 
 
 def test_bag_of_frames_is_exactly_blind_to_frame_order(evaluated):
@@ -79,7 +106,7 @@ def test_tasks_never_mix_videos_across_splits(tiny_data, tiny_cfg):
         videos = {s: {k.video for pair in items[s] for k in pair if isinstance(k, ClipKey)} for s in items}
         assert videos["train"].isdisjoint(videos["test"]) and videos["val"].isdisjoint(videos["test"])
         for split, videos_of_split in videos.items():
-            assert all(store.by_id[v].split == split for v in videos_of_split)
+            assert all(store.by_id[v].split == split and store.by_id[v].kind == "benchmark" for v in videos_of_split)
     by = {t.name: t for t in tasks}
     arrow = by["arrow_of_time"]
     fwd, rev = arrow.items["train"][0][0], arrow.items["train"][1][0]
@@ -97,9 +124,28 @@ def test_tasks_never_mix_videos_across_splits(tiny_data, tiny_cfg):
         [shuffled.start + i for i in shuffle_order(shuffled, store.clip_frames)]]
 
 
+def test_clips_start_at_random_phases_and_each_speed_at_its_own(tiny_data, tiny_cfg):
+    store = ClipStore(tiny_data)
+    speed, arrow = build_tasks(store, ["speed", "arrow_of_time"], [1, 2, 4], 2)
+    starts = [k.start for items in arrow.items.values() for k, _ in items]
+    assert len({s % tiny_cfg.ingest.synthetic.gop for s in starts}) > 2  # not in step with the keyframes
+    for split, items in speed.items.items():
+        by_video: dict[str, dict[int, set[int]]] = {}
+        for key, label in items:
+            by_video.setdefault(key.video, {}).setdefault(label, set()).add(key.start)
+        # within a video the 1x, 2x and 4x clips do not share their starts: where in the video a clip
+        # is cannot tell its speed
+        shared = [v for v, s in by_video.items() if len(s) == 3 and s[0] == s[1] == s[2]]
+        assert len(shared) < len(by_video) / 2
+    record = arrow.determinability["train"]
+    assert len(record) == len(arrow.items["train"]) and min(record) > 0
+    assert build_tasks(store, ["arrow_of_time"], [1, 2, 4], 2)[0].items == arrow.items  # seeded: the same clips
+
+
 def test_future_retrieval_pairs_and_content_labels(tiny_data, tiny_cfg):
     store = ClipStore(tiny_data)
-    future, count = build_tasks(store, ["future_retrieval", "content_count"], [1, 2, 4], 2, None, 3)
+    future, count, shape = build_tasks(store, ["future_retrieval", "content_count", "content_shape"], [1, 2, 4], 2,
+                                       None, 2)
     for split, pairs in future.pairs.items():
         assert len(pairs) == len(future.groups[split])
         for (now, later), group in zip(pairs, future.groups[split]):
@@ -107,6 +153,8 @@ def test_future_retrieval_pairs_and_content_labels(tiny_data, tiny_cfg):
     for split, items in count.items.items():
         for key, label in items:
             assert label + 1 == store.by_id[key.video].labels["n_objects"]
+    for split, items in shape.items.items():
+        assert len({y for _, y in items}) == 3  # every shape in every split (the design is balanced)
 
 
 def test_features_are_cached_by_model_and_dataset(tiny_data, tmp_path):

@@ -94,7 +94,7 @@ def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool 
 def make_config(tracking_uri: str, artifacts: str, **register_cfg) -> Config:
     return Config.model_validate({
         "tracking": {"uri": tracking_uri, "artifacts": artifacts, "experiment": "videossl-test"},
-        "register": {"model_name": NAME, **register_cfg},
+        "register": {"model_name": NAME, "gate_metrics": ["arrow_of_time.video"], **register_cfg},
     })
 
 
@@ -194,7 +194,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     # decisions, as returned and written
     assert (r1["version"], r1["promoted"]) == ("1", True)
     assert r1["reason"] == ("promoted: no champion yet | arrow_of_time.video 0.7 vs champion: none yet, pass; "
-                            "vs bag of frames 0.5 (+0.2 > 0): pass")
+                            "vs bag of frames 0.5: gain +0.2, needs more than 0: pass")
     assert r1["aliases"] == ["challenger", "champion"] and r1["champion_version"] == "1"
     assert r2["promoted"] and r2["previous_champion_version"] == "1"
     assert r2["gate"]["checks"]["arrow_of_time.video"]["vs_champion"]["other"] == 0.70
@@ -205,7 +205,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert check3["vs_champion"]["gain"] == pytest.approx(-0.05) and check3["vs_frames"]["passed"]
     assert r3["gate"]["metrics"] == ["arrow_of_time.video"] and r3["gate"]["combine"] == "all"
     assert r3["reason"] == ("challenger only (champion stays v2): failed arrow_of_time.video | arrow_of_time.video "
-                            "0.75 vs champion v2 0.8 (-0.05 > 0): fail; vs bag of frames 0.5 (+0.25 > 0): pass")
+                            "0.75 vs champion v2 0.8: gain -0.05, needs more than 0: fail; vs bag of frames 0.5: gain +0.25, needs more than 0: pass")
     assert f"register: {NAME} v1 -> champion + challenger (promoted: no champion yet | " in line1
     assert f"register: {NAME} v3 -> challenger (challenger only (champion stays v2): " in line3
     assert r3["tracking_uri"].startswith("sqlite:///") and r3["model_uri"] == f"models:/{NAME}/3"
@@ -223,7 +223,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert v2.tags["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
     assert v2.tags["gate.metrics"] == "arrow_of_time.video" and v2.tags["gate.decision"] == "promote"
     assert v2.tags["gate.reason"] == r2["reason"] and v2.tags["gate.previous_champion"] == "1"
-    assert v2.tags["gate.arrow_of_time.video"].startswith("pass: arrow_of_time.video 0.8 vs champion v1 0.7 (+0.1 > 0)")
+    assert v2.tags["gate.arrow_of_time.video"].startswith("pass: arrow_of_time.video 0.8 vs champion v1 0.7: gain +0.1, needs more than 0")
     assert float(v2.tags["gate.min_margin_over_champion"]) == 0.0
     assert v2.tags["checkpoint_step"] == "20" and v2.tags["status"] == "ready"
     assert v2.description.startswith(f"# Model card: {NAME} v2")
@@ -248,7 +248,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert "| arrow_of_time | 0.750 [0.70, 0.80] | 0.500 [0.45, 0.55] | +0.250 | 240 | 0.500 |" in card
     assert "| gravity | 0.900 [0.85, 0.95] | 0.350 [0.30, 0.40] | +0.550 | 180 | 0.250 |" in card
     assert "**not promoted**" in card and "ab" * 32 in card and "## Limits" in card
-    assert "- `arrow_of_time.video` **fail**: arrow_of_time.video 0.75 vs champion v2 0.8 (-0.05 > 0): fail" in card
+    assert "- `arrow_of_time.video` **fail**: arrow_of_time.video 0.75 vs champion v2 0.8: gain -0.05, needs more than 0: fail" in card
     assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()
 
     # the champion loads back as the encoder of checkpoint step 20 and runs on a clip
@@ -293,18 +293,18 @@ def test_a_worse_model_cannot_displace_a_better_one(tmp_path, sqlite_store):
     worse = run(0.66)
     assert not worse["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "2"}
     assert worse["reason"].startswith("challenger only (champion stays v1): failed arrow_of_time.video | "
-                                      "arrow_of_time.video 0.66 vs champion v1 0.7 (-0.04 >= 0.01): fail")
+                                      "arrow_of_time.video 0.66 vs champion v1 0.7: gain -0.04, needs at least +0.01: fail")
 
     barely = run(0.705)  # better than the champion, but by less than min_margin_over_champion
     assert not barely["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "3"}
-    assert "failed arrow_of_time.video |" in barely["reason"] and "(+0.005 >= 0.01): fail" in barely["reason"]
+    assert "failed arrow_of_time.video |" in barely["reason"] and "gain +0.005, needs at least +0.01: fail" in barely["reason"]
 
     # better than the champion by far, but its own bag of frames is nearly as good: no evidence of time
     leaky = run(0.80, frames=0.78)
     assert not leaky["promoted"] and aliases(client, name) == {"champion": "1", "challenger": "4"}
     check = leaky["gate"]["checks"]["arrow_of_time.video"]
     assert check["vs_champion"]["passed"] and not check["vs_frames"]["passed"]
-    assert "vs champion v1 0.7 (+0.1 >= 0.01): pass; vs bag of frames 0.78 (+0.02 >= 0.05): fail" in leaky["reason"]
+    assert "vs champion v1 0.7: gain +0.1, needs at least +0.01: pass; vs bag of frames 0.78: gain +0.02, needs at least +0.05: fail" in leaky["reason"]
     assert leaky["reason"].startswith("challenger only (champion stays v1): failed arrow_of_time.video |")
 
     # better on arrow of time, worse on speed: all gate metrics must pass
@@ -315,7 +315,7 @@ def test_a_worse_model_cannot_displace_a_better_one(tmp_path, sqlite_store):
     best = run(0.80, speed=0.70)
     assert best["promoted"] and best["previous_champion_version"] == "1"
     assert aliases(client, name) == {"champion": "6", "challenger": "6"}
-    assert best["reason"].startswith("promoted over v1 | arrow_of_time.video 0.8 vs champion v1 0.7 (+0.1 >= 0.01)")
+    assert best["reason"].startswith("promoted over v1 | arrow_of_time.video 0.8 vs champion v1 0.7: gain +0.1, needs at least +0.01")
     # the old champion keeps its version and evidence, only the alias moved
     old = client.get_model_version(name, "1")
     assert old.aliases == [] and old.tags["status"] == "ready" and old.tags["gate.decision"] == "promote"
@@ -372,20 +372,20 @@ def test_gate_decisions():
 
     # a margin of 0 still demands strictly better: a tie moves nothing, against either side
     tie = d(0.7, 0.7)
-    assert not tie.promote and "(+0 > 0): fail" in tie.reason
+    assert not tie.promote and "gain +0, needs more than 0: fail" in tie.reason
     frames_tie = d(0.5, None, frames=0.5, champion_version=None)
-    assert not frames_tie.promote and "vs bag of frames 0.5 (+0 > 0): fail" in frames_tie.reason
+    assert not frames_tie.promote and "vs bag of frames 0.5: gain +0, needs more than 0: fail" in frames_tie.reason
     # margins, with float noise forgiven: 0.71 - 0.66 meets a 0.05 margin
     m = Policy((aot,), min_margin_over_champion=0.05, min_margin_over_frames=0.2)
     ok = d(0.71, 0.66, frames=0.51, policy=m)
     assert ok.promote
-    assert ok.reason == ("promoted over v2 | arrow_of_time.video 0.71 vs champion v2 0.66 (+0.05 >= 0.05): pass; "
-                         "vs bag of frames 0.51 (+0.2 >= 0.2): pass")
+    assert ok.reason == ("promoted over v2 | arrow_of_time.video 0.71 vs champion v2 0.66: gain +0.05, needs at least +0.05: pass; "
+                         "vs bag of frames 0.51: gain +0.2, needs at least +0.2: pass")
     assert not d(0.709, 0.66, frames=0.4, policy=m).promote
     # lower is better: the gain is the decrease
     low = Policy(("speed.video_error",), higher_is_better=False)
     better = gate.decide(low, {"speed.video_error": 0.2}, {"speed.video_error": 0.5}, "4", {"speed.video_error": 0.3})
-    assert better.promote and "(lower is better)" in better.reason and "(+0.1 > 0): pass" in better.reason
+    assert better.promote and "(lower is better)" in better.reason and "gain +0.1, needs more than 0: pass" in better.reason
     assert not gate.decide(low, {"speed.video_error": 0.4}, {"speed.video_error": 0.5}, "4",
                            {"speed.video_error": 0.3}).promote
     # NaN never wins, champion or not
@@ -401,9 +401,37 @@ def test_gate_decisions():
     mixed = d({aot: 0.8, speed: 0.5}, {aot: 0.7, speed: 0.6}, frames=0.4, policy=two)
     assert not mixed.promote and mixed.reason.startswith("challenger only (champion stays v2): failed speed.video |")
     assert [c.passed for c in mixed.checks] == [True, False]
-    assert mixed.tags()["gate.speed.video"].startswith("fail: speed.video 0.5 vs champion v2 0.6 (-0.1 > 0): fail")
+    assert mixed.tags()["gate.speed.video"].startswith("fail: speed.video 0.5 vs champion v2 0.6: gain -0.1, needs more than 0: fail")
     assert d({aot: 0.8, speed: 0.7}, {aot: 0.7, speed: 0.6}, frames=0.4, policy=two).promote
     assert gate.frames_key("future_retrieval.video_r1") == "future_retrieval.frames_r1"
+
+
+def test_the_gate_promotes_on_the_lower_bound_of_the_paired_gap_not_the_point_estimate():
+    """Twelve lucky test clips at 0.58 [0.32, 0.81] once became champion: the paired gap's lower bound
+    must clear the margin over the bag of frames, however good the point estimate looks."""
+    head = "temporal_score.video"
+    policy = Policy((head,), min_margin_over_frames=0.05)
+    assert gate.gap_low_key(head) == "temporal_score.video_minus_frames_ci_low"
+    assert gate.gap_low_key("speed.video_knn") == "speed.video_knn_minus_frames_knn_ci_low"
+    noisy = gate.decide(policy, {head: 0.6}, {head: 0.0}, None, {}, {head: 0.02})
+    assert not noisy.promote
+    assert "paired gain +0.6, 95% lower bound +0.02, needs at least +0.05: fail" in noisy.reason
+    sure = gate.decide(policy, {head: 0.6}, {head: 0.0}, None, {}, {head: 0.41})
+    assert sure.promote and "95% lower bound +0.41" in sure.reason
+    # where no paired gap was measured, the point estimate is all there is
+    assert gate.decide(policy, {head: 0.6}, {head: 0.0}, None, {}, {head: None}).promote
+
+
+def test_gate_inputs_read_the_paired_gap_from_metrics(tmp_path):
+    from videossl.steps.register import gate_inputs
+
+    metrics = {"temporal_score": {"video": 0.5, "frames": 0.0, "video_minus_frames": 0.5,
+                                  "video_minus_frames_ci_low": 0.3, "video_minus_frames_ci_high": 0.7},
+               "speed": {"video": 0.9, "frames": 0.34}}
+    values, frames, lows = gate_inputs(Policy(("temporal_score.video", "speed.video")), metrics, tmp_path / "m.json")
+    assert values == {"temporal_score.video": 0.5, "speed.video": 0.9}
+    assert frames == {"temporal_score.video": 0.0, "speed.video": 0.34}
+    assert lows == {"temporal_score.video": 0.3, "speed.video": None}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_nan_or_inf_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
         return model, recipe
 
     monkeypatch.setattr(objectives, "build", diverging)
-    with pytest.raises(TrainingError, match=rf"loss became {bad} at step 3; stopped before the optimizer step"):
+    with pytest.raises(TrainingError, match=r"non-finite in 1 step\(s\) up to step 4; those steps were skipped"):
         run(cfg, tiny_data, tmp_path / "a", ckpts)
     assert steps_in(ckpts) == [2] and not (tmp_path / "a" / "encoder.pt").exists()
     good = load_checkpoint(newest(ckpts))

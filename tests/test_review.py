@@ -19,7 +19,8 @@ COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 
 def make_config(store: str, artifacts: Path, **sections) -> Config:
     return Config.model_validate({"tracking": {"uri": store, "artifacts": str(artifacts), "experiment": "review"},
-                                  "register": {"model_name": NAME}, **sections})
+                                  "register": {"model_name": NAME, "gate_metrics": ["arrow_of_time.video"]},
+                                  **sections})
 
 
 def cells(out: str, first: str) -> list[str]:
@@ -110,7 +111,7 @@ def test_review_says_there_is_no_champion(tmp_path, monkeypatch, capsys):
     assert cells(out, "git commit") == ["git commit", "—", os.environ["VIDEOSSL_GIT_COMMIT"]]
     assert "note: v1: scores from its tags (the run's eval/metrics.json could not be read" in out
     assert cells(out, "arrow_of_time.video *") == ["arrow_of_time.video *", "—", "0.500 [0.450, 0.550]", "—"]
-    assert "failed arrow_of_time.video" in out and "vs bag of frames 0.5 (+0 > 0): fail" in out
+    assert "failed arrow_of_time.video" in out and "vs bag of frames 0.5: gain +0, needs more than 0: fail" in out
     assert "## Params that differ" not in out  # nothing to compare with
 
 

@@ -7,15 +7,18 @@ from videossl.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-# 3 s synthetic videos at 12 fps give 36 frames: enough for an 8-frame window at 4x speed (29 frames).
+# 4 s synthetic videos at 8 fps give 32 frames: enough for an 8-frame window at 4x speed (29 frames).
+# The benchmark has 3 videos in each of its 4 x 2 x 3 design cells: one per split.
 TINY_OVERRIDES = [
     "ingest.sources=[synthetic]",
-    "ingest.synthetic.videos=12",
-    "ingest.synthetic.seconds=3.0",
-    "ingest.synthetic.size=64",
-    "ingest.size=32",
-    "ingest.splits={train: 0.5, val: 0.17, test: 0.33}",
-    "ingest.shard_frames=128",  # 3 videos a shard, 4 shards: room for 2-4 training processes (one shard each)
+    "ingest.synthetic.benchmark.videos=72",
+    "ingest.synthetic.benchmark.splits={train: 0.34, val: 0.33, test: 0.33}",
+    "ingest.synthetic.pool.videos=16",
+    "ingest.synthetic.pool.val_fraction=0.125",
+    "ingest.synthetic.seconds=4.0",
+    "ingest.synthetic.max_objects=2",
+    "ingest.synthetic.workers=1",
+    "ingest.shard_frames=128",  # 4 pool videos a shard, 4 pool shards: room for 2-4 training processes
     "model.dim=32",
     "model.depth=1",
     "model.heads=2",
@@ -30,8 +33,13 @@ TINY_OVERRIDES = [
     "probe_eval.clips_per_video=2",
     "probe_eval.epochs=20",
     "probe_eval.attentive.epochs=5",
-    # tiny data: no real videos (real_arrow_of_time has its own test) and too few single-shape videos
-    "probe_eval.tasks=[arrow_of_time, speed, gravity, order, future_retrieval, content_count]",
+    "probe_eval.bootstrap=200",
+    "probe_eval.null_permutations=50",
+    "probe_eval.ceiling.steps=4",
+    "probe_eval.ceiling.eval_every=2",
+    "probe_eval.ceiling.width=4",
+    # tiny data: no real videos (real_arrow_of_time has its own test)
+    "probe_eval.tasks=[arrow_of_time, speed, gravity, order, future_retrieval, content_count, content_shape]",
 ]
 
 

@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", default="outputs/eval")
     p.add_argument("--out", default="outputs/register")
 
+    p = sub.add_parser("study", help="every pretraining objective at equal training time, several budgets, "
+                       "scored by the benchmark: a table and a plot")
+    _add_params(p)
+    p.add_argument("--data", default="data/ingest")
+    p.add_argument("--out", default="outputs/study")
+    p.add_argument("--budgets", default="60,120,240", help="training seconds per run, comma separated")
+    p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")
+
     p = sub.add_parser("summary", help="print the benchmark table and where the registered model is")
     p.add_argument("--eval", default="outputs/eval")
     p.add_argument("--register", default="outputs/register")
@@ -126,6 +134,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.steps.register import register
 
         register(cfg, args.data, args.models, args.eval, args.out)
+    elif cmd == "study":
+        from videossl.study import study
+
+        study(cfg, args.data, args.out, [float(b) for b in args.budgets.split(",")],
+              args.objectives.split(",") if args.objectives else None)
     elif cmd == "pipeline":
         return _pipeline(args, cfg)
     return 0

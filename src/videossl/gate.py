@@ -8,7 +8,11 @@ Every gate metric (`register.gate_metrics`, flattened metrics.json keys of the v
 - **vs the bag of frames**: the new score must beat the frame encoder's score of the same task and
   probe (`arrow_of_time.frames`, `future_retrieval.frames_r1`) by at least
   `register.min_margin_over_frames`. A video model that a bag of frames matches has shown nothing
-  about time, whatever the champion scores.
+  about time, whatever the champion scores. Where the benchmark measured the paired gap
+  (`<task>.video_minus_frames` with its interval over resampled test videos), the gain that counts
+  is the gap's 95% LOWER bound, not the point estimate: a model promoted on 12 lucky clips is
+  noise, and the lower bound says so. `temporal_score.video` is already relative to the bag of
+  frames (which scores 0), so its own lower bound is the gain.
 
 "Beat by at least m" means gain > 0 and gain >= m: a margin of 0 still demands strictly better, so a
 tie never moves the champion (no churn between equal models) and never passes the frames check (0.5
@@ -39,6 +43,12 @@ def frames_key(metric: str) -> str:
     return f"{task}.{FRAMES}{model[len(VIDEO):]}"
 
 
+def gap_low_key(metric: str) -> str:
+    """The lower bound of the paired gap to the bag of frames: `task.video_r5` -> `task.video_r5_minus_frames_r5_ci_low`."""
+    task, _, model = metric.partition(".")
+    return f"{task}.{model}_minus_{FRAMES}{model[len(VIDEO):]}_ci_low"
+
+
 def fmt(v: float | None) -> str:
     if v is None:
         return "—"
@@ -66,7 +76,7 @@ class Comparison:
     gain: float | None        # value - other, sign flipped when lower is better
     margin: float
     passed: bool
-    reason: str               # "vs champion v2 0.66 (+0.05 >= 0.01): pass"
+    reason: str               # "vs champion v2 0.66: gain +0.05, needs at least +0.01: pass"
 
 
 @dataclass(frozen=True)
@@ -128,24 +138,30 @@ class GateDecision:
 
 
 def _compare(value: float, other: float | None, margin: float, higher_is_better: bool, against: str,
-             label: str) -> Comparison:
-    """`label` names the other side in the reason ("champion v2", "bag of frames")."""
-    need = f"> {fmt(margin)}" if margin == 0 else f">= {fmt(margin)}"
+             label: str, gain_low: float | None = None) -> Comparison:
+    """`label` names the other side in the reason ("champion v2", "bag of frames"). With `gain_low`
+    (the paired gap's 95% lower bound) that bound is the gain that must clear the margin."""
+    need = "needs more than 0" if margin == 0 else f"needs at least {margin:+.4g}"
     if other is None:
         # only reachable for the champion: the frames baseline is required before the gate runs
         return Comparison(against, None, None, margin, True, f"vs {label}: nothing to compare, pass")
-    if math.isnan(value) or math.isnan(other):
-        return Comparison(against, other, math.nan, margin, False, f"vs {label} {fmt(other)} (NaN): fail")
-    gain = (value - other) if higher_is_better else (other - value)
+    if math.isnan(value) or math.isnan(other) or (gain_low is not None and math.isnan(gain_low)):
+        return Comparison(against, other, math.nan, margin, False, f"vs {label} {fmt(other)}: NaN, fail")
+    point = (value - other) if higher_is_better else (other - value)
+    gain = point if gain_low is None else gain_low
     passed = gain > 0 and gain >= margin - TOLERANCE
+    what = f"gain {point:+.4g}" if gain_low is None else f"paired gain {point:+.4g}, 95% lower bound {gain_low:+.4g}"
     return Comparison(against, other, gain, margin, passed,
-                      f"vs {label} {fmt(other)} ({gain:+.4g} {need}): {'pass' if passed else 'fail'}")
+                      f"vs {label} {fmt(other)}: {what}, {need}: {'pass' if passed else 'fail'}")
 
 
 def decide(policy: Policy, values: dict[str, float], frames: dict[str, float],
-           champion_version: str | None, champion_values: dict[str, float | None]) -> GateDecision:
+           champion_version: str | None, champion_values: dict[str, float | None],
+           frames_gap_low: dict[str, float | None] | None = None) -> GateDecision:
     """`values`/`frames`: gate metric -> the new model's / its bag of frames' score;
-    `champion_values`: gate metric -> the champion's tag (None when it has none)."""
+    `champion_values`: gate metric -> the champion's tag (None when it has none);
+    `frames_gap_low`: gate metric -> the paired gap's lower bound (None: not measured)."""
+    frames_gap_low = frames_gap_low or {}
     checks = []
     for m in policy.metrics:
         if champion_version is None:
@@ -158,7 +174,7 @@ def decide(policy: Policy, values: dict[str, float], frames: dict[str, float],
             vs_champ = _compare(values[m], theirs, policy.min_margin_over_champion,
                                 policy.higher_is_better, "champion", f"champion v{champion_version}")
         vs_frames = _compare(values[m], frames[m], policy.min_margin_over_frames, policy.higher_is_better,
-                             "frames", "bag of frames")
+                             "frames", "bag of frames", frames_gap_low.get(m) if policy.higher_is_better else None)
         checks.append(MetricCheck(m, values[m], vs_champ, vs_frames))
     promote = all(c.passed for c in checks)
     failed = [c.metric for c in checks if not c.passed]

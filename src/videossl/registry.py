@@ -186,10 +186,11 @@ def _restore_alias(client, name: str, alias: str, version: str | None) -> None:
 
 def register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
                      tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
-                     card=None) -> Registration:
+                     card=None, frames_gap_low: dict[str, float | None] | None = None) -> Registration:
     """Gate, create the version with its tags, move aliases. See the module docstring for the order.
 
-    `values` / `frames`: each gate metric -> the new model's score / its bag-of-frames baseline's.
+    `values` / `frames`: each gate metric -> the new model's score / its bag-of-frames baseline's;
+    `frames_gap_low`: the paired gap's 95% lower bound where the benchmark measured it.
 
     `card(version: str, decision: GateDecision) -> str` renders the description once the version
     number is known; it is also returned on `Registration.card`.
@@ -202,7 +203,7 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
     if prev_champion is not None:
         champ = _info(client.get_model_version(name, prev_champion))
         champ_values = {m: champ.score(m) for m in policy.metrics}
-    decision = decide(policy, values, frames, prev_champion, champ_values)
+    decision = decide(policy, values, frames, prev_champion, champ_values, frames_gap_low)
 
     # flipped to "ready" once the challenger alias is set
     tags = {**tags, **{k: v[:TAG_VALUE_LIMIT] for k, v in decision.tags().items()}, STATUS_TAG: "registering"}

@@ -22,10 +22,18 @@ from videossl.storage import atomic_path, write_text_atomic
 MANIFEST = "manifest.jsonl"
 SHARDS = "shards"
 SPLITS = ("train", "val", "test")
+# What a video is for (the manifest's `kind`): the synthetic benchmark world is evaluated on and never
+# pretrained on; the synthetic pool is pretrained on and never evaluated on; real footage is both.
+BENCHMARK, POOL, REAL = "benchmark", "pool", "real"
 
 
-def split_of(group: str, fractions: dict[str, float], seed: int) -> str:
-    """Deterministic split of a source group: a hash, so adding videos never moves existing ones."""
+def split_of(group: str, fractions: dict[str, float], seed: int, assigned: str | None = None) -> str:
+    """The split a video's labels assign (the synthetic worlds' stratified design), else a
+    deterministic hash of its source group, so adding videos never moves existing ones."""
+    if assigned is not None:
+        if assigned not in SPLITS:
+            raise ValueError(f"split {assigned!r} is not one of {SPLITS}")
+        return assigned
     h = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:12], 16) / float(16 ** 12)
     edge = 0.0
     for name in SPLITS:
@@ -145,6 +153,10 @@ class ClipStore:
 
     def videos_in(self, split: str | None = None, kind: str | None = None) -> list[Video]:
         return [v for v in self.videos if (split is None or v.split == split) and (kind is None or v.kind == kind)]
+
+    def pretraining_videos(self, split: str = "train") -> list[Video]:
+        """What the encoders may train on: every video of `split` except the benchmark world's."""
+        return [v for v in self.videos_in(split) if v.kind != BENCHMARK]
 
     def window(self, video: Video, start: int, frames: int, step: int = 1) -> np.ndarray:
         """`frames` frames from `start`, every `step`-th one: uint8 [frames, H, W, 3] (a copy)."""

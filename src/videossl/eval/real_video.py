@@ -61,6 +61,8 @@ class ArrowScore:
     indistinguishable: float   # share of test pairs whose forward and reversed features are identical
     fold_accuracy: dict[str, float]
     fold_n: dict[str, int]
+    credit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [n] per test clip, folds in order
+    videos: list[str] = field(default_factory=list)                  # [n] the test clips' source videos
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,7 +153,7 @@ def arrow_score(folds: list[Fold], feats: Mapping[RealClip, np.ndarray], l2_grid
     def split(items: list[tuple[RealClip, int]]) -> tuple[np.ndarray, np.ndarray]:
         return np.stack([feats[c] for c, _ in items]), np.array([y for _, y in items], dtype=np.int64)
 
-    credit, labels, tied = [], [], []
+    credit, labels, tied, videos = [], [], [], []
     fold_accuracy, fold_n = {}, {}
     for fold in folds:
         test = split(fold.test)
@@ -161,6 +163,7 @@ def arrow_score(folds: list[Fold], feats: Mapping[RealClip, np.ndarray], l2_grid
         credit.append(np.where(ties, TIE_CREDIT, (score.predictions == y).astype(float)))
         labels.append(y)
         tied.append(ties)
+        videos += [c.video for c, _ in fold.test]
         fold_accuracy[fold.test_group], fold_n[fold.test_group] = score.accuracy, score.n
     credit_all, y_all, tied_all = np.concatenate(credit), np.concatenate(labels), np.concatenate(tied)
     n = len(y_all)
@@ -171,4 +174,4 @@ def arrow_score(folds: list[Fold], feats: Mapping[RealClip, np.ndarray], l2_grid
         forward_accuracy=float(fwd.mean()), forward_ci=wilson_interval(float(fwd.sum()), len(fwd)),
         backward_accuracy=float(bwd.mean()), backward_ci=wilson_interval(float(bwd.sum()), len(bwd)),
         indistinguishable=float(tied_all.mean()),
-        fold_accuracy=fold_accuracy, fold_n=fold_n)
+        fold_accuracy=fold_accuracy, fold_n=fold_n, credit=credit_all, videos=videos)

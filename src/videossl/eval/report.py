@@ -1,8 +1,10 @@
 """Benchmark outputs: markdown tables, PNG plots, the DVC plot data, and the console table.
 
 metrics.json layout (one dict per task): `<model>` is the primary score (linear-probe accuracy;
-cosine R@1 for retrieval; sign accuracy for the time vector) with `<model>_ci_low/_ci_high`;
-`<model>_<probe>` the other probes' scores; `n_test` and `chance`.
+cosine R@1 for retrieval; sign accuracy for the time vector) with `<model>_ci_low/_ci_high` (95%,
+resampling test videos); `<model>_<probe>` the other probes' scores; `video_minus_<baseline>` the
+paired gap; `supervised` the ceiling; `n_test`, `n_test_videos`, and `chance` (the mean of the
+label-permutation null, `null_low`/`null_high` its 95% range). `temporal_score` is the headline.
 """
 from __future__ import annotations
 
@@ -12,55 +14,98 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_LABELS = {"video": "video model", "frames": "bag of frames", "random_init": "random init", "pixels": "raw pixels"}
-MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the two floor baselines
+MODEL_LABELS = {"video": "video model", "frames": "bag of frames", "ordered_frames": "ordered frames",
+                "random_init": "random init", "pixels": "raw pixels"}
+MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
 BASELINES = MODELS[1:]
-PROBE_LABELS = {"": "linear probe", "_attentive": "attentive probe", "_knn": "kNN",
-                "_r5": "R@5", "_predictor": "predictor R@1", "_predictor_r5": "predictor R@5",
-                "_within_video": "within-video R@1", "_no_control": "without codec control"}
+SUPERVISED = "supervised"
+PROBE_LABELS = {"": "linear probe", "_grid": "linear probe on the 2x2 grid", "_attentive": "attentive probe",
+                "_knn": "kNN", "_r5": "R@5", "_predictor": "predictor R@1", "_predictor_r5": "predictor R@5",
+                "_within_video": "within-video R@1", "_no_control": "without codec control",
+                "_determinable": "clips whose direction is physically determinable"}
+# The chance level of a table, where it is not the task's own `chance` key
+CHANCE_KEYS = {"_r5": "chance_r5", "_predictor": "chance", "_predictor_r5": "chance_r5",
+               "_within_video": "within_video_chance"}
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _cell(scores: dict, key: str) -> str:
-    if not isinstance(scores.get(key), (int, float)):
+    if not _is_num(scores.get(key)):
         return "—"
     if f"{key}_ci_low" not in scores:
         return f"{scores[key]:.3f}"
     return f"{scores[key]:.3f} [{scores[key + '_ci_low']:.2f}, {scores[key + '_ci_high']:.2f}]"
 
 
-def _num(scores: dict, key: str, fmt: str) -> str:
-    return format(scores[key], fmt) if isinstance(scores.get(key), (int, float)) else "—"
-
-
 def _gap(scores: dict, a: str, b: str) -> str:
-    if isinstance(scores.get(a), (int, float)) and isinstance(scores.get(b), (int, float)):
+    paired = f"{a}_minus_{b}"
+    if _is_num(scores.get(paired)):
+        return (f"{scores[paired]:+.3f} [{scores[paired + '_ci_low']:+.2f}, {scores[paired + '_ci_high']:+.2f}]"
+                if f"{paired}_ci_low" in scores else f"{scores[paired]:+.3f}")
+    if _is_num(scores.get(a)) and _is_num(scores.get(b)):
         return f"{scores[a] - scores[b]:+.3f}"
     return "—"
 
 
-def markdown_table(metrics: dict, models: list[str], suffix: str = "") -> str:
-    """Every task: each model's test score with its 95% interval (for the probe `suffix`), the video
-    model's gap to each baseline, n and chance."""
-    base = [m for m in models if m != "video"]
-    head = ("| task | " + " | ".join(MODEL_LABELS.get(m, m) for m in models) + " | "
-            + " | ".join(f"video − {MODEL_LABELS.get(b, b)}" for b in base) + " | n test | chance |")
-    rows = [head, "|---" * (len(models) + len(base) + 3) + "|"]
+def _n(scores: dict, suffix: str) -> str:
+    n = scores.get("n_test_determinable" if suffix == "_determinable" else "n_test")
+    if not _is_num(n):
+        return "—"
+    videos = scores.get("n_test_videos")
+    return f"{n} ({videos} videos)" if _is_num(videos) else str(n)
+
+
+def _chance(scores: dict, suffix: str) -> str:
+    key = CHANCE_KEYS.get(suffix, "chance")
+    if not _is_num(scores.get(key)):
+        return "—"
+    if key == "chance" and _is_num(scores.get("null_low")):
+        return f"{scores[key]:.3f} [{scores['null_low']:.2f}, {scores['null_high']:.2f}]"
+    return f"{scores[key]:.3f}"
+
+
+def markdown_table(metrics: dict, models: list[str], suffix: str = "", gaps: bool = True) -> str:
+    """Every task: the supervised ceiling, each model's test score with its 95% interval (for the probe
+    `suffix`), the video model's paired gap to each baseline, n and chance (the null's mean and range)."""
+    base = [m for m in models if m != "video"] if gaps else []
+    ceiling = suffix in ("", "_determinable") and any(_is_num(s.get(SUPERVISED + suffix))
+                                                       for s in metrics["tasks"].values())
+    cols = ([SUPERVISED] if ceiling else []) + models
+    head = ("| task | " + " | ".join(MODEL_LABELS.get(m, m) for m in cols) + " | "
+            + "".join(f"video − {MODEL_LABELS.get(b, b)} | " for b in base) + "n test | chance |")
+    rows = [head, "|---" * (len(cols) + len(base) + 3) + "|"]
     for task, s in metrics["tasks"].items():
         if f"video{suffix}" not in s:
             continue
-        rows.append(f"| {task} | " + " | ".join(_cell(s, m + suffix) for m in models) + " | "
-                    + " | ".join(_gap(s, "video" + suffix, b + suffix) for b in base)
-                    + f" | {_num(s, 'n_test', 'd')} | {_num(s, 'chance', '.3f')} |")
+        rows.append(f"| {task} | " + " | ".join(_cell(s, m + suffix) for m in cols) + " | "
+                    + "".join(f"{_gap(s, 'video' + suffix, b + suffix)} | " for b in base)
+                    + f"{_n(s, suffix)} | {_chance(s, suffix)} |")
+    return "\n".join(rows)
+
+
+def headline_table(metrics: dict, models: list[str]) -> str:
+    """temporal_score per model: 0 = the bag of frames, 1 = the supervised ceiling."""
+    s = metrics["tasks"].get("temporal_score")
+    if not s:
+        return ""
+    rows = ["| model | temporal score [95% CI] |", "|---|---|"]
+    for m in [SUPERVISED] + models:
+        if _is_num(s.get(m)):
+            rows.append(f"| {MODEL_LABELS.get(m, 'supervised ceiling' if m == SUPERVISED else m)} | {_cell(s, m)} |")
     return "\n".join(rows)
 
 
 def console_table(metrics: dict, models: list[str]) -> str:
-    names = [MODEL_LABELS.get(m, m) for m in models]
+    cols = [SUPERVISED] + models
+    names = ["supervised"] + [MODEL_LABELS.get(m, m) for m in models]
     width = max(len(t) for t in metrics["tasks"]) + 2
-    lines = ["task".ljust(width) + "".join(n.rjust(15) for n in names) + "   n test"]
+    lines = ["task".ljust(width) + "".join(n.rjust(15) for n in names) + "   n test (videos)"]
     for task, s in metrics["tasks"].items():
-        lines.append(task.ljust(width) + "".join(f"{s[m]:15.3f}" if m in s else "—".rjust(15) for m in models)
-                     + f"{s['n_test']:9d}")
+        lines.append(task.ljust(width) + "".join(f"{s[m]:15.3f}" if _is_num(s.get(m)) else "—".rjust(15) for m in cols)
+                     + f"   {_n(s, '')}")
     return "\n".join(lines)
 
 
@@ -68,13 +113,52 @@ def plot_rows(metrics: dict, models: list[str]) -> list[dict]:
     """DVC plot data: one row per (task, model, probe); `dvc plots diff` lines experiments up by `name`."""
     rows = []
     for task, s in metrics["tasks"].items():
-        for m in models:
+        for m in [SUPERVISED] + models:
             for suffix, probe in PROBE_LABELS.items():
-                if isinstance(s.get(m + suffix), (int, float)):
+                if _is_num(s.get(m + suffix)):
                     rows.append({"name": f"{task}/{m}{suffix}", "task": task, "model": m, "probe": probe,
                                  "score": s[m + suffix], "ci_low": s.get(f"{m}{suffix}_ci_low"),
                                  "ci_high": s.get(f"{m}{suffix}_ci_high")})
     return rows
+
+
+REPORT_SECTIONS = (("_grid", "Linear probe on the 2x2 grid of each time slice (layout kept)"),
+                   ("_attentive", "Attentive probe"), ("_knn", "kNN (cosine)"),
+                   ("_determinable", "Arrow of time on the clips whose direction is physically determinable"),
+                   ("_predictor", "Future-clip retrieval through a learned linear predictor (R@1)"),
+                   ("_r5", "Retrieval R@5 (cosine)"),
+                   ("_within_video", "Retrieval R@1 among the same video's future clips only (cosine)"),
+                   ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)"))
+
+
+def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int, confusion: bool,
+                    time_vector: bool) -> str:
+    sections = [f"# Temporal-understanding benchmark\n\nDataset `{digest[:12]}`, {n_clips} benchmark clips embedded "
+                f"per model. Scores on held-out videos; every interval is a 95% interval from resampling test "
+                f"videos (clips of one video are not independent), and the gap columns are paired (both models "
+                f"on the same resampled videos). `chance` is the mean of the task's label-permutation null, with "
+                f"its 95% range: a score inside that range is indistinguishable from a model with nothing to say.\n"]
+    head = headline_table(metrics, models)
+    if head:
+        s = metrics["tasks"]["temporal_score"]
+        sections.append("## Headline: temporal score\n\nThe mean over the temporal tasks (" + s.get("tasks", "")
+                        + ") of (model − bag of frames) / (supervised ceiling − bag of frames): 0 is the bag of "
+                        "frames, 1 the ceiling.\n\n" + head)
+    sections += ["## Linear probe on time-ordered features (primary)\n\nEach clip's tokens pooled over space, "
+                 "concatenated in time order. Primary because it is the smallest probe that can read the order "
+                 "of time, and the one the registry gate uses.\n\n" + markdown_table(metrics, models),
+                 "![benchmark](plots/benchmark.png)"]
+    for suffix, title in REPORT_SECTIONS:
+        table = markdown_table(metrics, models, suffix, gaps=suffix == "_determinable")
+        if table.count("\n") > 1:
+            sections.append(f"## {title}\n\n{table}")
+    if confusion:
+        sections.append("## Confusion matrices (linear probe, test videos)\n\n![confusion](plots/confusion.png)")
+    if time_vector:
+        sections.append("## Time vector\n\nThe mean forward-minus-reversed direction of training clips; the "
+                        "`time_vector` row scores the sign of test clips' projections.\n\n"
+                        "![time vector](plots/time_vector.png)")
+    return "\n\n".join(sections) + "\n"
 
 
 _IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
@@ -102,24 +186,27 @@ def _pyplot():
 
 
 def bar_plot(metrics: dict, models: list[str], dest: Path, title: str) -> Path:
-    """Per task: each model's primary score with its 95% interval; dashed: chance."""
+    """Per task: the ceiling and each model's primary score with its 95% interval; dashed: chance."""
     plt = _pyplot()
-    tasks = [t for t, s in metrics["tasks"].items() if all(m in s for m in models)]
-    width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.8), dpi=120)
-    for i, m in enumerate(models):
-        acc = np.array([metrics["tasks"][t][m] for t in tasks])
-        lo = acc - np.array([metrics["tasks"][t].get(m + "_ci_low", metrics["tasks"][t][m]) for t in tasks])
-        hi = np.array([metrics["tasks"][t].get(m + "_ci_high", metrics["tasks"][t][m]) for t in tasks]) - acc
-        ax.bar(np.arange(len(tasks)) + (i - (len(models) - 1) / 2) * width, acc, width,
-               yerr=[lo, hi], capsize=2, label=MODEL_LABELS.get(m, m))
+    cols = [SUPERVISED] + models
+    tasks = [t for t, s in metrics["tasks"].items() if all(m in s for m in models) and t != "temporal_score"]
+    width = 0.8 / len(cols)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.8 * len(tasks), 3.8), dpi=120)
+    for i, m in enumerate(cols):
+        s = [metrics["tasks"][t] for t in tasks]
+        acc = np.array([x.get(m, np.nan) for x in s], dtype=float)
+        lo = acc - np.array([x.get(m + "_ci_low", x.get(m, np.nan)) for x in s], dtype=float)
+        hi = np.array([x.get(m + "_ci_high", x.get(m, np.nan)) for x in s], dtype=float) - acc
+        ax.bar(np.arange(len(tasks)) + (i - (len(cols) - 1) / 2) * width, acc, width,
+               yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2,
+               label=MODEL_LABELS.get(m, "supervised ceiling" if m == SUPERVISED else m))
     for j, t in enumerate(tasks):
         ax.hlines(metrics["tasks"][t]["chance"], j - 0.45, j + 0.45, colors="k", linestyles="dashed", linewidth=1)
     ax.set_xticks(np.arange(len(tasks)), [t.replace("_", "\n") for t in tasks], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test score (95% CI)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    ax.legend(fontsize=7, loc="upper right", ncol=3)
     fig.tight_layout()
     return _save(fig, dest)
 

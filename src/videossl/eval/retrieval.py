@@ -94,13 +94,14 @@ def retrieval_scores(train: Pairs, val: Pairs, test: Pairs, *, ks: Sequence[int]
                      groups: Sequence[Hashable] | None = None) -> dict[str, float]:
     """Future-clip retrieval scores on test (see the module docstring), a flat dict of floats:
 
-    - `n` (test queries = gallery size), `chance_r{k}` (= k / n);
+    - `n` (test queries = gallery size), `chance_r{k}` (= k / n), `ranks` ({scorer: [n] 0-based ranks});
     - `cosine_r{k}`, `predictor_r{k}`, each with `_ci_low` / `_ci_high` (95% Wilson, n = `n`);
     - `predictor_alpha`: the ridge strength chosen on validation (ties keep the stronger; without
       validation pairs the strongest);
     - with `groups` (one id per test pair, its source video): `within_video_n` (queries whose video
       has at least two test pairs), `within_video_chance_r1` (mean of 1 / pairs in the query's video),
-      `within_video_cosine_r1`, `within_video_predictor_r1` with their intervals.
+      `within_video_cosine_r1`, `within_video_predictor_r1` with their intervals, `within_video_keep`
+      ([n] the queries that count) and `within_video_hits` ({scorer: per kept query 1/0}).
 
     Features of any shape [N, ...] are flattened per clip."""
     for name, split in (("train", train), ("val", val), ("test", test)):
@@ -125,8 +126,9 @@ def retrieval_scores(train: Pairs, val: Pairs, test: Pairs, *, ks: Sequence[int]
     (predicted,) = path.predict(pte, [ridge_grid[choice]])
 
     n = len(pte)
-    out: dict[str, float] = {"n": n, "predictor_alpha": float(ridge_grid[choice])}
+    out: dict = {"n": n, "predictor_alpha": float(ridge_grid[choice])}
     rank = {"cosine": ranks(pte, fte), "predictor": ranks(predicted, fte)}
+    out["ranks"] = rank
     for k in ks:
         out[f"chance_r{k}"] = min(k, n) / max(1, n)
         for name, r in rank.items():
@@ -138,8 +140,11 @@ def retrieval_scores(train: Pairs, val: Pairs, test: Pairs, *, ks: Sequence[int]
         size = (g[:, None] == g[None, :]).sum(1)
         keep = size >= 2  # a video with one test pair has no within-video distractor
         out["within_video_n"] = int(keep.sum())
+        out["within_video_keep"] = keep
         out["within_video_chance_r1"] = float((1.0 / size[keep]).mean()) if keep.any() else 0.0
+        out["within_video_hits"] = {}
         for name, queries in (("cosine", pte), ("predictor", predicted)):
             r = ranks(queries, fte, g)[keep]
+            out["within_video_hits"][name] = (r < 1).astype(np.float64)
             out.update({f"within_video_{name}_r1{suffix}": v for suffix, v in _recall(r, 1).items()})
     return out

@@ -32,16 +32,21 @@ ASPECT = (3 / 4, 4 / 3)  # crop aspect-ratio range (SimCLR/CVRL's)
 
 @dataclass(frozen=True)
 class View:
-    """One clip's spatial augmentation: a crop box and a horizontal flip."""
+    """One clip's augmentation: a crop box, a horizontal flip, and a colour change (a permutation of
+    the RGB channels and a brightness gain)."""
     top: int
     left: int
     height: int
     width: int
     flip: bool
+    channels: tuple[int, int, int] = (0, 1, 2)
+    gain: float = 1.0
 
 
-def draw_view(height: int, width: int, scale: tuple[float, float], rng: np.random.Generator) -> View:
-    """A random resized crop (area fraction in `scale`, aspect in ASPECT) and a coin-flip mirror."""
+def draw_view(height: int, width: int, scale: tuple[float, float], rng: np.random.Generator,
+              flip: bool = True, colour: float = 0.0) -> View:
+    """A random resized crop (area fraction in `scale`, aspect in ASPECT), a coin-flip mirror when
+    `flip`, and with `colour` > 0 a random channel order and a brightness gain in 1 +- colour."""
     box = (0, 0, height, width)  # fallback: the whole frame
     for _ in range(10):
         area = rng.uniform(*scale) * height * width
@@ -50,7 +55,11 @@ def draw_view(height: int, width: int, scale: tuple[float, float], rng: np.rando
         if 0 < h <= height and 0 < w <= width:
             box = (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w)
             break
-    return View(*box, flip=bool(rng.random() < 0.5))
+    mirror = flip and bool(rng.random() < 0.5)
+    if colour <= 0:
+        return View(*box, flip=mirror)
+    channels = tuple(int(c) for c in rng.permutation(3))
+    return View(*box, flip=mirror, channels=channels, gain=float(1 + rng.uniform(-colour, colour)))
 
 
 def augment(frames: np.ndarray, view: View) -> np.ndarray:
@@ -59,16 +68,22 @@ def augment(frames: np.ndarray, view: View) -> np.ndarray:
     crop = frames[:, view.top:view.top + view.height, view.left:view.left + view.width]
     if view.flip:
         crop = crop[:, :, ::-1]
+    if view.channels != (0, 1, 2):
+        crop = crop[..., list(view.channels)]
     x = torch.from_numpy(np.ascontiguousarray(crop)).permute(0, 3, 1, 2).float()
     if (view.height, view.width) != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    if view.gain != 1.0:
+        x = x.mul_(view.gain)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 class ContrastiveRecipe(Recipe):
-    def __init__(self, frames: int, max_gap: int, crop_scale: tuple[float, float]):
+    def __init__(self, frames: int, max_gap: int, crop_scale: tuple[float, float], flip: bool = True,
+                 colour: float = 0.0):
         super().__init__(frames)
         self.max_gap, self.crop_scale = max_gap, tuple(crop_scale)
+        self.flip, self.colour = flip, colour
 
     @property
     def frames_needed(self) -> int:
@@ -83,7 +98,8 @@ class ContrastiveRecipe(Recipe):
         out = {}
         for key, s in (("view1", start), ("view2", start + gap)):
             clip = store.window(video, s, self.frames)
-            out[key] = augment(clip, draw_view(clip.shape[1], clip.shape[2], self.crop_scale, rng))
+            view = draw_view(clip.shape[1], clip.shape[2], self.crop_scale, rng, self.flip, self.colour)
+            out[key] = augment(clip, view)
         out["gap"] = np.array(gap, dtype=np.int64)
         return out
 

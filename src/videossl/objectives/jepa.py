@@ -62,16 +62,23 @@ class JEPA(Objective):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         video = to_model_input(batch["clip"])
-        return self.loss(video, TubeMasks(batch["keep"], batch["masked"])), {"ema_momentum": self.momentum}
+        loss, pred, target = self.loss_parts(video, TubeMasks(batch["keep"], batch["masked"]))
+        # collapse signals: the spread of predictions and targets across clips and positions (a collapsed
+        # predictor or target encoder drives its spread to 0); tensors, read at log steps only
+        return loss, {"ema_momentum": self.momentum, "pred_spread": pred.detach().flatten(0, 1).std(0).mean(),
+                      "target_spread": target.flatten(0, 1).std(0).mean()}
 
     def loss(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
         """L1 between predicted and layer-normed target features of the masked tokens (a scalar)."""
-        pred = self.predictor(self.encoder(video, keep=masks.keep), masks)
+        return self.loss_parts(video, masks)[0]
+
+    def loss_parts(self, video: torch.Tensor, masks: TubeMasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pred = self.predictor(self.encoder(video, keep=masks.keep), masks).float()
         with torch.no_grad():
             h = self.target(video).float()
             h = F.layer_norm(h, h.shape[-1:])
             h = torch.gather(h, 1, masks.masked[..., None].expand(-1, -1, h.shape[-1]))
-        return (pred.float() - h).abs().mean()
+        return (pred - h).abs().mean(), pred, h
 
     @torch.no_grad()
     def after_step(self, step: int, total: int) -> None:

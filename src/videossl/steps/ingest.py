@@ -79,8 +79,12 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
             reason = "missing s3 key" if "404" in str(e) or "NoSuchKey" in str(e) else f"{type(e).__name__}: {e}"
             _quarantine(quarantine, video.uri, reason)
             continue
+        try:
+            split = shards.split_of(video.group, icfg.splits, cfg.seed, video.labels.get("split"))
+        except ValueError as e:  # a label sidecar that names a split that does not exist
+            _quarantine(quarantine, video.uri, f"bad label sidecar: {e}")
+            continue
         shard_name, offset = writer.add(frames)
-        split = shards.split_of(video.group, icfg.splits, cfg.seed)
         for start in range(0, len(frames) - t_clip + 1, icfg.clip_stride):
             rows.append({
                 "clip_id": f"{video.source_id}#{start}",

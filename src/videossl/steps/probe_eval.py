@@ -1,31 +1,36 @@
 """Probe-eval step: frozen features -> the temporal-understanding benchmark, beside the baselines.
 
 Models, always in the same run: the pretrained video encoder, the bag-of-frames baseline (frame
-encoder, mean-pooled), the video encoder at random initialisation, and raw pixels. Every distinct
-clip is embedded once per model (and cached by model and dataset digest); probes train on training
-videos, pick their hyperparameters on validation videos, and are scored once on test videos.
+encoder, mean-pooled), ordered frames (the frame encoder's features in time order: an image model
+with a temporal probe), the video encoder at random initialisation (several seeds), raw pixels, and
+per temporal task the supervised ceiling (eval/ceiling.py). Every distinct clip is embedded once
+per model (and cached by model and dataset digest); probes train on training videos, pick their
+hyperparameters on validation videos, and are scored once on test videos. Intervals resample test
+videos; the chance column is each task's label-permutation null.
 
-Writes to `out_dir`: metrics.json (DVC metrics), report.md, plots/{benchmark,probes,confusion,
+Writes to `out_dir`: metrics.json (DVC metrics), report.md, plots/{benchmark,confusion,
 time_vector}.png and plots/scores.json (DVC plot data). Logs the same to MLflow.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from videossl.config import Config
-from videossl.data.shards import ClipStore, dataset_digest
+from videossl import storage
+from videossl.config import HEADLINE, Config
+from videossl.data.shards import BENCHMARK, ClipStore, dataset_digest
 from videossl.errors import StepError
-from videossl.eval import features, probes, report, suite, time_vector
+from videossl.eval import ceiling, features, probes, report, suite
 from videossl.eval.report import MODELS
-from videossl.eval.tasks import RetrievalTask, Task, build_tasks, task_keys
+from videossl.eval.stats import VideoBootstrap
+from videossl.eval.tasks import TEMPORAL, RetrievalTask, Task, build_tasks, task_keys
 from videossl.models.checkpoint import CHECKPOINTS, load_encoder
 from videossl.models.vit import VideoViT
-from videossl import storage
 from videossl.storage import write_text_atomic
 
 REAL_TASK = "real_arrow_of_time"
@@ -42,14 +47,17 @@ def feature_models(cfg: Config, model_dir: Path) -> list[features.FeatureModel]:
         raise ProbeEvalError(f"{frames_path} missing: the bag-of-frames baseline is part of every benchmark")
     video, _ = load_encoder(video_path)
     frame_encoder, _ = load_encoder(frames_path)
-    torch.manual_seed(cfg.seed)
-    random_init = VideoViT(video.shape)
-    return [
+    frames_digest = storage.file_md5(frames_path)
+    models = [
         features.encoder_model("video", video, storage.file_md5(video_path), cells),
-        features.encoder_model("frames", frame_encoder, storage.file_md5(frames_path), cells),
-        features.encoder_model("random_init", random_init, f"random-init|{video.shape}|seed={cfg.seed}", cells),
-        features.pixel_model(cells),
+        features.encoder_model("frames", frame_encoder, frames_digest, cells, features.MEAN_FRAMES),
+        features.encoder_model("ordered_frames", frame_encoder, frames_digest, cells, features.ORDERED_FRAMES),
     ]
+    for i in range(cfg.probe_eval.random_init_seeds):
+        torch.manual_seed(cfg.seed + i)
+        models.append(features.encoder_model(f"{suite.RANDOM_INIT}_{i}", VideoViT(video.shape),
+                                              f"random-init|{video.shape}|seed={cfg.seed + i}", cells))
+    return models + [features.pixel_model(cells)]
 
 
 def _check(tasks: list[Task | RetrievalTask]) -> None:
@@ -58,7 +66,8 @@ def _check(tasks: list[Task | RetrievalTask]) -> None:
         for split in ("train", "test"):
             if not items[split]:
                 raise ProbeEvalError(f"probe_eval.tasks: {task.name} has no labelled clips in the {split} split; "
-                                     f"ingest more synthetic videos (ingest.synthetic.videos) or check ingest.splits")
+                                     f"ingest the synthetic benchmark (ingest.synthetic.benchmark.videos) or drop "
+                                     f"the synthetic tasks from probe_eval.tasks")
 
 
 def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path) -> dict:
@@ -70,45 +79,62 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
     digest = dataset_digest(data_dir)
     synthetic = [n for n in ecfg.tasks if n != REAL_TASK]
     tasks = build_tasks(store, synthetic, ecfg.speeds, ecfg.clips_per_video, ecfg.future_offset,
-                        cfg.ingest.synthetic.max_objects)
+                        cfg.ingest.synthetic.max_objects, cfg.seed) if synthetic else []
     _check(tasks)
     models = feature_models(cfg, Path(model_dir))
     keys = sorted({k for t in tasks for k in task_keys(t)}, key=features.key_str)
     index = {k: i for i, k in enumerate(keys)}
     cache = features.FeatureCache(ecfg.cache_dir, digest)
-    feats = features.extract(store, keys, models, ecfg.batch_size, cache)
+    feats = features.extract(store, keys, models, ecfg.batch_size, cache) if keys else {}
     t_feat = time.perf_counter() - t0
+    print(f"probe_eval: features of {len(keys)} clips x {len(models)} models in {t_feat:.1f} s", flush=True)
+
+    boot = VideoBootstrap([v.source_id for v in store.videos_in("test", BENCHMARK)], ecfg.bootstrap, cfg.seed)
+    temporal = [t for t in tasks if isinstance(t, Task) and t.name in TEMPORAL]
+    supervised = {}
+    if temporal:
+        ceil = ceiling.ceiling(store, temporal, ecfg.speeds, ecfg.ceiling, cfg.seed, digest, ecfg.cache_dir)
+        supervised = ceil.correct
+    t_ceiling = time.perf_counter() - t0 - t_feat
 
     metrics: dict = {"tasks": {}}
+    outcomes: dict[str, suite.Outcomes] = {}
     confusions, classes = {}, {}
+    classified = suite.classify_all([t for t in tasks if isinstance(t, Task)], feats, index, ecfg, cfg.seed,
+                                    ecfg.workers or os.cpu_count() or 1)
     for task in tasks:
         if isinstance(task, RetrievalTask):
-            metrics["tasks"][task.name] = suite.retrieve(task, feats, index, ecfg)
+            metrics["tasks"][task.name] = suite.retrieve(task, feats, index, ecfg, boot)
             continue
-        scores, predictions = suite.classify(task, feats, index, ecfg, cfg.seed)
-        metrics["tasks"][task.name] = scores
-        labels = predictions.pop("_labels")
-        confusions[task.name] = {m: probes.confusion_matrix(labels, p, len(task.classes)) for m, p in predictions.items()}
+        o, null = classified[task.name]
+        outcomes[task.name] = o
+        metrics["tasks"][task.name] = suite.score(o, boot, null, report.BASELINES, supervised.get(task.name),
+                                                  ecfg.determinable if task.determinability else None)
+        confusions[task.name] = {m: probes.confusion_matrix(o.labels, p, len(task.classes)) for m, p in o.predictions.items()}
         classes[task.name] = task.classes
     projections = {}
     arrow = next((t for t in tasks if t.name == "arrow_of_time"), None)
     if arrow is not None:
-        metrics["tasks"]["time_vector"], projections = suite.time_vector_scores(arrow, feats, index)
+        metrics["tasks"]["time_vector"], projections = suite.time_vector_scores(arrow, feats, index, boot)
     if REAL_TASK in ecfg.tasks:
         if len({v.group for v in store.videos_in(kind="real")}) < 2:
             raise ProbeEvalError(f"probe_eval.tasks: {REAL_TASK} needs real videos from at least 2 footage groups "
                                  f"(ingest.sources: samples, a local folder or s3://); drop it from the tasks "
                                  f"for synthetic-only data")
-        metrics["tasks"][REAL_TASK] = suite.real_arrow(store, models, cache, ecfg)
-    t_probe = time.perf_counter() - t0 - t_feat
+        metrics["tasks"][REAL_TASK] = suite.real_arrow(store, models, cache, ecfg, cfg.seed)
+    headline = suite.temporal_score(outcomes, supervised, boot, MODELS, list(TEMPORAL))
+    if headline:
+        metrics["tasks"] = {HEADLINE: headline, **metrics["tasks"]}
+    t_probe = time.perf_counter() - t0 - t_feat - t_ceiling
 
     flat = {**metrics["tasks"], "dataset_digest": digest, "clips_embedded": len(keys),
-            "seconds": {"features": round(t_feat, 2), "probes": round(t_probe, 2),
+            "seconds": {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
                         "total": round(time.perf_counter() - t0, 2)}}
     _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys))
     _log_to_mlflow(cfg, flat, out)
     print(report.console_table(metrics, MODELS))
-    print(f"probe_eval: {len(keys)} clips x {len(models)} models; features {t_feat:.1f} s, probes {t_probe:.1f} s")
+    print(f"probe_eval: {len(keys)} clips x {len(models)} models; features {t_feat:.1f} s, ceiling "
+          f"{t_ceiling:.1f} s, probes {t_probe:.1f} s")
     return flat
 
 
@@ -123,26 +149,8 @@ def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, class
         report.confusion_plot(confusions, classes, plots / "confusion.png")
     if projections:
         report.time_vector_plot(projections, plots / "time_vector.png")
-    sections = [f"# Temporal-understanding benchmark\n\nDataset `{digest[:12]}`, {n_clips} synthetic clips embedded "
-                f"per model. Scores on held-out videos with 95% Wilson intervals; the gap columns are the video "
-                f"model minus each baseline.\n",
-                "## Linear probe (primary)\n\n" + report.markdown_table(metrics, MODELS),
-                "![benchmark](plots/benchmark.png)"]
-    for suffix, title in (("_attentive", "Attentive probe"), ("_knn", "kNN (cosine)"),
-                          ("_predictor", "Future-clip retrieval through a learned linear predictor (R@1)"),
-                          ("_r5", "Retrieval R@5 (cosine; chance is 5 / n test)"),
-                          ("_within_video", "Retrieval R@1 among the same video's future clips only (cosine)"),
-                          ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)")):
-        table = report.markdown_table(metrics, MODELS, suffix)
-        if table.count("\n") > 1:
-            sections.append(f"## {title}\n\n{table}")
-    if confusions:
-        sections.append("## Confusion matrices (linear probe, test videos)\n\n![confusion](plots/confusion.png)")
-    if projections:
-        sections.append("## Time vector\n\nThe mean forward-minus-reversed direction of training clips; the "
-                        "`time_vector` row scores the sign of test clips' projections.\n\n"
-                        "![time vector](plots/time_vector.png)")
-    write_text_atomic(out / "report.md", "\n\n".join(sections) + "\n")
+    write_text_atomic(out / "report.md", report.markdown_report(metrics, MODELS, digest, n_clips,
+                                                                bool(confusions), bool(projections)))
 
 
 def _log_to_mlflow(cfg: Config, flat: dict, out: Path) -> None:
@@ -152,7 +160,7 @@ def _log_to_mlflow(cfg: Config, flat: dict, out: Path) -> None:
 
     with tracking.run(cfg.tracking, "probe-eval", tags={"step": "probe_eval"}):
         mlflow.log_params(tracking.flat_params(cfg.probe_eval.model_dump(mode="json"), "probe_eval."))
-        mlflow.log_metrics(tracking.flatten({t: s for t, s in flat.items() if isinstance(s, dict) and "n_test" in s},
+        mlflow.log_metrics(tracking.flatten({t: s for t, s in flat.items() if isinstance(s, dict) and "n_test_videos" in s},
                                             leaf=lambda v: isinstance(v, (int, float))))
         mlflow.log_artifact(str(out / "metrics.json"))
         mlflow.log_artifact(str(out / "report.md"))

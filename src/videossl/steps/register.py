@@ -15,7 +15,7 @@ from pathlib import Path
 
 from videossl import registry, tracking
 from videossl.config import Config
-from videossl.gate import Policy, frames_key
+from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.storage import write_text_atomic
 
@@ -53,13 +53,15 @@ def _score(scores: dict[str, float], metrics: dict, key: str, why: str, path: Pa
     raise RegisterError(f"{why} '{key}' in {path} is not a number: {raw!r}")
 
 
-def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """(gate metric -> score, gate metric -> its bag-of-frames score), both required before any work."""
+def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, float], dict[str, float],
+                                                                   dict[str, float | None]]:
+    """(gate metric -> score, -> its bag-of-frames score, -> the lower bound of the paired gap to the
+    bag of frames, None where the benchmark did not measure one); scores are required before any work."""
     scores = registry.flatten_scores(metrics)
     values = {m: _score(scores, metrics, m, "gate metric", path) for m in policy.metrics}
     frames = {m: _score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
               for m in policy.metrics}
-    return values, frames
+    return values, frames, {m: scores.get(gap_low_key(m)) for m in policy.metrics}
 
 
 def load_encoder(path: Path):
@@ -113,7 +115,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     metrics_path = eval_dir / METRICS
     metrics = _read_json(metrics_path, "metrics")
     policy = Policy.from_config(rcfg)
-    gate_values, frames_values = gate_inputs(policy, metrics, metrics_path)
+    gate_values, frames_values, gap_lows = gate_inputs(policy, metrics, metrics_path)
     encoder, meta = load_encoder(model_dir / ENCODER)
     frame_encoder = model_dir / FRAME_ENCODER
     scores = registry.flatten_scores(metrics)
@@ -154,7 +156,8 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
 
         reg = registry.register_version(
             MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
-            run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card)
+            run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card,
+            frames_gap_low=gap_lows)
         mlflow.log_text(reg.card or "", CARD)
         mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
                          "gate": "promoted" if reg.decision.promote else "not promoted"})

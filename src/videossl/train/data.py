@@ -53,12 +53,13 @@ class ClipDataset(Dataset):
     """Training examples cut by the objective's recipe.
 
     Video variant: one example per manifest clip start where the recipe's window fits. Frames
-    variant (T=1 encoder): one example per frame of every training video.
+    variant (T=1 encoder): one example per frame of every training video. The benchmark world's
+    videos are never among them (ClipStore.pretraining_videos).
     """
 
     def __init__(self, store: ClipStore, variant: str, recipe: Recipe, seed: int, split: str = "train"):
         self.store, self.recipe, self.seed = store, recipe, seed
-        self.videos = store.videos_in(split)
+        self.videos = store.pretraining_videos(split)
         if not self.videos:
             raise ValueError(f"no '{split}' videos in {store.dir}: check ingest.splits")
         need = recipe.frames_needed

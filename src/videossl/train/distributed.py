@@ -40,13 +40,12 @@ def setup(env: DistEnv) -> torch.device:
     return device
 
 
-def mean(value: torch.Tensor) -> float:
-    """The mean of a scalar over all ranks (every rank gets the same number)."""
+def total(value: torch.Tensor) -> float:
+    """The sum of a scalar over all ranks, on the host (every rank gets the same number): a sync."""
     if dist.is_initialized():
-        value = value.detach().clone()
-        dist.all_reduce(value)  # SUM: gloo has no AVG
-        value /= dist.get_world_size()
-    return value.item()
+        value = value.detach().clone().float()
+        dist.all_reduce(value)
+    return float(value)
 
 
 def all_gather(obj) -> list:

@@ -19,6 +19,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.utils.checkpoint
 from torch import nn
@@ -31,9 +32,14 @@ from videossl.errors import StepError
 from videossl.models.checkpoint import encoder_shape, save_checkpoint
 from videossl.models.vit import VideoViT, count_params, flops_per_clip
 from videossl.train import distributed, precision
+from videossl.train.batching import BatchSplit, objectives_of, split_batch
 from videossl.train.checkpointing import Checkpointer, run_spec, set_rng_state
-from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, make_loader
+from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, Item, make_loader
+from videossl.train.optim import build_optimizer
 from videossl.train.telemetry import Telemetry
+
+HELD_OUT_STEP = 2**31 - 1
+
 
 class TrainingError(StepError):
     pass
@@ -47,20 +53,18 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> floa
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def check_world(cfg: Config, world: int, store: ClipStore) -> None:
+def check_world(cfg: Config, world: int, store: ClipStore) -> BatchSplit:
     """Params that cannot work with this many ranks on this dataset fail before any step."""
     pcfg = cfg.pretrain
-    shards = len({v.shard for v in store.videos})
+    shards = len({v.shard for v in store.pretraining_videos()})
     if world > shards:
         raise TrainingError(f"pretrain.nproc: {world} processes in all, but {store.dir} has only {shards} shard "
-                            f"file(s); use at most {shards} processes, or ingest with a smaller ingest.shard_frames")
-    if pcfg.batch_size % world:
-        raise TrainingError(f"pretrain.batch_size ({pcfg.batch_size}) must be divisible by the number of "
-                            f"processes ({world}): every process takes an equal share of the global batch")
-    share = pcfg.batch_size // world
-    if pcfg.micro_batch and share % pcfg.micro_batch:
-        raise TrainingError(f"pretrain.micro_batch ({pcfg.micro_batch}) must divide each process's share of the "
-                            f"batch (pretrain.batch_size / {world} processes = {share})")
+                            f"file(s) of training videos; use at most {shards} processes, or ingest with a "
+                            f"smaller ingest.shard_frames")
+    try:
+        return split_batch(pcfg.batch_size, world, pcfg.micro_batch, objectives_of(pcfg))
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 def recompute_in_backward(blocks: nn.ModuleList) -> None:
@@ -71,9 +75,10 @@ def recompute_in_backward(blocks: nn.ModuleList) -> None:
 
 
 def forward_backward(forward, ddp: nn.Module, batch: dict[str, torch.Tensor], micro: int, autocast, scaler,
-                     device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+                     device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss and gradients of this rank's share of the global batch, in passes of `micro` clips
-    (gradient accumulation); returns the share's mean loss (detached).
+    (gradient accumulation); returns the share's mean loss (a detached device tensor: reading it on
+    the host is a sync, done only at log steps).
 
     Each pass's loss is a mean over its clips; scaled by 1/n and summed over the n passes, its
     gradient is that of the mean over the share. DDP averages the ranks' gradients (all-reduced once,
@@ -89,8 +94,46 @@ def forward_backward(forward, ddp: nn.Module, batch: dict[str, torch.Tensor], mi
             with autocast:
                 loss, logs = forward(part)
             scaler.scale(loss / n).backward()
-        total += loss.detach()
+        total += loss.detach().float()
     return total / n, logs
+
+
+def clip_and_check(model: nn.Module, optimizer: torch.optim.Optimizer, scaler, max_norm: float | None) -> torch.Tensor:
+    """Clip the gradient norm (after DDP's all-reduce, so every rank has the same norm) and return it,
+    on the device. A non-finite norm (a NaN/inf loss on any rank makes every rank's averaged gradient
+    non-finite) tells the fused AdamW kernel to skip the step (`found_inf`): no weight, moment or step
+    counter changes, and no host sync is needed. fp16 keeps its gradient scaler, which does the same."""
+    if scaler.is_enabled():
+        scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm else float("inf"))
+    if not scaler.is_enabled():
+        optimizer.found_inf = (~torch.isfinite(norm)).float()
+    return norm
+
+
+class HeldOut:
+    """The objective's own numbers on a fixed batch of held-out videos (the pool's validation split):
+    what it learns, not what it memorises (pretext accuracies, contrastive accuracy, JEPA spreads)."""
+
+    def __init__(self, store: ClipStore, variant: str, recipe, seed: int, size: int):
+        self.batch = None
+        try:
+            data = ClipDataset(store, variant, recipe, seed, split="val")
+        except ValueError:  # no held-out videos (tiny datasets): nothing to report
+            return
+        rng = np.random.default_rng([seed, 3])
+        picks = rng.choice(len(data), size=min(size, len(data)), replace=False)
+        # a step number training never reaches: the held-out batch's random draws are its own
+        items = [Item(HELD_OUT_STEP, i, int(k)) for i, k in enumerate(picks)]
+        self.batch = Collator(recipe, seed)([data[it] for it in items])
+
+    @torch.no_grad()
+    def logs(self, model: nn.Module, autocast, device: torch.device) -> dict[str, float]:
+        if self.batch is None:
+            return {}
+        with autocast:
+            loss, logs = model({k: v.to(device) for k, v in self.batch.items()})
+        return {"heldout_loss": float(loss), **{f"heldout_{k}": float(v) for k, v in logs.items()}}
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -113,7 +156,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     steps = pcfg.steps if variant == "video" else pcfg.baseline_steps
     env = distributed.read_env()
     store = ClipStore(data_dir)
-    check_world(cfg, env.world, store)
+    split = check_world(cfg, env.world, store)
     device = distributed.setup(env)
     torch.set_num_threads(_threads(cfg, env))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -125,10 +168,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
         recompute_in_backward(model.encoder.blocks)
     dataset = ClipDataset(store, variant, recipe, cfg.seed)
     on_gpu = device.type == "cuda"
-    # fused AdamW on CPU too (torch >= 2.4): one kernel for all parameters instead of a Python loop
-    # over them, measured 6.8 -> 1.4 ms per step on the default model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay,
-                                  betas=(0.9, 0.95), fused=True)
+    optimizer = build_optimizer(model, pcfg.lr, pcfg.weight_decay)
     dtype = precision.autocast_dtype(pcfg.precision, device)
     autocast = precision.autocast(dtype, device)
     if env.is_main:
@@ -154,15 +194,17 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
 
     ddp = DDP(model) if env.world > 1 else model
     forward = torch.compile(ddp) if pcfg.compile else ddp
-    micro = pcfg.micro_batch or pcfg.batch_size // env.world  # default: this rank's share in one pass
-    sampler = GlobalBatchSampler(len(dataset), pcfg.batch_size, env.rank, env.world, cfg.seed, start, steps)
+    sampler = GlobalBatchSampler(len(dataset), split.global_batch, env.rank, env.world, cfg.seed, start, steps)
     loader = make_loader(dataset, sampler, Collator(recipe, cfg.seed), pcfg.num_workers, pin_memory=on_gpu)
+    heldout = HeldOut(store, variant, recipe, cfg.seed, pcfg.eval_batch) if env.is_main and pcfg.eval_every else None
 
     # local rank 0 of every node reports (console, Prometheus); global rank 0 also logs to MLflow
     tracker = Telemetry(cfg, variant, env, shape, count_params(model.encoder)) if env.local_rank == 0 else nullcontext()
     with tracker:  # an exception ends the MLflow run as FAILED
         t_start = t_log = t_fetch = time.perf_counter()
         wait = 0.0
+        window_loss = torch.zeros((), device=device)    # sum of the losses since the last log step
+        skipped = torch.zeros((), device=device)        # non-finite steps skipped on the device
         model.train()
         for step, batch in enumerate(loader, start):
             wait += time.perf_counter() - t_fetch
@@ -170,31 +212,44 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            loss, logs = forward_backward(forward, ddp, batch, micro, autocast, scaler, device)
-            loss_val = distributed.mean(loss)  # the global batch's loss, the same on every rank
-            if not math.isfinite(loss_val):  # every rank sees it: all stop here, before the weights change
-                raise TrainingError(f"{variant} pretraining: loss became {loss_val} at step {step}; stopped before "
-                                    f"the optimizer step, the last checkpoint in {ckpt.root} is untouched "
-                                    f"(try a lower pretrain.lr)")
+            loss, logs = forward_backward(forward, ddp, batch, split.micro, autocast, scaler, device)
+            grad_norm = clip_and_check(model, optimizer, scaler, pcfg.grad_clip)
+            skipped += ~torch.isfinite(grad_norm)
+            window_loss += loss
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             model.after_step(step, steps)
 
-            if (pcfg.checkpoint_every and (step + 1) % pcfg.checkpoint_every == 0) or step + 1 == steps:
+            log_now = (step + 1) % pcfg.log_every == 0 or step + 1 == steps
+            save_now = (pcfg.checkpoint_every and (step + 1) % pcfg.checkpoint_every == 0) or step + 1 == steps
+            if log_now or save_now:  # the host reads the device only here: one sync per log step
+                bad = distributed.total(skipped)
+                if bad:  # every rank sees the same sum: all stop here, and no skipped step changed the weights
+                    raise TrainingError(f"{variant} pretraining: the loss or its gradient became non-finite in "
+                                        f"{bad:.0f} step(s) up to step {step + 1}; those steps were skipped, the "
+                                        f"checkpoints in {ckpt.root} are untouched (try a lower pretrain.lr)")
+            if log_now:
+                n = min((step + 1) % pcfg.log_every or pcfg.log_every, step + 1 - start)
+                loss_val = distributed.total(window_loss) / (n * env.world)
+                window_loss.zero_()
+                now = time.perf_counter()
+                clips_s = n * pcfg.batch_size / (now - t_log)
+                if env.local_rank == 0:
+                    extra = {"grad_norm": float(grad_norm), **{k: float(v) for k, v in logs.items()}}
+                    if heldout is not None and ((step + 1) % pcfg.eval_every == 0 or step + 1 == steps):
+                        model.eval()
+                        extra.update(heldout.logs(model, autocast, device))
+                        model.train()
+                    tracker.step(step + 1, steps, loss_val, lr, clips_s, clips_s * shape.num_tokens,
+                                 wait / (now - t_start), now - t_start, objective_logs=extra)
+                t_log = now
+            if save_now:
                 ckpt.save(step + 1, {"variant": variant, "spec": spec, "loss": loss_val, "lr": lr,
                                      "objective": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                                      "shape": shape.as_dict(), "config": cfg.model_dump(mode="json"),
                                      "dataset_digest": digest})
-            if (step + 1) % pcfg.log_every == 0 or step + 1 == steps:
-                now = time.perf_counter()
-                n = min((step + 1) % pcfg.log_every or pcfg.log_every, step + 1 - start)
-                clips_s = n * pcfg.batch_size / (now - t_log)
-                if env.local_rank == 0:
-                    tracker.step(step + 1, steps, loss_val, lr, clips_s, clips_s * shape.num_tokens,
-                                 wait / (now - t_start), now - t_start, objective_logs=logs)
-                t_log = now
             t_fetch = time.perf_counter()
 
         elapsed = time.perf_counter() - t_start

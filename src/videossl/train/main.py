@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_dir = cfg.pretrain.checkpoint_dir or f"{out}/checkpoints"
         for variant in args.variants:
             result = train(cfg, args.data, f"{out}/{CHECKPOINTS[variant]}", variant, checkpoint_dir)
-            print(json.dumps(result), flush=True)
+            # one write per line: ranks share stdout, and print() writes the text and its newline apart
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
         ok = True
     except (ConfigError, StepError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,139 @@
+"""The objective study: every pretraining objective, at equal training time on the same data, at
+several budgets, scored by the same benchmark (`videossl study`).
+
+Equal compute means equal training seconds on this machine: each objective's seconds per step are
+measured first (a short in-process calibration run, the same batch and model), then each run gets
+the steps that fill its budget. Every run is the real pretrain step (torchrun) followed by the real
+probe-eval step with the primary (linear) probe; the bag of frames, ordered frames, random init,
+raw pixels and the supervised ceiling depend only on the data and the frame encoder, so they come
+from the feature and ceiling caches after the first run.
+
+Writes `out/study.json` (one row per objective and budget), `out/study.md` (the table),
+`out/plots/study.json` (DVC plot data: temporal score against training seconds) and
+`out/plots/study.png`.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from videossl.config import HEADLINE, TEMPORAL_TASKS, Config, dump_config, parse_config
+from videossl.storage import write_text_atomic
+
+# name -> pretrain.objective (a name, or the weights of several sharing the encoder)
+OBJECTIVES = {"mae": "mae", "jepa": "jepa", "pretext": "pretext", "contrastive": "contrastive",
+              "pretext+contrastive": {"pretext": 1.0, "contrastive": 0.5}}
+CALIBRATION_STEPS = 12  # steps timed per objective (after CALIBRATION_WARMUP)
+CALIBRATION_WARMUP = 4
+
+
+def _with(cfg: Config, overrides: list[str]) -> Config:
+    return parse_config(dump_config(cfg), overrides)
+
+
+def _objective_override(objective) -> str:
+    return f"pretrain.objective={json.dumps(objective)}"
+
+
+def seconds_per_step(cfg: Config, data_dir: Path, objective) -> float:
+    """Training seconds per step of `objective`, measured in this process (no torchrun, no MLflow)."""
+    from videossl.train.loop import train
+
+    steps = CALIBRATION_WARMUP + CALIBRATION_STEPS
+    with tempfile.TemporaryDirectory(prefix="videossl-calibrate-") as tmp:
+        run = _with(cfg, [_objective_override(objective), f"pretrain.steps={steps}", "pretrain.resume=false",
+                          "pretrain.checkpoint_every=0", "pretrain.metrics_port=null", "pretrain.eval_every=0",
+                          f"pretrain.log_every={CALIBRATION_WARMUP}", f"tracking.uri=sqlite:///{tmp}/mlruns.db",
+                          f"tracking.artifacts={tmp}/mlartifacts", "pretrain.system_metrics_interval=null"])
+        t0 = time.perf_counter()
+        train(run, data_dir, f"{tmp}/warm.pt", "video", f"{tmp}/ckpt-warm")
+        warm = time.perf_counter() - t0
+        run = _with(run, [f"pretrain.steps={CALIBRATION_WARMUP}"])
+        t0 = time.perf_counter()
+        train(run, data_dir, f"{tmp}/short.pt", "video", f"{tmp}/ckpt-short")
+        short = time.perf_counter() - t0
+    return max(warm - short, 1e-3) / CALIBRATION_STEPS  # the difference cancels start-up and export
+
+
+def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[float],
+          objectives: list[str] | None = None) -> list[dict]:
+    from videossl.steps.pretrain import pretrain
+    from videossl.steps.probe_eval import probe_eval
+
+    data_dir, out = Path(data_dir), Path(out_dir)
+    names = objectives or list(OBJECTIVES)
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise ValueError(f"unknown objective(s) {unknown}: choose from {list(OBJECTIVES)}")
+    per_step = {n: seconds_per_step(cfg, data_dir, OBJECTIVES[n]) for n in names}
+    print("study: seconds per step " + ", ".join(f"{n} {s:.3f}" for n, s in per_step.items()), flush=True)
+    rows = []
+    for budget in sorted(budgets):
+        for name in names:
+            steps = max(1, int(round(budget / per_step[name])))
+            run = _with(cfg, [_objective_override(OBJECTIVES[name]), f"pretrain.steps={steps}",
+                              "probe_eval.probes=[linear]"])
+            tag = f"{name}-{int(budget)}s"
+            print(f"study: {tag}: {steps} steps", flush=True)
+            summary = pretrain(run, data_dir, out / "runs" / tag / "pretrain")
+            metrics = probe_eval(run, data_dir, out / "runs" / tag / "pretrain", out / "runs" / tag / "eval")
+            head = metrics.get(HEADLINE, {})
+            row = {"objective": name, "budget_seconds": budget, "steps": steps,
+                   "train_seconds": summary["video"]["seconds"],
+                   HEADLINE: head.get("video"), f"{HEADLINE}_ci_low": head.get("video_ci_low"),
+                   f"{HEADLINE}_ci_high": head.get("video_ci_high")}
+            for task in (*TEMPORAL_TASKS, "content_count", "content_shape"):
+                if task in metrics:
+                    row[task] = metrics[task].get("video")
+                    row[f"{task}_supervised"] = metrics[task].get("supervised")
+                    row[f"{task}_frames"] = metrics[task].get("frames")
+            rows.append(row)
+            _write(out, rows)
+    return rows
+
+
+def _write(out: Path, rows: list[dict]) -> None:
+    write_text_atomic(out / "study.json", json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(out / "plots" / "study.json", json.dumps(
+        [{"objective": r["objective"], "train_seconds": r["train_seconds"], HEADLINE: r[HEADLINE]} for r in rows],
+        indent=1) + "\n")
+    tasks = [t for t in (*TEMPORAL_TASKS, "content_count", "content_shape") if any(t in r for r in rows)]
+    lines = ["| objective | budget (s) | steps | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
+             "|---" * (4 + len(tasks)) + "|"]
+    for r in rows:
+        head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + '_ci_low']:.2f}, "
+                                                 f"{r[HEADLINE + '_ci_high']:.2f}]")
+        lines.append(f"| {r['objective']} | {r['budget_seconds']:g} | {r['steps']} | {head} | "
+                     + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + " |")
+    write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
+    _plot(rows, out / "plots" / "study.png")
+
+
+def _plot(rows: list[dict], dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name in dict.fromkeys(r["objective"] for r in rows):
+        mine = sorted((r for r in rows if r["objective"] == name and r[HEADLINE] is not None),
+                      key=lambda r: r["train_seconds"])
+        if not mine:
+            continue
+        x = [r["train_seconds"] for r in mine]
+        y = [r[HEADLINE] for r in mine]
+        err = [[r[HEADLINE] - r[HEADLINE + "_ci_low"] for r in mine], [r[HEADLINE + "_ci_high"] - r[HEADLINE] for r in mine]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+    ax.axhline(0, color="k", linewidth=0.8, linestyle="dashed")
+    ax.axhline(1, color="k", linewidth=0.8, linestyle="dotted")
+    ax.set_xlabel("training seconds (2 CPU cores)")
+    ax.set_ylabel("temporal score (0 = bag of frames, 1 = ceiling)")
+    ax.set_title("Objectives at equal training time", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest)
+    plt.close(fig)
