@@ -7,11 +7,13 @@ task: arrow of time and order must be exactly at chance, and the primary (linear
 of chance on speed and gravity. A feature that sees motion (how each frame shifts into the next)
 reads gravity and speed from the same clips, so the test has the power to see what it looks for.
 
-One thing a bag of frames can always see is how much a clip's average frame is smoothed by motion:
-it is a long exposure, smoother when more time passes (the 4x clips). Its mean is the same at every
-speed, so a linear probe cannot use it, but a nonlinear one can: kNN on pixel statistics reads speed
-at ~0.5 (chance 0.33). The bound below keeps that known effect from growing unnoticed; the report
-shows every probe of the bag of frames beside the video model, with the null's range.
+One thing a bag of frames can always see is how a clip's average frame is smoothed by motion: it is
+a long exposure, smoother when more time passes (the 4x clips) and streaked along the axis objects
+sink on (but not towards which end: a streak has no direction). Its mean is the same at every speed
+and gravity, so a linear probe cannot use it, but a nonlinear one can: kNN on pixel statistics reads
+speed at ~0.5 (chance 0.33) and gravity at ~0.36 (chance 0.25; the axis alone would give at most
+0.5). The bounds below keep these known effects from growing unnoticed; the report shows every probe
+of the bag of frames beside the video model, with the null's range.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from videossl.eval.tasks import build_tasks, task_keys
 from videossl.models.vit import VideoViT, VitShape
 
 LEAK_TOLERANCE = 0.03  # a bag of frames at most this far above chance on a temporal task (primary probe)
-LONG_EXPOSURE_BOUND = 0.25  # kNN on speed: the known long-exposure effect (measured ~0.18 above chance)
+# kNN, above chance: the known long-exposure effects (measured: speed +0.18, gravity +0.11)
+LONG_EXPOSURE_BOUND = {"speed": 0.25, "gravity": 0.15}
 CELLS = 4 * 3 * 3      # gravity x object count x shape
 
 
@@ -89,8 +92,8 @@ def test_a_bag_of_frames_reads_no_temporal_label(world, tmp_path):
                 chance = 1 / len(task.classes)
                 if task.name in ("arrow_of_time", "order"):
                     bound = chance  # the same frames: bit-identical features, exactly one half
-                elif probe == "knn" and task.name == "speed":
-                    bound = chance + LONG_EXPOSURE_BOUND
+                elif probe == "knn":
+                    bound = chance + LONG_EXPOSURE_BOUND[task.name]
                 else:
                     bound = chance + LEAK_TOLERANCE
                 if acc > bound or (task.name in ("arrow_of_time", "order") and acc != 0.5):

@@ -175,27 +175,17 @@ def test_write_video_rejects_odd_frame_size(tmp_path):
 # physics
 
 
-def test_objects_sink_along_gravity_and_are_kicked_across_it():
+def test_objects_sink_along_gravity_and_kicks_scatter_them_every_way():
     for g in range(4):
         vel = np.concatenate([S.simulate_world(w, WORLD).vel.reshape(-1, 2) for w in _worlds(WORLD, 40, gravity=g)])
         down = S.GRAVITY_DIRECTIONS[g]
-        # the sinking is never disturbed; kicks go to either side, so on average only the sinking is left
-        np.testing.assert_allclose(vel @ down, S.TERMINAL_SPEED, atol=1e-9)
-        np.testing.assert_allclose(vel.mean(0), S.TERMINAL_SPEED * down, atol=0.03)
-
-
-def test_over_a_second_objects_travel_as_far_across_their_fall_as_along_it():
-    """What a long exposure (a bag of frames) of a one-second clip shows has no preferred axis."""
-    for g in (0, 2):
-        down = S.GRAVITY_DIRECTIONS[g]
-        along, across = [], []
-        for w in _worlds(WORLD, 80, gravity=g):
-            pos = S.simulate_world(w, WORLD).pos
-            step = (pos[WORLD.fps:] - pos[:-WORLD.fps] + 0.5) % 1.0 - 0.5  # [F - fps, N, 2], one second apart
-            along.append(((step @ down) ** 2).ravel())
-            across.append(((step @ np.array([-down[1], down[0]])) ** 2).ravel())
-        ratio = np.concatenate(across).mean() / np.concatenate(along).mean()
-        assert 0.8 < ratio < 1.25, ratio
+        across = np.array([-down[1], down[0]])
+        # kicks point every way and relax back to sinking: on average only (most of) the sinking is left ...
+        assert abs(vel.mean(0) @ across) < 0.03
+        assert 0.6 * S.TERMINAL_SPEED < vel.mean(0) @ down <= S.TERMINAL_SPEED
+        # ... but a kicked object moves against or across it for a while: the motion is never a constant drift
+        assert (vel @ down < 0.5 * S.TERMINAL_SPEED).mean() > 0.05
+        assert np.abs(vel @ across).max() > 0.5 * S.KICK_SPEED
 
 
 def test_drag_relaxes_a_kick_exponentially_between_kicks():
@@ -206,18 +196,18 @@ def test_drag_relaxes_a_kick_exponentially_between_kicks():
     decay = np.exp(-S.DRAG_RATE / WORLD.fps)
     smooth = np.isclose(ratio, decay, rtol=1e-6)  # frames without a kick in between
     assert smooth.mean() > 0.4 and (~smooth).any()  # mostly relaxing, with kicks in between
-    kicked = np.concatenate([S.kick_velocities(np.random.default_rng(s), 50, 0) for s in range(4)])
-    assert np.all(kicked[:, 1] == 0)  # gravity down: kicks are left or right
-    speed = np.abs(kicked[:, 0])
+    kicked = np.concatenate([S.kick_velocities(np.random.default_rng(s), 100) for s in range(4)])
+    speed = np.linalg.norm(kicked, axis=1)
     assert speed.min() >= S.KICK_SPEED * (1 - S.KICK_SPEED_JITTER) - 1e-9
     assert speed.max() <= S.KICK_SPEED * (1 + S.KICK_SPEED_JITTER) + 1e-9
-    assert 0.3 < (kicked[:, 0] > 0).mean() < 0.7
+    quadrant = np.arctan2(kicked[:, 1], kicked[:, 0]) // (np.pi / 2)  # every direction, evenly
+    np.testing.assert_allclose(np.bincount((quadrant + 2).astype(int), minlength=4) / len(kicked), 0.25, atol=0.07)
 
 
 def test_positions_are_uniform_whatever_the_gravity():
     """No floor and no pile: where things are says nothing about which way they sink."""
     for g in range(4):
-        pos = np.concatenate([S.simulate_world(w, WORLD).pos.reshape(-1, 2) for w in _worlds(WORLD, 60, gravity=g)])
+        pos = np.concatenate([S.simulate_world(w, WORLD).pos.reshape(-1, 2) for w in _worlds(WORLD, 400, gravity=g)])
         assert pos.min() >= 0 and pos.max() < 1
         for axis in (0, 1):  # each quarter of the box holds a quarter of the positions
             counts = np.histogram(pos[:, axis], bins=4, range=(0, 1))[0] / len(pos)

@@ -5,11 +5,12 @@ back on the other), with no floor, walls or resting pile anywhere:
 
 - **Sinking objects.** 1..max_objects shapes (one shape per video) sink through the water towards
   the gravity direction (down, up, left or right) at a fixed terminal speed. Now and then an object
-  is kicked sideways (a Poisson process; left or right of its fall, at random), and Stokes drag
+  is kicked (a Poisson process; in any direction, at about the sinking speed), and Stokes drag
   relaxes it back to sinking. Positions are uniform in every frame (the torus has no preferred
-  place), so a single frame says nothing about gravity: only motion does. The kicks are sized so
-  that over one second an object travels as far across its fall as along it (in mean square): a
-  bag of frames, which is a long exposure of the clip, sees streaks along both axes alike.
+  place), so a single frame says nothing about gravity: only motion does. (A bag of frames is a
+  long exposure of its clip, streaked along the axis things sink on; a streak has no direction, so
+  the bag cannot tell down from up, and a linear probe cannot even read the axis:
+  tests/test_benchmark_world.py measures both.)
 - **Ripples.** Raindrops hit the water at random places and times; each ring expands at a fixed
   speed and fades. Radiation spreading outwards is irreversible: played backwards, rings contract
   and vanish into a point. Ripples are zero-mean brightness waves, so the picture's average
@@ -55,25 +56,22 @@ SPLIT_NAMES = ("train", "val", "test")
 
 # Bump whenever the world or the renderer changes: it is part of the labels, so cached videos from
 # an older generator never pass the "same labels" check in generate().
-GENERATOR_VERSION = 3  # 3: torus pond, sinking objects kicked sideways, ripples (gravity only in motion)
+GENERATOR_VERSION = 4  # 3: torus pond, sinking objects kicked sideways, ripples; 4: kicks in any direction
 
 # --- physics (box units, seconds) -------------------------------------------------------------
 # Unit vectors in image coordinates (y points down), in GRAVITY_NAMES order.
 GRAVITY_DIRECTIONS = np.array([[0.0, 1.0], [0.0, -1.0], [-1.0, 0.0], [1.0, 0.0]])
-TERMINAL_SPEED = 0.2   # sinking speed along gravity: 0.8 px per frame at 32 px and 8 fps
-DRAG_RATE = 6.0        # 1/s: a kick's sideways velocity relaxes with a time constant of 1/6 s (1.3 frames)
-KICK_RATE = 1.5        # kicks per object and second (Poisson); a kick replaces the sideways velocity
-# Sideways speed right after a kick (times 1 +- jitter: speeds stay narrow, so speed is a playback
-# property). Measured: over one second objects then travel as far across their fall as along it,
-# in mean square (tests/test_synthetic.py).
-KICK_SPEED = 1.3
-KICK_SPEED_JITTER = 0.1
+TERMINAL_SPEED = 0.4   # sinking speed along gravity: 1.6 px per frame at 32 px and 8 fps
+DRAG_RATE = 3.0        # 1/s: a kick relaxes back to sinking with a time constant of 1/3 s
+KICK_RATE = 0.7        # kicks per object and second (Poisson); a kick replaces the velocity
+KICK_SPEED = 0.4       # speed right after a kick, in a uniformly random direction ...
+KICK_SPEED_JITTER = 0.1  # ... times 1 +- this: speeds stay narrow, so speed is a playback property
 SUBSTEPS = 8           # integration steps per frame (kicks land between frames)
 
 RIPPLE_RATE = 1.5      # raindrops per second over the whole pond: 2-4 rings in view at any time
 RIPPLE_SPEED = 0.35    # box/s: the ring radius grows 1.4 px per frame at 32 px and 8 fps
 RIPPLE_WIDTH = 0.04    # box units: the ring's crest-to-trough half width
-RIPPLE_AMPLITUDE = 60.0  # grey levels of the brightness wave at its peak (before the fade)
+RIPPLE_AMPLITUDE = 80.0  # grey levels of the brightness wave at its peak (before the fade)
 RIPPLE_RISE = 0.15     # s: the ring's amplitude rises with this time constant ...
 RIPPLE_DECAY = 0.8     # s: ... and fades with this one
 RIPPLE_LIFE = RIPPLE_RISE + 5 * RIPPLE_DECAY  # after this a ring is < 1% of its peak: stop drawing it
@@ -96,7 +94,7 @@ PALETTE = np.array([
 BACKGROUND_GREY_RANGE = (60.0, 100.0)
 BACKGROUND_TINT = 10.0
 BED_CELLS = 4
-BED_AMPLITUDE = 15.0
+BED_AMPLITUDE = 10.0
 TEXTURE_AMPLITUDE = 3.0
 
 LABEL_DECIMALS = 2  # per-frame records in the sidecar are rounded: labels stay small and exact
@@ -149,13 +147,11 @@ def frame_count(cfg: SyntheticConfig) -> int:
     return max(1, int(round(cfg.seconds * cfg.fps)))
 
 
-def kick_velocities(rng: np.random.Generator, n: int, gravity: int) -> np.ndarray:
-    """[n, 2] sideways velocities a kick adds to the sinking: across the fall, to either side, at
-    KICK_SPEED x (1 +- jitter)."""
-    down = GRAVITY_DIRECTIONS[gravity]
-    side = np.array([-down[1], down[0]])
+def kick_velocities(rng: np.random.Generator, n: int) -> np.ndarray:
+    """[n, 2] velocities right after a kick: a uniformly random direction at KICK_SPEED x (1 +- jitter)."""
+    phi = rng.uniform(0, 2 * np.pi, n)
     speed = KICK_SPEED * (1 + rng.uniform(-KICK_SPEED_JITTER, KICK_SPEED_JITTER, n))
-    return rng.choice([-1.0, 1.0], size=n)[:, None] * speed[:, None] * side
+    return np.stack([np.cos(phi), np.sin(phi)], axis=1) * speed[:, None]
 
 
 def sample_world(seed: int, cfg: SyntheticConfig, gravity: int | None = None, n_objects: int | None = None,
@@ -168,7 +164,8 @@ def sample_world(seed: int, cfg: SyntheticConfig, gravity: int | None = None, n_
     colour_idx = rng.permutation(len(PALETTE))[:n]
     # the stationary state: time since each object's last kick is exponential, its kick part decayed
     since = rng.exponential(1.0 / KICK_RATE, n)
-    vel0 = GRAVITY_DIRECTIONS[g] * TERMINAL_SPEED + kick_velocities(rng, n, g) * np.exp(-DRAG_RATE * since)[:, None]
+    v_term = GRAVITY_DIRECTIONS[g] * TERMINAL_SPEED
+    vel0 = v_term + (kick_velocities(rng, n) - v_term) * np.exp(-DRAG_RATE * since)[:, None]
     # ripples born over [-RIPPLE_LIFE, seconds): the first frame already shows rings of every age
     n_ripples = int(rng.poisson(RIPPLE_RATE * (cfg.seconds + RIPPLE_LIFE)))
     background = rng.uniform(*BACKGROUND_GREY_RANGE) + rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, size=3)
@@ -211,7 +208,7 @@ def simulate_world(world: World, cfg: SyntheticConfig) -> Trajectory:
         for _ in range(SUBSTEPS):
             kicked = rng.random(n) < KICK_RATE * dt
             if kicked.any():
-                v[kicked] = v_term + kick_velocities(rng, int(kicked.sum()), world.gravity)
+                v[kicked] = kick_velocities(rng, int(kicked.sum()))
             transient = v - v_term
             dissipated[f] += 0.5 * float((transient ** 2).sum()) * (1 - relax ** 2)
             v = v_term + transient * relax
