@@ -35,7 +35,7 @@ from typing import Iterator
 import pytest
 
 HOST = "127.0.0.1"
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
 
 # Dummy credentials: moto accepts any; they must exist or boto3 refuses to sign requests.
@@ -256,7 +256,7 @@ class PrometheusServer:
         """(labels, value) of each series of an instant query (PromQL `expr`)."""
         return [(r["metric"], float(r["value"][1])) for r in self.api("query", query=expr)["result"]]
 
-    def wait_for(self, expr: str, timeout: float = 30.0, until=bool, alive=lambda: True) -> list[tuple[dict, float]]:
+    def wait_for(self, expr: str, timeout: float = 180.0, until=bool, alive=lambda: True) -> list[tuple[dict, float]]:
         """Poll `expr` until `until(result)` holds; fail after `timeout` s, or as soon as `alive()` is false."""
         deadline = time.monotonic() + timeout
         while True:

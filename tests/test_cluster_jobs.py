@@ -127,7 +127,11 @@ def test_job_runs_torchrun_on_the_worker_with_the_exact_params(launcher, tmp_pat
     assert container["command"] == ["torchrun"]
     assert container["args"][-6:] == ["-m", "videossl.cluster.worker", "--data", DATA, "--out", OUT]
     env = {e["name"]: e for e in container["env"]}
-    assert expand(env[PARAMS_ENV]["value"], {"HOME": "/tmp"}) == dump_config(cfg)
+    # exactly the params, but /metrics on every pod interface (the cluster's Prometheus scrapes the pod
+    # IP); a workstation run keeps loopback
+    assert cfg.pretrain.metrics_host == "127.0.0.1"
+    in_pod = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"metrics_host": "0.0.0.0"})})
+    assert expand(env[PARAMS_ENV]["value"], {"HOME": "/tmp"}) == dump_config(in_pod)
     assert not [n for n in env if RESERVED.match(n)], "the Trainer rejects jobs that set torchrun's reserved env"
     if launcher == "pytorchjob":  # the operator's MASTER_ADDR/PORT reach torchrun through the args
         assert container["args"][:2] == ["--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)"]
@@ -176,6 +180,9 @@ def test_pods_are_labelled_for_the_podmonitor_and_the_log_selector(launcher, tmp
     (["cluster.job.nodes=3"], DATA, "pretrain.batch_size"),
     (["cluster.job.nodes=1", "cluster.job.gpus_per_node=4", "cluster.job.procs_per_node=4", "pretrain.batch_size=8",
       "pretrain.micro_batch=4"], DATA, "pretrain.micro_batch"),
+    # 2 nodes x 8 GPUs with a global batch of 16: one clip per rank, and InfoNCE on one clip learns nothing
+    (["cluster.job.nodes=2", "cluster.job.gpus_per_node=8", "cluster.job.procs_per_node=8", "pretrain.batch_size=16",
+      "pretrain.objective=contrastive"], DATA, "pretrain.batch_size (16) / cluster.job.nodes x cluster.job.procs_per_node (16)"),
 ])
 def test_params_that_cannot_work_fail_before_submitting_naming_the_key(overrides, data, key, tmp_path):
     cfg = tiny_config(tmp_path, *overrides)

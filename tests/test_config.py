@@ -29,6 +29,10 @@ def test_repo_params_are_valid_and_complete():
     ("model.heads=5", "model.dim", "divisible by model.heads"),
     ("register.gate_metrics=[colour.video]", "register.gate_metrics", "probe_eval.tasks"),
     ("probe_eval.tasks=[arrow_of_time, telepathy]", "probe_eval.tasks[1]", "arrow_of_time"),
+    ("pretrain.lr=.inf", "pretrain.lr", "finite number"),
+    ("ingest.splits={train: .nan, val: 0.5, test: 0.5}", "ingest.splits.train", "finite"),
+    ("pretrain.steps=true", "pretrain.steps", "not true/false"),
+    ("probe_eval.ceiling.lr=.nan", "probe_eval.ceiling.lr", "finite number"),
 ])
 def test_invalid_value_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:
@@ -54,3 +58,9 @@ def test_cli_exits_2_before_work_naming_the_key(tmp_path):
 def test_missing_params_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_an_override_that_is_not_yaml_is_one_line_naming_it():
+    with pytest.raises(ConfigError, match=r"override 'pretrain.lr=\[1': the value is not valid YAML") as err:
+        load_config(REPO / "params.yaml", ["pretrain.lr=[1"])
+    assert "\n" not in str(err.value)

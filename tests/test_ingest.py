@@ -193,15 +193,8 @@ def bad_directory(d: Path, lib: Library, request) -> Bad:
     return Bad(str(d / "y.mp4"), ("unreadable", "not a regular file"))
 
 
-def bad_missing_s3_key(d: Path, lib: Library, request) -> Bad:
-    s3: S3Server = request.getfixturevalue("s3_server")
-    s3.make_bucket(BUCKET)
-    uri = f"s3://{BUCKET}/missing.mp4"
-    return Bad(uri, ("missing s3 key",), (f"ingest.s3_endpoint_url={s3.endpoint_url}",), (uri,))
-
-
 BAD_INPUTS = [bad_zero_bytes, bad_truncated_moov_at_end, bad_truncated_faststart, bad_text_file,
-              bad_shorter_than_a_clip, bad_one_frame, bad_dangling_symlink, bad_directory, bad_missing_s3_key]
+              bad_shorter_than_a_clip, bad_one_frame, bad_dangling_symlink, bad_directory]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,7 +229,7 @@ def test_cli_quarantines_every_bad_input_and_exits_0(library, tmp_path, request)
     extra = [s for b in bads for s in b.extra_sources]
     out = tmp_path / "out"
 
-    proc = run_cli(out, sources(raw, *extra), *overrides)
+    proc = run_cli(out, sources(raw, *extra), *overrides, "ingest.max_quarantined_fraction=1")
 
     assert proc.returncode == 0, proc.stderr
     expected_clips = sum(len(clip_starts(f)) for f in (24, 24, 48))  # carphone: 120 frames at 29.97 fps -> 48
@@ -250,7 +243,11 @@ def test_cli_quarantines_every_bad_input_and_exits_0(library, tmp_path, request)
         assert q["path"] in proc.stderr
     rows = shards.read_manifest(out)
     assert {r["source_id"] for r in rows} == {f"raw/{p.name}" for p in library.good}
-    assert summary.group(4) == json.loads((out / STATS).read_text())["digest"][:12]
+    stats = json.loads((out / STATS).read_text())
+    assert summary.group(4) == stats["digest"][:12]
+    assert sum(stats["quarantined_by_reason"].values()) == len(bads) and "empty file" in stats["quarantined_by_reason"]
+    for q in quarantine:
+        assert "\n" not in q["reason"] and ".cc:" not in q["reason"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,12 +272,54 @@ def test_cli_fails_when_nothing_usable_remains(tmp_path):
     assert not (out / shards.MANIFEST).exists() and not (out / STATS).exists()
 
 
-def test_missing_source_directory_is_reported(tmp_path):
-    missing = tmp_path / "no-such-dir"
-    with pytest.raises(IngestError, match="nothing usable to ingest"):
-        ingest(make_config(sources(missing)), tmp_path / "out")
-    [entry] = json.loads((tmp_path / "out" / QUARANTINE).read_text())
-    assert entry["path"] == str(missing) and "does not exist" in entry["reason"]
+def test_too_many_quarantined_inputs_fail_and_keep_the_previous_dataset(library, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(library.synth_a, raw / "good.mp4")
+    out = tmp_path / "out"
+    run(out, sources(raw))
+    manifest = (out / shards.MANIFEST).read_bytes()
+    for name in ("a.mp4", "b.mp4"):
+        (raw / name).write_bytes(b"")
+    proc = run_cli(out, sources(raw))  # 2 of 3 unusable: more than the default half
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "2 of 3 inputs quarantined (67%), more than ingest.max_quarantined_fraction (50%)" in proc.stderr
+    assert len(json.loads((out / QUARANTINE).read_text())) == 2  # the reasons are still reported
+    assert (out / shards.MANIFEST).read_bytes() == manifest
+
+
+@pytest.mark.parametrize("source, index", [("{tmp}/no-such-dir", 1), ("synthetc", 1), ("s3://nobucket/raw/", 1),
+                                           (f"s3://{BUCKET}/missing.mp4", 1)])
+def test_a_source_that_cannot_be_read_fails_before_work_naming_it(source, index, library, s3_server, tmp_path):
+    s3_server.make_bucket(BUCKET)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(library.synth_a, raw / "good.mp4")
+    proc = run_cli(tmp_path / "out", sources(raw, source.format(tmp=tmp_path)),
+                   f"ingest.s3_endpoint_url={s3_server.endpoint_url}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert f"ingest.sources[{index}]" in line and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / shards.MANIFEST).exists()
+
+
+def test_files_skipped_for_their_extension_are_reported(library, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(library.synth_a, raw / "good.mp4")
+    shutil.copy(library.synth_a, raw / "really_a_video.txt")
+    (raw / "good.json").write_text("{}")  # a label sidecar is not skipped: it is read with its video
+    stats, _, _ = run(tmp_path / "out", sources(raw))
+    assert stats["skipped"] == 1 and stats["skipped_files"] == [str(raw / "really_a_video.txt")]
+
+
+def test_quarantine_reasons_are_one_readable_line_counted_by_kind():
+    from videossl.data.decode import _first_line
+    raw = RuntimeError("[02:31:35] /github/workspace/src/video/video_reader.cc:83: ERROR opening: x.mp4, "
+                       "Invalid data found when processing input\nStack trace:\n  [bt] (0) libdecord.so(+0x1)")
+    assert _first_line(raw) == "ERROR opening: x.mp4, Invalid data found when processing input"
+    from videossl.steps.ingest import reason_kind
+    assert reason_kind("too short: 3 frames at 12 fps (0.25 s), one clip needs 8") == "too short"
 
 
 def test_cli_rejects_invalid_params_before_any_work(tmp_path):
@@ -349,6 +388,37 @@ def test_digest_is_deterministic_and_follows_the_params(tmp_path):
     assert d["digest"] == a["digest"]
     assert sorted(p.name for p in (tmp_path / "a" / shards.SHARDS).iterdir()) == \
         sorted({r["shard"] for r in rows_a})
+
+
+def _clips_match_their_digests(out: Path) -> bool:
+    store = shards.ClipStore(out)
+    return all(shards.clip_digest(store.window(store.by_id[r["source_id"]], r["start"], r["shape"][0])) == r["digest"]
+               for r in store.rows)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_ingest_leaves_the_previous_dataset_whole(failure, tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    before, rows, _ = run(out)
+    manifest = (out / shards.MANIFEST).read_bytes()
+    calls = {"n": 0}
+    real_add = shards.ShardWriter.add
+
+    def failing_add(self, frames):  # the disk fills up (or the user presses Ctrl-C) after one video
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise failure
+        return real_add(self, frames)
+
+    monkeypatch.setattr(shards.ShardWriter, "add", failing_add)
+    with pytest.raises(type(failure)):
+        ingest(make_config("ingest.fps=8"), out)  # a different dataset, half written when it fails
+    assert (out / shards.MANIFEST).read_bytes() == manifest
+    assert json.loads((out / STATS).read_text()) == before
+    assert _clips_match_their_digests(out), "the old manifest must read back its own clips"
+    monkeypatch.undo()
+    after, _, _ = run(out, "ingest.fps=8")  # the next ingest starts clean from whatever was left
+    assert after["digest"] != before["digest"] and _clips_match_their_digests(out)
 
 
 # ----------------------------------------------------------------------------------------------

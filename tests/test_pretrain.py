@@ -82,3 +82,55 @@ def test_diverging_loss_stops_with_a_clear_error_and_no_checkpoint(tmp_path, tin
 def test_checkpoint_weights_are_finite(tiny_models):
     state = load_checkpoint(tiny_models / "encoder.pt")
     assert all(torch.isfinite(v).all() for v in state["encoder"].values())
+
+
+def _trainers_of(out) -> list[int]:
+    """PIDs of live processes whose command line names `out` (torchrun and its workers)."""
+    import os
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if str(out) in cmd and "videossl.train.main" in cmd and not zombie and int(pid) != os.getpid():
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killing_the_step_takes_the_trainer_down_and_a_second_run_is_refused(how, tmp_path, tiny_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.tiny import REPO, tiny_params_yaml
+    params = tmp_path / "params.yaml"
+    params.write_text(tiny_params_yaml(tmp_path, "pretrain.steps=1000000", "pretrain.log_every=1",
+                                       "pretrain.threads=1", "pretrain.metrics_port=null"))
+    out = tmp_path / "pretrain"
+    log = tmp_path / "step.log"
+    with open(log, "wb") as f:
+        step = subprocess.Popen([sys.executable, "-m", "videossl.cli", "pretrain", "--params", str(params),
+                                 "--data", str(tiny_data), "--out", str(out)], stdout=f, stderr=subprocess.STDOUT,
+                                cwd=REPO)
+    try:
+        deadline = time.monotonic() + 300  # a bound for a hung test; the event is the first logged step
+        while "step 1/" not in log.read_text(errors="replace"):
+            assert step.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        assert _trainers_of(out), "the trainer should be running"
+        with pytest.raises(PretrainError, match="another run is writing to"):  # the folder is taken
+            pretrain(tiny_config(tmp_path), tiny_data, out)
+        step.send_signal(getattr(signal, how))
+        step.wait(timeout=300)
+        while _trainers_of(out):  # the kernel (SIGKILL) or the step (SIGTERM) ends them: wait for it
+            assert time.monotonic() < deadline, f"trainer outlived the step: {_trainers_of(out)}"
+            time.sleep(0.2)
+    finally:
+        if step.poll() is None:
+            step.kill()

@@ -469,6 +469,45 @@ def test_missing_gate_metric_names_the_key(tmp_path):
     assert not db.exists() and not (tmp_path / "out").exists()
 
 
+def _register_one(args: tuple[str, str, float]) -> str:
+    """One registration in its own process (tests/test_registry.py's helpers, spawned)."""
+    uri, root, score = args
+    data, model, ev = make_inputs(Path(root), score, step=int(score * 100))
+    return register(make_config(uri, str(Path(root).parent / "mlartifacts")), data, model, ev, Path(root) / "out")["version"]
+
+
+def test_concurrent_registrations_leave_the_best_model_champion(tmp_path):
+    """Four registrations at once on a store none of them has created yet: each gate reads the
+    champion the previous one left, so the best model ends as champion, and the store is whole."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    scores = [0.70, 0.80, 0.60, 0.75]
+    with multiprocessing.get_context("spawn").Pool(len(scores)) as pool:
+        versions = pool.map(_register_one, [(uri, str(tmp_path / f"in{i}"), s) for i, s in enumerate(scores)])
+    client = MlflowClient(tracking_uri=uri)
+    assert sorted(versions, key=int) == ["1", "2", "3", "4"]
+    best = versions[scores.index(max(scores))]
+    assert aliases(client, NAME)["champion"] == best
+
+
+def test_register_refuses_before_touching_the_registry(tmp_path):
+    """Scores of another dataset, or outputs it cannot write: an error, and no run, version or alias."""
+    db = tmp_path / "mlruns.db"
+    cfg = make_config(f"sqlite:///{db}", str(tmp_path / "mlartifacts"))
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    metrics = json.loads((ev / "metrics.json").read_text())
+    (ev / "metrics.json").write_text(json.dumps({**metrics, "dataset_digest": "f" * 64}))
+    with pytest.raises(RegisterError, match=r"measured on dataset ffffffffffff, but .*ingest\.json is dataset"):
+        register(cfg, data, model, ev, tmp_path / "out")
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    with pytest.raises(RegisterError, match=r"cannot write the registration to .*blocked"):
+        register(cfg, data, model, ev, blocked / "out")
+    assert not db.exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # a real tracking server
 

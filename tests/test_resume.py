@@ -129,7 +129,7 @@ def test_checkpoints_are_pruned_to_keep_last_and_other_params_never_resume(param
     run(params(tmp_path, "pretrain.checkpoint_every=1", "pretrain.keep_last=2"), tiny_data, tmp_path / "a", ckpts)
     assert steps_in(ckpts) == [STEPS - 1, STEPS]
     # a run that computes something else (here: another lr) gets a run directory of its own
-    result, _ = run(params(tmp_path, "pretrain.lr=1.0e-3"), tiny_data, tmp_path / "b", ckpts)
+    result, _ = run(params(tmp_path, "pretrain.lr=3.0e-3"), tiny_data, tmp_path / "b", ckpts)
     assert result["resumed_from"] == 0 and len(list(ckpts.iterdir())) == 2
     # knobs that change only how a run executes (processes, micro-batches, threads) keep its identity
     result, _ = run(params(tmp_path, "pretrain.checkpoint_every=1", "pretrain.micro_batch=2", "pretrain.threads=2"),

@@ -29,6 +29,11 @@ from videossl.train.telemetry import GAUGES, Telemetry, duration, system_metrics
 SHAPE = VitShape(frames=8, img_size=32, patch=8, tubelet=2, dim=32, depth=1, heads=2)
 NODE1 = DistEnv(rank=2, world=4, local_rank=0, local_world=2)  # local rank 0 of node 1: /metrics, no MLflow
 
+# Every wait here is for an event (a scrape, a sample, an exit); this bound only stops a hung test,
+# so it is minutes, not what a quiet machine needs (CI machines are shared and loaded).
+GENEROUS = 300
+
+
 
 def scrape(port: int) -> dict[str, tuple[dict[str, str], float]]:
     """name -> (labels, value) of every sample on http://127.0.0.1:port/metrics."""
@@ -61,23 +66,23 @@ def _single_node_env(monkeypatch):
 def test_metrics_server_serves_its_own_registry_on_a_free_port_and_frees_it():
     registry = CollectorRegistry()
     Gauge("videossl_test_value", "a value", registry=registry).set(4.5)
-    server = start_metrics_server(0, registry)
+    server = start_metrics_server(0, registry, "127.0.0.1")
     assert server is not None and server.port > 0
     assert scrape(server.port)["videossl_test_value"][1] == 4.5
     assert "python_gc_objects_collected_total" not in scrape(server.port)  # not the process-wide registry
     server.stop()
     server.stop()  # idempotent
     assert refused(server.port)
-    again = start_metrics_server(server.port, registry)  # the port is free for the next run on the node
+    again = start_metrics_server(server.port, registry, "127.0.0.1")  # the port is free for the next run on the node
     assert again is not None and again.port == server.port
     again.stop()
 
 
 def test_metrics_server_off_or_on_a_taken_port_is_no_error(caplog):
-    assert start_metrics_server(None, CollectorRegistry()) is None
+    assert start_metrics_server(None, CollectorRegistry(), "127.0.0.1") is None
     with taken_port() as other, caplog.at_level(logging.WARNING, logger="videossl.monitoring"):
         port = other.getsockname()[1]
-        assert start_metrics_server(port, CollectorRegistry()) is None
+        assert start_metrics_server(port, CollectorRegistry(), "127.0.0.1") is None
     assert "training goes on without it" in caplog.text and f":{port} " in caplog.text
 
 
@@ -151,7 +156,7 @@ def test_prometheus_scrapes_the_trainer_endpoint(tmp_path, prometheus):  # noqa:
         (labels, clips), = prom.wait_for('videossl_train_clips_per_second{job="videossl-trainer"}')
         assert clips == 123.0 and labels["variant"] == "video" and labels["instance"] == f"{HOST}:{port}"
         assert prom.query('up{job="videossl-trainer"}')[0][1] == 1
-    prom.wait_for('up{job="videossl-trainer"} == 0', timeout=15)  # the endpoint went away with the run
+    prom.wait_for('up{job="videossl-trainer"} == 0', timeout=GENEROUS)  # the endpoint went away with the run
 
 
 def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometheus):
@@ -172,13 +177,13 @@ def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometh
     try:
         alive = lambda: proc.poll() is None  # noqa: E731
         try:
-            series = prom.wait_for('videossl_train_step{job="trainer", variant="video"} >= 10', timeout=40, alive=alive)
+            series = prom.wait_for('videossl_train_step{job="trainer", variant="video"} >= 10', timeout=GENEROUS, alive=alive)
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- trainer log ---\n{log.read_text(errors='replace')}") from None
         assert series[0][0]["node"] == "0" and series[0][0]["rank"] == "0"
         value = {name: prom.query(f'videossl_train_{name}{{job="trainer"}}')[0][1] for name in GAUGES}
         assert value["clips_per_second"] > 0 and value["tokens_per_second"] > value["clips_per_second"]
-        assert 0 < value["step_seconds"] < 10 and 0 <= value["data_wait_fraction"] < 1
+        assert value["step_seconds"] > 0 and 0 <= value["data_wait_fraction"] < 1
         assert math.isfinite(value["loss"]) and value["loss"] > 0 and value["total_steps"] == steps
         assert value["learning_rate"] > 0 and value["eta_seconds"] > 0
         assert prom.query('up{job="trainer"}')[0][1] == 1
@@ -186,7 +191,7 @@ def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometh
         # MLflow samples system metrics on its own thread: wait for the first sample (a loaded CI
         # machine can be slower than the sampling interval) before interrupting the run
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + GENEROUS
         while alive() and time.monotonic() < deadline:
             runs = client.search_runs([client.get_experiment_by_name("videossl").experiment_id])
             if runs and "system/cpu_utilization_percentage" in runs[0].data.metrics:
@@ -194,7 +199,7 @@ def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometh
             time.sleep(0.5)
 
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the loop unwinds through Telemetry.__exit__
-        proc.wait(timeout=30)
+        proc.wait(timeout=GENEROUS)  # a bound for a hung process, not a speed test
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -29,7 +29,17 @@ def distinct_speeds(speeds: list[int]) -> list[int]:
 
 class Section(BaseModel):
     # extra="forbid": a typo in params.yaml is an error, not a silently ignored knob.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: YAML's .nan / .inf are numbers to YAML, never a usable setting here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value, info):
+        # YAML's true/false are ints to pydantic's lax mode (steps: true would train 1 step)
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float, int | None, float | None):
+            raise ValueError("a number is needed, not true/false")
+        return value
 
 
 def split_fractions(splits: dict[str, float]) -> dict[str, float]:
@@ -85,6 +95,7 @@ class IngestConfig(Section):
     splits: dict[Literal["train", "val", "test"], float] = Field(
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     shard_frames: int = Field(4096, ge=1, description="frames per shard file")
+    max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
     pushgateway: str | None = Field(None, description="host:port of a Prometheus pushgateway")
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -206,6 +217,7 @@ class PretrainConfig(Section):
     objective: ObjectiveName | dict[ObjectiveName, float] = Field(
         "mae", description="one objective, or weights of several sharing the encoder ({mae: 1.0, pretext: 0.5})")
     mask_ratio: float = Field(0.9, gt=0, lt=1)
+    baseline_mask_ratio: float = Field(0.75, gt=0, lt=1)
     normalize_targets: bool = Field(True, description="MAE targets: per-patch normalised pixels (VideoMAE's "
                                     "default) or plain pixels")
     steps: int = Field(300, ge=1)
@@ -224,6 +236,7 @@ class PretrainConfig(Section):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     metrics_port: int | None = Field(9400, ge=0, le=65535, description="Prometheus /metrics port of local rank 0 on "
                                      "each node; 0 = any free port (printed); null = none; taken = a warning")
+    metrics_host: str = Field("127.0.0.1", min_length=1)
     system_metrics_interval: float | None = Field(10.0, gt=0, description="seconds between MLflow system metrics "
                                                   "samples (CPU, memory, disk, network, GPU); null = none")
     micro_batch: int | None = Field(None, ge=1, description="clips per forward/backward pass on each process "
@@ -311,9 +324,9 @@ class RealArrowConfig(Section):
 
 
 class CeilingConfig(Section):
-    """The supervised ceiling (eval/ceiling.py): a small 3D CNN trained with the task labels."""
-    steps: int = Field(500, ge=1)
-    batch_per_task: int = Field(16, ge=1)
+    """The supervised ceiling (eval/ceiling.py): a small 3D CNN per task, trained with its labels."""
+    steps: int = Field(300, ge=1)
+    batch_per_task: int = Field(48, ge=1)
     width: int = Field(16, ge=4)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -535,7 +548,11 @@ def _apply_override(tree: dict, assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: '{p}' is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML "
+                          f"({str(e).splitlines()[0]})") from None
 
 
 def parse_config(text: str, overrides: list[str] | None = None) -> Config:

@@ -60,7 +60,7 @@ class MetricsServer:
         self._server = None
 
 
-def start_metrics_server(port: int | None, registry: CollectorRegistry, addr: str = "0.0.0.0") -> MetricsServer | None:
+def start_metrics_server(port: int | None, registry: CollectorRegistry, addr: str) -> MetricsServer | None:
     """Serve `registry` on http://addr:port/metrics from a daemon thread.
 
     `port=None`: no endpoint. `port=0`: the kernel picks a free port (read it from `.port`). A port

@@ -28,9 +28,14 @@ the same champion. The pipeline runs register once per run, serially; that is th
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from videossl.errors import StepError
 from videossl.gate import GateDecision, Policy, decide, fmt
@@ -182,6 +187,35 @@ def _restore_alias(client, name: str, alias: str, version: str | None) -> None:
         client.set_registered_model_alias(name, alias, version)
     elif alias in aliases_of(client, name):
         client.delete_registered_model_alias(name, alias)
+
+
+LOCK_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "videossl" / "locks"
+
+
+def lock_path(tracking_uri: str, name: str) -> Path:
+    """The lock file of one registered model in one store: beside a sqlite store's file (whoever can
+    write the store can write there), else under LOCK_DIR (serialises this machine's registrations)."""
+    tag = hashlib.sha256(f"{tracking_uri}|{name}".encode()).hexdigest()[:16]
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return db.parent / f".{db.name}.{tag}.lock"
+    return LOCK_DIR / f"{tag}.lock"
+
+
+@contextmanager
+def registration_lock(tracking_uri: str, name: str) -> Iterator[None]:
+    """One registration at a time per (store, model): without it two concurrent gates both read "no
+    champion" (or the same champion) and both promote, and two first writes to a new sqlite store
+    both run its schema migrations and break it. An exclusive flock, released by the kernel even when
+    the process is killed."""
+    path = lock_path(tracking_uri, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,

@@ -6,6 +6,7 @@ Only rank 0 logs (every rank would otherwise make its own run). When the platfor
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -70,9 +71,19 @@ def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> I
         yield active
 
 
+# scheme://user:password@host...: the user-info part of a URI (RFC 3986) ends at the last '@' before the path
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)")
+
+
+def redact_uri(text: str) -> str:
+    """Every URI's user-info (credentials) replaced by '***@': what a param or a log may show."""
+    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+
+
 def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"section.key": value} for mlflow.log_params (values as strings, 500 chars max)."""
-    return {k: str(v)[:500] for k, v in flatten(tree, prefix, leaf=lambda v: True).items()}
+    """Nested config -> {"section.key": value} for mlflow.log_params (values as strings, 500 chars max,
+    credentials in URIs redacted)."""
+    return {k: redact_uri(str(v))[:500] for k, v in flatten(tree, prefix, leaf=lambda v: True).items()}
 
 
 def flatten(tree: dict, prefix: str = "", leaf=lambda v: True) -> dict:

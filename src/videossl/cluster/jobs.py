@@ -16,6 +16,7 @@ from importlib import resources
 import yaml
 
 from videossl import storage
+from videossl.train.batching import objectives_of, split_batch
 from videossl.config import Config, dump_config
 from videossl.errors import StepError
 
@@ -63,6 +64,9 @@ KINDS = {
 }
 
 
+POD_METRICS_HOST = "0.0.0.0"  # every interface of the pod
+
+
 def job_kind(cfg: Config) -> JobKind:
     launcher = cfg.cluster.job.launcher
     if launcher not in KINDS:
@@ -81,6 +85,9 @@ def render_job(cfg: Config, data_uri: str, out_uri: str) -> dict:
     encoder.pt and frame_encoder.pt to `out_uri`, both s3:// URIs the pods can reach."""
     kind = job_kind(cfg)
     _check(cfg, data_uri, out_uri)
+    # In a pod, /metrics must answer the cluster's Prometheus on the pod IP; on a workstation it
+    # stays on loopback (pretrain.metrics_host's default).
+    cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"metrics_host": POD_METRICS_HOST})})
     job = load_template(kind)
     job["metadata"]["namespace"] = cfg.cluster.namespace
     (_render_trainjob if kind.kind == "TrainJob" else _render_pytorchjob)(job, cfg, data_uri, out_uri)
@@ -122,15 +129,11 @@ def _check(cfg: Config, data_uri: str, out_uri: str) -> None:
     if job.gpus_per_node and job.procs_per_node > job.gpus_per_node:
         raise ClusterJobError(f"cluster.job.procs_per_node ({job.procs_per_node}) exceeds cluster.job.gpus_per_node "
                               f"({job.gpus_per_node}): each process trains on a GPU of its own")
-    world = job.nodes * job.procs_per_node
-    if pcfg.batch_size % world:
-        raise ClusterJobError(f"pretrain.batch_size ({pcfg.batch_size}) must be divisible by the job's processes, "
-                              f"cluster.job.nodes x cluster.job.procs_per_node = {world}: every process takes an "
-                              f"equal share of the global batch")
-    if pcfg.micro_batch and (pcfg.batch_size // world) % pcfg.micro_batch:
-        raise ClusterJobError(f"pretrain.micro_batch ({pcfg.micro_batch}) must divide each process's share of the "
-                              f"batch (pretrain.batch_size / {world} processes of cluster.job = "
-                              f"{pcfg.batch_size // world})")
+    try:  # the one batch rule (train/batching.py), for the job's world
+        split_batch(pcfg.batch_size, job.nodes * job.procs_per_node, pcfg.micro_batch, objectives_of(pcfg),
+                    world_keys="cluster.job.nodes x cluster.job.procs_per_node")
+    except ValueError as e:
+        raise ClusterJobError(str(e)) from None
 
 
 def _env(cfg: Config) -> list[dict]:

@@ -7,6 +7,7 @@ ingest turns into a quarantine entry.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +213,11 @@ def mp4_structure_problem(path: Path) -> str | None:
     return None
 
 
+# decoder internals a user cannot act on: "[12:01:02] /src/video/video_reader.cc:83: " and the like
+_INTERNALS = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*|\S+\.(?:cc|cpp|cxx|h|hpp|c):\d+:?\s*")
+
+
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    """One readable line of a decoder's error: its first line, without timestamps and C++ source paths."""
+    text = [t for t in (_INTERNALS.sub("", line).strip() for line in str(e).splitlines()) if t]
     return (text[0] if text else type(e).__name__)[:300]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videossl import storage
-from videossl.config import IngestConfig
+from videossl.config import ConfigError, IngestConfig
 from videossl.data import shards
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -26,6 +26,11 @@ class VideoInput:
     kind: str               # shards.BENCHMARK | shards.POOL (the synthetic worlds) | shards.REAL
     uri: str                # local path or s3:// URI
     labels: dict = field(default_factory=dict)
+
+
+class SourceError(ConfigError):
+    """A source that cannot be read at all (a missing directory, a typo, an unreachable bucket): the
+    whole ingest stops before any work, naming `ingest.sources[i]` (exit 2, like any bad param)."""
 
 
 @dataclass(frozen=True)
@@ -74,16 +79,20 @@ def expand_samples() -> list[VideoInput]:
     return inputs
 
 
-def expand_local(root: str) -> tuple[list[VideoInput], list[Rejected]]:
+def expand_local(root: str, skipped: list[str] | None = None) -> tuple[list[VideoInput], list[Rejected]]:
+    """The videos under a directory. Files that are not videos by their extension (other than label
+    sidecars) are appended to `skipped`, so the report can say what was left out."""
     base = Path(root)
     if not base.is_dir():
-        return [], [Rejected(root, "source directory does not exist or is not a directory")]
+        raise FileNotFoundError(f"{root!r} is not a directory")
     inputs, rejected = [], []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames + [d for d in dirnames if d.lower().endswith(VIDEO_EXTENSIONS)]):
             p = Path(dirpath) / name
             if not name.lower().endswith(VIDEO_EXTENSIONS):
+                if skipped is not None and not _is_sidecar(p):
+                    skipped.append(str(p))
                 continue
             rel = p.relative_to(base).as_posix()
             if not p.is_file():
@@ -97,7 +106,15 @@ def expand_local(root: str) -> tuple[list[VideoInput], list[Rejected]]:
     return inputs, rejected
 
 
-def expand_s3(uri: str, endpoint_url: str | None) -> tuple[list[VideoInput], list[Rejected]]:
+def _is_sidecar(path: Path) -> bool:
+    """A label file beside a video of the same name (`clip.json` for `clip.mp4`)."""
+    return path.suffix == ".json" and any(path.with_suffix(e).exists() for e in VIDEO_EXTENSIONS)
+
+
+def expand_s3(uri: str, endpoint_url: str | None, skipped: list[str] | None = None
+              ) -> tuple[list[VideoInput], list[Rejected]]:
+    """The videos under an s3:// prefix (or one object named directly). A prefix that cannot be
+    listed raises: a missing bucket or key (FileNotFoundError), or any other S3 error (OSError)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -109,29 +126,69 @@ def expand_s3(uri: str, endpoint_url: str | None) -> tuple[list[VideoInput], lis
             objects = storage.list_s3(uri, endpoint_url)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "?")
-        reason = "missing s3 key" if code in ("404", "NoSuchKey", "NotFound") else f"s3 error {code}"
-        return [], [Rejected(uri, reason)]
+        if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            raise FileNotFoundError(f"{uri} does not exist (s3 {code})") from None
+        raise OSError(f"{uri}: s3 error {code}") from None
     except BotoCoreError as e:
-        return [], [Rejected(uri, f"s3 unreachable: {e}")]
-    inputs = [VideoInput(o.uri, o.uri, shards.REAL, o.uri, {}) for o in objects
-              if o.uri.lower().endswith(VIDEO_EXTENSIONS)]
-    return inputs, []
+        raise OSError(f"{uri}: s3 unreachable ({e})") from None
+    inputs, rejected = [], []
+    for o in objects:
+        if not o.uri.lower().endswith(VIDEO_EXTENSIONS):
+            if skipped is not None and not o.uri.endswith(".json"):
+                skipped.append(o.uri)
+            continue
+        unsafe = unsafe_key(storage.split_s3(o.uri)[1])
+        if unsafe:
+            rejected.append(Rejected(o.uri, f"unsafe s3 key: {unsafe}"))
+        else:
+            inputs.append(VideoInput(o.uri, o.uri, shards.REAL, o.uri, {}))
+    return inputs, rejected
 
 
-def expand_sources(cfg: IngestConfig, work_dir: Path) -> tuple[list[VideoInput], list[Rejected]]:
+def unsafe_key(key: str) -> str | None:
+    """Why an object key cannot name a file under the download folder (None: it can). S3 keys are
+    free text: '../x' or '/x' would write outside the folder the download goes to."""
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or "\0" in key:
+        return f"{key!r} is absolute or has a backslash or NUL"
+    if any(p in ("..", ".") for p in parts):
+        return f"{key!r} has a '.' or '..' segment"
+    return None
+
+
+def cache_path(cache_dir: Path, bucket: str, key: str) -> Path:
+    """Where an object is downloaded to: inside `cache_dir`, or a ValueError naming the key."""
+    reason = unsafe_key(key)
+    dest = (cache_dir / bucket / key).resolve()
+    if reason is None and not dest.is_relative_to(cache_dir.resolve()):
+        reason = f"{key!r} resolves outside {cache_dir}"
+    if reason:
+        raise ValueError(f"unsafe s3 key: {reason}")
+    return dest
+
+
+def expand_sources(cfg: IngestConfig, work_dir: Path, skipped: list[str] | None = None
+                   ) -> tuple[list[VideoInput], list[Rejected]]:
+    """Every source's videos. A source that cannot be read at all raises SourceError naming it:
+    a partial dataset from a typo or a vanished bucket must never look like a finished ingest."""
     inputs: list[VideoInput] = []
     rejected: list[Rejected] = []
-    for source in cfg.sources:
-        if source == "synthetic":
-            inputs += expand_synthetic(cfg, work_dir)
-        elif source == "samples":
-            inputs += expand_samples()
-        elif storage.is_s3(source):
-            got, bad = expand_s3(source, cfg.s3_endpoint_url)
-            inputs, rejected = inputs + got, rejected + bad
-        else:
-            got, bad = expand_local(source)
-            inputs, rejected = inputs + got, rejected + bad
+    for i, source in enumerate(cfg.sources):
+        try:
+            if source == "synthetic":
+                inputs += expand_synthetic(cfg, work_dir)
+            elif source == "samples":
+                inputs += expand_samples()
+            elif storage.is_s3(source):
+                got, bad = expand_s3(source, cfg.s3_endpoint_url, skipped)
+                inputs, rejected = inputs + got, rejected + bad
+            else:
+                got, bad = expand_local(source, skipped)
+                inputs, rejected = inputs + got, rejected + bad
+        except OSError as e:
+            hint = "" if storage.is_s3(source) or source in ("synthetic", "samples") else \
+                " (a source is 'synthetic', 'samples', an s3:// URI or a directory)"
+            raise SourceError(f"ingest.sources[{i}] = {source!r}: {e}{hint}") from None
     seen: set[str] = set()
     unique = []
     for v in inputs:  # a video listed by two sources is ingested once
@@ -146,4 +203,4 @@ def fetch_local(video: VideoInput, cache_dir: Path, endpoint_url: str | None) ->
     if not storage.is_s3(video.uri):
         return Path(video.uri)
     bucket, key = storage.split_s3(video.uri)
-    return storage.download(video.uri, cache_dir / bucket / key, endpoint_url)
+    return storage.download(video.uri, cache_path(cache_dir, bucket, key), endpoint_url)

@@ -1,4 +1,5 @@
-"""Self-describing checkpoints: shape + config + weights + optimizer + step + RNG, written atomically.
+"""Self-describing checkpoints: shape + config + weights + optimizer + step + RNG, written atomically,
+holding tensors and plain values only (loaded without running any code from the file).
 
 A checkpoint alone is enough to rebuild its encoder (`load_encoder`), so probe-eval, the registry
 and a user in a notebook need nothing but the file.
@@ -60,15 +61,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def load_checkpoint(src: str | os.PathLike) -> dict:
+    """A checkpoint's dict. Loaded with weights_only=True: tensors, containers and plain values only,
+    so a crafted file cannot run code (torch's restricted unpickler refuses every other global)."""
     try:
         if storage.is_s3(src):
             bucket, key = storage.split_s3(str(src))
             buf = io.BytesIO(storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
-            state = torch.load(buf, map_location="cpu", weights_only=False)
+            state = torch.load(buf, map_location="cpu", weights_only=True)
         else:
             if not Path(src).is_file():
                 raise CheckpointError(f"checkpoint not found: {src}")
-            state = torch.load(src, map_location="cpu", weights_only=False)
+            state = torch.load(src, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as e:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -50,33 +52,76 @@ def _load_frames(video: sources.VideoInput, cfg: Config, decoder, cache: Path) -
     return frames
 
 
+DOWNLOADS = ".download"
+MAX_LISTED = 100  # skipped files named in ingest.json (all are counted, and each is logged)
+
+
+def reason_kind(reason: str) -> str:
+    """What a quarantine reason is about, for counting: the text before its first ':' or '('."""
+    return re.split(r"[:(;]", reason, maxsplit=1)[0].strip() or reason
+DATASET = (shards.SHARDS, QUARANTINE, STATS, shards.MANIFEST)  # the manifest last: it is the commit
+
+
+def staging_dir(out: Path) -> Path:
+    """Where a new dataset is built: a sibling of the output folder (never inside a DVC output)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Replace the dataset in `out` by the one built in `stage`. The old manifest goes first and the
+    new one comes last, so a kill inside this short window leaves no manifest (a clear "run ingest"
+    error), never a manifest beside shards that are not its own."""
+    (out / shards.MANIFEST).unlink(missing_ok=True)
+    trash = out.parent / f".{out.name}.old"
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    for name in DATASET:
+        if (out / name).exists():
+            (out / name).rename(trash / name)
+        (stage / name).rename(out / name)
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 def ingest(cfg: Config, out_dir: str | Path) -> dict:
     """Run ingest into `out_dir`; returns the stats also written to `out_dir/ingest.json`."""
     icfg = cfg.ingest
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / shards.SHARDS, ignore_errors=True)  # stale shards must not outlive a new manifest
+    # The new dataset is built beside the old one and swapped in at the end: a failed, killed or
+    # out-of-space ingest leaves the previous dataset whole (see _swap_in).
+    stage = staging_dir(out)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
     t0 = time.perf_counter()
 
-    inputs, rejected = sources.expand_sources(icfg, out / "sources")
+    skipped: list[str] = []
+    inputs, rejected = sources.expand_sources(icfg, out / "sources", skipped)
+    for path in skipped:
+        log.warning("skipped %s: not a video file extension (%s)", path, ", ".join(sources.VIDEO_EXTENSIONS))
     quarantine: list[dict] = []
     for r in rejected:
         _quarantine(quarantine, r.uri, r.reason)
 
     decoder = make_decoder(icfg.decoder)
-    writer = shards.ShardWriter(out, icfg.shard_frames)
+    writer = shards.ShardWriter(stage, icfg.shard_frames)
     rows: list[dict] = []
     n_videos = n_frames = 0
     seconds = 0.0
     t_clip = icfg.clip_frames
     for video in tqdm(sorted(inputs, key=lambda v: v.source_id), desc="ingest", unit="video", dynamic_ncols=True):
         try:
-            frames = _load_frames(video, cfg, decoder, out / ".download")
+            frames = _load_frames(video, cfg, decoder, stage / DOWNLOADS)
         except (DecodeError, OSError) as e:
             _quarantine(quarantine, video.uri, str(e))
             continue
         except Exception as e:  # botocore errors while downloading, etc.: quarantine, keep going
-            reason = "missing s3 key" if "404" in str(e) or "NoSuchKey" in str(e) else f"{type(e).__name__}: {e}"
+            if "NoSuchBucket" in str(e):  # the bucket went away mid-run: every later video would fail too
+                shutil.rmtree(stage, ignore_errors=True)
+                raise IngestError(f"{video.uri}: the bucket no longer exists (deleted mid-run?); the previous "
+                                  f"dataset in {out} is unchanged") from None
+            reason = "missing s3 key" if "404" in str(e) or "NoSuchKey" in str(e) else \
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             _quarantine(quarantine, video.uri, reason)
             continue
         try:
@@ -106,13 +151,22 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
         n_frames += len(frames)
         seconds += len(frames) / icfg.fps
     writer.flush()
-    shutil.rmtree(out / ".download", ignore_errors=True)
+    shutil.rmtree(stage / DOWNLOADS, ignore_errors=True)
 
-    write_text_atomic(out / QUARANTINE, json.dumps(quarantine, indent=2) + "\n")
+    write_text_atomic(stage / QUARANTINE, json.dumps(quarantine, indent=2) + "\n")
     if not rows:
+        shutil.move(stage / QUARANTINE, out / QUARANTINE)  # the reasons are the report; the old dataset stays
+        shutil.rmtree(stage, ignore_errors=True)
         raise IngestError(f"nothing usable to ingest: {len(quarantine)} input(s) quarantined "
                           f"(reasons in {out / QUARANTINE}); sources were {icfg.sources}")
-    digest = shards.write_manifest(out, rows)
+    share = len(quarantine) / max(1, len(quarantine) + n_videos)
+    if share > icfg.max_quarantined_fraction:
+        shutil.move(stage / QUARANTINE, out / QUARANTINE)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise IngestError(f"{len(quarantine)} of {len(quarantine) + n_videos} inputs quarantined ({share:.0%}), more than "
+                          f"ingest.max_quarantined_fraction ({icfg.max_quarantined_fraction:.0%}): reasons in "
+                          f"{out / QUARANTINE}; the previous dataset is unchanged")
+    digest = shards.write_manifest(stage, rows)
     wall = time.perf_counter() - t0
     per_split = {s: sum(1 for r in rows if r["split"] == s) for s in shards.SPLITS}
     stats = {
@@ -122,11 +176,15 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
         "frames": n_frames,
         "seconds": round(seconds, 3),
         "quarantined": len(quarantine),
+        "quarantined_by_reason": dict(sorted(Counter(reason_kind(q["reason"]) for q in quarantine).items())),
+        "skipped": len(skipped),
+        "skipped_files": skipped[:MAX_LISTED],
         "wall_seconds": round(wall, 3),
         "frames_per_second": round(n_frames / wall, 1),
         "clips_per_split": per_split,
     }
-    write_text_atomic(out / STATS, json.dumps(stats, indent=2) + "\n")
+    write_text_atomic(stage / STATS, json.dumps(stats, indent=2) + "\n")
+    _swap_in(stage, out)
     push_step_metrics(icfg.pushgateway, "ingest",
                       {k: v for k, v in stats.items() if isinstance(v, (int, float))},
                       grouping={"dataset": digest[:12]})

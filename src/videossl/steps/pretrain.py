@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from videossl import processes
 from videossl.config import Config, dump_config
 from videossl.data.shards import ClipStore
 from videossl.errors import StepError
@@ -37,16 +37,24 @@ def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path) -> dict:
         raise PretrainError(str(e)) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with processes.run_lock(out):
+            return _pretrain(cfg, Path(data_dir), out)
+    except processes.Busy as e:
+        raise PretrainError(str(e)) from None
+
+
+def _pretrain(cfg: Config, data_dir: Path, out: Path) -> dict:
     config_path = write_text_atomic(out / "config.yaml", dump_config(cfg))
     for stale in CHECKPOINTS.values():  # a failed run must not leave an older checkpoint looking current
         (out / stale).unlink(missing_ok=True)
-    cmd = torchrun_command(cfg.pretrain.nproc, config_path, Path(data_dir), out)
+    cmd = torchrun_command(cfg.pretrain.nproc, config_path, data_dir, out)
     print(f"pretrain: {' '.join(cmd[2:])}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
+    code = processes.run_attached(cmd, env=env)  # killed with us, never left writing behind us
+    if code != 0:
         done = [v for v, name in CHECKPOINTS.items() if (out / name).is_file()]
-        raise PretrainError(f"pretraining failed (torchrun exit {proc.returncode}; finished: {done or 'none'}); "
+        raise PretrainError(f"pretraining failed (torchrun exit {code}; finished: {done or 'none'}); "
                             f"see the log above")
     results = {v: load_checkpoint(out / name)["result"] for v, name in CHECKPOINTS.items()}
     summary = {"checkpoints": dict(CHECKPOINTS), **results}

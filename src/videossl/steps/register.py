@@ -101,6 +101,19 @@ def _pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
+def _check_writable(out: Path) -> None:
+    """The outputs must be writable before the registry changes: a gate that moved `champion` and
+    then could not write its decision would leave the registry and the outputs disagreeing."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise RegisterError(f"cannot write the registration to {out}: {e.strerror or e}") from None
+
+
 def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
              out_dir: str | Path) -> dict:
     """Register the encoder of `model_dir` with the scores of `eval_dir`; returns registration.json's content."""
@@ -114,6 +127,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
         raise RegisterError(f"key 'digest' missing in {data_dir / 'ingest.json'}")
     metrics_path = eval_dir / METRICS
     metrics = _read_json(metrics_path, "metrics")
+    if metrics.get("dataset_digest") not in (None, digest):  # scores of another dataset never gate this one
+        raise RegisterError(f"{metrics_path} was measured on dataset {str(metrics['dataset_digest'])[:12]}, "
+                            f"but {data_dir / 'ingest.json'} is dataset {digest[:12]}: re-run probe-eval")
     policy = Policy.from_config(rcfg)
     gate_values, frames_values, gap_lows = gate_inputs(policy, metrics, metrics_path)
     encoder, meta = load_encoder(model_dir / ENCODER)
@@ -121,46 +137,50 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     scores = registry.flatten_scores(metrics)
     commit = tracking.git_commit()
     params = tracking.flat_params(cfg.model_dump(mode="json"))
+    _check_writable(out)  # the last check before MLflow: nothing above writes anything
 
     import mlflow
     from mlflow import MlflowClient
 
-    with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest),
-                                                      "git_commit": commit}) as active:
-        run_id = active.info.run_id
-        uri = mlflow.get_tracking_uri()
-        mlflow.log_params(params)
-        mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)})
-        mlflow.log_artifact(str(metrics_path), "eval")
-        if (eval_dir / REPORT).is_file():
-            mlflow.log_artifact(str(eval_dir / REPORT), "eval")
-        plots = sorted((eval_dir / "plots").glob("*.png")) if (eval_dir / "plots").is_dir() else []
-        for p in plots:
-            mlflow.log_artifact(str(p), "eval/plots")
+    # The whole registration holds the model's lock: the store's creation, the gate's read of the
+    # champion and the alias move happen as one, so concurrent registrations cannot both promote.
+    with registry.registration_lock(tracking.tracking_uri(cfg.tracking), rcfg.model_name):
+        with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest),
+                                                          "git_commit": commit}) as active:
+            run_id = active.info.run_id
+            uri = mlflow.get_tracking_uri()
+            mlflow.log_params(params)
+            mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)})
+            mlflow.log_artifact(str(metrics_path), "eval")
+            if (eval_dir / REPORT).is_file():
+                mlflow.log_artifact(str(eval_dir / REPORT), "eval")
+            plots = sorted((eval_dir / "plots").glob("*.png")) if (eval_dir / "plots").is_dir() else []
+            for p in plots:
+                mlflow.log_artifact(str(p), "eval/plots")
 
-        info = mlflow.pytorch.log_model(
-            encoder, name="model", serialization_format="pickle",
-            signature=_signature(encoder, meta), pip_requirements=_pip_requirements(),
-            metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
-        )
-        step = meta.get("step")
-        tags = registry.version_tags(scores, dataset_digest=str(digest),
-                                     git_commit=commit, checkpoint_step=step,
-                                     extra={"variant": str(meta.get("variant", "video"))})
+            info = mlflow.pytorch.log_model(
+                encoder, name="model", serialization_format="pickle",
+                signature=_signature(encoder, meta), pip_requirements=_pip_requirements(),
+                metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
+            )
+            step = meta.get("step")
+            tags = registry.version_tags(scores, dataset_digest=str(digest),
+                                         git_commit=commit, checkpoint_step=step,
+                                         extra={"variant": str(meta.get("variant", "video"))})
 
-        def card(version: str, decision: registry.GateDecision) -> str:
-            return registry.render_card(
-                name=rcfg.model_name, version=version, metrics=metrics, decision=decision,
-                dataset_digest=str(digest), git_commit=commit, checkpoint=meta, params=params,
-                frame_encoder=str(frame_encoder) if frame_encoder.is_file() else None, run_id=run_id)
+            def card(version: str, decision: registry.GateDecision) -> str:
+                return registry.render_card(
+                    name=rcfg.model_name, version=version, metrics=metrics, decision=decision,
+                    dataset_digest=str(digest), git_commit=commit, checkpoint=meta, params=params,
+                    frame_encoder=str(frame_encoder) if frame_encoder.is_file() else None, run_id=run_id)
 
-        reg = registry.register_version(
-            MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
-            run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card,
-            frames_gap_low=gap_lows)
-        mlflow.log_text(reg.card or "", CARD)
-        mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
-                         "gate": "promoted" if reg.decision.promote else "not promoted"})
+            reg = registry.register_version(
+                MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
+                run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card,
+                frames_gap_low=gap_lows)
+            mlflow.log_text(reg.card or "", CARD)
+            mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
+                             "gate": "promoted" if reg.decision.promote else "not promoted"})
 
     d = reg.decision
     result = {

@@ -51,7 +51,7 @@ NAME = re.compile(r"step_(\d{8})\.pt$")
 # the maths. (`steps`/`baseline_steps`: the variant's own step count is added back.)
 OPERATIONAL = frozenset({"nproc", "micro_batch", "threads", "num_workers", "log_every", "checkpoint_every",
                          "checkpoint_dir", "keep_last", "resume", "compile", "activation_checkpointing", "precision",
-                         "metrics_port", "system_metrics_interval", "steps", "baseline_steps"})
+                         "metrics_port", "metrics_host", "system_metrics_interval", "steps", "baseline_steps"})
 
 
 # The code that computes a run: a run never resumes from checkpoints that other code wrote (after an
@@ -87,7 +87,13 @@ def run_id(spec: dict) -> str:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Tensors and plain values only: checkpoints load with torch.load(weights_only=True), which
+    refuses numpy objects (and any code a crafted file would run)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -97,7 +103,8 @@ def set_rng_state(per_rank: list[dict], rank: int) -> None:
     """This rank's saved state; rank 0's when the run resumes on more ranks than it had."""
     state = per_rank[rank] if rank < len(per_rank) else per_rank[0]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from videossl import processes
 from videossl.config import ConfigError, load_config
 from videossl.errors import StepError
 from videossl.models.checkpoint import CHECKPOINTS
@@ -49,4 +50,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    processes.die_with_parent()  # a worker process never outlives the torchrun that started it
     sys.exit(main())

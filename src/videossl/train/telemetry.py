@@ -134,7 +134,7 @@ class Telemetry:
         return self.server.port if self.server else None
 
     def __enter__(self) -> "Telemetry":
-        self.server = start_metrics_server(self.cfg.pretrain.metrics_port, self.registry)
+        self.server = start_metrics_server(self.cfg.pretrain.metrics_port, self.registry, self.cfg.pretrain.metrics_host)
         if self.server is not None:
             print(f"pretrain[{self.variant}]{self._where()}: Prometheus metrics on port {self.server.port} "
                   f"(http://{socket.gethostname()}:{self.server.port}/metrics)", flush=True)
