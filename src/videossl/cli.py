@@ -49,8 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_params(p)
     p.add_argument("--data", default="data/ingest")
     p.add_argument("--out", default="outputs/study")
-    p.add_argument("--budgets", default="60,120,240", help="training seconds per run, comma separated")
+    p.add_argument("--budgets", default="60,135,270", help="training seconds per run, comma separated (270: "
+                   "what make run's default trains for on 2 cores)")
     p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")
+
+    p = sub.add_parser("embed", help="one time-ordered embedding per clip of each video, from a registered "
+                       "model or a checkpoint: <out>.npy + <out>.json")
+    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a checkpoint")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store of a models:/ URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--out", required=True, help="output path without extension")
+    p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: one clip length)")
+    p.add_argument("videos", nargs="+", help="video files or folders")
 
     p = sub.add_parser("summary", help="print the benchmark table and where the registered model is")
     p.add_argument("--eval", default="outputs/eval")
@@ -106,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
+    if cmd == "embed":  # the checkpoint carries its own config: no params file
+        from tqdm import tqdm
+
+        from videossl.embed import embed_files, load_encoder
+
+        index = embed_files(load_encoder(args.model, args.tracking_uri), args.videos, args.out, args.stride,
+                            lambda files: tqdm(files, desc="embed", unit="video", dynamic_ncols=True))
+        print(f"embed: {index['shape'][0]} clips x {index['shape'][1]} -> {Path(args.out).with_suffix('.npy')} "
+              f"(+ .json: source and time span per row); {len(index['failed'])} video(s) failed")
+        return 0
     if cmd == "summary":
         from videossl.summary import print_summary
 

