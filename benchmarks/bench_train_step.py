@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
 
-    cfg = load_config(args.params, args.set)
+    # the peer is VideoMAE: both sides train MAE, whatever the project's default objective is
+    cfg = load_config(args.params, ["pretrain.objective=mae", *args.set])
     torch.set_num_threads(args.threads or cfg.pretrain.threads or os.cpu_count() or 1)  # the loop's rule, 1 process
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch or cfg.pretrain.batch_size

@@ -16,6 +16,17 @@ def test_repo_params_are_valid_and_complete():
     assert parse_config(dump_config(cfg)) == cfg
 
 
+def test_code_defaults_are_the_params_defaults():
+    """A Config() built in a notebook trains exactly what `make run` trains: every default, at every
+    depth, is params.yaml's value (the two drifted apart before, e.g. normalize_targets)."""
+    def leaves(tree, prefix=""):
+        for k, v in tree.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "objective" else [(prefix + k, v)]
+    code = dict(leaves(Config().model_dump(mode="json")))
+    params = dict(leaves(load_config(REPO / "params.yaml").model_dump(mode="json")))
+    assert {k: (code[k], params[k]) for k in code if code[k] != params[k]} == {}
+
+
 @pytest.mark.parametrize("override, key, hint", [
     ("ingest.fps=-3", "ingest.fps", "greater than 0"),
     ("ingest.fps=fast", "ingest.fps", "valid number"),

@@ -49,9 +49,11 @@ def params(tiny_root):
     """Tiny params for STEPS steps; MLflow runs go to the session's store (a new sqlite store costs
     ~5 s to create) under an experiment of their own. fp32: the bounds below are about float32
     summation order; under bf16 autocast (a CPU with AMX) each split of the batch rounds its
-    activations differently, which is the autocast's noise, not the accumulation's."""
+    activations differently, which is the autocast's noise, not the accumulation's. MAE: a loss that
+    is a mean over clips. InfoNCE is not (its negatives are the clips of one pass, by design), so a
+    contrastive objective's result does depend on how the batch is split."""
     def make(root: Path, *extra: str):
-        return tiny_config(root, "pretrain.precision=fp32", f"pretrain.steps={STEPS}", f"pretrain.batch_size={BATCH}",
+        return tiny_config(root, "pretrain.objective=mae", "pretrain.precision=fp32", f"pretrain.steps={STEPS}", f"pretrain.batch_size={BATCH}",
                            "pretrain.checkpoint_every=2", "pretrain.keep_last=2", "pretrain.log_every=8",
                            "pretrain.threads=1", *tracking_overrides(tiny_root), "tracking.experiment=tests-distributed",
                            *extra)

@@ -88,8 +88,8 @@ class IngestConfig(Section):
     sources: list[str] = Field(default_factory=lambda: ["synthetic", "samples"], min_length=1)
     s3_endpoint_url: str | None = None
     decoder: Literal["auto", "decord", "pyav"] = "auto"
-    fps: float = Field(12.0, gt=0, le=120)
-    size: int = Field(64, ge=8, le=1024)
+    fps: float = Field(8.0, gt=0, le=120)
+    size: int = Field(32, ge=8, le=1024)
     clip_frames: int = Field(8, ge=2, le=256)
     clip_stride: int = Field(4, ge=1)
     splits: dict[Literal["train", "val", "test"], float] = Field(
@@ -117,13 +117,13 @@ class ModelConfig(Section):
 
     patch: int = Field(8, ge=1)
     tubelet: int = Field(2, ge=1)
-    dim: int = Field(192, ge=8)
+    dim: int = Field(128, ge=8)
     depth: int = Field(4, ge=1)
-    heads: int = Field(3, ge=1)
+    heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
-    decoder_dim: int = Field(96, ge=8)
+    decoder_dim: int = Field(64, ge=8)
     decoder_depth: int = Field(2, ge=1)
-    decoder_heads: int = Field(3, ge=1)
+    decoder_heads: int = Field(4, ge=1)
     causal_time: bool = Field(False, description="attention causal in time (a token sees its own and earlier "
                               "time slices) instead of joint space-time")
 
@@ -151,9 +151,9 @@ class JepaConfig(Section):
 
     ema_start: float = Field(0.996, ge=0, le=1, description="target-encoder momentum at step 0")
     ema_end: float = Field(1.0, ge=0, le=1, description="momentum at the last step (linear ramp)")
-    predictor_dim: int = Field(96, ge=8)
+    predictor_dim: int = Field(64, ge=8)
     predictor_depth: int = Field(2, ge=1)
-    predictor_heads: int = Field(3, ge=1)
+    predictor_heads: int = Field(4, ge=1)
     target_ratio: float = Field(0.75, gt=0, lt=1, description="fraction of spatial positions in the target blocks")
     block_scale: tuple[float, float] = Field((0.15, 0.3), description="block area range, fraction of the frame")
     block_aspect: tuple[float, float] = Field((0.75, 1.5), description="block aspect (height/width) range")
@@ -205,7 +205,7 @@ class ContrastiveConfig(Section):
 
     temperature: float = Field(0.1, gt=0, le=10)
     max_gap: int = Field(16, ge=0, description="the second clip starts 0..max_gap frames after the first")
-    crop_scale: tuple[float, float] = Field((0.3, 1.0), description="random resized crop area range")
+    crop_scale: tuple[float, float] = Field((0.7, 1.0), description="random resized crop area range")
     proj_dim: int = Field(128, ge=8, description="projection head output width")
     flip: bool = False
     colour: float = Field(0.3, ge=0, lt=1)
@@ -215,22 +215,23 @@ class ContrastiveConfig(Section):
 
 class PretrainConfig(Section):
     objective: ObjectiveName | dict[ObjectiveName, float] = Field(
-        "mae", description="one objective, or weights of several sharing the encoder ({mae: 1.0, pretext: 0.5})")
+        default_factory=lambda: {"pretext": 1.0, "contrastive": 0.5},
+        description="one objective, or weights of several sharing the encoder ({mae: 1.0, pretext: 0.5})")
     mask_ratio: float = Field(0.9, gt=0, lt=1)
     baseline_mask_ratio: float = Field(0.75, gt=0, lt=1)
-    normalize_targets: bool = Field(True, description="MAE targets: per-patch normalised pixels (VideoMAE's "
+    normalize_targets: bool = Field(False, description="MAE targets: per-patch normalised pixels (VideoMAE's "
                                     "default) or plain pixels")
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(16, ge=1, description="global batch (split across ranks)")
-    lr: float = Field(1.5e-3, gt=0)
+    steps: int = Field(1100, ge=1)
+    batch_size: int = Field(32, ge=1, description="global batch (split across ranks)")
+    lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-5, ge=0)
     weight_decay: float = Field(0.05, ge=0)
-    warmup_steps: int = Field(20, ge=0)
+    warmup_steps: int = Field(30, ge=0)
     nproc: int = Field(1, ge=1, le=64, description="torchrun processes on this machine")
-    baseline_steps: int = Field(300, ge=1, description="steps of the frame encoder (T=1), the bag-of-frames baseline")
-    log_every: int = Field(10, ge=1)
+    baseline_steps: int = Field(600, ge=1, description="steps of the frame encoder (T=1), the bag-of-frames baseline")
+    log_every: int = Field(20, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
-    eval_every: int = Field(200, ge=0)
+    eval_every: int = Field(250, ge=0)
     eval_batch: int = Field(64, ge=1)
     threads: int = Field(0, ge=0, description="torch threads per process; 0 = cores / nproc")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
@@ -246,7 +247,7 @@ class PretrainConfig(Section):
         "has bf16 hardware (AMX, AVX512-BF16), fp32 otherwise")
     compile: bool = Field(False, description="torch.compile the model")
     activation_checkpointing: bool = Field(False, description="recompute each encoder block in the backward pass")
-    checkpoint_every: int = Field(100, ge=0, description="steps between training checkpoints; 0 = at the end only")
+    checkpoint_every: int = Field(250, ge=0, description="steps between training checkpoints; 0 = at the end only")
     checkpoint_dir: str | None = Field(None, description="local dir or s3://; null = <pretrain out>/checkpoints")
     keep_last: int = Field(2, ge=1, description="training checkpoints kept per run (>= 2 leaves a fallback)")
     resume: bool = Field(True, description="continue from the newest valid checkpoint of the same run")
@@ -385,9 +386,9 @@ class RegisterConfig(Section):
     gate_metrics: list[str] = Field(
         default_factory=lambda: ["temporal_score.video"], min_length=1,
         description="video-model scores of metrics.json (task.video[_probe]) that must ALL pass the gate")
-    min_margin_over_champion: float = Field(0.0, ge=0, le=1, description="each gate metric must beat the "
+    min_margin_over_champion: float = Field(0.01, ge=0, le=1, description="each gate metric must beat the "
                                             "champion's by at least this (absolute); 0 = strictly better")
-    min_margin_over_frames: float = Field(0.0, ge=0, le=1, description="each gate metric must beat the bag of "
+    min_margin_over_frames: float = Field(0.05, ge=0, le=1, description="each gate metric must beat the bag of "
                                           "frames' score of the same task by at least this; 0 = strictly")
     higher_is_better: bool = True
 

@@ -17,9 +17,12 @@ from videossl.objectives.pretext import Pretext, PretextRecipe
 
 def _mae(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
     shape = encoder.shape
+    # a video hides 90% of its tubes (VideoMAE: neighbouring frames give the rest away); a single frame
+    # has no neighbours, so the frame encoder masks at the image MAE's ratio
+    ratio = cfg.pretrain.mask_ratio if shape.frames > 1 else cfg.pretrain.baseline_mask_ratio
     return (MAE(encoder, cfg.model.decoder_dim, cfg.model.decoder_depth, cfg.model.decoder_heads,
                 cfg.pretrain.normalize_targets),
-            MAERecipe(shape.frames, shape.grid, cfg.pretrain.mask_ratio))
+            MAERecipe(shape.frames, shape.grid, ratio))
 
 
 def _jepa(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
