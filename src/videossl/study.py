@@ -15,18 +15,20 @@ Writes `out/study.json` (one row per objective and budget), `out/study.md` (the 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from videossl.config import HEADLINE, TEMPORAL_TASKS, Config, dump_config, parse_config
+from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 
 # name -> pretrain.objective (a name, or the weights of several sharing the encoder)
 OBJECTIVES = {"mae": "mae", "jepa": "jepa", "pretext": "pretext", "contrastive": "contrastive",
               "pretext+contrastive": {"pretext": 1.0, "contrastive": 0.5}}
-CALIBRATION_STEPS = 12  # steps timed per objective (after CALIBRATION_WARMUP)
-CALIBRATION_WARMUP = 4
+CALIBRATION_STEPS = 40  # steps timed per objective (after CALIBRATION_WARMUP)
+CALIBRATION_WARMUP = 10
 
 
 def _with(cfg: Config, overrides: list[str]) -> Config:
@@ -37,11 +39,11 @@ def _objective_override(objective) -> str:
     return f"pretrain.objective={json.dumps(objective)}"
 
 
-def seconds_per_step(cfg: Config, data_dir: Path, objective) -> float:
+def seconds_per_step(cfg: Config, data_dir: Path, objective, timed: int = CALIBRATION_STEPS) -> float:
     """Training seconds per step of `objective`, measured in this process (no torchrun, no MLflow)."""
     from videossl.train.loop import train
 
-    steps = CALIBRATION_WARMUP + CALIBRATION_STEPS
+    steps = CALIBRATION_WARMUP + timed
     with tempfile.TemporaryDirectory(prefix="videossl-calibrate-") as tmp:
         run = _with(cfg, [_objective_override(objective), f"pretrain.steps={steps}", "pretrain.resume=false",
                           "pretrain.checkpoint_every=0", "pretrain.metrics_port=null", "pretrain.eval_every=0",
@@ -54,11 +56,11 @@ def seconds_per_step(cfg: Config, data_dir: Path, objective) -> float:
         t0 = time.perf_counter()
         train(run, data_dir, f"{tmp}/short.pt", "video", f"{tmp}/ckpt-short")
         short = time.perf_counter() - t0
-    return max(warm - short, 1e-3) / CALIBRATION_STEPS  # the difference cancels start-up and export
+    return max(warm - short, 1e-3) / timed  # the difference cancels start-up and export
 
 
 def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[float],
-          objectives: list[str] | None = None) -> list[dict]:
+          objectives: list[str] | None = None, calibration_steps: int = CALIBRATION_STEPS) -> list[dict]:
     from videossl.steps.pretrain import pretrain
     from videossl.steps.probe_eval import probe_eval
 
@@ -67,8 +69,12 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
     unknown = [n for n in names if n not in OBJECTIVES]
     if unknown:
         raise ValueError(f"unknown objective(s) {unknown}: choose from {list(OBJECTIVES)}")
-    per_step = {n: seconds_per_step(cfg, data_dir, OBJECTIVES[n]) for n in names}
+    seconds_per_step(cfg, data_dir, OBJECTIVES[names[0]], 1)  # thrown away: the process's one-time start-up costs
+    per_step = {n: seconds_per_step(cfg, data_dir, OBJECTIVES[n], calibration_steps) for n in names}
     print("study: seconds per step " + ", ".join(f"{n} {s:.3f}" for n, s in per_step.items()), flush=True)
+    # the frame encoder (bag-of-frames baseline) does not depend on the objective: trained once, shared
+    frames_dir = out / "frames"
+    pretrain(cfg, data_dir, frames_dir, variants=("frames",))
     rows = []
     for budget in sorted(budgets):
         for name in names:
@@ -77,11 +83,15 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
                               "probe_eval.probes=[linear]"])
             tag = f"{name}-{int(budget)}s"
             print(f"study: {tag}: {steps} steps", flush=True)
-            summary = pretrain(run, data_dir, out / "runs" / tag / "pretrain")
-            metrics = probe_eval(run, data_dir, out / "runs" / tag / "pretrain", out / "runs" / tag / "eval")
+            models = out / "runs" / tag / "pretrain"
+            summary = pretrain(run, data_dir, models, variants=("video",))
+            shutil.copyfile(frames_dir / CHECKPOINTS["frames"], models / CHECKPOINTS["frames"])
+            metrics = probe_eval(run, data_dir, models, out / "runs" / tag / "eval")
             head = metrics.get(HEADLINE, {})
             row = {"objective": name, "budget_seconds": budget, "steps": steps,
-                   "train_seconds": summary["video"]["seconds"],
+                   "seconds_per_step": round(per_step[name], 4),
+                   "compute_seconds": round(steps * per_step[name], 1),  # the x axis: quiet-machine seconds
+                   "train_seconds": summary["video"]["seconds"],  # as measured in this run (load included)
                    HEADLINE: head.get("video"), f"{HEADLINE}_ci_low": head.get("video_ci_low"),
                    f"{HEADLINE}_ci_high": head.get("video_ci_high")}
             for task in (*TEMPORAL_TASKS, "content_count", "content_shape"):
@@ -94,11 +104,14 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
     return rows
 
 
+PLOTTED = (HEADLINE, *TEMPORAL_TASKS)
+
+
 def _write(out: Path, rows: list[dict]) -> None:
     write_text_atomic(out / "study.json", json.dumps(rows, indent=2) + "\n")
     write_text_atomic(out / "plots" / "study.json", json.dumps(
-        [{"objective": r["objective"], "train_seconds": r["train_seconds"], HEADLINE: r[HEADLINE]} for r in rows],
-        indent=1) + "\n")
+        [{"objective": r["objective"], "compute_seconds": r["compute_seconds"], **{k: r.get(k) for k in PLOTTED}}
+         for r in rows], indent=1) + "\n")
     tasks = [t for t in (*TEMPORAL_TASKS, "content_count", "content_shape") if any(t in r for r in rows)]
     lines = ["| objective | budget (s) | steps | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
              "|---" * (4 + len(tasks)) + "|"]
@@ -112,27 +125,38 @@ def _write(out: Path, rows: list[dict]) -> None:
 
 
 def _plot(rows: list[dict], dest: Path) -> None:
+    """The headline and each temporal task against training compute, one line per objective."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name in dict.fromkeys(r["objective"] for r in rows):
-        mine = sorted((r for r in rows if r["objective"] == name and r[HEADLINE] is not None),
-                      key=lambda r: r["train_seconds"])
-        if not mine:
-            continue
-        x = [r["train_seconds"] for r in mine]
-        y = [r[HEADLINE] for r in mine]
-        err = [[r[HEADLINE] - r[HEADLINE + "_ci_low"] for r in mine], [r[HEADLINE + "_ci_high"] - r[HEADLINE] for r in mine]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
-    ax.axhline(0, color="k", linewidth=0.8, linestyle="dashed")
-    ax.axhline(1, color="k", linewidth=0.8, linestyle="dotted")
-    ax.set_xlabel("training seconds (2 CPU cores)")
-    ax.set_ylabel("temporal score (0 = bag of frames, 1 = ceiling)")
-    ax.set_title("Objectives at equal training time", fontsize=10)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.4), dpi=110, sharex=True)
+    for ax, key in zip(axes, PLOTTED):
+        for name in dict.fromkeys(r["objective"] for r in rows):
+            mine = sorted((r for r in rows if r["objective"] == name and r.get(key) is not None),
+                          key=lambda r: r["compute_seconds"])
+            if not mine:
+                continue
+            x, y = [r["compute_seconds"] for r in mine], [r[key] for r in mine]
+            if key == HEADLINE:
+                err = [[r[key] - r[key + "_ci_low"] for r in mine], [r[key + "_ci_high"] - r[key] for r in mine]]
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+            else:
+                ax.plot(x, y, marker="o", label=name)
+        ceiling = [r.get(f"{key}_supervised") for r in rows if r.get(f"{key}_supervised") is not None]
+        frames = [r.get(f"{key}_frames") for r in rows if r.get(f"{key}_frames") is not None]
+        if key == HEADLINE:
+            ceiling, frames = [1.0], [0.0]
+        if ceiling:
+            ax.axhline(ceiling[0], color="k", linewidth=0.8, linestyle="dotted", label="supervised ceiling")
+        if frames:
+            ax.axhline(frames[0], color="k", linewidth=0.8, linestyle="dashed", label="bag of frames")
+        ax.set_title(key.replace("_", " "), fontsize=10)
+        ax.set_xlabel("training compute (s on 2 CPU cores)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    axes[0].set_ylabel("score (temporal score: 0 = bag of frames, 1 = ceiling)", fontsize=8)
+    axes[-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dest)

@@ -25,12 +25,16 @@ class PretrainError(StepError):
     pass
 
 
-def torchrun_command(nproc: int, config: Path, data_dir: Path, out: Path) -> list[str]:
+def torchrun_command(nproc: int, config: Path, data_dir: Path, out: Path,
+                     variants: tuple[str, ...] = tuple(CHECKPOINTS)) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "videossl.train.main", "--config", str(config), "--data", str(data_dir), "--out", str(out)]
+            "-m", "videossl.train.main", "--config", str(config), "--data", str(data_dir), "--out", str(out),
+            "--variants", *variants]
 
 
-def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path) -> dict:
+def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path,
+             variants: tuple[str, ...] = tuple(CHECKPOINTS)) -> dict:
+    """Train `variants` (default: the video encoder and the frame-encoder baseline) into `out_dir`."""
     try:  # params that cannot work on this dataset fail here, before torchrun starts
         check_world(cfg, cfg.pretrain.nproc, ClipStore(data_dir))
     except (TrainingError, ValueError, FileNotFoundError) as e:
@@ -39,16 +43,16 @@ def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     try:
         with processes.run_lock(out):
-            return _pretrain(cfg, Path(data_dir), out)
+            return _pretrain(cfg, Path(data_dir), out, variants)
     except processes.Busy as e:
         raise PretrainError(str(e)) from None
 
 
-def _pretrain(cfg: Config, data_dir: Path, out: Path) -> dict:
+def _pretrain(cfg: Config, data_dir: Path, out: Path, variants: tuple[str, ...]) -> dict:
     config_path = write_text_atomic(out / "config.yaml", dump_config(cfg))
-    for stale in CHECKPOINTS.values():  # a failed run must not leave an older checkpoint looking current
+    for stale in (CHECKPOINTS[v] for v in variants):  # a failed run must not leave an older checkpoint looking current
         (out / stale).unlink(missing_ok=True)
-    cmd = torchrun_command(cfg.pretrain.nproc, config_path, data_dir, out)
+    cmd = torchrun_command(cfg.pretrain.nproc, config_path, data_dir, out, variants)
     print(f"pretrain: {' '.join(cmd[2:])}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     code = processes.run_attached(cmd, env=env)  # killed with us, never left writing behind us
@@ -56,7 +60,7 @@ def _pretrain(cfg: Config, data_dir: Path, out: Path) -> dict:
         done = [v for v, name in CHECKPOINTS.items() if (out / name).is_file()]
         raise PretrainError(f"pretraining failed (torchrun exit {code}; finished: {done or 'none'}); "
                             f"see the log above")
-    results = {v: load_checkpoint(out / name)["result"] for v, name in CHECKPOINTS.items()}
-    summary = {"checkpoints": dict(CHECKPOINTS), **results}
+    results = {v: load_checkpoint(out / CHECKPOINTS[v])["result"] for v in variants}
+    summary = {"checkpoints": {v: CHECKPOINTS[v] for v in variants}, **results}
     write_text_atomic(out / "pretrain.json", json.dumps(summary, indent=2) + "\n")
     return summary
