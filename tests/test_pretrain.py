@@ -34,6 +34,9 @@ def test_pretrain_one_process_writes_self_describing_checkpoints(tiny_cfg, tiny_
         (run,) = _runs(tiny_cfg, variant)
         assert run.data.params["variant"] == variant
         assert "loss" in run.data.metrics and run.info.status == "FINISHED"
+    # a model-training experiment: MLflow 3's UI opens it on the runs table, not the GenAI overview
+    exp = MlflowClient(tracking_uri=tiny_cfg.tracking.uri).get_experiment_by_name(tiny_cfg.tracking.experiment)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
 def test_pretrain_two_processes_torchrun_logs_from_rank_zero_only(tmp_path, tiny_data):

@@ -45,6 +45,9 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return env
 
 
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def configure(cfg: TrackingConfig) -> str:
     """Point MLflow at the configured store and make sure the experiment exists."""
     import mlflow
@@ -56,7 +59,11 @@ def configure(cfg: TrackingConfig) -> str:
             mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_root(uri, cfg.artifacts))
         except mlflow.exceptions.MlflowException:
             pass  # another process created it first
-    mlflow.set_experiment(cfg.experiment)
+    experiment = mlflow.set_experiment(cfg.experiment)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        # MLflow 3's UI opens an experiment without this tag in its GenAI overview; this one is a
+        # model-training experiment, whose home is the runs table
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return uri
 
 

@@ -86,6 +86,15 @@ def run_id(spec: dict) -> str:
 # RNG state (every rank's, so a resumed rank continues its own streams)
 
 
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def checkpoint_dir_for(configured: str | None, out_dir: str) -> str:
+    """Where training checkpoints go: `pretrain.checkpoint_dir`, else `<out_dir>/checkpoints`
+    (out_dir: the folder the final encoders go to, local or s3://)."""
+    return configured or f"{str(out_dir).rstrip('/')}/{CHECKPOINT_SUBDIR}"
+
+
 def rng_state() -> dict:
     """Tensors and plain values only: checkpoints load with torch.load(weights_only=True), which
     refuses numpy objects (and any code a crafted file would run)."""

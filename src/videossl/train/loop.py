@@ -33,7 +33,7 @@ from videossl.models.checkpoint import encoder_shape, save_checkpoint
 from videossl.models.vit import VideoViT, count_params, flops_per_clip
 from videossl.train import distributed, precision
 from videossl.train.batching import BatchSplit, objectives_of, split_batch
-from videossl.train.checkpointing import Checkpointer, run_spec, set_rng_state
+from videossl.train.checkpointing import Checkpointer, checkpoint_dir_for, run_spec, set_rng_state
 from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, Item, make_loader
 from videossl.train.optim import build_optimizer
 from videossl.train.telemetry import Telemetry
@@ -178,7 +178,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     # resume: weights, optimizer, scaler, RNG and the step, which is also the data position
     digest = dataset_digest(data_dir)
     spec = run_spec(cfg, variant, steps, digest)  # what this run computes: its checkpoints are its own
-    ckpt = Checkpointer.for_run(checkpoint_dir or f"{str(out_path).rsplit('/', 1)[0]}/checkpoints", spec,
+    ckpt = Checkpointer.for_run(checkpoint_dir_for(checkpoint_dir, str(out_path).rsplit("/", 1)[0]), spec,
                                 pcfg.keep_last, env)
     start, loss_val = 0, float("nan")
     state = ckpt.resume() if pcfg.resume else None

@@ -15,6 +15,7 @@ from videossl.config import ConfigError, load_config
 from videossl.errors import StepError
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.train import distributed
+from videossl.train.checkpointing import checkpoint_dir_for
 from videossl.train.loop import train
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume is not None:
             cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"resume": args.resume})})
         out = args.out.rstrip("/")
-        checkpoint_dir = cfg.pretrain.checkpoint_dir or f"{out}/checkpoints"
+        checkpoint_dir = checkpoint_dir_for(cfg.pretrain.checkpoint_dir, out)
         for variant in args.variants:
             result = train(cfg, args.data, f"{out}/{CHECKPOINTS[variant]}", variant, checkpoint_dir)
             # one write per line: ranks share stdout, and print() writes the text and its newline apart
