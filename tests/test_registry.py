@@ -175,7 +175,8 @@ def sqlite_store(tmp_path_factory) -> str:
 
 
 def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_store, capsys):
-    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"))
+    # margins 0: any strict gain promotes (the params defaults, 0.01 and 0.05, are tested below)
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), min_margin_over_champion=0, min_margin_over_frames=0)
 
     def run(i: int, gate: float, step: int) -> dict:
         data, model, ev = make_inputs(tmp_path / f"in{i}", gate, step=step, frame_encoder=(i == 1))

@@ -79,8 +79,11 @@ def test_review_prints_champion_and_challenger_side_by_side(tmp_path, monkeypatc
     assert listed == ["pretrain.lr", "pretrain.steps", "seed"]  # same-valued params are not listed
     assert section.startswith(" (3 of ")
     assert cells(section, "seed") == ["seed", "1", "2"]
+    # the champion's lr is the config default (= params.yaml's)
+    from videossl.config import PretrainConfig
+    default = PretrainConfig()
     assert cells(section, "pretrain.steps") == ["pretrain.steps", "300", "50"]
-    assert cells(section, "pretrain.lr") == ["pretrain.lr", "0.0015", "0.003"]
+    assert cells(section, "pretrain.lr") == ["pretrain.lr", str(default.lr), "0.003"]
 
     # a readable table: every line of each table has the same width, so the columns align
     for block in out.split("\n\n"):
@@ -111,7 +114,7 @@ def test_review_says_there_is_no_champion(tmp_path, monkeypatch, capsys):
     assert cells(out, "git commit") == ["git commit", "—", os.environ["VIDEOSSL_GIT_COMMIT"]]
     assert "note: v1: scores from its tags (the run's eval/metrics.json could not be read" in out
     assert cells(out, "arrow_of_time.video *") == ["arrow_of_time.video *", "—", "0.500 [0.450, 0.550]", "—"]
-    assert "failed arrow_of_time.video" in out and "vs bag of frames 0.5: gain +0, needs more than 0: fail" in out
+    assert "failed arrow_of_time.video" in out and "vs bag of frames 0.5: gain +0, needs at least +0.05: fail" in out
     assert "## Params that differ" not in out  # nothing to compare with
 
 

@@ -173,7 +173,10 @@ def test_real_training_run_is_scraped_while_it_runs(tmp_path, tiny_data, prometh
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "videossl.train.main", "--config", str(config),
                                  "--data", str(tiny_data), "--out", str(tmp_path / "out"), "--variants", "video"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                # a suite started in the background inherits SIGINT ignored, and Python then
+                                # installs no Ctrl-C handler: give the trainer the default disposition
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         alive = lambda: proc.poll() is None  # noqa: E731
         try:

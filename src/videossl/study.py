@@ -113,12 +113,14 @@ def _write(out: Path, rows: list[dict]) -> None:
         [{"objective": r["objective"], "compute_seconds": r["compute_seconds"], **{k: r.get(k) for k in PLOTTED}}
          for r in rows], indent=1) + "\n")
     tasks = [t for t in (*TEMPORAL_TASKS, "content_count", "content_shape") if any(t in r for r in rows)]
-    lines = ["| objective | budget (s) | steps | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
-             "|---" * (4 + len(tasks)) + "|"]
+    lines = ["| objective | budget (s) | steps | compute (s) | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
+             "|---" * (5 + len(tasks)) + "|"]
     for r in rows:
         head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + '_ci_low']:.2f}, "
                                                  f"{r[HEADLINE + '_ci_high']:.2f}]")
-        lines.append(f"| {r['objective']} | {r['budget_seconds']:g} | {r['steps']} | {head} | "
+        budget = r["budget_seconds"]
+        budget = f"{budget:g}" if isinstance(budget, (int, float)) else budget
+        lines.append(f"| {r['objective']} | {budget} | {r['steps']} | {r['compute_seconds']:g} | {head} | "
                      + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + " |")
     write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
     _plot(rows, out / "plots" / "study.png")
