@@ -54,7 +54,7 @@ compile: setup
 # Container images (containers/), tagged from params.yaml cluster.image / cluster.trainer_image,
 # built with the first working engine: docker, else podman (a CLI whose daemon is unreachable does
 # not count); CONTAINER_ENGINE=podman forces one. linux/amd64 because decord publishes x86-64 wheels
-# only. Pushing is a separate step (docs/cluster.md).
+# only. Pushing is a separate step (README "Run on a cluster", step 1).
 images: setup
 	@engine="$${CONTAINER_ENGINE:-}"; \
 	if [ -z "$$engine" ]; then \

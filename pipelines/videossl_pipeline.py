@@ -43,6 +43,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Markdown, Metrics
 
 from components import make_components
+from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import Config, ConfigError
 from videossl.data.versioning import LAYOUT  # noqa: F401  (re-exported: where each step writes under a root)
 from videossl.errors import StepError
@@ -53,10 +54,10 @@ PipelineOutputs = NamedTuple("Outputs", [
     ("scores", Metrics), ("report", Markdown), ("model_card", Markdown)])
 
 # Which Secret keys each task gets as environment variables (names only: the values stay in the
-# cluster). Required keys fail the pod when missing; optional ones (a MinIO endpoint, basic auth
-# of the tracking server) may be absent.
+# cluster). Required keys fail the pod when missing; optional ones (a MinIO endpoint) may be absent.
+# The tracking server authenticates every client (k8s/base/mlflow.yaml): its user is required.
 S3_KEYS, S3_OPTIONAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_ENDPOINT_URL",)
-MLFLOW_KEYS, MLFLOW_OPTIONAL_KEYS = ("MLFLOW_TRACKING_URI",), ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 USES_MLFLOW = {"pretrain", "probe_eval", "register"}  # ingest logs nothing to MLflow
 CACHED = {"ingest": True, "pretrain": True, "probe_eval": True, "register": False}  # why: module docstring
 RETRY_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
@@ -109,14 +110,16 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
         task.set_retry(num_retries=res.retries, **RETRY_BACKOFF)
     task.set_caching_options(CACHED[step])
 
+    # The images' numeric non-root user. The KFP backend adds the rest of the restricted profile
+    # (no privilege escalation, all capabilities dropped, RuntimeDefault seccomp); the SDK has no
+    # read-only root filesystem, and the KFP launcher writes into the container's own filesystem.
+    kubernetes.set_security_context(task, run_as_user=IMAGE_USER, run_as_group=IMAGE_USER, run_as_non_root=True)
     kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_KEYS})
     kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_OPTIONAL_KEYS},
                                  optional=True)
     if step in USES_MLFLOW:
         kubernetes.use_secret_as_env(task, secret_name=cl.secrets.mlflow,
                                      secret_key_to_env={k: k for k in MLFLOW_KEYS})
-        kubernetes.use_secret_as_env(task, secret_name=cl.secrets.mlflow,
-                                     secret_key_to_env={k: k for k in MLFLOW_OPTIONAL_KEYS}, optional=True)
     return task
 
 

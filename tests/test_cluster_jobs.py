@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from tests.fake_kube import FakeKube, expand
+from tests.k8s_policy import policy_violations, strict
 from tests.tiny import tiny_config
-from videossl.cluster.jobs import INSTANCE_LABEL, KINDS, PARAMS_ENV, ClusterJobError, render_job, to_yaml
+from videossl.cluster.jobs import IMAGE_USER, INSTANCE_LABEL, KINDS, PARAMS_ENV, ClusterJobError, render_job, to_yaml
 from videossl.cluster.launcher import JobFailed, JobTimeout, launch_pretrain
 from videossl.config import dump_config
 from videossl.models.checkpoint import CHECKPOINTS
@@ -42,17 +43,6 @@ def cfg_for(tmp_path, launcher: str, *extra: str):
     return tiny_config(tmp_path, f"cluster.job.launcher={launcher}", *extra)
 
 
-def strict(schema):
-    """additionalProperties: false wherever an object lists its properties: a field the API server
-    would silently prune (misspelt, or not in this API version) fails instead."""
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out:
-            out["additionalProperties"] = False
-        return out
-    return [strict(v) for v in schema] if isinstance(schema, list) else schema
-
-
 def crd(launcher: str) -> dict:
     return yaml.safe_load(CRDS[launcher].read_text())
 
@@ -71,6 +61,23 @@ def trainer_container(job: dict) -> dict:
         return job["spec"]["trainer"]
     (container,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
     return container
+
+
+def effective_pods(job: dict) -> list[dict]:
+    """Each replica's pod as the cluster would create it, as a Pod for the workload policy: a
+    PyTorchJob's templates as they are; a TrainJob's runtime patch with the trainer container
+    (image and resources from spec.trainer) merged into the patched `node` container."""
+    if job["kind"] == "PyTorchJob":
+        return [{"kind": "Pod", "metadata": {"name": f"{job['metadata']['name']}-{role.lower()}",
+                                             **t.get("metadata", {})}, "spec": t["spec"]}
+                for role, t in ((r, s["template"]) for r, s in job["spec"]["pytorchReplicaSpecs"].items())]
+    (template,) = pod_templates(job)
+    spec = copy.deepcopy(template["spec"])
+    trainer = job["spec"]["trainer"]
+    (node,) = [c for c in spec["containers"] if c["name"] == KINDS["trainjob"].container]
+    node.update(image=trainer["image"], resources=trainer["resourcesPerNode"])
+    return [{"kind": "Pod", "metadata": {"name": job["metadata"]["name"], **template.get("metadata", {})},
+             "spec": spec}]
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -105,6 +112,51 @@ def test_rendered_job_matches_its_crd_schema(launcher, combo, tmp_path):
     for pod in pod_templates(job):
         assert pod["spec"].get("nodeSelector", {}) == jcfg.node_selector
         assert pod["spec"].get("tolerations", []) == jcfg.tolerations
+
+
+@pytest.mark.parametrize("combo", COMBOS)
+@pytest.mark.parametrize("launcher", KINDS)
+def test_rendered_job_pods_follow_the_pod_policy(launcher, combo, tmp_path):
+    # The same policy as the kustomize output (tests/k8s_policy.py): non-root, no escalation, no
+    # capabilities, a read-only root with emptyDirs where the trainer writes, no API token.
+    job = render_job(cfg_for(tmp_path, launcher, *COMBOS[combo]), DATA, OUT)
+    pods = effective_pods(job)
+    assert len(pods) == (1 if launcher == "trainjob" or "nodes=1" in " ".join(COMBOS[combo]) else 2)
+    for pod in pods:
+        assert policy_violations(pod) == [], pod["metadata"]["name"]
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsUser"] == spec["securityContext"]["runAsGroup"] == IMAGE_USER
+        mounts = {m["mountPath"]: m["name"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+        volumes = {v["name"]: v["emptyDir"] for v in spec["volumes"]}
+        assert mounts == {"/tmp": "scratch", "/dev/shm": "shm"}  # $TMPDIR (the worker's stage) and HOME
+        assert volumes["scratch"]["sizeLimit"] == "200Gi" and volumes["shm"] == {"medium": "Memory",
+                                                                                  "sizeLimit": "16Gi"}
+    # the control: the policy sees a pod that drops the hardening
+    broken = copy.deepcopy(pods[0])
+    broken["spec"].pop("securityContext")
+    broken["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    found = "\n".join(policy_violations(broken))
+    assert "runAsNonRoot" in found and "seccompProfile" in found and "readOnlyRootFilesystem" in found
+
+
+def test_trainjob_pods_run_as_a_service_account_without_a_token(tmp_path):
+    # A PodSpecPatch cannot set automountServiceAccountToken: the ServiceAccount it names does.
+    (pod,) = effective_pods(render_job(cfg_for(tmp_path, "trainjob"), DATA, OUT))
+    accounts = {d["metadata"]["name"]: d for d in yaml.safe_load_all((ROOT / "k8s/base/rbac.yaml").read_text())
+                if d and d["kind"] == "ServiceAccount"}
+    account = accounts[pod["spec"]["serviceAccountName"]]
+    assert account["automountServiceAccountToken"] is False
+    bindings = [d for d in yaml.safe_load_all((ROOT / "k8s/base/rbac.yaml").read_text())
+                if d and d["kind"] == "RoleBinding"]
+    assert not any(s["name"] == account["metadata"]["name"] for b in bindings for s in b["subjects"])
+
+
+def test_scratch_sizes_come_from_params(tmp_path):
+    for launcher in KINDS:
+        job = render_job(cfg_for(tmp_path, launcher, "cluster.job.scratch=20Gi", "cluster.job.shm=2Gi"), DATA, OUT)
+        for pod in effective_pods(job):
+            sizes = {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["spec"]["volumes"]}
+            assert sizes == {"scratch": "20Gi", "shm": "2Gi"}
 
 
 def test_rendering_is_deterministic_and_the_name_follows_the_content(tmp_path):
@@ -354,7 +406,8 @@ def test_role_grants_exactly_the_calls_the_launcher_makes(run):
     assert used == granted, f"used but not granted: {used - granted}; granted but never used: {granted - used}"
 
     cfg = tiny_config(ROOT)
-    assert kinds["ServiceAccount"]["metadata"]["name"] == cfg.cluster.service_account
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    assert cfg.cluster.service_account in accounts
     binding = kinds["RoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": kinds["Role"]["metadata"]["name"]}

@@ -7,7 +7,7 @@
 - The policy: requests and limits, non-root, no privilege escalation, no capabilities, read-only
   root filesystem (or a per-container justification annotation), RuntimeDefault seccomp, pinned
   images, a named service account wherever an API token is mounted.
-- NetworkPolicies are evaluated (a small model of their ingress semantics) for who may reach whom.
+- NetworkPolicies are evaluated (a small model of their ingress and egress semantics) for who may reach whom.
 - Names, ports and images agree with params.yaml.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.k8s_policy import WRITABLE_ROOTFS_PREFIX, pod_template, policy_violations, strict
 from videossl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +31,6 @@ K8S = ROOT / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 KUBERNETES_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
-# The only accepted reason for a writable root filesystem: this annotation on the pod template, keyed
-# by container name, whose value says why (e.g. "writable-rootfs.videossl.io/foo: tool X writes into /opt").
-WRITABLE_ROOTFS_PREFIX = "writable-rootfs.videossl.io/"
 CFG = load_config(ROOT / "params.yaml")
 
 
@@ -49,17 +47,6 @@ def render(overlay: str) -> tuple[dict, ...]:
     return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
 
 
-def strict(schema):
-    """The schema with `additionalProperties: false` on every object that lists properties (as
-    kubernetes-validate --strict does), so a misspelt field fails instead of being pruned silently."""
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out:
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
 
 
 @functools.cache
@@ -163,59 +150,11 @@ def test_podmonitor_schema_rejects_mistakes():
 
 # ---- workload policy ---------------------------------------------------------------------------
 
-def pod_template(obj: dict) -> tuple[dict, dict]:
-    """(metadata, spec) of the pods a workload makes."""
-    if obj["kind"] == "Pod":
-        return obj["metadata"], obj["spec"]
-    template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else obj["spec"]["template"]
-    return template.get("metadata", {}), template["spec"]
-
-
-def image_problem(image: str) -> str | None:
-    if "@sha256:" in image:
-        return None
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return "has no tag"
-    return "uses :latest" if last.rsplit(":", 1)[1] == "latest" else None
-
-
-def policy_violations(obj: dict) -> list[str]:
-    meta, spec = pod_template(obj)
-    name = f"{obj['kind']}/{obj['metadata']['name']}"
-    pod_sc = spec.get("securityContext", {})
-    annotations = meta.get("annotations", {})
-    out = []
-    if spec.get("automountServiceAccountToken") is not False and spec.get("serviceAccountName") in (None, "", "default"):
-        out.append(f"{name}: mounts an API token without a named serviceAccountName "
-                   "(name one, or set automountServiceAccountToken: false)")
-    for c in spec.get("initContainers", []) + spec["containers"]:
-        where = f"{name} container {c['name']}"
-        sc = c.get("securityContext", {})
-        resources = c.get("resources", {})
-        out += [f"{where}: no {kind}.{res}" for kind in ("requests", "limits") for res in ("cpu", "memory")
-                if res not in resources.get(kind, {})]
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            out.append(f"{where}: runAsNonRoot is not true")
-        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        if type(uid) is not int or uid == 0:
-            out.append(f"{where}: runAsUser {uid!r} is not a numeric non-root UID")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append(f"{where}: allowPrivilegeEscalation is not false")
-        if sc.get("privileged"):
-            out.append(f"{where}: privileged")
-        capabilities = sc.get("capabilities", {})
-        if "ALL" not in capabilities.get("drop", []) or capabilities.get("add"):
-            out.append(f"{where}: capabilities must drop ALL and add none")
-        if (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
-            out.append(f"{where}: seccompProfile is not RuntimeDefault")
-        reason = annotations.get(WRITABLE_ROOTFS_PREFIX + c["name"], "")
-        if sc.get("readOnlyRootFilesystem") is not True and len(reason.split()) < 3:
-            out.append(f"{where}: readOnlyRootFilesystem is not true and no "
-                       f"{WRITABLE_ROOTFS_PREFIX}{c['name']} annotation says why")
-        if problem := image_problem(c.get("image", "")):
-            out.append(f"{where}: image {c.get('image')!r} {problem}")
-    return out
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_namespace_enforces_the_restricted_pod_security_standard(overlay):
+    (namespace,) = by_kind(render(overlay), "Namespace").values()
+    labels = namespace["metadata"]["labels"]
+    assert {labels.get(f"pod-security.kubernetes.io/{mode}") for mode in ("enforce", "warn", "audit")} == {"restricted"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -229,6 +168,7 @@ def test_every_workload_follows_the_policy(overlay):
 def test_policy_catches_each_violation():
     # Control: a workload breaking every rule gets one finding per rule; the justified exception passes.
     bad = {"kind": "Deployment", "metadata": {"name": "bad"}, "spec": {"template": {"metadata": {}, "spec": {
+        "hostNetwork": True, "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
         "initContainers": [{"name": "init", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}],
         "containers": [{"name": "app", "image": "nginx:latest", "securityContext": {
             "runAsUser": 0, "privileged": True, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}}}}
@@ -236,6 +176,7 @@ def test_policy_catches_each_violation():
     for expected in ("API token", "init: no requests.cpu", "init: no requests.memory", "init: no limits.memory",
                      "app: no limits.cpu", "runAsNonRoot", "runAsUser 0", "allowPrivilegeEscalation", "privileged",
                      "capabilities", "seccompProfile", "readOnlyRootFilesystem", "'busybox' has no tag",
+                     "hostNetwork", "volume host is ['hostPath']",
                      "'nginx:latest' uses :latest"):
         assert expected in found, expected
     ok = copy.deepcopy(render(OVERLAYS[0]))
@@ -290,13 +231,47 @@ def selector_matches(selector: dict, labels: dict) -> bool:
     return True
 
 
-def port_allowed(ports: list[dict] | None, port: int) -> bool:
+def port_allowed(ports: list[dict] | None, port: int, protocol: str = "TCP") -> bool:
     if not ports:
         return True
     for p in ports:
         assert isinstance(p.get("port"), int), f"use numeric ports in NetworkPolicies (this model checks them): {p}"
-        if p.get("protocol", "TCP") == "TCP" and p["port"] <= port <= p.get("endPort", p["port"]):
+        if p.get("protocol", "TCP") == protocol and p["port"] <= port <= p.get("endPort", p["port"]):
             return True
+    return False
+
+
+EXTERNAL = None  # a destination outside the cluster (S3, the API server's address): only ipBlocks match it
+
+
+def egress_allowed(docs, src: dict, dst: dict | None, dst_namespace: str | None, port: int,
+                   protocol: str = "TCP") -> bool:
+    """Whether a pod labelled `src` in our namespace may open `port` on a pod labelled `dst` in
+    `dst_namespace`, or on an outside address (dst EXTERNAL)."""
+    namespace = CFG.cluster.namespace
+    policies = [p["spec"] for p in docs if p["kind"] == "NetworkPolicy"
+                and "Egress" in p["spec"].get("policyTypes", []) and selector_matches(p["spec"]["podSelector"], src)]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy.get("egress") or []:
+            if not port_allowed(rule.get("ports"), port, protocol):
+                continue
+            if not rule.get("to"):
+                return True
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    assert peer["ipBlock"]["cidr"] == "0.0.0.0/0" and not peer["ipBlock"].get("except"), \
+                        f"this model knows only 'any address': {peer}"
+                    if dst is EXTERNAL:
+                        return True
+                    continue
+                if dst is EXTERNAL:
+                    continue
+                ns_ok = (selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": dst_namespace})
+                         if "namespaceSelector" in peer else dst_namespace == namespace)
+                if ns_ok and selector_matches(peer.get("podSelector", {}), dst):
+                    return True
     return False
 
 
@@ -347,8 +322,40 @@ def test_network_policies_allow_exactly_what_is_needed(overlay):
               (trainer, prometheus, "monitoring", 29500), (stranger, stranger, ns, 8080)]
     for dst, src, src_ns, port in allowed:
         assert ingress_allowed(docs, dst, src, src_ns, port), f"{src} in {src_ns} -> {dst}:{port} should be allowed"
+        if src_ns == ns:  # the source's own egress policies must let it out too
+            assert egress_allowed(docs, src, dst, ns, port), f"{src} -> {dst}:{port}: egress should be allowed"
     for dst, src, src_ns, port in denied:
         assert not ingress_allowed(docs, dst, src, src_ns, port), f"{src} in {src_ns} -> {dst}:{port} should be denied"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_egress_is_denied_except_what_each_pod_needs(overlay):
+    docs = render(overlay)
+    ns = CFG.cluster.namespace
+    mlflow, push = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/component": "tracking"}, \
+        {"app.kubernetes.io/name": "pushgateway", "app.kubernetes.io/component": "monitoring"}
+    trainer = {"app.kubernetes.io/component": "trainer"}
+    pipeline = {"app.kubernetes.io/component": "pipeline"}
+    kfp_task = {"pipelines.kubeflow.org/v2_component": "true"}
+    dns, minio = {"k8s-app": "kube-dns"}, {"app": "minio"}
+    stranger = {"app": "something-else"}
+    for pod in (mlflow, push, trainer, pipeline, kfp_task, stranger):  # every pod resolves names
+        assert egress_allowed(docs, pod, dns, "kube-system", 53, "UDP"), pod
+        assert egress_allowed(docs, pod, dns, "kube-system", 53, "TCP"), pod
+    allowed = [(trainer, trainer, ns, 45123), (trainer, mlflow, ns, 5000), (trainer, EXTERNAL, None, 443),
+               (trainer, minio, "kubeflow", 9000), (pipeline, mlflow, ns, 5000), (pipeline, push, ns, 9091),
+               (pipeline, EXTERNAL, None, 443), (kfp_task, mlflow, ns, 5000), (kfp_task, push, ns, 9091),
+               (kfp_task, EXTERNAL, None, 443), (kfp_task, EXTERNAL, None, 6443),
+               (kfp_task, {"app": "ml-pipeline"}, "kubeflow", 8887), (kfp_task, minio, "kubeflow", 9000),
+               (mlflow, EXTERNAL, None, 443), (mlflow, minio, "kubeflow", 9000)]
+    denied = [(push, EXTERNAL, None, 443), (push, mlflow, ns, 5000), (stranger, EXTERNAL, None, 443),
+              (stranger, mlflow, ns, 5000), (trainer, EXTERNAL, None, 22), (trainer, EXTERNAL, None, 6443),
+              (mlflow, EXTERNAL, None, 80), (trainer, {"app": "ml-pipeline"}, "kubeflow", 8888),
+              (trainer, dns, "kube-system", 8080), (kfp_task, stranger, "other", 9000)]
+    for src, dst, dst_ns, port in allowed:
+        assert egress_allowed(docs, src, dst, dst_ns, port), f"{src} -> {dst} in {dst_ns}:{port} should be allowed"
+    for src, dst, dst_ns, port in denied:
+        assert not egress_allowed(docs, src, dst, dst_ns, port), f"{src} -> {dst} in {dst_ns}:{port} should be denied"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -19,6 +19,7 @@ import yaml
 
 from pipelines.videossl_pipeline import compile_pipeline, params_text
 from videossl.cli import main
+from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import ConfigError, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,13 +96,13 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
                                                       "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
                      ("team-s3-credentials", True): {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}}
         if step != "ingest":  # pretrain, probe_eval and register log to MLflow
-            want_envs |= {("team-mlflow-credentials", False): {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"},
-                          ("team-mlflow-credentials", True): {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-                                                              "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}}
+            # the tracking server authenticates every client: its user is required
+            want_envs |= {("team-mlflow-credentials", False): {k: k for k in (
+                "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}}
         assert envs == want_envs, step
 
     # the pretrain pod is a light launcher: no GPU node placement, no deadline of its own
-    assert set(k8s["exec-pretrain"]) == {"secretAsEnv"}
+    assert set(k8s["exec-pretrain"]) == {"secretAsEnv", "securityContext"}
     assert tasks["pretrain"]["inputs"]["parameters"]["launcher"] == {"runtimeValue": {"constant": "trainjob"}}
     # the defaults of the run's parameters are these params
     defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
@@ -126,7 +127,21 @@ def test_ir_in_pod_training_requests_gpus_and_gpu_nodes_for_pretrain_only(tmp_pa
     assert tasks["pretrain"]["inputs"]["parameters"]["launcher"] == {"runtimeValue": {"constant": "none"}}
     for step in ("ingest", "probe_eval", "register"):  # CPU pods on ordinary nodes
         assert "accelerator" not in _container(spec, step)["resources"], step
-        assert set(k8s[f"exec-{TASK_OF_STEP[step]}"]) == {"secretAsEnv"}, step
+        assert set(k8s[f"exec-{TASK_OF_STEP[step]}"]) == {"secretAsEnv", "securityContext"}, step
+
+
+@pytest.mark.parametrize("launcher", ["trainjob", "none"])
+def test_every_task_pod_runs_as_the_images_non_root_user(tmp_path, monkeypatch, launcher):
+    # The policy on the compiled pipeline: the SDK sets the identity; the KFP backend adds no privilege
+    # escalation, no capabilities and RuntimeDefault seccomp (kfp-kubernetes set_security_context).
+    spec, k8s, text, cfg = _compile(tmp_path, monkeypatch, f"cluster.job.launcher={launcher}")
+    assert set(k8s) == {f"exec-{task}" for task in TASK_OF_STEP.values()}
+    for executor, config in k8s.items():
+        assert config["securityContext"] == {"runAsNonRoot": True, "runAsUser": str(IMAGE_USER),
+                                             "runAsGroup": str(IMAGE_USER)}, executor
+    for dockerfile in ("Dockerfile.pipeline", "Dockerfile.trainer"):  # the user the pods run as exists there
+        lines = (REPO / "containers" / dockerfile).read_text().splitlines()
+        assert f"USER {IMAGE_USER}:{IMAGE_USER}" in lines and any(f"--uid {IMAGE_USER}" in x for x in lines)
 
 
 def test_compile_is_deterministic_and_the_image_appears_only_where_it_is_used(tmp_path, monkeypatch):

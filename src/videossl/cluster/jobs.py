@@ -32,7 +32,8 @@ MAX_PARAMS_BYTES = 64 * 1024
 SECRET_KEYS = {
     "s3": {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False, "AWS_ENDPOINT_URL": True,
            "AWS_DEFAULT_REGION": True},
-    "mlflow": {"MLFLOW_TRACKING_URI": True, "MLFLOW_TRACKING_USERNAME": True, "MLFLOW_TRACKING_PASSWORD": True},
+    # the tracking server authenticates every client (k8s/base/mlflow.yaml); rank 0 logs to it
+    "mlflow": {"MLFLOW_TRACKING_URI": True, "MLFLOW_TRACKING_USERNAME": False, "MLFLOW_TRACKING_PASSWORD": False},
 }
 
 
@@ -65,6 +66,8 @@ KINDS = {
 
 
 POD_METRICS_HOST = "0.0.0.0"  # every interface of the pod
+# The numeric non-root user of both images (containers/Dockerfile.*): the pods' runAsUser/runAsGroup.
+IMAGE_USER = 1000
 
 
 def job_kind(cfg: Config) -> JobKind:
@@ -176,6 +179,13 @@ def _placement(cfg: Config) -> dict:
     return out
 
 
+def _size_volumes(pod: dict, cfg: Config) -> None:
+    """The template's scratch (/tmp) and shared-memory (/dev/shm) emptyDirs, sized from params."""
+    sizes = {"scratch": cfg.cluster.job.scratch, "shm": cfg.cluster.job.shm}
+    for volume in pod["volumes"]:
+        volume["emptyDir"]["sizeLimit"] = sizes[volume["name"]]
+
+
 def _trainer_args(data_uri: str, out_uri: str) -> list[str]:
     return ["--data", data_uri, "--out", out_uri]
 
@@ -189,7 +199,9 @@ def _render_trainjob(job: dict, cfg: Config, data_uri: str, out_uri: str) -> Non
                    resourcesPerNode=_resources(cfg), env=_env(cfg) + _secret_key_refs(cfg))
     trainer["args"] = trainer["args"] + _trainer_args(data_uri, out_uri)
     (node,) = spec["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
-    node["template"]["spec"]["template"]["spec"].update(_placement(cfg))
+    pod = node["template"]["spec"]["template"]["spec"]
+    pod.update(_placement(cfg))
+    _size_volumes(pod, cfg)
 
 
 def _render_pytorchjob(job: dict, cfg: Config, data_uri: str, out_uri: str) -> None:
@@ -199,6 +211,7 @@ def _render_pytorchjob(job: dict, cfg: Config, data_uri: str, out_uri: str) -> N
     master = spec["pytorchReplicaSpecs"]["Master"]
     pod = master["template"]["spec"]
     pod.update(_placement(cfg))
+    _size_volumes(pod, cfg)
     (container,) = pod["containers"]
     container.update(image=cfg.cluster.trainer_image, resources=_resources(cfg), env=_env(cfg),
                      envFrom=[{"secretRef": {"name": getattr(cfg.cluster.secrets, s)}} for s in SECRET_KEYS])
