@@ -115,15 +115,18 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 @contextmanager
 def running_server(name: str, argv: list[str], ready_url: str, log_dir: Path,
-                   env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S) -> Iterator[ServerProcess]:
+                   env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S,
+                   drop_env: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
     """Start `argv`, wait until `ready_url` answers, yield; always stop it (process group) afterwards.
+    The server inherits this environment, less the variables starting with a `drop_env` prefix, plus `env`.
 
     Fails with the server's log when it exits early or does not answer within `timeout` seconds.
     """
     log = Path(log_dir) / f"{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**{k: v for k, v in os.environ.items() if not k.startswith(drop_env or ("\0",))},
+                                     **(env or {})}, start_new_session=True)
     server = ServerProcess(name, proc, log)
     try:
         deadline = time.monotonic() + timeout

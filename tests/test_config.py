@@ -1,4 +1,5 @@
 """params.yaml is validated before any work; a bad value names its key and what is allowed."""
+import os
 import subprocess
 import sys
 
@@ -44,6 +45,16 @@ def test_code_defaults_are_the_params_defaults():
     ("ingest.splits={train: .nan, val: 0.5, test: 0.5}", "ingest.splits.train", "finite"),
     ("pretrain.steps=true", "pretrain.steps", "not true/false"),
     ("probe_eval.ceiling.lr=.nan", "probe_eval.ceiling.lr", "finite number"),
+    ("ingest.s3_endpoint_url=minio:9000", "ingest.s3_endpoint_url", "http(s) URL"),
+    ("ingest.s3_endpoint_url=http://minio:99999", "ingest.s3_endpoint_url", "port"),
+    ("ingest.s3_endpoint_url='http://minio :9000'", "ingest.s3_endpoint_url", "whitespace"),
+    ("ingest.pushgateway=localhost", "ingest.pushgateway", "host:port"),
+    ("tracking.uri=mlruns.db", "tracking.uri", "store URI"),
+    ("tracking.uri=http://", "tracking.uri", "http(s) URL with a host"),
+    ("cluster.kfp_host=kfp.example.org", "cluster.kfp_host", "http(s) URL"),
+    ("cluster.root=s3://My_Bucket/runs", "cluster.root", "bucket name"),
+    ("cluster.data_remote=s3://x/dvc", "cluster.data_remote", "bucket name"),
+    ("cluster.job.scratch=lots", "cluster.job.scratch", "pattern"),
 ])
 def test_invalid_value_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:
@@ -75,3 +86,19 @@ def test_an_override_that_is_not_yaml_is_one_line_naming_it():
     with pytest.raises(ConfigError, match=r"override 'pretrain.lr=\[1': the value is not valid YAML") as err:
         load_config(REPO / "params.yaml", ["pretrain.lr=[1"])
     assert "\n" not in str(err.value)
+
+
+def test_an_os_error_is_one_line_not_a_traceback(tmp_path):
+    # an output folder under a file: the user's mistake, told in one line with the path (exit 1)
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "eval"
+    proc = subprocess.run([sys.executable, "-m", "videossl.cli", "probe-eval", "--params", str(REPO / "params.yaml"),
+                           "--data", str(tmp_path), "--models", str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert str(out) in lines[0] and "VIDEOSSL_DEBUG" in lines[0]
+    debug = subprocess.run(proc.args, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "VIDEOSSL_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -110,7 +111,32 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, STEP_ERRORS):
             print(f"error: {e}", file=sys.stderr)
             return 1
-        raise
+        line = _user_error(e)
+        if line is None or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {line} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+DEBUG_ENV = "VIDEOSSL_DEBUG"  # set: errors a user can fix still end with their traceback
+
+
+def _user_error(e: BaseException) -> str | None:
+    """One line for the errors a user fixes outside the code (a path, a permission, a full disk, the
+    object store's answer), or None for a bug, which keeps its traceback."""
+    if isinstance(e, OSError) and (e.strerror or e.filename):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or type(e).__name__}{where}"
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        return None
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        return f"the object store refused {e.operation_name}: {err.get('Code')} {err.get('Message', '')}".strip()
+    if isinstance(e, BotoCoreError):
+        return f"the object store: {str(e).splitlines()[0]}"
+    return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -42,6 +42,59 @@ class Section(BaseModel):
         return value
 
 
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's bucket naming rules (the short form)
+
+
+def http_url(value: str | None) -> str | None:
+    """An http(s) URL with a host and, if given, a valid port; None passes (unset)."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() for c in value):
+        raise ValueError("a URL has no whitespace")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL with a host (e.g. http://host:port)")
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number in 0-65535)
+    except ValueError:
+        raise ValueError("the URL's port is not a number in 0-65535") from None
+    return value
+
+
+def s3_uri(value: str | None) -> str | None:
+    """s3://bucket[/prefix] with a valid bucket name; anything else passes (a local path)."""
+    if value is None or not value.startswith("s3://"):
+        return value
+    bucket = value[len("s3://"):].split("/", 1)[0]
+    if not S3_BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+    return value
+
+
+def host_port(value: str | None) -> str | None:
+    """host:port (an optional http(s):// in front), the form prometheus_client pushes to."""
+    if value is None:
+        return None
+    bare = value.split("://", 1)[1] if value.startswith(("http://", "https://")) else value
+    host, _, port = bare.rstrip("/").rpartition(":")
+    if not host or any(c.isspace() or c in "/@" for c in host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("not host:port (e.g. pushgateway.monitoring:9091)")
+    return value
+
+
+def tracking_store(value: str | None) -> str | None:
+    """An MLflow store URI: scheme:... (sqlite:///file, http(s)://host, postgresql://..., file:...)."""
+    if value is None:
+        return None
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value) or any(c.isspace() for c in value):
+        raise ValueError("not a store URI (sqlite:///mlruns.db, http://mlflow:5000, ...)")
+    if value.startswith(("http://", "https://")):
+        http_url(value)
+    return value
+
+
 def split_fractions(splits: dict[str, float]) -> dict[str, float]:
     """train/val/test shares: exactly those three names, finite, >= 0, summing to 1, train and test > 0."""
     if set(splits) != {"train", "val", "test"}:
@@ -98,6 +151,9 @@ class IngestConfig(Section):
     max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
     pushgateway: str | None = Field(None, description="host:port of a Prometheus pushgateway")
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    _endpoint = field_validator("s3_endpoint_url")(lambda v: http_url(v))
+    _pushgateway = field_validator("pushgateway")(lambda v: host_port(v))
 
     @field_validator("sources")
     @classmethod
@@ -378,6 +434,8 @@ class TrackingConfig(Section):
                                   "(embedded store), or a URI (s3://...); against a server, null lets it proxy")
     experiment: str = "videossl"
 
+    _uri = field_validator("uri")(lambda v: tracking_store(v))
+
 
 class RegisterConfig(Section):
     """The champion gate (videossl.gate): every gate metric must beat the champion and its own
@@ -405,9 +463,13 @@ class RegisterConfig(Section):
         return metrics
 
 
+CPU_QUANTITY = r"^\d+(\.\d+)?m?$"  # Kubernetes quantities: "500m", "2"
+QUANTITY = r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$"  # "64Gi"
+
+
 class StepResources(Section):
-    cpu: str = Field("1", pattern=r"^\d+(\.\d+)?m?$", description="CPU request = limit (Kubernetes quantity)")
-    memory: str = Field("2Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$", description="memory request = limit")
+    cpu: str = Field("1", pattern=CPU_QUANTITY, description="CPU request = limit (Kubernetes quantity)")
+    memory: str = Field("2Gi", pattern=QUANTITY, description="memory request = limit")
     retries: int = Field(0, ge=0, le=10, description="KFP retries of this task (transient failures)")
 
 
@@ -420,11 +482,15 @@ class ClusterJobConfig(Section):
     nodes: int = Field(2, ge=1, le=512)
     procs_per_node: int = Field(1, ge=1, le=16)
     gpus_per_node: int = Field(1, ge=0, le=16)
-    cpu: str = Field("8", description="CPU request = limit of each trainer pod")
-    memory: str = Field("64Gi", description="memory request = limit of each trainer pod")
+    cpu: str = Field("8", pattern=CPU_QUANTITY, description="CPU request = limit of each trainer pod")
+    memory: str = Field("64Gi", pattern=QUANTITY, description="memory request = limit of each trainer pod")
     accelerator_type: str = Field("nvidia.com/gpu", min_length=1, description="extended resource of the GPUs")
     node_selector: dict[str, str] = Field(default_factory=dict, description="trainer (and pretrain task) nodes")
     tolerations: list[dict[str, str]] = Field(default_factory=list, description="[{key, operator, value, effect}]")
+    scratch: str = Field("200Gi", pattern=QUANTITY, description="emptyDir at /tmp of each trainer pod (the staged "
+                         "dataset, caches): its root filesystem is read-only")
+    shm: str = Field("16Gi", pattern=QUANTITY, description="memory-backed /dev/shm of each trainer pod (data "
+                     "loader workers, NCCL)")
     timeout_s: int = Field(86400, ge=60, description="wait at most this long for the job, then fail the task")
     poll_s: float = Field(20.0, gt=0, description="seconds between job status checks")
 
@@ -432,8 +498,8 @@ class ClusterJobConfig(Section):
 class ClusterSecrets(Section):
     s3: str = Field("videossl-s3", min_length=1, description="Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
                     "AWS_ENDPOINT_URL (optional)")
-    mlflow: str = Field("videossl-mlflow", min_length=1, description="Secret: MLFLOW_TRACKING_URI (+ "
-                        "MLFLOW_TRACKING_USERNAME/PASSWORD)")
+    mlflow: str = Field("videossl-mlflow", min_length=1, description="Secret: MLFLOW_TRACKING_URI, "
+                        "MLFLOW_TRACKING_USERNAME/PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY (the server's)")
 
 
 class ClusterConfig(Section):
@@ -460,6 +526,9 @@ class ClusterConfig(Section):
             "probe_eval": StepResources(cpu="4", memory="8Gi", retries=1),
             "register": StepResources(cpu="1", memory="2Gi", retries=2),
         })
+
+    _kfp_host = field_validator("kfp_host")(lambda v: http_url(v))
+    _s3 = field_validator("root", "data_remote")(lambda v: s3_uri(v))
 
 
 with warnings.catch_warnings():

@@ -46,6 +46,41 @@ def tracking_uri(cfg: TrackingConfig) -> str:
 
 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# How long a tracking server may take to answer /health (a pod restarting, a rolling update) before
+# a step gives up with one line; MLflow's own client would retry each call for minutes instead.
+HEALTH_WAIT_S = 30.0
+HEALTH_POLL_S = 1.0
+
+
+def check_server(uri: str, wait_s: float = HEALTH_WAIT_S) -> None:
+    """A tracking server answers /health within `wait_s`, or StepError in one line (local stores pass)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline, reason = time.monotonic() + wait_s, "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_POLL_S * 5) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as e:
+            reason = f"HTTP {e.code}"
+        except (OSError, ValueError) as e:
+            reason = str(getattr(e, "reason", e))
+        if time.monotonic() >= deadline:
+            raise StepError(f"the MLflow tracking server {redact_uri(uri)} did not answer /health within "
+                            f"{wait_s:.0f} s ({reason}): start it, or point tracking.uri (or MLFLOW_TRACKING_URI) "
+                            "at one that runs")
+        time.sleep(HEALTH_POLL_S)
+
+
+def _refused(e: Exception) -> bool:
+    return any(code in str(e) for code in ("error code 401", "error code 403", "UNAUTHENTICATED",
+                                           "PERMISSION_DENIED"))
 
 
 def configure(cfg: TrackingConfig) -> str:
@@ -53,8 +88,17 @@ def configure(cfg: TrackingConfig) -> str:
     import mlflow
 
     uri = tracking_uri(cfg)
+    check_server(uri)
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+    try:
+        existing = mlflow.get_experiment_by_name(cfg.experiment)
+    except mlflow.exceptions.MlflowException as e:
+        if _refused(e):
+            raise StepError(f"the MLflow tracking server {redact_uri(uri)} refused this client: set "
+                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user it knows "
+                            "(on the cluster: keys of the Secret cluster.secrets.mlflow)") from None
+        raise
+    if existing is None:
         try:
             mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_root(uri, cfg.artifacts))
         except mlflow.exceptions.MlflowException:
