@@ -137,3 +137,82 @@ def test_errors_name_what_is_wrong(synth, tmp_path):
     assert mp4_structure_problem(text) is None
     with pytest.raises(DecodeError, match="decord could not open.*; PyAV could not open"):
         decode_video(text, AutoDecoder(), 12, 32)
+
+
+# ---- timing: variable frame rates and frames a container lists but does not code -----------------
+
+# A variable-frame-rate file: a burst of frames 20 ms apart, then a 300 ms hold, then 100 ms apart
+VFR_TIMES = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.40, 0.50, 0.60, 0.70, 0.80, 0.90)
+
+
+def _level_frames(n: int, size: int = 64) -> np.ndarray:
+    """Frame i is a flat grey at 20 * i: which source frame a decoded frame is reads off its mean."""
+    return np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None] * 20, size * size * 3).reshape(n, size, size, 3)
+
+
+def _write_timed(path: Path, times: tuple[float, ...], codec: str, drop: tuple[int, ...] = ()) -> None:
+    """Frames with these presentation times (an mp4 in ms, an AVI in its 100 ms frame slots); frames
+    in `drop` are written as the empty packets an AVI uses for dropped frames (listed, never coded)."""
+    import av
+    from fractions import Fraction
+
+    frames = _level_frames(len(times))
+    tick = 1000 if codec == "libx264" else 10
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, tick)
+        if codec == "libx264":
+            stream.options = {"crf": "10", "bf": "0"}
+        else:
+            stream.codec_context.qmax = 2
+        for i, (t, rgb) in enumerate(zip(times, frames)):
+            if i in drop:
+                packet = av.Packet(b"")
+                packet.stream, packet.time_base = stream, stream.time_base
+                packet.pts = packet.dts = round(t * tick)
+                out.mux(packet)
+                continue
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = round(t * tick), Fraction(1, tick)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _source_of(frames: np.ndarray) -> list[int]:
+    return [int(round(f.mean() / 20)) for f in frames]
+
+
+def _nearest(times: tuple[float, ...], fps: float, n: int) -> list[int]:
+    return [int(np.argmin([abs(t - k / fps) for t in times])) for k in range(n)]
+
+
+@pytest.mark.parametrize("decoder", [AutoDecoder, PyAVDecoder, DecordDecoder])
+def test_a_variable_frame_rate_file_is_resampled_by_its_timestamps(tmp_path, decoder):
+    path = tmp_path / "vfr.mp4"
+    _write_timed(path, VFR_TIMES, "libx264")
+    frames, meta = decode_video(path, decoder(), 10, 32)
+    assert meta.frames == len(VFR_TIMES)
+    assert meta.duration == pytest.approx(1.0, abs=0.02)  # 0.9 s to the last frame + its 100 ms
+    # each output tick (every 100 ms) shows the source frame nearest to it in time: the 20 ms burst
+    # collapses into ticks 0 and 0.1 s, and the hold (0.1 to 0.4 s) repeats frames 5 and 6;
+    # resampling by index at the average rate would walk through the burst as if it were 100 ms apart
+    assert _source_of(frames) == _nearest(VFR_TIMES, 10, len(frames))
+    assert _source_of(frames)[:5] == [0, 5, 5, 6, 6]
+
+
+def test_an_avi_that_lists_dropped_frames_decodes_with_its_real_timing(tmp_path):
+    times = tuple(i / 10 for i in range(12))
+    path = tmp_path / "dropped.avi"
+    _write_timed(path, times, "mpeg4", drop=(3, 4, 8))
+    auto = AutoDecoder()
+    frames, meta = decode_video(path, auto, 10, 32)  # not quarantined as truncated
+    coded = [i for i in range(12) if i not in (3, 4, 8)]
+    assert meta.frames == len(coded)
+    # a dropped frame's tick shows the coded frame nearest in time (the one before it, or after)
+    expected = [coded[j] for j in _nearest(tuple(times[i] for i in coded), 10, len(frames))]
+    assert _source_of(frames) == expected
+    assert len(frames) == 12

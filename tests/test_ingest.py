@@ -26,7 +26,7 @@ from videossl.config import Config, SyntheticConfig, parse_config
 from videossl.data import shards, synthetic
 from videossl.data.decode import PyAVDecoder
 from videossl.data.sources import samples_dir
-from videossl.steps.ingest import QUARANTINE, STATS, IngestError, ingest
+from videossl.steps.ingest import FAILED_QUARANTINE, QUARANTINE, STATS, IngestError, ingest
 
 # Small enough that the whole module runs in seconds on 2 cores.
 PARAMS = """
@@ -265,9 +265,9 @@ def test_cli_fails_when_nothing_usable_remains(tmp_path):
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error: nothing usable to ingest" in proc.stderr
-    assert "2 input(s) quarantined" in proc.stderr and str(out / QUARANTINE) in proc.stderr
+    assert "2 input(s) quarantined" in proc.stderr and str(out / FAILED_QUARANTINE) in proc.stderr
     assert "Traceback" not in proc.stderr
-    quarantine = json.loads((out / QUARANTINE).read_text())
+    quarantine = json.loads((out / FAILED_QUARANTINE).read_text())
     assert sorted(q["path"] for q in quarantine) == [str(raw / "empty.mp4"), str(raw / "notes.mp4")]
     assert not (out / shards.MANIFEST).exists() and not (out / STATS).exists()
 
@@ -278,14 +278,17 @@ def test_too_many_quarantined_inputs_fail_and_keep_the_previous_dataset(library,
     shutil.copy(library.synth_a, raw / "good.mp4")
     out = tmp_path / "out"
     run(out, sources(raw))
-    manifest = (out / shards.MANIFEST).read_bytes()
+    manifest, report = (out / shards.MANIFEST).read_bytes(), (out / QUARANTINE).read_bytes()
     for name in ("a.mp4", "b.mp4"):
         (raw / name).write_bytes(b"")
     proc = run_cli(out, sources(raw))  # 2 of 3 unusable: more than the default half
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "2 of 3 inputs quarantined (67%), more than ingest.max_quarantined_fraction (50%)" in proc.stderr
-    assert len(json.loads((out / QUARANTINE).read_text())) == 2  # the reasons are still reported
-    assert (out / shards.MANIFEST).read_bytes() == manifest
+    assert len(json.loads((out / FAILED_QUARANTINE).read_text())) == 2  # the reasons are still reported ...
+    # ... beside the previous dataset, which keeps its own report
+    assert (out / shards.MANIFEST).read_bytes() == manifest and (out / QUARANTINE).read_bytes() == report
+    run(out, sources(raw), "ingest.max_quarantined_fraction=0.9")  # a later success clears the failed report
+    assert not (out / FAILED_QUARANTINE).exists()
 
 
 @pytest.mark.parametrize("source, index", [("{tmp}/no-such-dir", 1), ("synthetc", 1), ("s3://nobucket/raw/", 1),

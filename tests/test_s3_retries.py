@@ -258,6 +258,36 @@ def test_a_writer_killed_mid_folder_leaves_nothing_readable(s3_server, tmp_path)
             assert storage.file_md5(back / path.relative_to(v2)) == storage.file_md5(path)
 
 
+@pytest.mark.parametrize("fault", ["lost", "replaced"])
+def test_a_manifest_is_never_written_for_an_object_that_did_not_land_whole(s3_server, tmp_path, monkeypatch, fault):
+    # An upload that reported success but left the object missing (a lifecycle rule, another writer's
+    # delete) or different (another writer's PUT): the folder must not be sealed.
+    bucket = s3_server.make_bucket("verified-folders")
+    uri, ep = f"s3://{bucket}/runs/{fault}/out", s3_server.endpoint_url
+    local = _folder(tmp_path / "v", {"a.bin": 3000, "b.bin": 4000})
+    real_upload = storage.upload
+
+    def faulty(path, dest, endpoint_url=None):
+        real_upload(path, dest, endpoint_url)
+        if dest.endswith("/b.bin"):
+            client = _bare_client(ep)
+            key = storage.split_s3(dest)[1]
+            if fault == "lost":
+                client.delete_object(Bucket=bucket, Key=key)
+            else:
+                client.put_object(Bucket=bucket, Key=key, Body=b"x" * 4000)  # same size, other bytes
+        return dest
+
+    monkeypatch.setattr(storage, "upload", faulty)
+    with pytest.raises(storage.StorageError, match="b.bin.*_COMPLETE not written"):
+        storage.upload_dir(local, uri, ep)
+    with pytest.raises(storage.StorageError, match="no _COMPLETE manifest"):
+        storage.read_complete(uri, ep)
+    monkeypatch.setattr(storage, "upload", real_upload)
+    storage.upload_dir(local, uri, ep)  # a clean retry seals it
+    assert sorted(storage.read_complete(uri, ep)) == ["a.bin", "b.bin"]
+
+
 def test_a_file_that_does_not_match_its_manifest_is_refused(s3_server, tmp_path):
     bucket = s3_server.make_bucket("atomic-folders")
     uri = f"s3://{bucket}/runs/a2/outputs/pretrain"

@@ -274,6 +274,40 @@ def seal_dir(uri: str, rels: Sequence[str], endpoint_url: str | None = None) -> 
     return write_complete(uri, files, endpoint_url)
 
 
+def object_stat(uri: str, endpoint_url: str | None = None) -> tuple[int, str | None] | None:
+    """(size, md5 when the store gives one) of an s3 object, or None when it does not exist. The
+    ETag of a single-PUT object is its md5; a multipart one's is not (it has a '-')."""
+    bucket, key = split_s3(uri)
+
+    def attempt():
+        try:
+            head = s3_client(endpoint_url).head_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            if _s3_code(e) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        etag = head.get("ETag", "").strip('"')
+        return int(head["ContentLength"]), (etag if etag and "-" not in etag else None)
+
+    return _with_object_retries(f"check of {uri}", endpoint_url, attempt)
+
+
+def verify_objects(uri: str, files: dict[str, dict], endpoint_url: str | None = None) -> None:
+    """Every object a manifest is about to list is in the store, with its size (and md5 where the
+    store reports one): a manifest never vouches for an object that a lost or replaced upload left
+    missing or different. Raises StorageError naming the first that is not."""
+    for rel, entry in sorted(files.items()):
+        src = entry.get("uri") or join(uri, rel)
+        stat = object_stat(src, endpoint_url)
+        if stat is None:
+            hint = " (a DVC object: was that data version pushed? `videossl pipeline push-data`)" if "uri" in entry else ""
+            raise StorageError(f"{src}, file {rel} of {uri}, is not in the store{hint}: {COMPLETE} not written")
+        size, md5 = stat
+        if (entry.get("size") is not None and size != entry["size"]) or (md5 is not None and md5 != entry["md5"]):
+            raise StorageError(f"{src}, file {rel} of {uri}, is not what was uploaded (size {size} vs {entry['size']}"
+                               f"{'' if md5 is None else f', md5 {md5} vs ' + entry['md5']}): {COMPLETE} not written")
+
+
 def upload_dir(local: Path, uri: str, endpoint_url: str | None = None) -> str:
     """Publish a local folder at an s3 prefix: the old manifest is deleted first (so nobody pairs it
     with a half-replaced folder), then every file is uploaded, then the new manifest, last."""
@@ -284,6 +318,7 @@ def upload_dir(local: Path, uri: str, endpoint_url: str | None = None) -> str:
         rel = path.relative_to(local).as_posix()
         files[rel] = {"md5": file_md5(path), "size": path.stat().st_size}
         upload(path, join(uri, rel), endpoint_url)
+    verify_objects(uri, files, endpoint_url)
     write_complete(uri, files, endpoint_url)
     return uri
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,27 @@ class DecodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoMeta:
-    fps: float
-    frames: int
+    fps: float    # the container's average rate
+    frames: int   # decodable frames
     width: int
     height: int
+    # Presentation time (s) of each decodable frame, in display order; None = unknown (then the
+    # frames are taken as evenly spaced at `fps`). A variable-frame-rate file is only right with them.
+    timestamps: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def frame_seconds(self) -> float:
+        """How long one frame shows: the typical gap between timestamps (robust to a few odd ones)."""
+        if self.timestamps and len(self.timestamps) > 1:
+            gap = float(np.median(np.diff(self.timestamps)))
+            if gap > 0:
+                return gap
+        return 1.0 / self.fps
 
     @property
     def duration(self) -> float:
+        if self.timestamps:
+            return self.timestamps[-1] - self.timestamps[0] + self.frame_seconds
         return self.frames / self.fps
 
 
@@ -41,10 +55,17 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def resample_indices(meta: VideoMeta, target_fps: float) -> np.ndarray:
-    """Source frame index nearest to each tick of the target clock (drops or repeats frames)."""
+    """Source frame nearest in time to each tick of the target clock (drops or repeats frames). With
+    timestamps, by presentation time: a variable-frame-rate file keeps its real timing."""
     n = int(math.floor(meta.duration * target_fps + 1e-6))
     times = np.arange(n) / target_fps
-    return np.clip(np.round(times * meta.fps).astype(np.int64), 0, meta.frames - 1)
+    if not meta.timestamps:
+        return np.clip(np.round(times * meta.fps).astype(np.int64), 0, meta.frames - 1)
+    pts = np.asarray(meta.timestamps, dtype=np.float64) - meta.timestamps[0]
+    right = np.clip(np.searchsorted(pts, times), 0, len(pts) - 1)
+    left = np.clip(right - 1, 0, len(pts) - 1)
+    nearer_left = np.abs(times - pts[left]) <= np.abs(pts[right] - times)
+    return np.where(nearer_left, left, right).astype(np.int64)
 
 
 def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
@@ -59,10 +80,20 @@ class DecordDecoder:
     def probe(self, path: Path) -> VideoMeta:
         vr = self._open(path)
         h, w = vr[0].shape[:2] if len(vr) else (0, 0)
-        return VideoMeta(float(vr.get_avg_fps()), len(vr), int(w), int(h))
+        stamps = None
+        if len(vr):
+            try:
+                stamps = tuple(float(t) for t in vr.get_frame_timestamp(range(len(vr)))[:, 0])
+            except Exception:  # no usable timestamps: evenly spaced at the average rate
+                stamps = None
+        return VideoMeta(float(vr.get_avg_fps()), len(vr), int(w), int(h), _monotonic(stamps))
 
-    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
         vr = self._open(path, size)
+        if frames is not None and len(vr) != frames:
+            # decord counts the container's frames (dropped ones included): its indices would not be
+            # the probed frames' indices
+            raise DecodeError(f"decord sees {len(vr)} frames where the stream codes {frames}")
         try:
             return vr.get_batch(list(map(int, indices))).asnumpy()
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
@@ -92,14 +123,24 @@ class PyAVDecoder:
                     raise DecodeError("no video stream")
                 s = c.streams.video[0]
                 fps = float(s.average_rate or s.guessed_rate or 0)
-                frames = s.frames or sum(1 for _ in c.decode(s))
-                return VideoMeta(fps, int(frames), s.codec_context.width, s.codec_context.height)
+                # Presentation times from the packets (no frame is decoded). Empty packets are frames
+                # the container lists but does not code (an AVI's dropped frames): not frames. Fewer
+                # packets than the index lists is a file cut short, not a shorter video.
+                packets = [(p.pts if p.pts is not None else p.dts, p.size) for p in c.demux(s)
+                           if p.pts is not None or p.dts is not None]
+                if s.frames and len(packets) < s.frames:
+                    raise DecodeError(f"truncated: the container lists {s.frames} frames, the file holds "
+                                      f"{len(packets)}")
+                pts = sorted(t for t, size in packets if size)
+                stamps = _monotonic(tuple(float(t * s.time_base) for t in pts)) if s.time_base else None
+                frames = len(stamps) if stamps else (s.frames or sum(1 for _ in c.decode(s)))
+                return VideoMeta(fps, int(frames), s.codec_context.width, s.codec_context.height, stamps)
         except DecodeError:
             raise
         except Exception as e:
             raise DecodeError(f"PyAV could not open: {_first_line(e)}") from e
 
-    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
         import av
 
         wanted = np.asarray(indices)
@@ -141,17 +182,24 @@ class AutoDecoder:
                 self.used = self.fallback.name
                 raise DecodeError(f"{decord_error}; {pyav_error}") from decord_error
 
-    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
         if self.used == self.primary.name:
             try:
-                return self.primary.read(path, indices, size)
+                return self.primary.read(path, indices, size, frames)
             except DecodeError as first:
                 self.used = self.fallback.name
                 try:
-                    return self.fallback.read(path, indices, size)
+                    return self.fallback.read(path, indices, size, frames)
                 except DecodeError as second:
                     raise DecodeError(f"{first}; {second}") from second
-        return self.fallback.read(path, indices, size)
+        return self.fallback.read(path, indices, size, frames)
+
+
+def _monotonic(stamps: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """Timestamps that can time the frames (strictly increasing), else None (evenly spaced instead)."""
+    if not stamps or any(b <= a for a, b in zip(stamps, stamps[1:])):
+        return None
+    return stamps
 
 
 def make_decoder(name: str):
@@ -168,7 +216,7 @@ def decode_video(path: Path, decoder, fps: float, size: int) -> tuple[np.ndarray
         if len(indices) == 0:
             what = "a single frame" if meta.frames == 1 else f"{meta.frames} frames"
             raise DecodeError(f"too short: {what} ({meta.duration:.3f} s), less than one frame at {fps:g} fps")
-        frames = decoder.read(path, indices, scaled_size(meta.width, meta.height, size))
+        frames = decoder.read(path, indices, scaled_size(meta.width, meta.height, size), meta.frames)
     except DecodeError as e:
         # The decoders' own words for a cut-off file ("Invalid data found") do not say what is wrong.
         problem = mp4_structure_problem(path)

@@ -97,6 +97,7 @@ def resolve_data(rev: str, repo: str | None, remote: str, dest: str, path: str =
             data = fs.read_bytes(name)
             storage.write_bytes(storage.join(dest, rel), data, endpoint_url)
             files[rel] = {"md5": hashlib.md5(data, usedforsecurity=False).hexdigest(), "size": len(data)}
+    storage.verify_objects(dest, files, endpoint_url)
     storage.write_complete(dest, files, endpoint_url)
     log.info("data version %s of %s: %d files -> %s", rev, repo, len(files), dest)
     return dest

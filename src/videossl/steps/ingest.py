@@ -26,6 +26,8 @@ from videossl.errors import StepError
 log = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine.json"
+# The reasons of an ingest that failed: beside the previous dataset, whose own quarantine.json stays
+FAILED_QUARANTINE = "quarantine.failed.json"
 STATS = "ingest.json"
 
 
@@ -83,6 +85,16 @@ def _swap_in(stage: Path, out: Path) -> None:
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def _abandon(stage: Path, out: Path, quarantine: list[dict] | None = None) -> Path:
+    """Give up the dataset being built: the previous one in `out` stays whole, with its own report;
+    this attempt's quarantine reasons go to FAILED_QUARANTINE beside it (returned)."""
+    report = out / FAILED_QUARANTINE
+    if quarantine is not None:
+        write_text_atomic(report, json.dumps(quarantine, indent=2) + "\n")
+    shutil.rmtree(stage, ignore_errors=True)
+    return report
+
+
 def ingest(cfg: Config, out_dir: str | Path) -> dict:
     """Run ingest into `out_dir`; returns the stats also written to `out_dir/ingest.json`."""
     icfg = cfg.ingest
@@ -117,7 +129,7 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
             continue
         except Exception as e:  # botocore errors while downloading, etc.: quarantine, keep going
             if "NoSuchBucket" in str(e):  # the bucket went away mid-run: every later video would fail too
-                shutil.rmtree(stage, ignore_errors=True)
+                _abandon(stage, out)
                 raise IngestError(f"{video.uri}: the bucket no longer exists (deleted mid-run?); the previous "
                                   f"dataset in {out} is unchanged") from None
             reason = "missing s3 key" if "404" in str(e) or "NoSuchKey" in str(e) else \
@@ -153,19 +165,18 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
     writer.flush()
     shutil.rmtree(stage / DOWNLOADS, ignore_errors=True)
 
-    write_text_atomic(stage / QUARANTINE, json.dumps(quarantine, indent=2) + "\n")
     if not rows:
-        shutil.move(stage / QUARANTINE, out / QUARANTINE)  # the reasons are the report; the old dataset stays
-        shutil.rmtree(stage, ignore_errors=True)
+        report = _abandon(stage, out, quarantine)
         raise IngestError(f"nothing usable to ingest: {len(quarantine)} input(s) quarantined "
-                          f"(reasons in {out / QUARANTINE}); sources were {icfg.sources}")
+                          f"(reasons in {report}); sources were {icfg.sources}")
     share = len(quarantine) / max(1, len(quarantine) + n_videos)
     if share > icfg.max_quarantined_fraction:
-        shutil.move(stage / QUARANTINE, out / QUARANTINE)
-        shutil.rmtree(stage, ignore_errors=True)
+        report = _abandon(stage, out, quarantine)
         raise IngestError(f"{len(quarantine)} of {len(quarantine) + n_videos} inputs quarantined ({share:.0%}), more than "
                           f"ingest.max_quarantined_fraction ({icfg.max_quarantined_fraction:.0%}): reasons in "
-                          f"{out / QUARANTINE}; the previous dataset is unchanged")
+                          f"{report}; the previous dataset is unchanged")
+    write_text_atomic(stage / QUARANTINE, json.dumps(quarantine, indent=2) + "\n")
+    (out / FAILED_QUARANTINE).unlink(missing_ok=True)  # this attempt succeeds: an older failure's report goes
     digest = shards.write_manifest(stage, rows)
     wall = time.perf_counter() - t0
     per_split = {s: sum(1 for r in rows if r["split"] == s) for s in shards.SPLITS}
