@@ -59,8 +59,13 @@ def resample_indices(meta: VideoMeta, target_fps: float) -> np.ndarray:
     timestamps, by presentation time: a variable-frame-rate file keeps its real timing."""
     n = int(math.floor(meta.duration * target_fps + 1e-6))
     times = np.arange(n) / target_fps
-    if not meta.timestamps:
-        return np.clip(np.round(times * meta.fps).astype(np.int64), 0, meta.frames - 1)
+    if not meta.timestamps or _evenly_spaced(meta.timestamps):
+        # constant frame rate: by index, at the rate the frames really have (the container's own
+        # figure unless the timestamps say otherwise)
+        rate = meta.fps
+        if meta.timestamps and abs(rate * meta.frame_seconds - 1.0) > 0.01:
+            rate = 1.0 / meta.frame_seconds
+        return np.clip(np.round(times * rate).astype(np.int64), 0, meta.frames - 1)
     pts = np.asarray(meta.timestamps, dtype=np.float64) - meta.timestamps[0]
     right = np.clip(np.searchsorted(pts, times), 0, len(pts) - 1)
     left = np.clip(right - 1, 0, len(pts) - 1)
@@ -193,6 +198,15 @@ class AutoDecoder:
                 except DecodeError as second:
                     raise DecodeError(f"{first}; {second}") from second
         return self.fallback.read(path, indices, size, frames)
+
+
+def _evenly_spaced(stamps: tuple[float, ...], tolerance: float = 0.01) -> bool:
+    """Every gap within `tolerance` of the typical one (container time bases round timestamps)."""
+    if len(stamps) < 3:
+        return True
+    gaps = np.diff(stamps)
+    typical = float(np.median(gaps))
+    return bool(np.all(np.abs(gaps - typical) <= tolerance * typical))
 
 
 def _monotonic(stamps: tuple[float, ...] | None) -> tuple[float, ...] | None:
