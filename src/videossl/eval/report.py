@@ -133,8 +133,9 @@ REPORT_SECTIONS = (("_grid", "Linear probe on the 2x2 grid of each time slice (l
 
 def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int, confusion: bool,
                     time_vector: bool) -> str:
-    sections = [f"# Temporal-understanding benchmark\n\nDataset `{digest[:12]}`, {n_clips} benchmark clips embedded "
-                f"per model. Scores on held-out videos; every interval is a 95% interval from resampling test "
+    embedded = (f"{n_clips} benchmark clips embedded per model" if n_clips else
+                "real footage only (no synthetic benchmark task)")
+    sections = [f"# Temporal-understanding benchmark\n\nDataset `{digest[:12]}`, {embedded}. Scores on held-out videos; every interval is a 95% interval from resampling test "
                 f"videos (clips of one video are not independent), and the gap columns are paired (both models "
                 f"on the same resampled videos). `chance` is the mean of the task's label-permutation null, with "
                 f"its 95% range: a score inside that range is indistinguishable from a model with nothing to say.\n"]
@@ -152,6 +153,8 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
         table = markdown_table(metrics, models, suffix, gaps=suffix == "_determinable")
         if table.count("\n") > 1:
             sections.append(f"## {title}\n\n{table}")
+    if metrics.get("footage"):
+        sections.append(footage_section(metrics, models))
     if confusion:
         sections.append("## Confusion matrices (linear probe, test videos)\n\n![confusion](plots/confusion.png)")
     if time_vector:
@@ -159,6 +162,26 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
                         "`time_vector` row scores the sign of test clips' projections.\n\n"
                         "![time vector](plots/time_vector.png)")
     return "\n\n".join(sections) + "\n"
+
+
+def footage_section(metrics: dict, models: list[str]) -> str:
+    """The real videos used, and the real-video arrow of time per footage group (each group scored
+    when held out), beside the pooled score above: clips of one video are not independent."""
+    videos = metrics["footage"]
+    lines = ["## Real footage\n", f"{len(videos)} real videos in {len({v['group'] for v in videos})} footage groups "
+             f"({sum(v['seconds'] for v in videos):.1f} s). Each group is held out in turn; the score with the "
+             "codec control is the primary one (the section without it shows what a compression shortcut would "
+             "add).\n", "| video | group | frames | seconds |", "|---|---|---|---|"]
+    lines += [f"| {v['video']} | {v['group']} | {v['frames']} | {v['seconds']:.1f} |" for v in videos]
+    groups = metrics["tasks"].get("real_arrow_of_time", {}).get("groups", {})
+    if groups:
+        shown = [m for m in models if any(m in g for g in groups.values())]
+        lines += ["", "Real-video arrow of time per held-out group (linear probe, with the codec control):", "",
+                  "| group | n test | " + " | ".join(MODEL_LABELS.get(m, m) for m in shown) + " |",
+                  "|---|---|" + "---|" * len(shown)]
+        lines += [f"| {g} | {row['n_test']} | " + " | ".join(f"{row[m]:.3f}" if m in row else "—" for m in shown)
+                  + " |" for g, row in groups.items()]
+    return "\n".join(lines)
 
 
 _IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")

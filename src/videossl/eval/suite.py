@@ -331,6 +331,7 @@ def real_arrow(store: ClipStore, models: list[FeatureModel], cache: FeatureCache
     real videos."""
     r = cfg.real
     out: dict = {"chance": 0.5}
+    groups: dict[str, dict] = {}  # per footage group (the held-out fold), with the codec control
     for control, suffix in ((True, ""), (False, "_no_control")):
         folds = real_video.real_arrow_tasks(store, r.clips_per_video, control, val_fraction=r.val_fraction)
         feats = real_video.real_features(store, folds, models, cfg.batch_size, cache, r.control_sigma, r.control_tau)
@@ -343,8 +344,19 @@ def real_arrow(store: ClipStore, models: list[FeatureModel], cache: FeatureCache
                 out.update({f"{name}{suffix}_forward": round(s.forward_accuracy, 4),
                             f"{name}{suffix}_backward": round(s.backward_accuracy, 4),
                             f"{name}{suffix}_still": round(s.indistinguishable, 4)})
+                if control:
+                    for g, acc in s.fold_accuracy.items():
+                        groups.setdefault(g, {"n_test": s.fold_n[g]})[name] = round(acc, 4)
         boot = VideoBootstrap(s.videos, cfg.bootstrap, seed)
         out.update({"n_test": len(s.videos), "n_test_videos": len(set(s.videos))})
         for name, values in credit.items():
             out.update(boot.estimate(np.mean(np.stack(values), axis=0), s.videos).keys(name + suffix))
+    out["groups"] = dict(sorted(groups.items()))
     return out
+
+
+def real_footage(store: ClipStore, fps: float) -> list[dict]:
+    """The real videos a real-footage score used: source, footage group, frames and seconds."""
+    return [{"video": v.source_id, "group": v.group or v.source_id, "frames": v.frames,
+             "seconds": round(v.frames / fps, 2)} for v in sorted(store.videos_in(kind="real"),
+                                                                  key=lambda v: v.source_id)]

@@ -122,12 +122,14 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
                                  f"(ingest.sources: samples, a local folder or s3://); drop it from the tasks "
                                  f"for synthetic-only data")
         metrics["tasks"][REAL_TASK] = suite.real_arrow(store, models, cache, ecfg, cfg.seed)
+        metrics["footage"] = suite.real_footage(store, cfg.ingest.fps)
     headline = suite.temporal_score(outcomes, supervised, boot, MODELS, list(TEMPORAL))
     if headline:
         metrics["tasks"] = {HEADLINE: headline, **metrics["tasks"]}
     t_probe = time.perf_counter() - t0 - t_feat - t_ceiling
 
-    flat = {**metrics["tasks"], "dataset_digest": digest, "clips_embedded": len(keys),
+    flat = {**metrics["tasks"], **({"footage": metrics["footage"]} if "footage" in metrics else {}),
+            "dataset_digest": digest, "clips_embedded": len(keys),
             "seconds": {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
                         "total": round(time.perf_counter() - t0, 2)}}
     _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys))
