@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
@@ -252,6 +253,11 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert "- `arrow_of_time.video` **fail**: arrow_of_time.video 0.75 vs champion v2 0.8: gain -0.05, needs more than 0: fail" in card
     assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()
 
+    # each logged model links its registered version (as mlflow.register_model would)
+    for r in (r1, r2, r3):
+        logged = client.get_logged_model(r["logged_model_uri"].removeprefix("models:/"))
+        assert json.loads(logged.tags[registry.LOGGED_MODEL_VERSIONS_TAG]) == [{"name": NAME, "version": r["version"]}]
+
     # the champion loads back as the encoder of checkpoint step 20 and runs on a clip
     model = mlflow.pytorch.load_model(f"models:/{NAME}@champion")
     torch.manual_seed(20)
@@ -359,6 +365,41 @@ def test_failure_after_version_creation_rolls_back(tmp_path, sqlite_store):
     # ...but the half-made v2 is gone and v1 is still champion and challenger
     assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
     assert aliases(client, name) == {"champion": "1", "challenger": "1"}
+
+
+_LOAD_WITHOUT_VIDEOSSL = """
+import sys
+sys.path.append(sys.argv[5])  # this environment's packages, without their .pth files:
+try:                          # the editable videossl install is not importable
+    import videossl
+    raise SystemExit("videossl is importable: the test would prove nothing")
+except ImportError:
+    pass
+import mlflow, numpy as np
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+clip = np.random.default_rng(0).random((1, 3, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[4])), dtype=np.float32)
+out = model.predict(clip)
+print(out.shape)
+"""
+
+
+def test_the_registered_model_loads_where_videossl_is_not_installed(tmp_path, sqlite_store):
+    # The model's logged requirements name what it imports; videossl itself rides in code_paths.
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name="standalone-encoder",
+                      min_margin_over_champion=0, min_margin_over_frames=0)
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    result = register(cfg, data, model, ev, tmp_path / "out")
+    local = Path(mlflow.artifacts.download_artifacts(result["logged_model_uri"], tracking_uri=sqlite_store,
+                                                     dst_path=str(tmp_path / "dl")))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} >= {"torch", "cloudpickle", "numpy", "pydantic", "PyYAML"}
+    assert (local / "code" / "videossl" / "models" / "vit.py").is_file()
+    proc = subprocess.run([sys.executable, "-S", "-c", _LOAD_WITHOUT_VIDEOSSL, sqlite_store, result["model_uri"],
+                           str(SHAPE.frames), str(SHAPE.img_size), sysconfig.get_paths()["purelib"]],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str((1, SHAPE.num_tokens, SHAPE.dim))
 
 
 def test_gate_decisions():

@@ -244,6 +244,8 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
     mv = client.create_model_version(name=name, source=logged_model_uri, run_id=run_id, tags=tags,
                                      model_id=model_id)
     version = str(mv.version)
+    if model_id:
+        link_logged_model(client, model_id, name, version)
     reg = Registration(name=name, version=version, model_uri=f"models:/{name}/{version}",
                        logged_model_uri=logged_model_uri, decision=decision)
     try:
@@ -265,6 +267,21 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
     reg.aliases = sorted(a for a, v in after.items() if v == version)
     reg.champion_version = after.get(CHAMPION)
     return reg
+
+
+LOGGED_MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # what mlflow.register_model sets: the UI's link
+
+
+def link_logged_model(client, model_id: str, name: str, version: str) -> None:
+    """Record the version on its logged model, as `mlflow.register_model` does (the version is made
+    with create_model_version so that its tags and the gate go in one call): the logged model's page
+    then links its registered version instead of saying "Not registered"."""
+    import json
+
+    model = client.get_logged_model(model_id)
+    versions = json.loads(model.tags.get(LOGGED_MODEL_VERSIONS_TAG, "[]"))
+    versions.append({"name": name, "version": version})
+    client.set_logged_model_tags(model_id, {LOGGED_MODEL_VERSIONS_TAG: json.dumps(versions)})
 
 
 def _roll_back(client, name: str, version: str, before: dict[str, str]) -> None:

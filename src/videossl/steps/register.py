@@ -92,14 +92,24 @@ def _signature(encoder, meta: dict):
     return infer_signature(x.numpy(), y.numpy().astype(np.float32))
 
 
-def _pip_requirements() -> list[str]:
-    # Explicit requirements: MLflow's inference loads the model again in a subprocess (seconds).
-    # The model is pickled by reference to videossl classes, so videossl must be importable too
-    # (it is not on an index; the card says so).
-    import cloudpickle
-    import torch
+# What the pickled encoder imports when it loads (videossl.models and what it imports), pinned to the
+# versions it was saved with. videossl itself travels in the model's code_paths: it is not on an index.
+MODEL_REQUIREMENTS = ("torch", "cloudpickle", "numpy", "pydantic", "PyYAML", "tqdm")
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"cloudpickle=={cloudpickle.__version__}"]
+
+def _pip_requirements() -> list[str]:
+    # Explicit requirements: MLflow's inference would load the model again in a subprocess (seconds).
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in MODEL_REQUIREMENTS]
+
+
+def _code_paths() -> list[str]:
+    """The videossl package, copied into the logged model: `mlflow.pyfunc.load_model` puts it on
+    sys.path, so the model loads where videossl is not installed."""
+    import videossl
+
+    return [str(Path(videossl.__file__).parent)]
 
 
 def _check_writable(out: Path) -> None:
@@ -164,7 +174,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             mlflow.log_artifact(str(model_dir / ENCODER), CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
             info = mlflow.pytorch.log_model(
                 encoder, name="model", serialization_format="pickle",
-                signature=_signature(encoder, meta), pip_requirements=_pip_requirements(),
+                signature=_signature(encoder, meta), pip_requirements=_pip_requirements(), code_paths=_code_paths(),
                 metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
             )
             step = meta.get("step")
