@@ -142,12 +142,11 @@ def _user_error(e: BaseException) -> str | None:
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "embed":  # the checkpoint carries its own config: no params file
-        from tqdm import tqdm
-
         from videossl.embed import embed_files, load_encoder
+        from videossl.progress import Progress
 
         index = embed_files(load_encoder(args.model, args.tracking_uri), args.videos, args.out, args.stride,
-                            lambda files: tqdm(files, desc="embed", unit="video", dynamic_ncols=True))
+                            lambda files: Progress(files, desc="embed", unit="videos"))
         print(f"embed: {index['shape'][0]} clips x {index['shape'][1]} -> {Path(args.out).with_suffix('.npy')} "
               f"(+ .json: source and time span per row); {len(index['failed'])} video(s) failed")
         return 0

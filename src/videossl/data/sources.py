@@ -54,16 +54,15 @@ def samples_dir() -> Path:
 
 def expand_synthetic(cfg: IngestConfig, work_dir: Path) -> list[VideoInput]:
     """Both synthetic worlds: the benchmark (evaluation) and the pool (pretraining), rendered on first use."""
-    from tqdm import tqdm
-
     from videossl.data import synthetic
+    from videossl.progress import Progress
 
     inputs = []
     for which, kind in ((synthetic.WORLDS[0], shards.BENCHMARK), (synthetic.WORLDS[1], shards.POOL)):
         videos = getattr(cfg.synthetic, which).videos
         if not videos:
             continue
-        with tqdm(total=videos, desc=f"render {which}", unit="video", dynamic_ncols=True, mininterval=2) as bar:
+        with Progress(total=videos, desc=f"render {which}", unit="videos") as bar:
             paths = synthetic.generate(cfg.synthetic, which, work_dir / "synthetic" / which, bar.update)
         inputs += [VideoInput(f"synthetic/{which}/{p.name}", f"synthetic/{which}/{p.stem}", kind, str(p),
                               sidecar_labels(p)) for p in paths]

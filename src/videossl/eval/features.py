@@ -32,6 +32,7 @@ from videossl.data.shards import ClipStore
 from videossl.data.transforms import to_model_input
 from videossl.eval.tasks import ClipKey, clip_pixels
 from videossl.models.vit import VideoViT
+from videossl.progress import Progress
 from videossl.train import precision
 
 PIXEL_GRID = 8        # raw-pixel baseline: each frame average-pooled to 8x8
@@ -164,12 +165,16 @@ def _embed_clips(store: ClipStore, keys: list[ClipKey], models: list[FeatureMode
                  pixels: Callable[[ClipKey], np.ndarray]) -> dict[str, dict[str, tuple]]:
     """Each batch of clips is read once for all clip models."""
     out: dict[str, dict[str, tuple]] = {m.name: {} for m in models}
-    for i in range(0, len(keys), batch):
-        chunk = keys[i:i + batch]
-        clips = torch.from_numpy(np.stack([pixels(k) for k in chunk]))
-        for m in models:
-            vec, tok = m.featurize(clips)
-            out[m.name].update(zip(map(key_str, chunk), zip(vec.numpy(), tok.numpy())))
+    if not keys:
+        return out
+    with Progress(total=len(keys), desc=f"features ({', '.join(m.name for m in models)})", unit="clips") as bar:
+        for i in range(0, len(keys), batch):
+            chunk = keys[i:i + batch]
+            clips = torch.from_numpy(np.stack([pixels(k) for k in chunk]))
+            for m in models:
+                vec, tok = m.featurize(clips)
+                out[m.name].update(zip(map(key_str, chunk), zip(vec.numpy(), tok.numpy())))
+            bar.update(len(chunk))
     return out
 
 
@@ -204,11 +209,13 @@ def _embed_frames(store: ClipStore, keys: list[ClipKey], models: list[FeatureMod
     t = store.clip_frames
     needed = sorted({(k.video, f) for k in keys for f in k.frame_indices(t)})
     table: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-    for i in range(0, len(needed), batch):
-        chunk = needed[i:i + batch]
-        frames = torch.from_numpy(np.stack([store.window(store.by_id[v], f, 1) for v, f in chunk]))
-        vec, tok = models[0].featurize(frames)
-        table.update(zip(chunk, zip(vec.numpy(), tok.numpy())))
+    with Progress(total=len(needed), desc=f"features (per frame: {', '.join(m.name for m in models)})", unit="frames") as bar:
+        for i in range(0, len(needed), batch):
+            chunk = needed[i:i + batch]
+            frames = torch.from_numpy(np.stack([store.window(store.by_id[v], f, 1) for v, f in chunk]))
+            vec, tok = models[0].featurize(frames)
+            table.update(zip(chunk, zip(vec.numpy(), tok.numpy())))
+            bar.update(len(chunk))
     out: dict[str, dict] = {m.name: {} for m in models}
     for m in models:
         for k in keys:

@@ -21,6 +21,7 @@ import numpy as np
 from videossl.config import ProbeEvalConfig
 from videossl.data.shards import ClipStore
 from videossl.eval import probes, real_video, retrieval
+from videossl.progress import Progress
 from videossl.eval.features import ClipFeatures, FeatureCache, FeatureModel
 from videossl.eval.stats import Null, VideoBootstrap, null_accuracies
 from videossl.eval.tasks import ClipKey, RetrievalTask, Task
@@ -162,8 +163,11 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
     from pathlib import Path
 
     if workers <= 1:
-        return {t.name: (classify(t, feats, index, cfg, seed),
-                         null_of(t, feats["video"], index, cfg.null_permutations, seed)) for t in tasks}
+        out = {}
+        for t in Progress(tasks, desc="probes", unit="tasks"):
+            out[t.name] = (classify(t, feats, index, cfg, seed), null_of(t, feats["video"], index,
+                                                                       cfg.null_permutations, seed))
+        return out
     with tempfile.TemporaryDirectory(prefix="videossl-probes-") as tmp:
         root = Path(tmp)
         for name, f in feats.items():
@@ -174,7 +178,8 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
         # the biggest tasks first, so the last job to finish is a small one
         jobs.sort(key=lambda j: -len(j[1].items["train"]) * len(j[1].classes))
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_job, jobs))
+            results = list(Progress(pool.map(_job, jobs), total=len(jobs), desc="probes (task x model, nulls)",
+                                    unit="jobs"))
     done = dict(zip([(j[0], j[1].name, j[2]) for j in jobs], results))
     out = {}
     for t in tasks:

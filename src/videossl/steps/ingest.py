@@ -14,12 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from videossl.config import Config
 from videossl.data import shards, sources
 from videossl.data.decode import DecodeError, decode_video, make_decoder
 from videossl.monitoring import push_step_metrics
+from videossl.progress import Progress
 from videossl.storage import write_text_atomic
 from videossl.errors import StepError
 
@@ -121,7 +121,7 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
     n_videos = n_frames = 0
     seconds = 0.0
     t_clip = icfg.clip_frames
-    for video in tqdm(sorted(inputs, key=lambda v: v.source_id), desc="ingest", unit="video", dynamic_ncols=True):
+    for video in Progress(sorted(inputs, key=lambda v: v.source_id), desc="ingest", unit="videos"):
         try:
             frames = _load_frames(video, cfg, decoder, stage / DOWNLOADS)
         except (DecodeError, OSError) as e:
