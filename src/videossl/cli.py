@@ -38,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="outputs/pretrain")
     p.add_argument("--out", default="outputs/eval")
 
+    p = sub.add_parser("evaluate", help="the temporal benchmark of any encoder (package.module:factory[=arg]), "
+                       "beside this project's model and every baseline, in one report")
+    _add_params(p)
+    p.add_argument("--encoder", action="append", required=True,
+                   help="package.module:factory[=argument] (repeatable); the contract: videossl.eval.external")
+    p.add_argument("--data", default="data/ingest")
+    p.add_argument("--models", default="outputs/pretrain", help="this project's model and its baselines")
+    p.add_argument("--out", default="outputs/evaluate")
+
     p = sub.add_parser("register", help="log + register the encoder in MLflow, champion/challenger gate")
     _add_params(p)
     p.add_argument("--data", default="data/ingest")
@@ -174,6 +183,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.steps.probe_eval import probe_eval
 
         probe_eval(cfg, args.data, args.models, args.out)
+    elif cmd == "evaluate":
+        from videossl.steps.probe_eval import probe_eval
+
+        probe_eval(cfg, args.data, args.models, args.out, encoders=args.encoder)
     elif cmd == "register":
         from videossl.steps.register import register
 

@@ -70,7 +70,10 @@ def _check(tasks: list[Task | RetrievalTask]) -> None:
                                      f"the synthetic tasks from probe_eval.tasks")
 
 
-def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path) -> dict:
+def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
+               encoders: list[str] = ()) -> dict:
+    """The benchmark of the encoder in `model_dir` beside its baselines; `encoders` (specs of
+    videossl.eval.external, `videossl evaluate --encoder`) join as further columns of every table."""
     ecfg = cfg.probe_eval
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +85,11 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
                         cfg.ingest.synthetic.max_objects, cfg.seed) if synthetic else []
     _check(tasks)
     models = feature_models(cfg, Path(model_dir))
+    if encoders:
+        from videossl.eval.external import external_models
+
+        models += external_models(list(encoders), cfg.ingest.clip_frames, cfg.ingest.size, ecfg.pool_grid)
+    shown = MODELS + [m.name for m in models if m.name not in MODELS and suite.model_group(m.name) == m.name]
     keys = sorted({k for t in tasks for k in task_keys(t)}, key=features.key_str)
     index = {k: i for i, k in enumerate(keys)}
     cache = features.FeatureCache(ecfg.cache_dir, digest)
@@ -123,7 +131,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
                                  f"for synthetic-only data")
         metrics["tasks"][REAL_TASK] = suite.real_arrow(store, models, cache, ecfg, cfg.seed)
         metrics["footage"] = suite.real_footage(store, cfg.ingest.fps)
-    headline = suite.temporal_score(outcomes, supervised, boot, MODELS, list(TEMPORAL))
+    headline = suite.temporal_score(outcomes, supervised, boot, shown, list(TEMPORAL))
     if headline:
         metrics["tasks"] = {HEADLINE: headline, **metrics["tasks"]}
     t_probe = time.perf_counter() - t0 - t_feat - t_ceiling
@@ -132,26 +140,26 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
             "dataset_digest": digest, "clips_embedded": len(keys),
             "seconds": {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
                         "total": round(time.perf_counter() - t0, 2)}}
-    _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys))
+    _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys), shown)
     _log_to_mlflow(cfg, flat, out)
-    print(report.console_table(metrics, MODELS))
+    print(report.console_table(metrics, shown))
     print(f"probe_eval: {len(keys)} clips x {len(models)} models; features {t_feat:.1f} s, ceiling "
           f"{t_ceiling:.1f} s, probes {t_probe:.1f} s")
     return flat
 
 
 def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, classes: dict, projections: dict,
-                   digest: str, n_clips: int) -> None:
+                   digest: str, n_clips: int, shown: list[str]) -> None:
     plots = out / "plots"
     # DVC reads metrics.json; flat task keys (arrow_of_time.video) stay stable for the registry gate.
     write_text_atomic(out / "metrics.json", json.dumps(flat, indent=2) + "\n")
-    write_text_atomic(plots / "scores.json", json.dumps(report.plot_rows(metrics, MODELS), indent=1) + "\n")
-    report.bar_plot(metrics, MODELS, plots / "benchmark.png", "Linear probes on frozen features (dashed: chance)")
+    write_text_atomic(plots / "scores.json", json.dumps(report.plot_rows(metrics, shown), indent=1) + "\n")
+    report.bar_plot(metrics, shown, plots / "benchmark.png", "Linear probes on frozen features (dashed: chance)")
     if confusions:
         report.confusion_plot(confusions, classes, plots / "confusion.png")
     if projections:
         report.time_vector_plot(projections, plots / "time_vector.png")
-    write_text_atomic(out / "report.md", report.markdown_report(metrics, MODELS, digest, n_clips,
+    write_text_atomic(out / "report.md", report.markdown_report(metrics, shown, digest, n_clips,
                                                                 bool(confusions), bool(projections)))
 
 

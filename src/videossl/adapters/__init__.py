@@ -1,0 +1,1 @@
+"""Encoders from elsewhere behind the `videossl evaluate --encoder` contract (videossl.eval.external)."""
