@@ -45,7 +45,6 @@ from kfp.dsl import Markdown, Metrics
 from components import make_components
 from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import Config, ConfigError
-from videossl.data.versioning import LAYOUT  # noqa: F401  (re-exported: where each step writes under a root)
 from videossl.errors import StepError
 
 PIPELINE_NAME = "videossl"

@@ -346,7 +346,8 @@ def test_submit_reports_an_api_error(kfp_env, capsys):
 def test_the_dag_stages_all_its_data_through_s3_as_on_the_cluster(tmp_path, s3_server, monkeypatch):
     """kfp.local with an s3:// root: every task reads its inputs from S3 and publishes its output
     there (`storage.staged`), as the pods do; only KFP's small artifacts stay local."""
-    from pipelines.videossl_pipeline import LAYOUT, run_local
+    from pipelines.videossl_pipeline import run_local
+    from videossl.data.versioning import LAYOUT
     from tests.test_kfp_pipeline import TINY
     from videossl import storage
 

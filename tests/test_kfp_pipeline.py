@@ -14,7 +14,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipelines.videossl_pipeline import LAYOUT, compile_pipeline, run_local
+from pipelines.videossl_pipeline import compile_pipeline, run_local
+from videossl.data.versioning import LAYOUT
 from tests.tiny import TINY_OVERRIDES
 from videossl.config import parse_config
 from videossl.eval.report import inline_images

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 # Per request. With full jitter the waits are random(0, 1, 2, 4, 8, 16, 20, 20 s): ~35 s on average,
 # at most ~70 s, long enough to ride out an S3/MinIO pod restart.
 S3_MAX_ATTEMPTS = 8
-S3_RETRIES = S3_MAX_ATTEMPTS  # the old name
 OBJECT_ATTEMPTS = 3           # per object, on top of the per-request retries
 OBJECT_BACKOFF_S = 1.0        # waits 1 s, 2 s between whole-object attempts
 COMPLETE = "_COMPLETE"        # the manifest that makes an uploaded folder readable

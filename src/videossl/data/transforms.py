@@ -28,10 +28,3 @@ def reverse(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[::-1])
 
 
-def shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Frames in a random order that is never the original one."""
-    n = len(frames)
-    order = rng.permutation(n)
-    while n > 1 and np.array_equal(order, np.arange(n)):
-        order = rng.permutation(n)
-    return np.ascontiguousarray(frames[order])

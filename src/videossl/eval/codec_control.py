@@ -54,8 +54,6 @@ clip a keyframe falls). On a clip without motion that is exactly the codec patte
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -68,7 +66,6 @@ GAUSS_RADIUS_SIGMAS = 3.0  # kernel half-width in sigmas: the truncated tails we
 # the corners of the spectrum (0.5 * sqrt(2) ~ 0.71), so every band a codec can touch is seen.
 BAND_EDGES = (0.0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.75)
 
-Featurizer = Callable[[torch.Tensor], torch.Tensor]  # uint8 [B, T, H, W, 3] -> features [B, F]
 
 
 def gaussian_lowpass(planes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -103,11 +100,6 @@ def codec_control(frames: np.ndarray, sigma: float = CONTROL_SIGMA, tau: float =
     """One clip, uint8 [T, H, W, 3] -> uint8 [T, H, W, 3]; see `codec_control_batch`."""
     clip = torch.from_numpy(np.ascontiguousarray(frames))[None]
     return codec_control_batch(clip, sigma, tau)[0].numpy()
-
-
-def with_codec_control(featurizer: Featurizer, sigma: float = CONTROL_SIGMA, tau: float = CONTROL_TAU) -> Featurizer:
-    """The featurizer applied to controlled clips (for callers that batch clips themselves)."""
-    return lambda clips: featurizer(codec_control_batch(clips, sigma, tau))
 
 
 def band_log_energy(planes: torch.Tensor) -> torch.Tensor:

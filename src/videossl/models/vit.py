@@ -156,13 +156,6 @@ class VideoViT(nn.Module):
         return tokens.view(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2)
 
 
-def frame_embed(frame_model: VideoViT, video: torch.Tensor) -> torch.Tensor:
-    """Bag of frames: embed each frame alone with the T=1 encoder, then average over time. [B, D]."""
-    b, c, t, h, w = video.shape
-    frames = video.transpose(1, 2).reshape(b * t, c, 1, h, w)
-    return frame_model.embed(frames).view(b, t, -1).mean(1)
-
-
 def init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
