@@ -210,3 +210,17 @@ def test_report_for_the_kfp_ui_embeds_its_plots(evaluated):
     assert "](plots/" not in text
     first = text.split("data:image/png;base64,", 1)[1].split(")", 1)[0]
     assert base64.b64decode(first)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_states_its_conclusion_from_the_paired_intervals():
+    from videossl.eval.report import conclusion
+
+    task = {"video_minus_frames": 0.3, "video_minus_frames_ci_low": 0.2, "video_minus_frames_ci_high": 0.4,
+            "video_minus_pixels": -0.2, "video_minus_pixels_ci_low": -0.3, "video_minus_pixels_ci_high": -0.1}
+    unsure = {"video_minus_frames": 0.05, "video_minus_frames_ci_low": -0.02, "video_minus_frames_ci_high": 0.1}
+    text = conclusion({"tasks": {"temporal_score": {"video": 0.5, "video_ci_low": 0.4, "video_ci_high": 0.6},
+                                 "speed": task, "order": unsure}})
+    assert text.startswith("The video model's temporal score is 0.500 [0.40, 0.60]")
+    assert "- Against bag of frames: better on speed (95% paired intervals)." in text  # not order: its interval spans 0
+    assert "- Against raw pixels: better on no task; worse on speed" in text
+    assert conclusion({"tasks": {}}) == ""

@@ -129,6 +129,9 @@ REPORT_SECTIONS = (("_grid", "Linear probe on the 2x2 grid of each time slice (l
                    ("_r5", "Retrieval R@5 (cosine)"),
                    ("_within_video", "Retrieval R@1 among the same video's future clips only (cosine)"),
                    ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)"))
+# Words for metrics.json keys the tables do not show
+KEY_NOTES = {"_still": "share of real test clips whose features equal their reversed twin's (the codec control "
+                       "froze a still scene): such clips count half right in each direction"}
 
 
 def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int, confusion: bool,
@@ -139,6 +142,9 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
                 f"videos (clips of one video are not independent), and the gap columns are paired (both models "
                 f"on the same resampled videos). `chance` is the mean of the task's label-permutation null, with "
                 f"its 95% range: a score inside that range is indistinguishable from a model with nothing to say.\n"]
+    verdict = conclusion(metrics)
+    if verdict:
+        sections.append("## Conclusion\n\n" + verdict)
     head = headline_table(metrics, models)
     if head:
         s = metrics["tasks"]["temporal_score"]
@@ -164,6 +170,28 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
     return "\n\n".join(sections) + "\n"
 
 
+def conclusion(metrics: dict) -> str:
+    """What the numbers say, in words: the headline, and on which tasks the video model beats each
+    baseline with the paired gap's lower bound above 0 (not merely a higher point estimate)."""
+    tasks = metrics["tasks"]
+    scored = [t for t in tasks if t != "temporal_score" and isinstance(tasks[t], dict) and "video_minus_frames" in tasks[t]]
+    if not scored:
+        return ""
+    lines = []
+    head = tasks.get("temporal_score")
+    if head and "video" in head:
+        lines.append(f"The video model's temporal score is {head['video']:.3f} [{head['video_ci_low']:.2f}, "
+                     f"{head['video_ci_high']:.2f}] (0 = the bag of frames, 1 = the supervised ceiling).")
+    for base in BASELINES:
+        key = f"video_minus_{base}"
+        won = [t for t in scored if tasks[t].get(f"{key}_ci_low", -1) > 0]
+        lost = [t for t in scored if tasks[t].get(f"{key}_ci_high", 1) < 0]
+        if any(key in tasks[t] for t in scored):
+            text = f"Against {MODEL_LABELS.get(base, base)}: better on {', '.join(won) or 'no task'}"
+            lines.append(text + (f"; worse on {', '.join(lost)}" if lost else "") + " (95% paired intervals).")
+    return " ".join(lines[:1]) + ("\n\n- " + "\n- ".join(lines[1:]) if len(lines) > 1 else "")
+
+
 def footage_section(metrics: dict, models: list[str]) -> str:
     """The real videos used, and the real-video arrow of time per footage group (each group scored
     when held out), beside the pooled score above: clips of one video are not independent."""
@@ -173,6 +201,7 @@ def footage_section(metrics: dict, models: list[str]) -> str:
              "codec control is the primary one (the section without it shows what a compression shortcut would "
              "add).\n", "| video | group | frames | seconds |", "|---|---|---|---|"]
     lines += [f"| {v['video']} | {v['group']} | {v['frames']} | {v['seconds']:.1f} |" for v in videos]
+    lines += ["", f"`<model>_still` in metrics.json: {KEY_NOTES['_still']}."]
     groups = metrics["tasks"].get("real_arrow_of_time", {}).get("groups", {})
     if groups:
         shown = [m for m in models if any(m in g for g in groups.values())]
@@ -239,37 +268,47 @@ def confusion_plot(confusions: dict[str, dict[str, np.ndarray]], classes: dict[s
     plt = _pyplot()
     tasks = list(confusions)
     models = list(next(iter(confusions.values()))) if tasks else []
-    fig, axes = plt.subplots(len(tasks), len(models), figsize=(2.3 * len(models), 2.2 * len(tasks)), dpi=110,
-                             squeeze=False)
+    fig, axes = plt.subplots(len(tasks), len(models), figsize=(2.4 * len(models) + 0.8, 2.3 * len(tasks)), dpi=110,
+                             squeeze=False, layout="constrained")
     for i, task in enumerate(tasks):
         for j, model in enumerate(models):
             ax, cm = axes[i][j], confusions[task][model]
-            ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), vmin=0, vmax=1, cmap="Blues")
+            image = ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), vmin=0, vmax=1, cmap="Blues")
             for (r, c), v in np.ndenumerate(cm):
-                ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=6)
+                ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=7)
             names = classes[task]
-            ax.set_xticks(range(len(names)), names, fontsize=5, rotation=45)
-            ax.set_yticks(range(len(names)), names, fontsize=5)
+            ax.set_xticks(range(len(names)), names, fontsize=7, rotation=45)
+            ax.set_yticks(range(len(names)), names, fontsize=7)
+            ax.set_xlabel("predicted", fontsize=7)
             if i == 0:
                 ax.set_title(MODEL_LABELS.get(model, model), fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"{task}\ntruth", fontsize=7)
-    fig.tight_layout()
+    if tasks:
+        bar = fig.colorbar(image, ax=axes, shrink=0.6, fraction=0.03)
+        bar.set_label("share of each true class", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     return _save(fig, dest)
 
 
 def time_vector_plot(projections: dict[str, tuple[np.ndarray, np.ndarray]], dest: Path) -> Path:
-    """Per model: histograms of forward and reversed test clips projected on the time vector."""
+    """Per model: histograms of forward and reversed test clips projected on the time vector, with
+    the share of clips whose sign is right (the `time_vector` score)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(projections), figsize=(2.8 * len(projections), 2.6), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(projections), figsize=(2.8 * len(projections), 2.8), dpi=110, squeeze=False)
     for ax, (model, (fwd, rev)) in zip(axes[0], projections.items()):
         bins = np.histogram_bin_edges(np.concatenate([fwd, rev]), bins=24)
         ax.hist(fwd, bins=bins, alpha=0.6, label="forward")
         ax.hist(rev, bins=bins, alpha=0.6, label="reversed")
         ax.axvline(0, color="k", linewidth=0.8)
-        ax.set_title(MODEL_LABELS.get(model, model), fontsize=8)
+        # as the score counts it: a projection of exactly 0 is half right
+        right = (np.sum(fwd > 0) + np.sum(rev < 0) + 0.5 * np.sum(fwd == 0) + 0.5 * np.sum(rev == 0)) \
+            / max(len(fwd) + len(rev), 1)
+        ax.set_title(f"{MODEL_LABELS.get(model, model)}\nsign right: {right:.2f}", fontsize=8)
         ax.set_xlabel("projection on the time vector", fontsize=7)
-    axes[0][0].legend(fontsize=7)
+        ax.set_ylabel("test clips", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, dest)
 
