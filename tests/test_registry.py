@@ -402,6 +402,27 @@ def test_the_registered_model_loads_where_videossl_is_not_installed(tmp_path, sq
     assert proc.stdout.strip().splitlines()[-1] == str((1, SHAPE.num_tokens, SHAPE.dim))
 
 
+def test_a_dvc_experiment_registers_only_when_asked(tmp_path, sqlite_store, monkeypatch):
+    name = "experiment-encoder"
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-lr-sweep")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef0123456789abcdef01234567")
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name)
+    skipped = register(cfg, data, model, ev, tmp_path / "out")
+    assert skipped["registered"] is False and "exp-lr-sweep" in skipped["reason"]
+    assert json.loads((tmp_path / "out" / "registration.json").read_text()) == skipped
+    assert (tmp_path / "out" / "model_card.md").read_text().startswith(f"# {name}: not registered")
+    client = MlflowClient(tracking_uri=sqlite_store)
+    assert not client.search_model_versions(f"name='{name}'")
+    asked = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name, in_experiments=True)
+    result = register(asked, data, model, ev, tmp_path / "out2")
+    assert result["registered"] is True
+    version = client.get_model_version(name, result["version"])
+    assert version.tags["dvc.experiment"] == "exp-lr-sweep"
+    assert version.tags["dvc.baseline_rev"] == "0123456789abcdef0123456789abcdef01234567"
+    assert client.get_run(result["run_id"]).data.tags["dvc.experiment"] == "exp-lr-sweep"
+
+
 def test_gate_decisions():
     aot, speed = "arrow_of_time.video", "speed.video"
     one = Policy((aot,))

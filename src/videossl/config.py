@@ -449,6 +449,8 @@ class RegisterConfig(Section):
     min_margin_over_frames: float = Field(0.05, ge=0, le=1, description="each gate metric must beat the bag of "
                                           "frames' score of the same task by at least this; 0 = strictly")
     higher_is_better: bool = True
+    in_experiments: bool = Field(False, description="register inside `dvc exp run` too (else the stage records "
+                                 "that it skipped); `dvc repro` and `make run` always register")
 
     @field_validator("gate_metrics")
     @classmethod

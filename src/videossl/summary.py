@@ -26,6 +26,9 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
     reg_path = register_dir / "registration.json"
     if reg_path.is_file():
         reg = json.loads(reg_path.read_text())
+        if reg.get("registered") is False:
+            print(f"\n{reg.get('reason')}")
+            return 0
         print(f"\nregistered: {reg.get('model_name')} v{reg.get('version')} "
               f"(aliases: {', '.join(reg.get('aliases', [])) or 'none'}) in {reg.get('tracking_uri')}")
         print(f"  load it: import mlflow; mlflow.set_tracking_uri('{reg.get('tracking_uri')}'); "

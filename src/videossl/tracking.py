@@ -126,6 +126,14 @@ def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> I
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)")
 
 
+def dvc_experiment() -> dict[str, str] | None:
+    """The DVC experiment this process runs in (`dvc exp run` sets these variables), or None."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        return None
+    return {"dvc.experiment": name, "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+
+
 def redact_uri(text: str) -> str:
     """Every URI's user-info (credentials) replaced by '***@': what a param or a log may show."""
     return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)

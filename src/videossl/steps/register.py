@@ -125,6 +125,18 @@ def _check_writable(out: Path) -> None:
         raise RegisterError(f"cannot write the registration to {out}: {e.strerror or e}") from None
 
 
+def _skip(out: Path, name: str, experiment: dict[str, str], digest: str, commit: str) -> dict:
+    """A `dvc exp run` registers nothing unless asked: the stage still writes its outputs, saying so."""
+    reason = (f"not registered: DVC experiment {experiment['dvc.experiment']} (register.in_experiments is false; "
+              f"-S register.in_experiments=true registers it)")
+    result = {"registered": False, "model_name": name, "reason": reason, **experiment,
+              "dataset_digest": digest, "git_commit": commit}
+    write_text_atomic(out / CARD, f"# {name}: {reason}\n")
+    write_text_atomic(out / REGISTRATION, json.dumps(result, indent=2) + "\n")
+    print(f"register: {reason}")
+    return result
+
+
 def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
              out_dir: str | Path) -> dict:
     """Register the encoder of `model_dir` with the scores of `eval_dir`; returns registration.json's content."""
@@ -149,6 +161,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     commit = tracking.git_commit()
     params = tracking.flat_params(cfg.model_dump(mode="json"))
     _check_writable(out)  # the last check before MLflow: nothing above writes anything
+    experiment = tracking.dvc_experiment()
+    if experiment and not rcfg.in_experiments:
+        return _skip(out, rcfg.model_name, experiment, str(digest), commit)
 
     import mlflow
     from mlflow import MlflowClient
@@ -157,7 +172,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     # champion and the alias move happen as one, so concurrent registrations cannot both promote.
     with registry.registration_lock(tracking.tracking_uri(cfg.tracking), rcfg.model_name):
         with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest),
-                                                          "git_commit": commit}) as active:
+                                                          "git_commit": commit, **(experiment or {})}) as active:
             run_id = active.info.run_id
             uri = mlflow.get_tracking_uri()
             mlflow.log_params(params)
@@ -180,7 +195,8 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             step = meta.get("step")
             tags = registry.version_tags(scores, dataset_digest=str(digest),
                                          git_commit=commit, checkpoint_step=step,
-                                         extra={"variant": str(meta.get("variant", "video"))})
+                                         extra={"variant": str(meta.get("variant", "video")),
+                                                **(experiment or {})})
 
             def card(version: str, decision: registry.GateDecision) -> str:
                 return registry.render_card(
@@ -198,6 +214,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
 
     d = reg.decision
     result = {
+        "registered": True,
         "model_name": reg.name,
         "version": reg.version,
         "model_uri": reg.model_uri,
