@@ -66,7 +66,7 @@ def test_patchify_order_matches_the_encoder_tokens():
 
 def test_mae_loss_depends_only_on_masked_tokens():
     torch.manual_seed(0)
-    mae = MAE(VideoViT(SHAPE), 16, 1, 2)
+    mae = MAE(VideoViT(SHAPE), 16, 1, 2, normalize_targets=True)
     x = _video(1)
     m = tube_masks(1, SHAPE.grid, 0.75, np.random.default_rng(1))
     loss = mae.loss(x, m)

@@ -27,8 +27,11 @@ from videossl.storage import write_text_atomic
 # name -> pretrain.objective (a name, or the weights of several sharing the encoder)
 OBJECTIVES = {"mae": "mae", "jepa": "jepa", "pretext": "pretext", "contrastive": "contrastive",
               "pretext+contrastive": {"pretext": 1.0, "contrastive": 0.5},
-              # the candidate for content: MAE keeps appearance (count) that the temporal objectives drop
-              "pretext+contrastive+mae": {"pretext": 1.0, "contrastive": 0.5, "mae": 0.25}}
+              # candidates for content (object count), which the pretext heads trade away: MAE keeps
+              # appearance; more contrastive weight keeps what persists across a video's clips
+              "pretext+contrastive+mae": {"pretext": 1.0, "contrastive": 0.5, "mae": 0.25},
+              "pretext+contrastive(1:1)": {"pretext": 1.0, "contrastive": 1.0},
+              "pretext+contrastive(1:2)": {"pretext": 0.5, "contrastive": 1.0}}
 CALIBRATION_STEPS = 40  # steps timed per objective (after CALIBRATION_WARMUP)
 CALIBRATION_WARMUP = 10
 

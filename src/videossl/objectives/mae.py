@@ -1,7 +1,8 @@
 """VideoMAE: the encoder sees only visible tokens; a narrow decoder reconstructs the masked ones.
 
-Targets are per-patch normalised pixels (each tubelet patch standardised by its own mean and
-variance), and the loss is taken on masked tokens only.
+Targets are the masked patches' pixels, as the model sees them (`pretrain.normalize_targets: true`
+standardises each tubelet patch by its own mean and variance, VideoMAE's choice; off by default, see
+params.yaml), and the loss is taken on masked tokens only.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class MAERecipe(Recipe):
 
 class MAE(Objective):
     def __init__(self, encoder: VideoViT, decoder_dim: int, decoder_depth: int, decoder_heads: int,
-                 normalize_targets: bool = True):
+                 normalize_targets: bool):
         super().__init__(encoder)
         self.normalize_targets = normalize_targets
         self.decoder = MaskTokenPredictor(encoder.shape, decoder_dim, decoder_depth, decoder_heads,
