@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,23 @@ def test_a_registered_model_embeds_by_alias(tiny_data, tiny_models, tmp_path):
     np.testing.assert_array_equal(enc.embed_clips(clips), local.embed_clips(clips))
     with pytest.raises(EmbedError, match="nope"):
         load_encoder(f"models:/{reg['model_name']}@nope", tracking_uri=reg["tracking_uri"])
+
+
+def test_a_registered_checkpoint_is_downloaded_to_a_folder_that_goes_away(tmp_path, monkeypatch):
+    import tempfile
+
+    from videossl import embed
+
+    made = []
+    real = tempfile.TemporaryDirectory
+
+    class Recording(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(Path(self.name))
+
+    monkeypatch.setattr(embed.tempfile, "TemporaryDirectory", Recording)
+    with pytest.raises(embed.EmbedError):  # no such model in an empty store: the folder still goes
+        with embed.checkpoint_file("models:/nope/1", f"sqlite:///{tmp_path}/empty.db"):
+            pass
+    assert made and not any(p.exists() for p in made)

@@ -19,9 +19,10 @@ import json
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -99,28 +100,32 @@ class Encoder:
         return Embedding(self.embed_clips(clips), spans)
 
 
-def resolve_checkpoint(uri: str, tracking_uri: str | None = None) -> Path:
-    """A local checkpoint path for `uri`: a file, or a registered version (models:/name/3, models:/name@alias)
-    whose registration logged the checkpoint (CHECKPOINT_ARTIFACT)."""
+@contextmanager
+def checkpoint_file(uri: str, tracking_uri: str | None = None) -> Iterator[Path]:
+    """A local checkpoint path for `uri` while the block runs: a file, or a registered version
+    (models:/name/3, models:/name@alias) whose registration logged the checkpoint (CHECKPOINT_ARTIFACT),
+    downloaded to a temporary folder that is removed afterwards."""
     match = _MODELS_URI.match(uri)
     if not match:
         path = Path(uri)
         if not path.is_file():
             raise EmbedError(f"{uri}: neither a checkpoint file nor models:/<name>/<version> | models:/<name>@<alias>")
-        return path
+        yield path
+        return
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        name = match["name"]
-        mv = (client.get_model_version(name, match["version"]) if match["version"]
-              else client.get_model_version_by_alias(name, match["alias"]))
-        dest = Path(tempfile.mkdtemp(prefix="videossl-embed-"))
-        return Path(client.download_artifacts(mv.run_id, CHECKPOINT_ARTIFACT, str(dest)))
-    except MlflowException as e:
-        where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
-        raise EmbedError(f"{uri} in {where}: {str(e).splitlines()[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="videossl-embed-") as dest:
+        try:
+            name = match["name"]
+            mv = (client.get_model_version(name, match["version"]) if match["version"]
+                  else client.get_model_version_by_alias(name, match["alias"]))
+            path = Path(client.download_artifacts(mv.run_id, CHECKPOINT_ARTIFACT, dest))
+        except MlflowException as e:
+            where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
+            raise EmbedError(f"{uri} in {where}: {str(e).splitlines()[0]}") from None
+        yield path
 
 
 def load_encoder(uri: str, tracking_uri: str | None = None) -> Encoder:
@@ -128,7 +133,8 @@ def load_encoder(uri: str, tracking_uri: str | None = None) -> Encoder:
     from videossl.models.checkpoint import load_encoder as load
 
     try:
-        model, meta = load(resolve_checkpoint(uri, tracking_uri))
+        with checkpoint_file(uri, tracking_uri) as path:
+            model, meta = load(path)
     except CheckpointError as e:
         raise EmbedError(str(e)) from None
     return Encoder(model, meta)
