@@ -118,7 +118,7 @@ def _write(out: Path, rows: list[dict]) -> None:
         [{"objective": r["objective"], "compute_seconds": r["compute_seconds"], **{k: r.get(k) for k in PLOTTED}}
          for r in rows], indent=1) + "\n")
     tasks = [t for t in (*TEMPORAL_TASKS, "content_count", "content_shape") if any(t in r for r in rows)]
-    lines = ["| objective | budget (s) | steps | compute (s) | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
+    lines = ["| objective | planned budget (s) | steps | compute (s) | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
              "|---" * (5 + len(tasks)) + "|"]
     for r in rows:
         head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + '_ci_low']:.2f}, "
