@@ -94,7 +94,8 @@ def test_trainer_runs_as_two_nodes_under_the_jobs_environment(launcher, s3_serve
     container = container_of(job)
     secrets = {cfg.cluster.secrets.s3: {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                                         "AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"},
-               cfg.cluster.secrets.mlflow: {}}  # the params name the MLflow store here
+               # the params name the MLflow store here; the cluster's tracking server needs a user
+               cfg.cluster.secrets.mlflow: {"MLFLOW_TRACKING_USERNAME": "videossl", "MLFLOW_TRACKING_PASSWORD": "test"}}
     port, procs = free_port(), []
     try:
         for rank in range(NODES):

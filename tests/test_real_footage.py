@@ -1,6 +1,6 @@
 """Your own footage on its own: a dataset of only real videos (the bundled samples), every real-video
 task scored per footage group and pooled, the footage listed in the report. The same CLI calls a
-user makes (README "Your own videos")."""
+user makes (README "Your own videos"), with a model brought from elsewhere."""
 from __future__ import annotations
 
 import json
@@ -20,13 +20,14 @@ def videossl(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def real_only(tmp_path_factory):
+def real_only(tmp_path_factory, tiny_models):
+    """Ingest the real clips alone, then score them with an encoder trained elsewhere (the README's
+    "or bring a model": here the session's tiny pretrained pair, so no second pretraining)."""
     root = tmp_path_factory.mktemp("real-only")
     params = root / "params.yaml"
     params.write_text(tiny_params_yaml(root, *REAL_ONLY))
     for step, args in (("ingest", ["--out", str(root / "data")]),
-                       ("pretrain", ["--data", str(root / "data"), "--out", str(root / "models")]),
-                       ("probe-eval", ["--data", str(root / "data"), "--models", str(root / "models"),
+                       ("probe-eval", ["--data", str(root / "data"), "--models", str(tiny_models),
                                        "--out", str(root / "eval")])):
         proc = videossl(step, "--params", str(params), *args)
         assert proc.returncode == 0, f"{step}: {proc.stderr[-3000:]}"

@@ -116,7 +116,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
             continue
         o, null = classified[task.name]
         outcomes[task.name] = o
-        metrics["tasks"][task.name] = suite.score(o, boot, null, report.BASELINES, supervised.get(task.name),
+        metrics["tasks"][task.name] = suite.score(o, boot, null, shown[1:], supervised.get(task.name),
                                                   ecfg.determinable if task.determinability else None)
         confusions[task.name] = {m: probes.confusion_matrix(o.labels, p, len(task.classes)) for m, p in o.predictions.items()}
         classes[task.name] = task.classes
