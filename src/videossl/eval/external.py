@@ -17,11 +17,10 @@ import importlib
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from videossl.data.transforms import PIXEL_MEAN, PIXEL_STD, to_model_input
 from videossl.errors import StepError
-from videossl.eval.features import FEATURE_VERSION, FeatureModel
+from videossl.eval.features import FEATURE_VERSION, FeatureModel, grid_pool
 
 
 class ExternalEncoderError(StepError):
@@ -89,9 +88,7 @@ def external_model(name: str, spec: str, encoder: torch.nn.Module, cells: int) -
                                        "the contract is tokens [B, t, h, w, D] or vectors [B, F]")
         b, t, h, w, d = out.shape
         vectors = out.mean(dim=(2, 3)).flatten(1)  # [B, t * D]: space pooled, time order kept
-        grid = F.adaptive_avg_pool2d(out.reshape(b * t, h, w, d).permute(0, 3, 1, 2), cells)
-        tokens = grid.flatten(2).transpose(1, 2).reshape(b, t * cells * cells, d)
-        return vectors, tokens
+        return vectors, grid_pool(out.reshape(b, t * h * w, d), (t, h, w), cells)
 
     identity = f"external|{spec}|{weights_digest(encoder)}|cells={cells}|v{FEATURE_VERSION}"
     return FeatureModel(name, identity, featurize)

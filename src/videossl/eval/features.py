@@ -65,7 +65,7 @@ class FeatureModel:
     frame_table: str = ""  # per-frame models with the same value embed each frame once for all of them
 
 
-def _grid_pool(tokens: torch.Tensor, grid: tuple[int, int, int], cells: int) -> torch.Tensor:
+def grid_pool(tokens: torch.Tensor, grid: tuple[int, int, int], cells: int) -> torch.Tensor:
     """[B, t*h*w, D] -> [B, t * cells^2, D]: each time slice's h x w tokens pooled to cells x cells."""
     b, _, d = tokens.shape
     t, h, w = grid
@@ -88,7 +88,7 @@ def encoder_model(name: str, encoder: VideoViT, identity: str, cells: int,
             tokens = encoder(to_model_input(clips)).float()  # [B, N, D]
         t = encoder.shape.grid[0]
         vectors = tokens.view(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2).flatten(1)  # space-pooled, time order
-        return vectors, _grid_pool(tokens, encoder.shape.grid, cells)
+        return vectors, grid_pool(tokens, encoder.shape.grid, cells)
 
     return FeatureModel(name, f"{identity}|cells={cells}|{per_frame}|v{FEATURE_VERSION}", featurize, per_frame,
                         frame_table=f"{identity}|cells={cells}" if per_frame else "")
