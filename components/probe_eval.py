@@ -15,7 +15,7 @@ def probe_eval(params: str, data_uri: str, model_uri: str, root: str, scores: Ou
     from videossl.config import dump_config, parse_config
     from videossl.data.versioning import output_uri
     from videossl.eval.report import inline_images
-    from videossl.registry import flatten_scores
+    from videossl.eval.scores import REPORT, flatten
     from videossl.steps.probe_eval import probe_eval as step
     from videossl.storage import staged
 
@@ -23,8 +23,8 @@ def probe_eval(params: str, data_uri: str, model_uri: str, root: str, scores: Ou
     out_uri = output_uri(root, "probe_eval", dump_config(cfg), data_uri, model_uri)
     with staged([data_uri, model_uri], out_uri) as ([data, model], out):
         flat = step(cfg, data, model, out)
-        Path(report.path).write_text(inline_images((out / "report.md").read_text(), out))
+        Path(report.path).write_text(inline_images((out / REPORT).read_text(), out))
     tasks = {task: scores for task, scores in flat.items() if isinstance(scores, dict) and "n_test" in scores}
-    for key, value in flatten_scores(tasks).items():
+    for key, value in flatten(tasks).items():
         scores.log_metric(key, value)
     return namedtuple("Outputs", ["eval_uri"])(out_uri)

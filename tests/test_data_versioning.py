@@ -72,6 +72,7 @@ def data_repo(tmp_path, tiny_data) -> Path:
     stage = {k: v for k, v in stage.items() if k in ("cmd", "outs", "metrics")}  # no code deps out here
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"ingest": stage}}, sort_keys=False))
     for out in stage["outs"]:
+        out = out if isinstance(out, str) else next(iter(out))  # `path: {cache: false}` entries
         assert (repo / out).exists(), out
     _commit(repo, "data v1")
     return repo

@@ -30,7 +30,8 @@ from videossl.models.checkpoint import encoder_shape, load_checkpoint
 from videossl.models.vit import VideoViT
 from videossl.steps.pretrain import PretrainError, pretrain
 from videossl.train.data import ClipDataset, Collator, Item
-from videossl.train.loop import forward_backward, state_digest, train
+from videossl.models.checkpoint import state_digest
+from videossl.train.loop import forward_backward, train
 
 STEPS = 24      # long enough that a kill after the first checkpoint lands mid-run
 BATCH = 4       # the tiny global batch: 2 processes x 2 clips, or 1 process x 4 (or 2 x 2 micro-batches)
@@ -125,8 +126,14 @@ def uninterrupted(tmp_path_factory, tiny_data, params):
     finally:
         if launch.proc.poll() is None:
             kill_tree(launch.proc)
-    state = load_checkpoint(root / "out" / "encoder.pt")
-    return {"results": results, "objective": state["objective"], "root": root}
+    return {"results": results, "objective": final_objective(root / "out" / "checkpoints"), "root": root}
+
+
+def final_objective(checkpoints: Path) -> dict:
+    """The whole objective's weights at the last step (its final training checkpoint: the exported
+    encoder.pt holds the encoder only)."""
+    (last,) = sorted(checkpoints.glob("video-*/step_*.pt"))[-1:]
+    return load_checkpoint(last)["objective"]
 
 
 def initial_state(cfg, data: Path) -> dict:
@@ -167,7 +174,7 @@ def test_two_processes_reach_the_weights_of_one_process_with_the_whole_batch(uni
     for name, extra in {"whole": [], "micro": ["pretrain.micro_batch=2"]}.items():
         cfg = params(tmp_path / name, *extra)
         train(cfg, tiny_data, str(tmp_path / name / "encoder.pt"), "video", str(tmp_path / name / "checkpoints"))
-        one[name] = load_checkpoint(tmp_path / name / "encoder.pt")["objective"]
+        one[name] = final_objective(tmp_path / name / "checkpoints")
 
     start = initial_state(params(tmp_path), tiny_data)
     two_vs_one, max_two = relative_diff(uninterrupted["objective"], one["whole"], start)
@@ -215,7 +222,7 @@ def test_compile_and_activation_checkpointing_train_like_the_plain_model(params,
     for name, extra in {"plain": [], "fast": ["pretrain.compile=true", "pretrain.activation_checkpointing=true"]}.items():
         cfg = params(tmp_path / name, "pretrain.steps=2", *extra)
         train(cfg, tiny_data, str(tmp_path / name / "encoder.pt"), "video", str(tmp_path / name / "checkpoints"))
-        weights[name] = load_checkpoint(tmp_path / name / "encoder.pt")["objective"]
+        weights[name] = final_objective(tmp_path / name / "checkpoints")
     assert len(compiled) == 1
     assert weights["fast"].keys() == weights["plain"].keys()  # the blocks' state_dict keys are unchanged
     assert all(torch.allclose(weights["fast"][k], v, atol=1e-6) for k, v in weights["plain"].items())
@@ -254,7 +261,7 @@ def test_two_nodes_over_c10d_rendezvous_end_with_identical_weights(uninterrupted
     assert a["world_size"] == b["world_size"] == 2
     digests = a["weights_sha256"]
     assert len(digests) == 2 and len(set(digests)) == 1 and b["weights_sha256"] == digests
-    assert state_digest(load_checkpoint(tmp_path / "out" / "encoder.pt")["objective"]) == digests[0]
+    assert state_digest(final_objective(tmp_path / "out" / "checkpoints")) == digests[0]
     assert digests == uninterrupted["results"][0]["weights_sha256"]
 
 
@@ -282,7 +289,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(uninterrupted, tiny_data, tmp
     assert "resuming at step" in launches[1].log.read_text()
     assert all(killed_at <= r["resumed_from"] < STEPS for r in results)
     assert results[0]["weights_sha256"] == uninterrupted["results"][0]["weights_sha256"]
-    final = load_checkpoint(out / "encoder.pt")
-    assert all(torch.equal(final["objective"][k], v) for k, v in uninterrupted["objective"].items())
+    final = final_objective(out / "checkpoints")
+    assert all(torch.equal(final[k], v) for k, v in uninterrupted["objective"].items())
     # keep_last=2 and nothing half-written left behind
     assert sorted(p.name for p in run_dir.iterdir()) == [f"step_{STEPS - 2:08d}.pt", f"step_{STEPS:08d}.pt"]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.tiny import REPO, tiny_params_yaml
+from videossl.stages import CODE_ROOT, STAGES
 
 BIN = Path(sys.executable).parent
 
@@ -29,7 +30,8 @@ def _ran(log: str) -> set[str]:
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory):
     root = tmp_path_factory.mktemp("dvc-project")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
     # dvc.yaml's top-level plots draw the objective study's committed results, as in a clone
     shutil.copytree(REPO / "outputs" / "study" / "plots", root / "outputs" / "study" / "plots")
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -49,9 +51,13 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
         assert (dvc_project / out).is_file(), out
     assert json.loads((dvc_project / "outputs/register/registration.json").read_text())["version"] in ("1", 1)
 
-    assert _ran(_run([str(BIN / "dvc"), "repro"], dvc_project)) == set()  # nothing changed, nothing runs
     _run(["git", "add", "-A"], dvc_project)
     _run(["git", "commit", "-q", "-m", "first experiment"], dvc_project)  # the baseline of the diffs below
+    # a rerun with nothing changed runs nothing, and leaves git clean: timings, run ids and bytecode
+    # are in no committed file
+    _run([str(BIN / "videossl"), "summary"], dvc_project)
+    assert _ran(_run([str(BIN / "dvc"), "repro"], dvc_project)) == set()
+    assert _run(["git", "status", "--porcelain"], dvc_project, stdout_only=True) == ""
 
     params = yaml.safe_load((dvc_project / "params.yaml").read_text())
     params["probe_eval"]["epochs"] += 5
@@ -60,17 +66,34 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert _ran(second) == {"probe_eval", "register"}
     assert json.loads((dvc_project / "outputs/register/registration.json").read_text())["version"] in ("2", 2)
 
-    metrics = _run([str(BIN / "dvc"), "metrics", "show", "--json"], dvc_project)
-    assert "arrow_of_time" in metrics and "clips_per_split" in metrics
-
-    # two experiments side by side: metrics keyed the way people read them, plots by task/model/probe
+    # two experiments side by side: a headline of numbers per stage, keyed the way people read them
     diff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], dvc_project, stdout_only=True))
+    assert set(diff) == {f"{STAGES[s].out}/metrics.json" for s in ("ingest", "pretrain", "probe_eval")}
+    rows = {f"{f}:{k}": v for f, m in diff.items() for k, v in m.items()}
+    assert len(rows) <= 60, sorted(rows)
+    assert all(isinstance(v.get("new"), (int, float)) for v in rows.values()), rows
+    assert not any("seconds" in k or "per_second" in k for k in rows if "ingest" not in k), sorted(rows)
     scores = diff["outputs/eval/metrics.json"]
-    assert {"arrow_of_time.video", "arrow_of_time.frames", "arrow_of_time.video_attentive",
-            "future_retrieval.video_predictor"} <= set(scores)
+    assert {"temporal_score.video", "arrow_of_time.video", "arrow_of_time.frames", "arrow_of_time.supervised",
+            "future_retrieval.video"} <= set(scores)
     assert set(scores["arrow_of_time.video"]) >= {"old", "new"}
+    assert "clips_per_split.train" in diff["data/ingest/metrics.json"]
+    # the full record and the timings are still written, beside the headline
+    assert "video_attentive" in json.loads((dvc_project / "outputs/eval/scores.json").read_text())["arrow_of_time"]
+    assert "total" in json.loads((dvc_project / "outputs/eval/timings.json").read_text())
     plots = json.loads(_run([str(BIN / "dvc"), "plots", "diff", "--json", "HEAD"], dvc_project, stdout_only=True))
     assert not plots.get("errors"), plots["errors"]
     rows = [r for p in plots["data"]["outputs/eval/plots/scores.json"] for r in p["content"]["data"]["values"]]
     names = {(r["rev"], r["name"]) for r in rows}
     assert ("HEAD", "arrow_of_time/video") in names and ("workspace", "arrow_of_time/video") in names
+
+
+def test_dvc_stages_read_what_videossl_stages_says():
+    """dvc.yaml restates STAGES (DVC cannot import it): the same params sections, the same code deps."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGES)
+    for name, stage in STAGES.items():
+        assert stages[name]["params"] == list(stage.params), name
+        code = [d for d in stages[name]["deps"] if d.startswith(CODE_ROOT + "/")]
+        assert code == [f"{CODE_ROOT}/{c}" for c in stage.code], name
+        assert f"--out {stage.out}" in stages[name]["cmd"], name

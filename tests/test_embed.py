@@ -53,7 +53,7 @@ def test_a_registered_model_embeds_by_alias(tiny_data, tiny_models, tmp_path):
     ev = tmp_path / "eval"
     ev.mkdir()
     digest = json.loads((tiny_data / "ingest.json").read_text())["digest"]
-    (ev / "metrics.json").write_text(json.dumps({"temporal_score": {"video": 0.5, "frames": 0.0},
+    (ev / "scores.json").write_text(json.dumps({"temporal_score": {"video": 0.5, "frames": 0.0},
                                                  "dataset_digest": digest}))
     reg = register(cfg, tiny_data, tiny_models, ev, tmp_path / "register")
     uri = f"models:/{reg['model_name']}@challenger"

@@ -47,7 +47,7 @@ def evaluated(tiny_data, tiny_models, tmp_path_factory):
                            "--encoder", MEAN_PIXELS, "--data", str(tiny_data), "--models", str(tiny_models),
                            "--out", str(root / "ev")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((root / "ev" / "metrics.json").read_text()), root / "ev", proc.stdout
+    return json.loads((root / "ev" / "scores.json").read_text()), root / "ev", proc.stdout
 
 
 def test_every_task_scores_the_external_encoders_beside_the_project_and_its_baselines(evaluated):

@@ -347,7 +347,7 @@ def test_the_dag_stages_all_its_data_through_s3_as_on_the_cluster(tmp_path, s3_s
     """kfp.local with an s3:// root: every task reads its inputs from S3 and publishes its output
     there (`storage.staged`), as the pods do; only KFP's small artifacts stay local."""
     from pipelines.videossl_pipeline import run_local
-    from videossl.data.versioning import LAYOUT
+    from videossl.stages import STAGES
     from tests.test_kfp_pipeline import TINY
     from videossl import storage
 
@@ -369,7 +369,7 @@ def test_the_dag_stages_all_its_data_through_s3_as_on_the_cluster(tmp_path, s3_s
 
     loc = result["locations"]
     for step, uri in loc.items():
-        assert uri.startswith(f"{root}/{LAYOUT[step]}/"), uri
+        assert uri.startswith(f"{root}/{STAGES[step].out}/"), uri
         assert storage.read_complete(uri)  # published whole, manifest last
     assert not any(staging.iterdir())  # every staging folder was removed
     # data stayed in S3; the one local copy is the registry's own (MLflow's artifact store, tracking.artifacts)
@@ -378,7 +378,7 @@ def test_the_dag_stages_all_its_data_through_s3_as_on_the_cluster(tmp_path, s3_s
 
     with storage.staged([loc["ingest"], loc["probe_eval"], loc["register"]]) as ([data, ev, reg], _):
         digest = json.loads((data / "ingest.json").read_text())["digest"]
-        assert json.loads((ev / "metrics.json").read_text())["dataset_digest"] == digest
+        assert json.loads((ev / "scores.json").read_text())["dataset_digest"] == digest
         registration = json.loads((reg / "registration.json").read_text())
     assert registration["dataset_digest"] == digest and "challenger" in registration["aliases"]
     assert ("champion" in registration["aliases"]) == registration["promoted"]

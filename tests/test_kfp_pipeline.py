@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from pipelines.videossl_pipeline import compile_pipeline, run_local
-from videossl.data.versioning import LAYOUT
+from videossl.stages import STAGES
 from tests.tiny import TINY_OVERRIDES
 from videossl.config import parse_config
 from videossl.eval.report import inline_images
@@ -157,7 +157,7 @@ def test_run_local_runs_the_whole_dag_and_registers_the_model(tmp_path, clean_en
 
     loc = result["locations"]
     for step, where in loc.items():  # {root}/{layout}/{params address}
-        rel = Path(where).relative_to(root.resolve() / LAYOUT[step])
+        rel = Path(where).relative_to(root.resolve() / STAGES[step].out)
         assert len(rel.name) == 16 and int(rel.name, 16) >= 0 and rel.parent == Path("."), where
     data, model, ev, reg_dir = (Path(loc[k]) for k in ("ingest", "pretrain", "probe_eval", "register"))
 
@@ -182,7 +182,7 @@ def test_run_local_runs_the_whole_dag_and_registers_the_model(tmp_path, clean_en
     assert pre["video"]["steps"] == 3 and pre["frames"]["steps"] == 3
 
     # probe_eval: every task scored for every model, on test videos
-    metrics = json.loads((ev / "metrics.json").read_text())
+    metrics = json.loads((ev / "scores.json").read_text())
     for task in cfg.probe_eval.tasks:
         s = metrics[task]
         assert s["n_test"] > 0
@@ -233,4 +233,4 @@ def test_run_local_reports_the_failed_task(tmp_path, clean_env):
     with pytest.raises(StepError, match="Inner task failed: 'ingest'") as err:
         run_local(cfg, tmp_path / "run")
     assert "\x1b[" not in str(err.value)  # kfp.local's colour codes stripped for the CLI's message
-    assert not (tmp_path / "run" / LAYOUT["pretrain"]).exists()  # nothing downstream ran
+    assert not (tmp_path / "run" / STAGES["pretrain"].out).exists()  # nothing downstream ran

@@ -25,7 +25,8 @@ def _scored(s: dict, key: str) -> bool:
 
 def test_metrics_have_every_task_model_probe_and_interval(evaluated, tiny_cfg):
     metrics, out = evaluated
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert json.loads((out / "scores.json").read_text()) == {k: v for k, v in metrics.items() if k != "seconds"}
+    assert set(json.loads((out / "timings.json").read_text())) == set(metrics["seconds"])
     classification = [t for t in tiny_cfg.probe_eval.tasks if t != "future_retrieval"]
     for task in classification + ["future_retrieval", "time_vector"]:
         s = metrics[task]

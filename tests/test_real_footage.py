@@ -35,7 +35,7 @@ def real_only(tmp_path_factory, tiny_models):
 
 
 def test_a_real_only_dataset_scores_every_real_task_per_group_and_pooled(real_only):
-    metrics = json.loads((real_only / "eval" / "metrics.json").read_text())
+    metrics = json.loads((real_only / "eval" / "scores.json").read_text())
     real = metrics["real_arrow_of_time"]
     for model in ("video", "frames", "ordered_frames", "random_init", "pixels"):
         assert 0 <= real[f"{model}_ci_low"] <= real[model] <= real[f"{model}_ci_high"] <= 1, model

@@ -53,7 +53,7 @@ def _clean_mlflow_env(monkeypatch):
 
 def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool = True, frames: float = 0.5,
                 speed: float = 0.62, speed_frames: float = 0.41, digest: str = "ab" * 32) -> tuple[Path, Path, Path]:
-    """data/ingest.json, model/encoder.pt (+ frame_encoder.pt), eval/metrics.json + report + plot.
+    """data/ingest.json, model/encoder.pt (+ frame_encoder.pt), eval/scores.json + report + plot.
 
     `gate`/`frames`: arrow_of_time of the video model / the bag of frames; `speed`/`speed_frames` the same
     for speed. Every score has a 95% interval (±0.05 here), as probe-eval writes them."""
@@ -83,7 +83,7 @@ def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool 
         "dataset_digest": digest,
         "notes": "strings are not scores",
     }
-    (ev / "metrics.json").write_text(json.dumps(metrics))
+    (ev / "scores.json").write_text(json.dumps(metrics))
     (ev / "report.md").write_text("# probe-eval report\n\nall good\n")
     # a real (tiny) PNG: 1x1 white pixel
     (ev / "plots" / "scores.png").write_bytes(bytes.fromhex(
@@ -243,7 +243,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert run.data.metrics["arrow_of_time.video"] == 0.75 and run.data.metrics["gravity.n_test"] == 180
     assert run.data.tags["dataset_digest"] == "ab" * 32
     arts = {a.path for a in client.list_artifacts(r3["run_id"], "eval")}
-    assert {"eval/metrics.json", "eval/report.md", "eval/plots"} <= arts
+    assert {"eval/scores.json", "eval/report.md", "eval/plots"} <= arts
     assert [a.path for a in client.list_artifacts(r3["run_id"], "eval/plots")] == ["eval/plots/scores.png"]
     card = mlflow.artifacts.load_text(f"runs:/{r3['run_id']}/model_card.md")
     assert card == (tmp_path / "out3" / "model_card.md").read_text()
@@ -506,25 +506,25 @@ def test_missing_gate_metric_names_the_key(tmp_path):
     cfg = make_config(f"sqlite:///{db}", str(tmp_path / "mlartifacts"),
                       gate_metrics=["arrow_of_time.video", "speed.video"])
     data, model, ev = make_inputs(tmp_path / "in", 0.7)
-    metrics = json.loads((ev / "metrics.json").read_text())
+    metrics = json.loads((ev / "scores.json").read_text())
     del metrics["speed"]["video"]
-    (ev / "metrics.json").write_text(json.dumps(metrics))
-    with pytest.raises(RegisterError, match=r"gate metric 'speed\.video' not found in .*metrics\.json") as e:
+    (ev / "scores.json").write_text(json.dumps(metrics))
+    with pytest.raises(RegisterError, match=r"gate metric 'speed\.video' not found in .*scores\.json") as e:
         register(cfg, data, model, ev, tmp_path / "out")
     assert "missing key 'video'" in str(e.value)
     # the bag-of-frames baseline the gate compares with is required too
     metrics["speed"]["video"] = 0.6
     metrics["speed"]["frames"] = "n/a"
-    (ev / "metrics.json").write_text(json.dumps(metrics))
+    (ev / "scores.json").write_text(json.dumps(metrics))
     with pytest.raises(RegisterError, match=r"baseline of gate metric speed\.video: 'speed\.frames' in .* is not a "
                                             r"number: 'n/a'"):
         register(cfg, data, model, ev, tmp_path / "out")
 
-    (ev / "metrics.json").unlink()
-    with pytest.raises(RegisterError, match=r"metrics not found: .*eval/metrics\.json"):
+    (ev / "scores.json").unlink()
+    with pytest.raises(RegisterError, match=r"scores not found: .*eval/scores\.json"):
         register(cfg, data, model, ev, tmp_path / "out")
     (model / "encoder.pt").unlink()
-    (ev / "metrics.json").write_text(json.dumps({"arrow_of_time": {"video": 0.7, "frames": 0.5},
+    (ev / "scores.json").write_text(json.dumps({"arrow_of_time": {"video": 0.7, "frames": 0.5},
                                                  "speed": {"video": 0.5, "frames": 0.4}}))
     with pytest.raises(RegisterError, match=r"encoder checkpoint not found: .*model/encoder\.pt"):
         register(cfg, data, model, ev, tmp_path / "out")
@@ -559,11 +559,11 @@ def test_register_refuses_before_touching_the_registry(tmp_path):
     db = tmp_path / "mlruns.db"
     cfg = make_config(f"sqlite:///{db}", str(tmp_path / "mlartifacts"))
     data, model, ev = make_inputs(tmp_path / "in", 0.7)
-    metrics = json.loads((ev / "metrics.json").read_text())
-    (ev / "metrics.json").write_text(json.dumps({**metrics, "dataset_digest": "f" * 64}))
+    metrics = json.loads((ev / "scores.json").read_text())
+    (ev / "scores.json").write_text(json.dumps({**metrics, "dataset_digest": "f" * 64}))
     with pytest.raises(RegisterError, match=r"measured on dataset ffffffffffff, but .*ingest\.json is dataset"):
         register(cfg, data, model, ev, tmp_path / "out")
-    (ev / "metrics.json").write_text(json.dumps(metrics))
+    (ev / "scores.json").write_text(json.dumps(metrics))
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the output folder should be")
     with pytest.raises(RegisterError, match=r"cannot write the registration to .*blocked"):

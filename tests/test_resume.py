@@ -36,9 +36,9 @@ def params(tiny_root):
 
 
 def run(cfg, data: Path, root: Path, checkpoints: Path | str) -> tuple[dict, dict]:
-    """Train the video encoder; (result, exported objective state)."""
+    """Train the video encoder; (result, the exported encoder's weights)."""
     result = train(cfg, data, str(root / "encoder.pt"), "video", str(checkpoints))
-    return result, load_checkpoint(root / "encoder.pt")["objective"]
+    return result, load_checkpoint(root / "encoder.pt")["encoder"]
 
 
 def steps_in(checkpoints: Path) -> list[int]:

@@ -95,13 +95,13 @@ def test_review_prints_champion_and_challenger_side_by_side(tmp_path, monkeypatc
 def test_review_says_there_is_no_champion(tmp_path, monkeypatch, capsys):
     """A first model that does not beat its bag of frames is challenger only: no champion at all.
     The store comes from MLFLOW_TRACKING_URI (tracking.uri: null); scores fall back to the version's
-    tags when the run's metrics.json is gone."""
+    tags when the run's scores.json is gone."""
     store, arts = f"sqlite:///{tmp_path / 'mlruns.db'}", tmp_path / "mlartifacts"
     cfg = make_config(store, arts)
     data, model, ev = make_inputs(tmp_path / "a", 0.5, frames=0.5)
     first = register(cfg, data, model, ev, tmp_path / "out")
     assert not first["promoted"] and first["aliases"] == ["challenger"]
-    for p in arts.rglob("metrics.json"):
+    for p in arts.rglob("scores.json"):
         p.unlink()
     capsys.readouterr()
 
@@ -112,7 +112,7 @@ def test_review_says_there_is_no_champion(tmp_path, monkeypatch, capsys):
     assert f"NO CHAMPION: no version of {NAME} has passed the gate" in out
     assert cells(out, "") == ["", "champion (none)", "challenger v1"]
     assert cells(out, "git commit") == ["git commit", "—", os.environ["VIDEOSSL_GIT_COMMIT"]]
-    assert "note: v1: scores from its tags (the run's eval/metrics.json could not be read" in out
+    assert "note: v1: scores from its tags (the run's eval/scores.json could not be read" in out
     assert cells(out, "arrow_of_time.video *") == ["arrow_of_time.video *", "—", "0.500 [0.450, 0.550]", "—"]
     assert "failed arrow_of_time.video" in out and "vs bag of frames 0.5: gain +0, needs at least +0.05: fail" in out
     assert "## Params that differ" not in out  # nothing to compare with

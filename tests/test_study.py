@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.tiny import tiny_config
-from videossl.config import HEADLINE
+from videossl.eval.scores import HEADLINE
 from videossl.study import study
 
 

@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 from videossl.config import ConfigError, load_config
+from videossl.stages import STAGES
+
+# each step's default folder: where dvc.yaml runs it
+DATA, MODELS, EVAL, REGISTER = (STAGES[s].out for s in ("ingest", "pretrain", "probe_eval", "register"))
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -25,39 +29,39 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="raw videos -> clip shards + manifest")
     _add_params(p)
-    p.add_argument("--out", default="data/ingest")
+    p.add_argument("--out", default=DATA)
 
     p = sub.add_parser("pretrain", help="pretrain the video encoder and the bag-of-frames baseline (torchrun)")
     _add_params(p)
-    p.add_argument("--data", default="data/ingest")
-    p.add_argument("--out", default="outputs/pretrain")
+    p.add_argument("--data", default=DATA)
+    p.add_argument("--out", default=MODELS)
 
     p = sub.add_parser("probe-eval", help="temporal benchmark on frozen features")
     _add_params(p)
-    p.add_argument("--data", default="data/ingest")
-    p.add_argument("--models", default="outputs/pretrain")
-    p.add_argument("--out", default="outputs/eval")
+    p.add_argument("--data", default=DATA)
+    p.add_argument("--models", default=MODELS)
+    p.add_argument("--out", default=EVAL)
 
     p = sub.add_parser("evaluate", help="the temporal benchmark of any encoder (package.module:factory[=arg]), "
                        "beside this project's model and every baseline, in one report")
     _add_params(p)
     p.add_argument("--encoder", action="append", required=True,
                    help="package.module:factory[=argument] (repeatable); the contract: videossl.eval.external")
-    p.add_argument("--data", default="data/ingest")
-    p.add_argument("--models", default="outputs/pretrain", help="this project's model and its baselines")
+    p.add_argument("--data", default=DATA)
+    p.add_argument("--models", default=MODELS, help="this project's model and its baselines")
     p.add_argument("--out", default="outputs/evaluate")
 
     p = sub.add_parser("register", help="log + register the encoder in MLflow, champion/challenger gate")
     _add_params(p)
-    p.add_argument("--data", default="data/ingest")
-    p.add_argument("--models", default="outputs/pretrain")
-    p.add_argument("--eval", default="outputs/eval")
-    p.add_argument("--out", default="outputs/register")
+    p.add_argument("--data", default=DATA)
+    p.add_argument("--models", default=MODELS)
+    p.add_argument("--eval", default=EVAL)
+    p.add_argument("--out", default=REGISTER)
 
     p = sub.add_parser("study", help="every pretraining objective at equal training time, several budgets, "
                        "scored by the benchmark: a table and a plot")
     _add_params(p)
-    p.add_argument("--data", default="data/ingest")
+    p.add_argument("--data", default=DATA)
     p.add_argument("--out", default="outputs/study")
     p.add_argument("--budgets", default="60,135,270", help="training seconds per run, comma separated (270: "
                    "what make run's default trains for on 2 cores)")
@@ -72,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files or folders")
 
     p = sub.add_parser("summary", help="print the benchmark table and where the registered model is")
-    p.add_argument("--eval", default="outputs/eval")
-    p.add_argument("--register", default="outputs/register")
+    p.add_argument("--eval", default=EVAL)
+    p.add_argument("--register", default=REGISTER)
 
     p = sub.add_parser("review", help="the registered champion and challenger side by side (scores, intervals, "
                        "digests, commits, differing params)")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from videossl.eval import scores
+
 
 class ConfigError(ValueError):
     """Invalid params: the message names the key and what is allowed."""
@@ -336,7 +338,6 @@ ProbeTask = Literal["arrow_of_time", "speed", "gravity", "order", "future_retrie
 # The tasks only a model of time can solve: each has a supervised ceiling, and the headline
 # `temporal_score` is the mean of their (model - bag of frames) / (ceiling - bag of frames).
 TEMPORAL_TASKS = ("arrow_of_time", "speed", "gravity", "order")
-HEADLINE = "temporal_score"
 
 
 class AttentiveProbeConfig(Section):
@@ -556,8 +557,8 @@ with warnings.catch_warnings():
                 raise ValueError(f"ingest.clip_frames ({self.ingest.clip_frames}) must be divisible by "
                                  f"model.tubelet ({self.model.tubelet})")
             for m in self.register.gate_metrics:
-                task = m.split(".")[0]
-                scored = (any(t in self.probe_eval.tasks for t in TEMPORAL_TASKS) if task == HEADLINE
+                task, _ = scores.split(m)
+                scored = (any(t in self.probe_eval.tasks for t in TEMPORAL_TASKS) if task == scores.HEADLINE
                           else task in self.probe_eval.tasks)
                 if not scored:
                     raise ValueError(f"register.gate_metrics ({m}) is not scored by probe_eval.tasks "

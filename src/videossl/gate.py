@@ -31,22 +31,24 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from videossl.eval.scores import CI_LOW, FRAMES, VIDEO, dotted, gap, split, swap_model
+
 TOLERANCE = 1e-9
-VIDEO, FRAMES = "video", "frames"
 
 
 def frames_key(metric: str) -> str:
     """The bag-of-frames counterpart of a video-model key: `task.video_r1` -> `task.frames_r1`."""
-    task, _, model = metric.partition(".")
-    if not model.startswith(VIDEO):
-        raise ValueError(f"gate metric {metric!r} is not a video-model score (task.video[_probe])")
-    return f"{task}.{FRAMES}{model[len(VIDEO):]}"
+    task, name = split(metric)
+    try:
+        return dotted(task, swap_model(name, VIDEO, FRAMES))
+    except ValueError:
+        raise ValueError(f"gate metric {metric!r} is not a video-model score (task.video[_probe])") from None
 
 
 def gap_low_key(metric: str) -> str:
     """The lower bound of the paired gap to the bag of frames: `task.video_r5` -> `task.video_r5_minus_frames_r5_ci_low`."""
-    task, _, model = metric.partition(".")
-    return f"{task}.{model}_minus_{FRAMES}{model[len(VIDEO):]}_ci_low"
+    task, name = split(metric)
+    return dotted(task, gap(name, swap_model(name, VIDEO, FRAMES)) + CI_LOW)
 
 
 def fmt(v: float | None) -> str:

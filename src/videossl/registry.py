@@ -35,7 +35,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from videossl.errors import StepError
 from videossl.gate import GateDecision, Policy, decide, fmt
@@ -56,27 +56,9 @@ class RegisterError(StepError):
 # scores
 
 
-def flatten_scores(tree: dict, prefix: str = "") -> dict[str, float]:
-    """Nested metrics.json -> {"arrow_of_time.video": 0.81, ...}: numeric leaves only (no bools)."""
-    from videossl.tracking import flatten
-
-    numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    return {k: float(v) for k, v in flatten(tree, prefix, numeric).items()}
-
-
 def metric_name(key: str) -> str:
     """A flattened score key as an MLflow metric name (dots are allowed; anything odd becomes '_')."""
     return _METRIC_NAME_BAD.sub("_", key)
-
-
-def lookup(tree: dict, dotted: str) -> Any:
-    """`lookup(metrics, "arrow_of_time.video")`; KeyError naming the first missing part."""
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(part)
-        node = node[part]
-    return node
 
 
 # ----------------------------------------------------------------------------------------------

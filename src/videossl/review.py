@@ -2,7 +2,7 @@
 
 What a human needs to overrule (or confirm) the gate: every score with its 95% interval, the gate's
 reason for each version, dataset digests, git commits, and the params that differ between the two
-runs. Scores come from the `eval/metrics.json` each register run logged (complete and nested as
+runs. Scores come from the `eval/scores.json` each register run logged (complete and nested as
 probe-eval wrote it); when that artifact cannot be read, from the version's score tags, and the
 output says so. Params come from the register run (every params.yaml key, flattened).
 """
@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from videossl import registry
+from videossl.eval.scores import INTERVAL, SCORES, flatten
 
 # flattened keys shown beside their score (the interval) or not at all (probe hyperparameters)
-_INTERVAL = ("_ci_low", "_ci_high")
+_INTERVAL = INTERVAL
 _HIDDEN_SUFFIXES = _INTERVAL + ("_l2",)
 _CELL_LIMIT = 60
 
@@ -54,11 +55,11 @@ def _load_side(client, role: str, info: registry.VersionInfo | None) -> Side:
         side.notes.append(f"v{info.version}: run {info.run_id} unreadable ({e.error_code}): no params")
     try:
         with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
-            path = client.download_artifacts(info.run_id, "eval/metrics.json", tmp)
-            side.scores = registry.flatten_scores(json.loads(Path(path).read_text()))
+            path = client.download_artifacts(info.run_id, f"eval/{SCORES}", tmp)
+            side.scores = flatten(json.loads(Path(path).read_text()))
     except Exception as e:  # any store or artifact error: the tags still hold every score
         why = (str(e).strip().splitlines() or [""])[0][:120]
-        side.notes.append(f"v{info.version}: scores from its tags (the run's eval/metrics.json could not be "
+        side.notes.append(f"v{info.version}: scores from its tags (the run's eval/{SCORES} could not be "
                           f"read: {type(e).__name__}: {why})")
         side.scores = info.scores()
     return side

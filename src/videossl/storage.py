@@ -405,3 +405,10 @@ def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
     with atomic_path(dest) as tmp:
         tmp.write_text(text)
     return Path(dest)
+
+
+def put_text(dest: str | os.PathLike, text: str) -> str:
+    """`text` at a local path (atomically) or an s3:// URI (a single put is atomic there)."""
+    if is_s3(dest):
+        return write_bytes(str(dest), text.encode())
+    return str(write_text_atomic(dest, text))

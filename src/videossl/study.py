@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from videossl.config import HEADLINE, TEMPORAL_TASKS, Config, dump_config, parse_config
+from videossl.config import TEMPORAL_TASKS, Config, dump_config, parse_config
+from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 
@@ -97,8 +98,8 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
                    "seconds_per_step": round(per_step[name], 4),
                    "compute_seconds": round(steps * per_step[name], 1),  # the x axis: quiet-machine seconds
                    "train_seconds": summary["video"]["seconds"],  # as measured in this run (load included)
-                   HEADLINE: head.get("video"), f"{HEADLINE}_ci_low": head.get("video_ci_low"),
-                   f"{HEADLINE}_ci_high": head.get("video_ci_high")}
+                   HEADLINE: head.get("video"), HEADLINE + CI_LOW: head.get("video" + CI_LOW),
+                   HEADLINE + CI_HIGH: head.get("video" + CI_HIGH)}
             for task in (*TEMPORAL_TASKS, "content_count", "content_shape"):
                 if task in metrics:
                     row[task] = metrics[task].get("video")
@@ -121,8 +122,8 @@ def _write(out: Path, rows: list[dict]) -> None:
     lines = ["| objective | planned budget (s) | steps | compute (s) | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
              "|---" * (5 + len(tasks)) + "|"]
     for r in rows:
-        head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + '_ci_low']:.2f}, "
-                                                 f"{r[HEADLINE + '_ci_high']:.2f}]")
+        head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + CI_LOW]:.2f}, "
+                                                 f"{r[HEADLINE + CI_HIGH]:.2f}]")
         budget = r["budget_seconds"]
         budget = f"{budget:g}" if isinstance(budget, (int, float)) else budget
         lines.append(f"| {r['objective']} | {budget} | {r['steps']} | {r['compute_seconds']:g} | {head} | "
@@ -147,7 +148,7 @@ def _plot(rows: list[dict], dest: Path) -> None:
                 continue
             x, y = [r["compute_seconds"] for r in mine], [r[key] for r in mine]
             if key == HEADLINE:
-                err = [[r[key] - r[key + "_ci_low"] for r in mine], [r[key + "_ci_high"] - r[key] for r in mine]]
+                err = [[r[key] - r[key + CI_LOW] for r in mine], [r[key + CI_HIGH] - r[key] for r in mine]]
                 ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
             else:
                 ax.plot(x, y, marker="o", label=name)

@@ -4,24 +4,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from videossl.config import HEADLINE
+from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, REPORT, SCORES, VIDEO
 from videossl.eval.report import MODELS, console_table
 
 
 def print_summary(eval_dir: Path, register_dir: Path) -> int:
-    metrics_path = eval_dir / "metrics.json"
+    metrics_path = eval_dir / SCORES
     if not metrics_path.is_file():
         print(f"no benchmark yet: {metrics_path} is missing (run `make run`)")
         return 1
     flat = json.loads(metrics_path.read_text())
     tasks = {k: v for k, v in flat.items() if isinstance(v, dict) and ("n_test" in v or k == HEADLINE)}
     head = flat.get(HEADLINE, {})
-    if "video" in head:
-        print(f"\n{HEADLINE}: {head['video']:.3f} [{head.get('video_ci_low', float('nan')):.3f}, "
-              f"{head.get('video_ci_high', float('nan')):.3f}]  (0 = bag of frames, 1 = supervised ceiling; "
+    if VIDEO in head:
+        print(f"\n{HEADLINE}: {head[VIDEO]:.3f} [{head.get(VIDEO + CI_LOW, float('nan')):.3f}, "
+              f"{head.get(VIDEO + CI_HIGH, float('nan')):.3f}]  (0 = bag of frames, 1 = supervised ceiling; "
               "mean over the temporal tasks)")
     print("\nTemporal benchmark: linear-probe test accuracy on held-out videos (95% CIs in "
-          f"{eval_dir / 'report.md'})")
+          f"{eval_dir / REPORT})")
     print(console_table({"tasks": tasks}, MODELS))
     reg_path = register_dir / "registration.json"
     if reg_path.is_file():

@@ -20,6 +20,7 @@ import numpy as np
 from videossl.storage import atomic_path, write_text_atomic
 
 MANIFEST = "manifest.jsonl"
+STATS = "ingest.json"  # the ingest record: dataset digest, counts, what was skipped
 SHARDS = "shards"
 SPLITS = ("train", "val", "test")
 # What a video is for (the manifest's `kind`): the synthetic benchmark world is evaluated on and never
@@ -49,7 +50,7 @@ def clip_digest(frames: np.ndarray) -> str:
 
 def dataset_digest(data_dir: str | os.PathLike) -> str:
     """The digest ingest recorded in `data_dir/ingest.json` ("unknown" without one)."""
-    stats = Path(data_dir) / "ingest.json"
+    stats = Path(data_dir) / STATS
     return json.loads(stats.read_text()).get("digest", "unknown") if stats.is_file() else "unknown"
 
 

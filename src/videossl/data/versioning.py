@@ -23,19 +23,12 @@ from pathlib import Path, PurePosixPath
 
 from videossl import storage
 from videossl.errors import StepError
+from videossl.stages import STAGES
 
 log = logging.getLogger(__name__)
 
-DATA_PATH = "data/ingest"       # what dvc.yaml's ingest stage writes (its outs, and ingest.json)
-DVC_REMOTE = "videossl-data"    # the remote name push_data configures (in .dvc/config.local)
-
-# Where each step writes under a run's root, before the params address.
-LAYOUT = {
-    "ingest": "data/ingest",
-    "pretrain": "outputs/pretrain",
-    "probe_eval": "outputs/eval",
-    "register": "outputs/register",
-}
+DATA_PATH = STAGES["ingest"].out  # what dvc.yaml's ingest stage writes (its outs, and ingest.json)
+DVC_REMOTE = "videossl-data"      # the remote name push_data configures (in .dvc/config.local)
 
 
 class VersioningError(StepError):
@@ -43,10 +36,10 @@ class VersioningError(StepError):
 
 
 def output_uri(root: str, step: str, params: str, *inputs: str) -> str:
-    """`{root}/{LAYOUT[step]}/{key}`, key = a hash of the step name, its params text (`dump_config`: one
+    """`{root}/{STAGES[step].out}/{key}`, key = a hash of the step name, its params text (`dump_config`: one
     text per config, however it was written) and its input locations."""
     h = hashlib.sha256("\0".join([step, params, *inputs]).encode())
-    return f"{str(root).rstrip('/')}/{LAYOUT[step]}/{h.hexdigest()[:16]}"
+    return f"{str(root).rstrip('/')}/{STAGES[step].out}/{h.hexdigest()[:16]}"
 
 
 def _dvc_config(remote: str, endpoint_url: str | None) -> dict:

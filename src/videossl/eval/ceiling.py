@@ -33,7 +33,7 @@ from videossl.config import CeilingConfig
 from videossl.data.shards import ClipStore, Video
 from videossl.data.synthetic import GRAVITY_DIRECTIONS, SHAPES
 from videossl.data.transforms import to_model_input
-from videossl.eval.tasks import CLASSIFICATION, ClipKey, Task, clip_pixels, span
+from videossl.eval.tasks import CLASSIFICATION, Task, clip_pixels, span
 from videossl.storage import write_text_atomic
 from videossl.train import precision
 

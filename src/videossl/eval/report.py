@@ -1,10 +1,5 @@
-"""Benchmark outputs: markdown tables, PNG plots, the DVC plot data, and the console table.
-
-metrics.json layout (one dict per task): `<model>` is the primary score (linear-probe accuracy;
-cosine R@1 for retrieval; sign accuracy for the time vector) with `<model>_ci_low/_ci_high` (95%,
-resampling test videos); `<model>_<probe>` the other probes' scores; `video_minus_<baseline>` the
-paired gap; `supervised` the ceiling; `n_test`, `n_test_videos`, and `chance` (the mean of the
-label-permutation null, `null_low`/`null_high` its 95% range). `temporal_score` is the headline.
+"""Benchmark outputs: markdown tables, PNG plots, the DVC plot data, and the console table, all
+read from the scores' record (its key scheme: videossl.eval.scores).
 """
 from __future__ import annotations
 
@@ -14,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, SUPERVISED, VIDEO, gap, interval
+
 MODEL_LABELS = {"video": "video model", "frames": "bag of frames", "ordered_frames": "ordered frames",
                 "random_init": "random init", "pixels": "raw pixels"}
 MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
 BASELINES = MODELS[1:]
-SUPERVISED = "supervised"
 PROBE_LABELS = {"": "linear probe", "_grid": "linear probe on the 2x2 grid", "_attentive": "attentive probe",
                 "_knn": "kNN", "_r5": "R@5", "_predictor": "predictor R@1", "_predictor_r5": "predictor R@5",
                 "_within_video": "within-video R@1", "_no_control": "without codec control",
@@ -35,16 +31,16 @@ def _is_num(v) -> bool:
 def _cell(scores: dict, key: str) -> str:
     if not _is_num(scores.get(key)):
         return "—"
-    if f"{key}_ci_low" not in scores:
+    if not (ci := interval(scores, key)):
         return f"{scores[key]:.3f}"
-    return f"{scores[key]:.3f} [{scores[key + '_ci_low']:.2f}, {scores[key + '_ci_high']:.2f}]"
+    return f"{scores[key]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def _gap(scores: dict, a: str, b: str) -> str:
-    paired = f"{a}_minus_{b}"
+    paired = gap(a, b)
     if _is_num(scores.get(paired)):
-        return (f"{scores[paired]:+.3f} [{scores[paired + '_ci_low']:+.2f}, {scores[paired + '_ci_high']:+.2f}]"
-                if f"{paired}_ci_low" in scores else f"{scores[paired]:+.3f}")
+        ci = interval(scores, paired)
+        return f"{scores[paired]:+.3f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else f"{scores[paired]:+.3f}"
     if _is_num(scores.get(a)) and _is_num(scores.get(b)):
         return f"{scores[a] - scores[b]:+.3f}"
     return "—"
@@ -88,7 +84,7 @@ def markdown_table(metrics: dict, models: list[str], suffix: str = "", gaps: boo
 
 def headline_table(metrics: dict, models: list[str]) -> str:
     """temporal_score per model: 0 = the bag of frames, 1 = the supervised ceiling."""
-    s = metrics["tasks"].get("temporal_score")
+    s = metrics["tasks"].get(HEADLINE)
     if not s:
         return ""
     rows = ["| model | temporal score [95% CI] |", "|---|---|"]
@@ -117,8 +113,8 @@ def plot_rows(metrics: dict, models: list[str]) -> list[dict]:
             for suffix, probe in PROBE_LABELS.items():
                 if _is_num(s.get(m + suffix)):
                     rows.append({"name": f"{task}/{m}{suffix}", "task": task, "model": m, "probe": probe,
-                                 "score": s[m + suffix], "ci_low": s.get(f"{m}{suffix}_ci_low"),
-                                 "ci_high": s.get(f"{m}{suffix}_ci_high")})
+                                 "score": s[m + suffix], "ci_low": s.get(m + suffix + CI_LOW),
+                                 "ci_high": s.get(m + suffix + CI_HIGH)})
     return rows
 
 
@@ -147,7 +143,7 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
         sections.append("## Conclusion\n\n" + verdict)
     head = headline_table(metrics, models)
     if head:
-        s = metrics["tasks"]["temporal_score"]
+        s = metrics["tasks"][HEADLINE]
         sections.append("## Headline: temporal score\n\nThe mean over the temporal tasks (" + s.get("tasks", "")
                         + ") of (model − bag of frames) / (supervised ceiling − bag of frames): 0 is the bag of "
                         "frames, 1 the ceiling.\n\n" + head)
@@ -174,18 +170,18 @@ def conclusion(metrics: dict) -> str:
     """What the numbers say, in words: the headline, and on which tasks the video model beats each
     baseline with the paired gap's lower bound above 0 (not merely a higher point estimate)."""
     tasks = metrics["tasks"]
-    scored = [t for t in tasks if t != "temporal_score" and isinstance(tasks[t], dict) and "video_minus_frames" in tasks[t]]
+    scored = [t for t in tasks if t != HEADLINE and isinstance(tasks[t], dict) and gap(VIDEO, "frames") in tasks[t]]
     if not scored:
         return ""
     lines = []
-    head = tasks.get("temporal_score")
-    if head and "video" in head:
-        lines.append(f"The video model's temporal score is {head['video']:.3f} [{head['video_ci_low']:.2f}, "
-                     f"{head['video_ci_high']:.2f}] (0 = the bag of frames, 1 = the supervised ceiling).")
+    head = tasks.get(HEADLINE)
+    if head and VIDEO in head:
+        lines.append(f"The video model's temporal score is {_cell(head, VIDEO)} (0 = the bag of frames, "
+                     f"1 = the supervised ceiling).")
     for base in BASELINES:
-        key = f"video_minus_{base}"
-        won = [t for t in scored if tasks[t].get(f"{key}_ci_low", -1) > 0]
-        lost = [t for t in scored if tasks[t].get(f"{key}_ci_high", 1) < 0]
+        key = gap(VIDEO, base)
+        won = [t for t in scored if tasks[t].get(key + CI_LOW, -1) > 0]
+        lost = [t for t in scored if tasks[t].get(key + CI_HIGH, 1) < 0]
         if any(key in tasks[t] for t in scored):
             text = f"Against {MODEL_LABELS.get(base, base)}: better on {', '.join(won) or 'no task'}"
             lines.append(text + (f"; worse on {', '.join(lost)}" if lost else "") + " (95% paired intervals).")
@@ -241,14 +237,14 @@ def bar_plot(metrics: dict, models: list[str], dest: Path, title: str) -> Path:
     """Per task: the ceiling and each model's primary score with its 95% interval; dashed: chance."""
     plt = _pyplot()
     cols = [SUPERVISED] + models
-    tasks = [t for t, s in metrics["tasks"].items() if all(m in s for m in models) and t != "temporal_score"]
+    tasks = [t for t, s in metrics["tasks"].items() if all(m in s for m in models) and t != HEADLINE]
     width = 0.8 / len(cols)
     fig, ax = plt.subplots(figsize=(1.8 + 1.8 * len(tasks), 3.8), dpi=120)
     for i, m in enumerate(cols):
         s = [metrics["tasks"][t] for t in tasks]
         acc = np.array([x.get(m, np.nan) for x in s], dtype=float)
-        lo = acc - np.array([x.get(m + "_ci_low", x.get(m, np.nan)) for x in s], dtype=float)
-        hi = np.array([x.get(m + "_ci_high", x.get(m, np.nan)) for x in s], dtype=float) - acc
+        lo = acc - np.array([x.get(m + CI_LOW, x.get(m, np.nan)) for x in s], dtype=float)
+        hi = np.array([x.get(m + CI_HIGH, x.get(m, np.nan)) for x in s], dtype=float) - acc
         ax.bar(np.arange(len(tasks)) + (i - (len(cols) - 1) / 2) * width, acc, width,
                yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2,
                label=MODEL_LABELS.get(m, "supervised ceiling" if m == SUPERVISED else m))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from videossl.eval.probes import STD_EPS, flatten_clips, single_thread, standardiser, wilson_interval
+from videossl.eval.scores import CI_HIGH, CI_LOW
 
 RETRIEVAL_KS = (1, 5)                         # R@k reported for every scorer
 RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)    # ridge strength in units of N_train (features are standardised)
@@ -86,7 +87,7 @@ class RidgePath:
 def _recall(r: np.ndarray, k: int) -> dict[str, float]:
     correct = int((r < k).sum())
     lo, hi = wilson_interval(correct, len(r))
-    return {"": correct / max(1, len(r)), "_ci_low": lo, "_ci_high": hi}
+    return {"": correct / max(1, len(r)), CI_LOW: lo, CI_HIGH: hi}
 
 
 def retrieval_scores(train: Pairs, val: Pairs, test: Pairs, *, ks: Sequence[int] = RETRIEVAL_KS,

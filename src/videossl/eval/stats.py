@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from videossl.eval.scores import with_interval
+
 CI_LEVEL = 0.95
 
 
@@ -29,9 +31,8 @@ class Estimate:
     ci_high: float
 
     def keys(self, prefix: str, decimals: int = 4) -> dict[str, float]:
-        """{prefix: value, prefix_ci_low: .., prefix_ci_high: ..}: the metrics.json form."""
-        return {prefix: round(self.value, decimals), f"{prefix}_ci_low": round(self.ci_low, decimals),
-                f"{prefix}_ci_high": round(self.ci_high, decimals)}
+        """{prefix: value, prefix_ci_low: .., prefix_ci_high: ..}: the scores.json form."""
+        return with_interval(prefix, self.value, self.ci_low, self.ci_high, decimals)
 
 
 def percentile_interval(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from videossl.config import ProbeEvalConfig
 from videossl.data.shards import ClipStore
-from videossl.eval import probes, real_video, retrieval
+from videossl.eval import probes, real_video, retrieval, scores
+from videossl.eval.scores import FRAMES, SUPERVISED, VIDEO
 from videossl.progress import Progress
 from videossl.eval.features import ClipFeatures, FeatureCache, FeatureModel
 from videossl.eval.stats import Null, VideoBootstrap, null_accuracies
@@ -211,13 +212,13 @@ def score(out: Outcomes, boot: VideoBootstrap, null: Null | None, baselines: lis
     for key, values in out.correct.items():
         res.update(boot.estimate(values, out.videos).keys(key))
     if supervised is not None:
-        res.update(boot.estimate(supervised, out.videos).keys("supervised"))
+        res.update(boot.estimate(supervised, out.videos).keys(SUPERVISED))
     for suffix in sorted({k[len("video"):] for k in out.correct if k.startswith("video")}):
         against = baselines if suffix == PRIMARY else ["frames"]
         for b in against:
             if b + suffix in out.correct:
-                gap = boot.gap(out.correct["video" + suffix], out.correct[b + suffix], out.videos)
-                res.update(gap.keys(f"video{suffix}_minus_{b}{suffix}"))
+                paired = boot.gap(out.correct[VIDEO + suffix], out.correct[b + suffix], out.videos)
+                res.update(paired.keys(scores.gap(VIDEO + suffix, b + suffix)))
     if determinable is not None and out.determinability is not None:
         keep = out.determinability >= determinable
         res["n_test_determinable"] = int(keep.sum())
@@ -256,7 +257,7 @@ def temporal_score(outcomes: dict[str, Outcomes], supervised: dict[str, np.ndarr
     from videossl.eval.stats import Estimate, percentile_interval
 
     res: dict = {"n_test_videos": len(set(v for t in used for v in outcomes[t].videos)), "tasks": ",".join(used),
-                 "frames": 0.0, "supervised": 1.0}
+                 FRAMES: 0.0, SUPERVISED: 1.0}
     for model in models:
         if model == "frames" or not all(model in outcomes[t].correct for t in used):
             continue
@@ -264,7 +265,7 @@ def temporal_score(outcomes: dict[str, Outcomes], supervised: dict[str, np.ndarr
         est = Estimate(float(np.mean(points)), *percentile_interval(np.mean(np.stack(reps), axis=0)))
         res.update(est.keys(model))
         if model == "video":
-            res.update(est.keys("video_minus_frames"))  # the bag of frames is 0 by definition
+            res.update(est.keys(scores.gap(VIDEO, FRAMES)))  # the bag of frames is 0 by definition
     return res
 
 

@@ -1,11 +1,16 @@
-"""Self-describing checkpoints: shape + config + weights + optimizer + step + RNG, written atomically,
-holding tensors and plain values only (loaded without running any code from the file).
+"""Self-describing checkpoints, written atomically, holding tensors and plain values only (loaded
+without running any code from the file).
 
-A checkpoint alone is enough to rebuild its encoder (`load_encoder`), so probe-eval, the registry
-and a user in a notebook need nothing but the file.
+Two kinds: the training checkpoints (train/checkpointing.py: the whole objective, optimizer, RNG and
+step, to resume) and the exported model (`encoder.pt`): the encoder's weights, its shape, the config
+that made them (`export_config`), the dataset digest and the step, nothing about how the run went.
+An exported model alone is enough to rebuild its encoder (`load_encoder`), so probe-eval, the
+registry and a user in a notebook need nothing but the file. The run's timings go beside it
+(`timings_path`), so equal weights give equal bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -25,6 +30,28 @@ CHECKPOINTS = {"video": "encoder.pt", "frames": "frame_encoder.pt"}
 
 class CheckpointError(StepError):
     pass
+
+
+def export_config(cfg) -> dict:
+    """What the exported model records of its config: what decides the weights (seed, model, the
+    objective's settings) and the preprocessing a user must repeat (ingest's fps, size, decoder);
+    not the knobs of how the run executed (train/checkpointing.OPERATIONAL), nor paths or servers."""
+    from videossl.train.checkpointing import OPERATIONAL
+
+    full = cfg.model_dump(mode="json")
+    return {"seed": full["seed"], "model": full["model"],
+            "pretrain": {k: v for k, v in full["pretrain"].items() if k not in OPERATIONAL},
+            "ingest": {k: full["ingest"][k] for k in PREPROCESSING}}
+
+
+# ingest keys a user repeats to feed the model what it was trained on (embed.Encoder reads them)
+PREPROCESSING = ("fps", "size", "clip_frames", "decoder")
+
+
+def timings_path(dest: str | os.PathLike) -> str:
+    """Where a training run writes its timings, beside the exported model (`encoder.pt` ->
+    `encoder.timings.json`)."""
+    return str(dest)[: -len(".pt")] + ".timings.json" if str(dest).endswith(".pt") else f"{dest}.timings.json"
 
 
 def encoder_shape(model: ModelConfig, variant: str, clip_frames: int, img_size: int) -> VitShape:
@@ -60,14 +87,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state_dict (names and raw bytes): equal digests = bit-identical weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_checkpoint(src: str | os.PathLike) -> dict:
     """A checkpoint's dict. Loaded with weights_only=True: tensors, containers and plain values only,
     so a crafted file cannot run code (torch's restricted unpickler refuses every other global)."""
     try:
-        if storage.is_s3(src):
-            bucket, key = storage.split_s3(str(src))
-            buf = io.BytesIO(storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
-            state = torch.load(buf, map_location="cpu", weights_only=True)
+        if storage.is_s3(src):  # with the store's retries, and a check that the whole body arrived
+            state = torch.load(io.BytesIO(storage.read_bytes(str(src))), map_location="cpu", weights_only=True)
         else:
             if not Path(src).is_file():
                 raise CheckpointError(f"checkpoint not found: {src}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videossl import stages
 from videossl.config import Config
 from videossl.data import shards, sources
 from videossl.data.decode import DecodeError, decode_video, make_decoder
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 QUARANTINE = "quarantine.json"
 # The reasons of an ingest that failed: beside the previous dataset, whose own quarantine.json stays
 FAILED_QUARANTINE = "quarantine.failed.json"
-STATS = "ingest.json"
+STATS = shards.STATS
 
 
 class IngestError(StepError):
@@ -61,7 +62,8 @@ MAX_LISTED = 100  # skipped files named in ingest.json (all are counted, and eac
 def reason_kind(reason: str) -> str:
     """What a quarantine reason is about, for counting: the text before its first ':' or '('."""
     return re.split(r"[:(;]", reason, maxsplit=1)[0].strip() or reason
-DATASET = (shards.SHARDS, QUARANTINE, STATS, shards.MANIFEST)  # the manifest last: it is the commit
+
+DATASET = (shards.SHARDS, QUARANTINE, STATS, stages.METRICS, stages.TIMINGS, shards.MANIFEST)  # the manifest last: it is the commit
 
 
 def staging_dir(out: Path) -> Path:
@@ -190,11 +192,12 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
         "quarantined_by_reason": dict(sorted(Counter(reason_kind(q["reason"]) for q in quarantine).items())),
         "skipped": len(skipped),
         "skipped_files": skipped[:MAX_LISTED],
-        "wall_seconds": round(wall, 3),
-        "frames_per_second": round(n_frames / wall, 1),
         "clips_per_split": per_split,
     }
+    timings = {"wall_seconds": round(wall, 3), "frames_per_second": round(n_frames / wall, 1)}
     write_text_atomic(stage / STATS, json.dumps(stats, indent=2) + "\n")
+    stages.write_metrics(stage, stats, timings)
+    stats = {**stats, **timings}
     _swap_in(stage, out)
     push_step_metrics(icfg.pushgateway, "ingest",
                       {k: v for k, v in stats.items() if isinstance(v, (int, float))},

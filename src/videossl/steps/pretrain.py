@@ -12,13 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-from videossl import processes
+from videossl import processes, stages
 from videossl.config import Config, dump_config
 from videossl.data.shards import ClipStore
 from videossl.errors import StepError
-from videossl.models.checkpoint import CHECKPOINTS, load_checkpoint
+from videossl.models.checkpoint import CHECKPOINTS, load_checkpoint, timings_path
 from videossl.storage import write_text_atomic
 from videossl.train.loop import TrainingError, check_world
+
+
+RECORD = "pretrain.json"  # each variant's result (steps, loss, size, weight digests); stages.py says why three files
 
 
 class PretrainError(StepError):
@@ -61,6 +64,12 @@ def _pretrain(cfg: Config, data_dir: Path, out: Path, variants: tuple[str, ...])
         raise PretrainError(f"pretraining failed (torchrun exit {code}; finished: {done or 'none'}); "
                             f"see the log above")
     results = {v: load_checkpoint(out / CHECKPOINTS[v])["result"] for v in variants}
+    timings = {}
+    for v in variants:  # what each trainer measured, beside its model
+        path = Path(timings_path(out / CHECKPOINTS[v]))
+        timings[v] = json.loads(path.read_text())
+        path.unlink()
     summary = {"checkpoints": {v: CHECKPOINTS[v] for v in variants}, **results}
-    write_text_atomic(out / "pretrain.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    write_text_atomic(out / RECORD, json.dumps(summary, indent=2) + "\n")
+    stages.write_metrics(out, results, timings)
+    return {**summary, **{v: {**results[v], **timings[v]} for v in variants}}

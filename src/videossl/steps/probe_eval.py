@@ -8,8 +8,9 @@ per model (and cached by model and dataset digest); probes train on training vid
 hyperparameters on validation videos, and are scored once on test videos. Intervals resample test
 videos; the chance column is each task's label-permutation null.
 
-Writes to `out_dir`: metrics.json (DVC metrics), report.md, plots/{benchmark,confusion,
-time_vector}.png and plots/scores.json (DVC plot data). Logs the same to MLflow.
+Writes to `out_dir`: scores.json (every score: eval/scores.py), metrics.json (its headline, DVC
+metrics), timings.json (not committed), report.md, plots/{benchmark,confusion,time_vector}.png and
+plots/scores.json (DVC plot data). Logs the same to MLflow.
 """
 from __future__ import annotations
 
@@ -18,18 +19,17 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from videossl import storage
-from videossl.config import HEADLINE, Config
+from videossl import stages
+from videossl.config import Config
 from videossl.data.shards import BENCHMARK, ClipStore, dataset_digest
 from videossl.errors import StepError
-from videossl.eval import ceiling, features, probes, report, suite
+from videossl.eval import ceiling, features, probes, report, scores, suite
 from videossl.eval.report import MODELS
 from videossl.eval.stats import VideoBootstrap
 from videossl.eval.tasks import TEMPORAL, RetrievalTask, Task, build_tasks, task_keys
-from videossl.models.checkpoint import CHECKPOINTS, load_encoder
+from videossl.models.checkpoint import CHECKPOINTS, load_encoder, state_digest
 from videossl.models.vit import VideoViT
 from videossl.storage import write_text_atomic
 
@@ -47,9 +47,10 @@ def feature_models(cfg: Config, model_dir: Path) -> list[features.FeatureModel]:
         raise ProbeEvalError(f"{frames_path} missing: the bag-of-frames baseline is part of every benchmark")
     video, _ = load_encoder(video_path)
     frame_encoder, _ = load_encoder(frames_path)
-    frames_digest = storage.file_md5(frames_path)
+    # features are cached by the weights, not the file: equal weights are equal features
+    frames_digest = state_digest(frame_encoder.state_dict())
     models = [
-        features.encoder_model("video", video, storage.file_md5(video_path), cells),
+        features.encoder_model("video", video, state_digest(video.state_dict()), cells),
         features.encoder_model("frames", frame_encoder, frames_digest, cells, features.MEAN_FRAMES),
         features.encoder_model("ordered_frames", frame_encoder, frames_digest, cells, features.ORDERED_FRAMES),
     ]
@@ -133,33 +134,33 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
         metrics["footage"] = suite.real_footage(store, cfg.ingest.fps)
     headline = suite.temporal_score(outcomes, supervised, boot, shown, list(TEMPORAL))
     if headline:
-        metrics["tasks"] = {HEADLINE: headline, **metrics["tasks"]}
+        metrics["tasks"] = {scores.HEADLINE: headline, **metrics["tasks"]}
     t_probe = time.perf_counter() - t0 - t_feat - t_ceiling
 
     flat = {**metrics["tasks"], **({"footage": metrics["footage"]} if "footage" in metrics else {}),
-            "dataset_digest": digest, "clips_embedded": len(keys),
-            "seconds": {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
-                        "total": round(time.perf_counter() - t0, 2)}}
+            "dataset_digest": digest, "clips_embedded": len(keys)}
+    timings = {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
+               "total": round(time.perf_counter() - t0, 2)}
     _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys), shown)
+    stages.write_metrics(out, scores.headline(flat), timings)
     _log_to_mlflow(cfg, flat, out)
     print(report.console_table(metrics, shown))
     print(f"probe_eval: {len(keys)} clips x {len(models)} models; features {t_feat:.1f} s, ceiling "
           f"{t_ceiling:.1f} s, probes {t_probe:.1f} s")
-    return flat
+    return {**flat, "seconds": timings}
 
 
 def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, classes: dict, projections: dict,
                    digest: str, n_clips: int, shown: list[str]) -> None:
-    plots = out / "plots"
-    # DVC reads metrics.json; flat task keys (arrow_of_time.video) stay stable for the registry gate.
-    write_text_atomic(out / "metrics.json", json.dumps(flat, indent=2) + "\n")
+    plots = out / scores.PLOTS
+    write_text_atomic(out / scores.SCORES, json.dumps(flat, indent=2) + "\n")
     write_text_atomic(plots / "scores.json", json.dumps(report.plot_rows(metrics, shown), indent=1) + "\n")
     report.bar_plot(metrics, shown, plots / "benchmark.png", "Linear probes on frozen features (dashed: chance)")
     if confusions:
         report.confusion_plot(confusions, classes, plots / "confusion.png")
     if projections:
         report.time_vector_plot(projections, plots / "time_vector.png")
-    write_text_atomic(out / "report.md", report.markdown_report(metrics, shown, digest, n_clips,
+    write_text_atomic(out / scores.REPORT, report.markdown_report(metrics, shown, digest, n_clips,
                                                                 bool(confusions), bool(projections)))
 
 
@@ -172,6 +173,6 @@ def _log_to_mlflow(cfg: Config, flat: dict, out: Path) -> None:
         mlflow.log_params(tracking.flat_params(cfg.probe_eval.model_dump(mode="json"), "probe_eval."))
         mlflow.log_metrics(tracking.flatten({t: s for t, s in flat.items() if isinstance(s, dict) and "n_test_videos" in s},
                                             leaf=lambda v: isinstance(v, (int, float))))
-        mlflow.log_artifact(str(out / "metrics.json"))
-        mlflow.log_artifact(str(out / "report.md"))
-        mlflow.log_artifacts(str(out / "plots"), artifact_path="plots")
+        for name in (scores.SCORES, stages.METRICS, scores.REPORT):
+            mlflow.log_artifact(str(out / name))
+        mlflow.log_artifacts(str(out / scores.PLOTS), artifact_path=scores.PLOTS)

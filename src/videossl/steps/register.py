@@ -2,7 +2,7 @@
 
 Reads `data_dir/ingest.json` (dataset digest), `model_dir/encoder.pt` (the video encoder; a
 `frame_encoder.pt` beside it is the bag-of-frames baseline, mentioned in the card but not
-registered) and `eval_dir/metrics.json` (+ `report.md`, `plots/*.png` when present). Writes
+registered) and `eval_dir/scores.json` (+ `report.md`, `plots/*.png` when present). Writes
 `out_dir/registration.json` (the decision, with every check of the gate and its reason) and
 `out_dir/model_card.md`. The registry mechanics (write order, rollback) live in `videossl.registry`,
 the gate's rule in `videossl.gate`.
@@ -15,15 +15,15 @@ from pathlib import Path
 
 from videossl import registry, tracking
 from videossl.config import Config
+from videossl.data import shards
 from videossl.embed import CHECKPOINT_ARTIFACT
+from videossl.eval.scores import PLOTS, REPORT, SCORES, flatten, lookup
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
+from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 
-ENCODER = "encoder.pt"
-FRAME_ENCODER = "frame_encoder.pt"
-METRICS = "metrics.json"
-REPORT = "report.md"
+ENCODER, FRAME_ENCODER = CHECKPOINTS["video"], CHECKPOINTS["frames"]
 REGISTRATION = "registration.json"
 CARD = "model_card.md"
 
@@ -43,11 +43,11 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _score(scores: dict[str, float], metrics: dict, key: str, why: str, path: Path) -> float:
-    """A numeric score of metrics.json by flattened key; RegisterError naming the key otherwise."""
+    """A numeric score of scores.json by flattened key; RegisterError naming the key otherwise."""
     if key in scores:
         return scores[key]
     try:
-        raw = registry.lookup(metrics, key)
+        raw = lookup(metrics, key)
     except KeyError as e:
         raise RegisterError(f"{why} '{key}' not found in {path} (missing key '{e.args[0]}'; "
                             "register.gate_metrics names task.video[_probe] keys)") from None
@@ -58,7 +58,7 @@ def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, fl
                                                                    dict[str, float | None]]:
     """(gate metric -> score, -> its bag-of-frames score, -> the lower bound of the paired gap to the
     bag of frames, None where the benchmark did not measure one); scores are required before any work."""
-    scores = registry.flatten_scores(metrics)
+    scores = flatten(metrics)
     values = {m: _score(scores, metrics, m, "gate metric", path) for m in policy.metrics}
     frames = {m: _score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
               for m in policy.metrics}
@@ -144,20 +144,20 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     rcfg = cfg.register
 
     # Every input is checked before MLflow is touched: a bad input leaves no run and no version.
-    ingest = _read_json(data_dir / "ingest.json", "ingest stats")
+    ingest = _read_json(data_dir / shards.STATS, "ingest stats")
     digest = ingest.get("digest")
     if not digest:
-        raise RegisterError(f"key 'digest' missing in {data_dir / 'ingest.json'}")
-    metrics_path = eval_dir / METRICS
-    metrics = _read_json(metrics_path, "metrics")
+        raise RegisterError(f"key 'digest' missing in {data_dir / shards.STATS}")
+    metrics_path = eval_dir / SCORES
+    metrics = _read_json(metrics_path, "scores")
     if metrics.get("dataset_digest") not in (None, digest):  # scores of another dataset never gate this one
         raise RegisterError(f"{metrics_path} was measured on dataset {str(metrics['dataset_digest'])[:12]}, "
-                            f"but {data_dir / 'ingest.json'} is dataset {digest[:12]}: re-run probe-eval")
+                            f"but {data_dir / shards.STATS} is dataset {digest[:12]}: re-run probe-eval")
     policy = Policy.from_config(rcfg)
     gate_values, frames_values, gap_lows = gate_inputs(policy, metrics, metrics_path)
     encoder, meta = load_encoder(model_dir / ENCODER)
     frame_encoder = model_dir / FRAME_ENCODER
-    scores = registry.flatten_scores(metrics)
+    scores = flatten(metrics)
     commit = tracking.git_commit()
     params = tracking.flat_params(cfg.model_dump(mode="json"))
     _check_writable(out)  # the last check before MLflow: nothing above writes anything
@@ -180,9 +180,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             mlflow.log_artifact(str(metrics_path), "eval")
             if (eval_dir / REPORT).is_file():
                 mlflow.log_artifact(str(eval_dir / REPORT), "eval")
-            plots = sorted((eval_dir / "plots").glob("*.png")) if (eval_dir / "plots").is_dir() else []
+            plots = sorted((eval_dir / PLOTS).glob("*.png")) if (eval_dir / PLOTS).is_dir() else []
             for p in plots:
-                mlflow.log_artifact(str(p), "eval/plots")
+                mlflow.log_artifact(str(p), f"eval/{PLOTS}")
 
             # the checkpoint itself (tensors and plain values: it loads without unpickling code), for
             # videossl.embed.load_encoder('models:/<name>@<alias>') and `videossl embed`

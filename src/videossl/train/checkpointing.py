@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from videossl import storage
+from videossl.stages import STAGES
 from videossl.config import Config
 from videossl.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from videossl.train import distributed
@@ -56,8 +57,8 @@ OPERATIONAL = frozenset({"nproc", "micro_batch", "threads", "num_workers", "log_
 
 # The code that computes a run: a run never resumes from checkpoints that other code wrote (after an
 # edit, `dvc repro` reruns the stage, and resuming the old run's final checkpoint would silently hand
-# back the old model). Conservative: any edit here starts a new run.
-TRAINING_CODE = ("models", "objectives", "train", "masks.py", "data/transforms.py")
+# back the old model). Conservative: any edit to the pretrain stage's code starts a new run.
+TRAINING_CODE = STAGES["pretrain"].code
 
 
 @functools.lru_cache(maxsize=1)

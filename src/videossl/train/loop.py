@@ -12,7 +12,7 @@ Checkpoints (save, keep-last, resume) live in train/checkpointing.py.
 from __future__ import annotations
 
 import functools
-import hashlib
+import json
 import math
 import os
 import time
@@ -25,11 +25,11 @@ import torch.utils.checkpoint
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from videossl import objectives
+from videossl import objectives, storage
 from videossl.config import Config
 from videossl.data.shards import ClipStore, dataset_digest
 from videossl.errors import StepError
-from videossl.models.checkpoint import encoder_shape, save_checkpoint
+from videossl.models.checkpoint import encoder_shape, export_config, save_checkpoint, state_digest, timings_path
 from videossl.models.vit import VideoViT, count_params, flops_per_clip
 from videossl.train import distributed, precision
 from videossl.train.batching import BatchSplit, objectives_of, split_batch
@@ -134,15 +134,6 @@ class HeldOut:
         with autocast:
             loss, logs = model({k: v.to(device) for k, v in self.batch.items()})
         return {"heldout_loss": float(loss), **{f"heldout_{k}": float(v) for k, v in logs.items()}}
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state_dict (names and raw bytes): equal digests = bit-identical weights."""
-    h = hashlib.sha256()
-    for name, t in sorted(state.items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _threads(cfg: Config, env: distributed.DistEnv) -> int:
@@ -257,17 +248,21 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
         if len(set(replicas)) > 1:
             raise TrainingError(f"{variant} pretraining: the ranks' weights diverged ({replicas}); not exporting")
         result = {"variant": variant, "steps": steps, "resumed_from": start, "final_loss": loss_val,
-                  "seconds": round(elapsed, 2), "clips_per_second": round((steps - start) * pcfg.batch_size / elapsed, 2),
-                  "data_wait_fraction": round(wait / elapsed, 4), "params": count_params(model.encoder),
-                  "encoder_gflops_per_clip": round(flops_per_clip(shape) / 1e9, 3), "world_size": env.world,
-                  "weights_sha256": replicas}
+                  "params": count_params(model.encoder), "encoder_gflops_per_clip": round(flops_per_clip(shape) / 1e9, 3),
+                  "world_size": env.world, "weights_sha256": replicas,  # every rank's whole model: DDP kept them equal
+                  "encoder_sha256": state_digest(model.encoder.state_dict())}
+        timings = {"seconds": round(elapsed, 2), "clips_per_second": round((steps - start) * pcfg.batch_size / elapsed, 2),
+                   "data_wait_fraction": round(wait / elapsed, 4)}
         if env.is_main:
-            save_checkpoint({"variant": variant, "shape": shape.as_dict(), "config": cfg.model_dump(mode="json"),
+            # The exported model is its weights and what they mean, nothing of how the run went (the
+            # optimizer, the objective's heads, RNG, timings stay in the training checkpoints): the same
+            # weights give the same bytes, so DVC and the feature cache see no change where there is none.
+            save_checkpoint({"variant": variant, "shape": shape.as_dict(), "config": export_config(cfg),
                              "dataset_digest": digest, "step": steps, "loss": loss_val,
-                             "encoder": model.encoder.state_dict(), "objective": model.state_dict(),
-                             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "result": result},
-                            out_path)
-            tracker.log_result(result)
+                             "encoder": model.encoder.state_dict(), "result": result}, out_path)
+            storage.put_text(timings_path(out_path), json.dumps(timings) + "\n")
+            tracker.log_result({**result, **timings})
+        result = {**result, **timings}
     if env.world > 1:
         torch.distributed.barrier()  # no rank starts the next variant before the checkpoint is written
     return result

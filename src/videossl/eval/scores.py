@@ -1,0 +1,102 @@
+"""The benchmark's scores: their files, their key scheme and the headline. Every module that names,
+writes or reads a score goes through here.
+
+`scores.json` (probe-eval's record) holds one dict per task. In it, `<model><probe>` is a score:
+`<model>` alone is the primary one (linear-probe accuracy; cosine R@1 for retrieval; sign accuracy
+for the time vector) and `<probe>` names another (`_knn`, `_attentive`, `_r5`, ...). Beside a score,
+`_ci_low` / `_ci_high` bound its 95% interval (resampling test videos); `<a>_minus_<b>` is the paired
+gap of two models; `supervised` is the ceiling; `n_test`, `n_test_videos` and `chance` (the mean of
+the label-permutation null, `null_low`/`null_high` its 95% range) describe the test. Flattened with
+the task in front (`arrow_of_time.video_knn`) a key is what the gate, the registry tags and the
+MLflow metrics use. `temporal_score` is the headline task.
+
+`metrics.json` (DVC metrics) is `headline()` of it: the primary scores of the video model, the bag of
+frames and the ceiling per task, and the headline's interval; a few dozen numbers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+SCORES = "scores.json"   # probe-eval's full record
+REPORT = "report.md"
+PLOTS = "plots"
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+INTERVAL = (CI_LOW, CI_HIGH)
+MINUS = "_minus_"
+VIDEO, FRAMES, SUPERVISED = "video", "frames", "supervised"
+HEADLINE = "temporal_score"
+HEADLINE_MODELS = (VIDEO, FRAMES, SUPERVISED)  # the columns of metrics.json
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def with_interval(name: str, value: float, low: float, high: float, decimals: int = 4) -> dict[str, float]:
+    """{name: value, name_ci_low: low, name_ci_high: high}, rounded."""
+    return {name: round(value, decimals), name + CI_LOW: round(low, decimals), name + CI_HIGH: round(high, decimals)}
+
+
+def interval(scores: dict, name: str) -> tuple[float, float] | None:
+    """The 95% interval recorded beside score `name`, or None."""
+    lo, hi = scores.get(name + CI_LOW), scores.get(name + CI_HIGH)
+    return (lo, hi) if _is_num(lo) and _is_num(hi) else None
+
+
+def gap(a: str, b: str) -> str:
+    """The paired gap's name: `gap("video_knn", "frames_knn")` -> `video_knn_minus_frames_knn`."""
+    return f"{a}{MINUS}{b}"
+
+
+def dotted(task: str, name: str) -> str:
+    return f"{task}.{name}"
+
+
+def split(key: str) -> tuple[str, str]:
+    """`arrow_of_time.video_knn` -> ("arrow_of_time", "video_knn")."""
+    task, _, name = key.partition(".")
+    return task, name
+
+
+def swap_model(name: str, model: str, other: str) -> str:
+    """The same score of another model: `swap_model("video_r5", "video", "frames")` -> `frames_r5`."""
+    if not name.startswith(model):
+        raise ValueError(f"{name!r} is not a score of {model!r} ({model}[_probe])")
+    return other + name[len(model):]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    """Nested scores -> {"arrow_of_time.video": 0.81, ...}: numeric leaves only (no bools)."""
+    out: dict[str, float] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif _is_num(v):
+            out[key] = float(v)
+    return out
+
+
+def lookup(tree: dict, key: str) -> Any:
+    """`lookup(scores, "arrow_of_time.video")`; KeyError naming the first missing part."""
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(part)
+        node = node[part]
+    return node
+
+
+def headline(record: dict) -> dict[str, dict[str, float]]:
+    """metrics.json: per task the primary score of each of HEADLINE_MODELS that it has, and the
+    headline task's interval."""
+    out = {}
+    for task, s in record.items():
+        if not isinstance(s, dict) or "n_test_videos" not in s:
+            continue
+        row = {m: s[m] for m in HEADLINE_MODELS if _is_num(s.get(m))}
+        if task == HEADLINE and interval(s, VIDEO):
+            row.update(zip((VIDEO + CI_LOW, VIDEO + CI_HIGH), interval(s, VIDEO)))
+        if row:
+            out[task] = row
+    return out

@@ -1,0 +1,65 @@
+"""The contract between the four steps: what each one reads, where it writes, and its file names.
+
+`STAGES` is the one list of each step's params sections and code (paths under the videossl package).
+dvc.yaml states the same lists, because DVC cannot import them; tests/test_dvc_pipeline.py fails when
+the two differ. The training run's identity (train/checkpointing.py) hashes the pretrain stage's
+code, so "DVC reruns the stage" and "training resumes nothing" change together.
+
+Every step writes three kinds of files:
+- its record (`ingest.json`, `pretrain.json`, `scores.json`, `registration.json`): everything, for
+  the next step and for a reader;
+- `metrics.json`: a few dozen headline numbers, the stage's DVC metrics (`dvc metrics diff`,
+  `dvc exp show` stay readable);
+- `timings.json`: wall-clock measurements, different on every run, so they are not committed and a
+  rerun with the same inputs leaves `git status` clean.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Stage:
+    params: tuple[str, ...]  # params.yaml sections whose change reruns the step (dvc.yaml `params`)
+    code: tuple[str, ...]    # its code under src/videossl (dvc.yaml `deps`)
+    out: str                 # where it writes, relative to a run's root (the repository for DVC)
+
+
+STAGES = {
+    "ingest": Stage(("seed", "ingest"), ("data", "steps/ingest.py"), "data/ingest"),
+    "pretrain": Stage(("seed", "model", "pretrain"),
+                      ("models", "objectives", "train", "masks.py", "data/transforms.py", "steps/pretrain.py"),
+                      "outputs/pretrain"),
+    "probe_eval": Stage(("seed", "probe_eval"), ("eval", "steps/probe_eval.py"), "outputs/eval"),
+    "register": Stage(("tracking", "register"),
+                      ("registry.py", "gate.py", "tracking.py", "eval/report.py", "eval/scores.py",
+                       "steps/register.py"),
+                      "outputs/register"),
+}
+
+CODE_ROOT = "src/videossl"  # where STAGES' code paths live in the repository
+METRICS = "metrics.json"    # headline numbers (DVC metrics)
+TIMINGS = "timings.json"    # wall-clock measurements (not committed)
+
+
+def numbers(tree: dict) -> dict:
+    """`tree` with only its numeric leaves (no bools, no strings, no lists); empty branches dropped."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            if sub := numbers(v):
+                out[k] = sub
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = v
+    return out
+
+
+def write_metrics(out_dir: str | Path, headline: dict, timings: dict) -> None:
+    """The stage's `metrics.json` (numbers only) and `timings.json`, each written atomically."""
+    from videossl.storage import write_text_atomic
+
+    out = Path(out_dir)
+    write_text_atomic(out / METRICS, json.dumps(numbers(headline), indent=2) + "\n")
+    write_text_atomic(out / TIMINGS, json.dumps(timings, indent=2) + "\n")
