@@ -44,7 +44,7 @@ from kfp.dsl import Markdown, Metrics
 
 from components import make_components
 from videossl.cluster.jobs import IMAGE_USER
-from videossl.config import Config, ConfigError
+from videossl.config import TOLERATION_FIELDS, Config, ConfigError
 from videossl.errors import StepError
 
 PIPELINE_NAME = "videossl"
@@ -60,8 +60,8 @@ MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKI
 USES_MLFLOW = {"pretrain", "probe_eval", "register"}  # ingest logs nothing to MLflow
 CACHED = {"ingest": True, "pretrain": True, "probe_eval": True, "register": False}  # why: module docstring
 RETRY_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
-TOLERATION_KEYS = {"key": "key", "operator": "operator", "value": "value", "effect": "effect",
-                   "tolerationSeconds": "toleration_seconds"}
+# a toleration's fields (validated in videossl.config) as kfp.kubernetes.add_toleration's arguments
+TOLERATION_KEYS = {f: re.sub(r"(?<!^)([A-Z])", r"_\1", f).lower() for f in TOLERATION_FIELDS}
 
 
 class LocalRunError(StepError):
@@ -92,11 +92,7 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
             task.set_accelerator_type(job.accelerator_type).set_accelerator_limit(job.gpus_per_node)
         for label, value in sorted(job.node_selector.items()):
             kubernetes.add_node_selector(task, label_key=label, label_value=value)
-        for i, tol in enumerate(job.tolerations):
-            unknown = set(tol) - set(TOLERATION_KEYS)
-            if unknown:
-                raise ConfigError(f"invalid value for 'cluster.job.tolerations[{i}]': unknown field(s) "
-                                  f"{sorted(unknown)} (allowed: {', '.join(TOLERATION_KEYS)})")
+        for tol in job.tolerations:
             kw = {TOLERATION_KEYS[k]: v for k, v in tol.items()}
             if "toleration_seconds" in kw:
                 kw["toleration_seconds"] = int(kw["toleration_seconds"])

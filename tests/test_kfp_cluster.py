@@ -158,10 +158,10 @@ def test_compile_is_deterministic_and_the_image_appears_only_where_it_is_used(tm
         assert (IMAGE if line.startswith("-") else other) in line, line
 
 
-def test_a_bad_toleration_names_its_key(tmp_path):
-    cfg = _cfg("cluster.job.launcher=none", "cluster.job.tolerations=[{key: a, effekt: NoSchedule}]")
-    with pytest.raises(ConfigError, match=r"cluster\.job\.tolerations\[0\].*effekt"):
-        compile_pipeline(cfg, tmp_path / "p.yaml")
+def test_a_bad_toleration_names_its_key():
+    """Caught when the params load (`videossl validate`, every step), not only when the pipeline compiles."""
+    with pytest.raises(ConfigError, match=r"cluster\.job\.tolerations': entry \[0\].*'effekt'"):
+        _cfg("cluster.job.launcher=none", "cluster.job.tolerations=[{key: a, effekt: NoSchedule}]")
 
 
 def test_pretrain_component_refuses_params_for_another_launcher(tmp_path):

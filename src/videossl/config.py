@@ -476,6 +476,10 @@ class StepResources(Section):
     retries: int = Field(0, ge=0, le=10, description="KFP retries of this task (transient failures)")
 
 
+# the fields of a Kubernetes toleration (core/v1 Toleration)
+TOLERATION_FIELDS = ("key", "operator", "value", "effect", "tolerationSeconds")
+
+
 class ClusterJobConfig(Section):
     """The multi-node pretraining job the pretrain component submits on the cluster."""
     launcher: Literal["trainjob", "pytorchjob", "none"] = Field(
@@ -496,6 +500,16 @@ class ClusterJobConfig(Section):
                      "loader workers, NCCL)")
     timeout_s: int = Field(86400, ge=60, description="wait at most this long for the job, then fail the task")
     poll_s: float = Field(20.0, gt=0, description="seconds between job status checks")
+
+    @field_validator("tolerations")
+    @classmethod
+    def _known_toleration_fields(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        # checked here, not only when the pipeline compiles: `videossl validate` must catch a typo
+        for i, tol in enumerate(v):
+            unknown = sorted(set(tol) - set(TOLERATION_FIELDS))
+            if unknown:
+                raise ValueError(f"entry [{i}] has unknown field(s) {unknown} (allowed: {', '.join(TOLERATION_FIELDS)})")
+        return v
 
 
 class ClusterSecrets(Section):
