@@ -219,8 +219,9 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     v2 = client.get_model_version_by_alias(NAME, "champion")
     assert str(v2.version) == "2" and v2.run_id == r2["run_id"]
     assert v2.tags["arrow_of_time.video"] == "0.8"
-    assert float(v2.tags["gravity.video"]) == 0.9 and float(v2.tags["speed.frames"]) == 0.41
-    assert float(v2.tags["wall_seconds"]) == 12.5 and "notes" not in v2.tags
+    assert float(v2.tags["gravity.video"]) == 0.9 and "speed.frames" not in v2.tags  # the headline: video model per task
+    assert "wall_seconds" not in v2.tags and "notes" not in v2.tags and "arrow_of_time.video_l2" not in v2.tags
+    assert len(v2.tags) <= 30, sorted(v2.tags)  # a screenful on the registry page; every score is in the run
     assert v2.tags["dataset_digest"] == "ab" * 32
     assert v2.tags["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
     assert v2.tags["gate.metrics"] == "arrow_of_time.video" and v2.tags["gate.decision"] == "promote"

@@ -139,11 +139,11 @@ class Registration:
 
 def version_tags(scores: dict[str, float], *, dataset_digest: str, git_commit: str,
                  checkpoint_step: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Every score (flattened key -> value) plus provenance, as model version tags (the gate's tags
-    are added by `register_version`, which decides it)."""
+    """The given scores (flattened key -> value: the register step passes its headline,
+    `steps.register.tagged_scores`) plus provenance, as model version tags (the gate's tags are
+    added by `register_version`, which decides it)."""
     tags = {k: repr(float(v)) for k, v in scores.items()}
     tags.update({
-        # may be cut at the tag limit with many tasks: the run's metrics hold every score
         "score_keys": ",".join(sorted(scores))[:TAG_VALUE_LIMIT],
         "dataset_digest": dataset_digest,
         "git_commit": git_commit,

@@ -17,7 +17,8 @@ from videossl import registry, tracking
 from videossl.config import Config
 from videossl.data import shards
 from videossl.embed import CHECKPOINT_ARTIFACT
-from videossl.eval.scores import PLOTS, REPORT, SCORES, flatten, lookup
+from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, PLOTS, REPORT, SCORES, VIDEO, dotted, flatten,
+                                  lookup, split)
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.models.checkpoint import CHECKPOINTS
@@ -63,6 +64,18 @@ def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, fl
     frames = {m: _score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
               for m in policy.metrics}
     return values, frames, {m: scores.get(gap_low_key(m)) for m in policy.metrics}
+
+
+def tagged_scores(scores: dict[str, float], policy: Policy) -> dict[str, float]:
+    """The scores a version carries as tags, so the registry page shows them above the fold: per task
+    the video model's primary score, the headline's interval, and each gate metric with its
+    interval, its bag-of-frames score and the paired lower bound (the next registration's gate reads these from the
+    champion's tags). Every score is in the run's metrics and its scores table."""
+    keep = {k for k in scores if split(k)[1] == VIDEO}
+    keep |= {dotted(HEADLINE, VIDEO + CI_LOW), dotted(HEADLINE, VIDEO + CI_HIGH)}
+    for m in policy.metrics:
+        keep |= {m, m + CI_LOW, m + CI_HIGH, frames_key(m), gap_low_key(m)}
+    return {k: v for k, v in scores.items() if k in keep}
 
 
 def load_encoder(path: Path):
@@ -193,7 +206,10 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
                 metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
             )
             step = meta.get("step")
-            tags = registry.version_tags(scores, dataset_digest=str(digest),
+            # every score, as one table artifact (the tags hold the headline)
+            mlflow.log_table({"score": sorted(scores), "value": [scores[k] for k in sorted(scores)]},
+                             artifact_file="eval/scores_table.json")
+            tags = registry.version_tags(tagged_scores(scores, policy), dataset_digest=str(digest),
                                          git_commit=commit, checkpoint_step=step,
                                          extra={"variant": str(meta.get("variant", "video")),
                                                 **(experiment or {})})
