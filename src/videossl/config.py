@@ -2,7 +2,8 @@
 
 Every knob lives in params.yaml; this module only says what is allowed. A bad value is reported
 as `ConfigError` naming the dotted key (e.g. `ingest.fps`) and what the key accepts, so the CLI
-can exit non-zero before a single video is decoded.
+can exit non-zero before a single video is decoded. What a knob means is written once, beside it in
+params.yaml; the defaults here equal params.yaml's values (tests/unit/test_config.py compares the whole tree).
 """
 from __future__ import annotations
 
@@ -149,9 +150,9 @@ class IngestConfig(Section):
     clip_stride: int = Field(4, ge=1)
     splits: dict[Literal["train", "val", "test"], float] = Field(
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
-    shard_frames: int = Field(4096, ge=1, description="frames per shard file")
+    shard_frames: int = Field(4096, ge=1)
     max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
-    pushgateway: str | None = Field(None, description="host:port of a Prometheus pushgateway")
+    pushgateway: str | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
 
     _endpoint = field_validator("s3_endpoint_url")(lambda v: http_url(v))
@@ -182,8 +183,7 @@ class ModelConfig(Section):
     decoder_dim: int = Field(64, ge=8)
     decoder_depth: int = Field(2, ge=1)
     decoder_heads: int = Field(4, ge=1)
-    causal_time: bool = Field(False, description="attention causal in time (a token sees its own and earlier "
-                              "time slices) instead of joint space-time")
+    causal_time: bool = False
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
@@ -207,14 +207,14 @@ def _unit_range(r: tuple[float, float]) -> tuple[float, float]:
 class JepaConfig(Section):
     """V-JEPA: predict the EMA target encoder's features of masked tube blocks from the context."""
 
-    ema_start: float = Field(0.996, ge=0, le=1, description="target-encoder momentum at step 0")
-    ema_end: float = Field(1.0, ge=0, le=1, description="momentum at the last step (linear ramp)")
+    ema_start: float = Field(0.996, ge=0, le=1)
+    ema_end: float = Field(1.0, ge=0, le=1)
     predictor_dim: int = Field(64, ge=8)
     predictor_depth: int = Field(2, ge=1)
     predictor_heads: int = Field(4, ge=1)
-    target_ratio: float = Field(0.75, gt=0, lt=1, description="fraction of spatial positions in the target blocks")
-    block_scale: tuple[float, float] = Field((0.15, 0.3), description="block area range, fraction of the frame")
-    block_aspect: tuple[float, float] = Field((0.75, 1.5), description="block aspect (height/width) range")
+    target_ratio: float = Field(0.75, gt=0, lt=1)
+    block_scale: tuple[float, float] = Field((0.15, 0.3))
+    block_aspect: tuple[float, float] = Field((0.75, 1.5))
 
     _block_scale = field_validator("block_scale")(lambda r: _unit_range(r))
 
@@ -241,9 +241,8 @@ class PretextConfig(Section):
 
     tasks: list[Literal["arrow", "speed", "shuffle"]] = Field(
         default_factory=lambda: ["arrow", "speed", "shuffle"], min_length=1)
-    speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2,
-                              description="frame steps; an example needs clip_frames * max frames")
-    shuffle_prob: float = Field(0.3, gt=0, lt=1, description="fraction of shuffled clips")
+    speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
+    shuffle_prob: float = Field(0.3, gt=0, lt=1)
 
     @field_validator("tasks")
     @classmethod
@@ -262,9 +261,9 @@ class ContrastiveConfig(Section):
     """CVRL-style InfoNCE between two augmented clips of one video at a sampled time gap."""
 
     temperature: float = Field(0.1, gt=0, le=10)
-    max_gap: int = Field(16, ge=0, description="the second clip starts 0..max_gap frames after the first")
-    crop_scale: tuple[float, float] = Field((0.7, 1.0), description="random resized crop area range")
-    proj_dim: int = Field(128, ge=8, description="projection head output width")
+    max_gap: int = Field(16, ge=0)
+    crop_scale: tuple[float, float] = Field((0.7, 1.0))
+    proj_dim: int = Field(128, ge=8)
     flip: bool = False
     colour: float = Field(0.3, ge=0, lt=1)
 
@@ -272,45 +271,36 @@ class ContrastiveConfig(Section):
 
 
 class PretrainConfig(Section):
-    objective: ObjectiveName | dict[ObjectiveName, float] = Field(
-        default_factory=lambda: {"pretext": 1.0, "contrastive": 0.5},
-        description="one objective, or weights of several sharing the encoder ({mae: 1.0, pretext: 0.5})")
+    objective: ObjectiveName | dict[ObjectiveName, float] = Field(default_factory=lambda: {"pretext": 1.0, "contrastive": 0.5})
     mask_ratio: float = Field(0.9, gt=0, lt=1)
     baseline_mask_ratio: float = Field(0.75, gt=0, lt=1)
-    normalize_targets: bool = Field(False, description="MAE targets: per-patch normalised pixels (VideoMAE's "
-                                    "default) or plain pixels")
+    normalize_targets: bool = False
     steps: int = Field(1100, ge=1)
-    batch_size: int = Field(32, ge=1, description="global batch (split across ranks)")
+    batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-5, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(30, ge=0)
-    nproc: int = Field(1, ge=1, le=64, description="torchrun processes on this machine")
-    baseline_steps: int = Field(600, ge=1, description="steps of the frame encoder (T=1), the bag-of-frames baseline")
+    nproc: int = Field(1, ge=1, le=64)
+    baseline_steps: int = Field(600, ge=1)
     log_every: int = Field(20, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
     eval_every: int = Field(250, ge=0)
     eval_batch: int = Field(64, ge=1)
-    threads: int = Field(0, ge=0, description="torch threads per process; 0 = cores / nproc")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    metrics_port: int | None = Field(9400, ge=0, le=65535, description="Prometheus /metrics port of local rank 0 on "
-                                     "each node; 0 = any free port (printed); null = none; taken = a warning")
+    threads: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)
+    metrics_port: int | None = Field(9400, ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", min_length=1)
-    system_metrics_interval: float | None = Field(10.0, gt=0, description="seconds between MLflow system metrics "
-                                                  "samples (CPU, memory, disk, network, GPU); null = none")
-    micro_batch: int | None = Field(None, ge=1, description="clips per forward/backward pass on each process "
-                                    "(gradient accumulation); null = the process's whole share of the batch")
-    precision: Literal["bf16", "fp16", "fp32"] = Field(
-        "bf16", description="autocast dtype (fp16 adds a gradient scaler); a CPU uses bf16 where it "
-        "has bf16 hardware (AMX, AVX512-BF16), fp32 otherwise")
-    compile: bool = Field(False, description="torch.compile the model")
-    activation_checkpointing: bool = Field(False, description="recompute each encoder block in the backward pass")
-    checkpoint_every: int = Field(250, ge=0, description="steps between training checkpoints; 0 = at the end only")
-    checkpoint_dir: str | None = Field(None, description="local dir or s3://; null = <pretrain out>/checkpoints")
-    keep_last: int = Field(2, ge=1, description="training checkpoints kept per run (>= 2 leaves a fallback)")
-    resume: bool = Field(True, description="continue from the newest valid checkpoint of the same run")
-    baseline_objective: Literal["mae", "contrastive"] = Field(
-        "mae", description="objective of the frame encoder (T=1); temporal objectives cannot train it")
+    system_metrics_interval: float | None = Field(10.0, gt=0)
+    micro_batch: int | None = Field(None, ge=1)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    checkpoint_every: int = Field(250, ge=0)
+    checkpoint_dir: str | None = None
+    keep_last: int = Field(2, ge=1)
+    resume: bool = True
+    baseline_objective: Literal["mae", "contrastive"] = "mae"
     jepa: JepaConfig = JepaConfig()
     pretext: PretextConfig = PretextConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
@@ -343,19 +333,17 @@ TEMPORAL_TASKS = ("arrow_of_time", "speed", "gravity", "order")
 class AttentiveProbeConfig(Section):
     """V-JEPA-style attentive probe: a learned query cross-attends to the frozen tokens (eval/probes.py)."""
     heads: int = Field(4, ge=1)
-    epochs: int = Field(20, ge=1, description="AdamW epochs; the epoch is chosen on validation videos")
+    epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-2, gt=0)
-    weight_decays: list[float] = Field(default_factory=lambda: [0.5, 0.05, 0.005], min_length=1,
-                                       description="trained side by side, chosen on validation videos")
-    max_dim: int | None = Field(None, ge=1, description="PCA the tokens to this width first; null = no PCA")
-    position: bool = Field(True, description="learned per-token position terms (without them attention "
-                           "pooling cannot see time order)")
+    weight_decays: list[float] = Field(default_factory=lambda: [0.5, 0.05, 0.005], min_length=1)
+    max_dim: int | None = Field(None, ge=1)
+    position: bool = True
 
 
 class KnnProbeConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1, description="k chosen on validation")
-    temperature: float = Field(0.07, gt=0, description="votes weighted by exp(cosine / temperature)")
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
+    temperature: float = Field(0.07, gt=0)
 
     @field_validator("ks")
     @classmethod
@@ -366,19 +354,16 @@ class KnnProbeConfig(Section):
 
 
 class RetrievalConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [1, 5], min_length=1, description="recall@k reported")
-    ridge_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1,
-                                    description="linear predictor's ridge strength (x N train), chosen on val")
+    ks: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    ridge_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1)
 
 
 class RealArrowConfig(Section):
     """real_arrow_of_time: leave-one-group-out on real footage, with the codec control (eval/codec_control.py)."""
-    clips_per_video: int = Field(12, ge=1, description="windows per real video (each forward and reversed)")
-    val_fraction: float = Field(0.25, gt=0, lt=1, description="tail of each training video that picks the L2")
-    control_sigma: float = Field(2.0, gt=0, description="codec control: Gaussian blur (pixels) that removes the "
-                                 "codec's high-frequency error")
-    control_tau: float = Field(30.0, ge=0, description="codec control: pixels that stay within tau grey levels of "
-                               "their temporal median are frozen to it (measured codec flicker: <= 27.8)")
+    clips_per_video: int = Field(12, ge=1)
+    val_fraction: float = Field(0.25, gt=0, lt=1)
+    control_sigma: float = Field(2.0, gt=0)
+    control_tau: float = Field(30.0, ge=0)
 
 
 class CeilingConfig(Section):
@@ -396,30 +381,25 @@ class ProbeEvalConfig(Section):
     tasks: list[ProbeTask] = Field(
         default_factory=lambda: ["arrow_of_time", "speed", "gravity", "order", "future_retrieval", "content_count",
                                  "content_shape", "real_arrow_of_time"], min_length=1)
-    probes: list[Literal["linear", "attentive", "knn"]] = Field(
-        default_factory=lambda: ["linear", "attentive", "knn"], min_length=1,
-        description="linear is the primary probe (the gate and the headline table use it)")
+    probes: list[Literal["linear", "attentive", "knn"]] = Field(default_factory=lambda: ["linear", "attentive", "knn"], min_length=1)
     speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
     l2_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], min_length=1)
-    epochs: int = Field(100, ge=1, description="L-BFGS iterations of each linear probe")
+    epochs: int = Field(100, ge=1)
     attentive: AttentiveProbeConfig = AttentiveProbeConfig()
     knn: KnnProbeConfig = KnnProbeConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     real: RealArrowConfig = RealArrowConfig()
-    pool_grid: int = Field(2, ge=1, le=8, description="attentive probe tokens: each time slice pooled to "
-                           "pool_grid x pool_grid cells")
-    future_offset: int | None = Field(None, ge=1, description="future_retrieval: frames from a clip's start to "
-                                      "its future clip's start; null = one clip length")
-    clips_per_video: int = Field(3, ge=1, description="clip windows sampled per source video")
+    pool_grid: int = Field(2, ge=1, le=8)
+    future_offset: int | None = Field(None, ge=1)
+    clips_per_video: int = Field(3, ge=1)
     random_init_seeds: int = Field(3, ge=1)
     workers: int = Field(0, ge=0, le=64)
     bootstrap: int = Field(1000, ge=100)
     null_permutations: int = Field(200, ge=20)
     determinable: float = Field(150.0, ge=0)
     ceiling: CeilingConfig = CeilingConfig()
-    batch_size: int = Field(64, ge=1, description="feature extraction batch")
-    cache_dir: str | None = Field(".cache/features", description="feature cache (by model and dataset digest); "
-                                  "null = no cache")
+    batch_size: int = Field(64, ge=1)
+    cache_dir: str | None = ".cache/features"
 
     @field_validator("speeds")
     @classmethod
@@ -429,10 +409,8 @@ class ProbeEvalConfig(Section):
 
 class TrackingConfig(Section):
     # Embedded store by default: a sqlite file under the repo, no server needed.
-    uri: str | None = Field("sqlite:///mlruns.db", description="MLflow store: sqlite:///file, http://server, "
-                            "or null to use the platform's MLFLOW_TRACKING_URI")
-    artifacts: str | None = Field("mlartifacts", description="artifact root of new experiments: a local folder "
-                                  "(embedded store), or a URI (s3://...); against a server, null lets it proxy")
+    uri: str | None = "sqlite:///mlruns.db"
+    artifacts: str | None = "mlartifacts"
     experiment: str = "videossl"
 
     _uri = field_validator("uri")(lambda v: tracking_store(v))
@@ -442,16 +420,11 @@ class RegisterConfig(Section):
     """The champion gate (videossl.gate): every gate metric must beat the champion and its own
     bag-of-frames baseline, each by its margin, for the new version to become `champion`."""
     model_name: str = Field("videossl-encoder", min_length=1)
-    gate_metrics: list[str] = Field(
-        default_factory=lambda: ["temporal_score.video"], min_length=1,
-        description="video-model scores of metrics.json (task.video[_probe]) that must ALL pass the gate")
-    min_margin_over_champion: float = Field(0.01, ge=0, le=1, description="each gate metric must beat the "
-                                            "champion's by at least this (absolute); 0 = strictly better")
-    min_margin_over_frames: float = Field(0.05, ge=0, le=1, description="each gate metric must beat the bag of "
-                                          "frames' score of the same task by at least this; 0 = strictly")
+    gate_metrics: list[str] = Field(default_factory=lambda: ["temporal_score.video"], min_length=1)
+    min_margin_over_champion: float = Field(0.01, ge=0, le=1)
+    min_margin_over_frames: float = Field(0.05, ge=0, le=1)
     higher_is_better: bool = True
-    in_experiments: bool = Field(False, description="register inside `dvc exp run` too (else the stage records "
-                                 "that it skipped); `dvc repro` and `make run` always register")
+    in_experiments: bool = False
 
     @field_validator("gate_metrics")
     @classmethod
@@ -471,9 +444,9 @@ QUANTITY = r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$"  # "64Gi"
 
 
 class StepResources(Section):
-    cpu: str = Field("1", pattern=CPU_QUANTITY, description="CPU request = limit (Kubernetes quantity)")
-    memory: str = Field("2Gi", pattern=QUANTITY, description="memory request = limit")
-    retries: int = Field(0, ge=0, le=10, description="KFP retries of this task (transient failures)")
+    cpu: str = Field("1", pattern=CPU_QUANTITY)
+    memory: str = Field("2Gi", pattern=QUANTITY)
+    retries: int = Field(0, ge=0, le=10)
 
 
 # the fields of a Kubernetes toleration (core/v1 Toleration)
@@ -483,23 +456,20 @@ TOLERATION_FIELDS = ("key", "operator", "value", "effect", "tolerationSeconds")
 class ClusterJobConfig(Section):
     """The multi-node pretraining job the pretrain component submits on the cluster."""
     launcher: Literal["trainjob", "pytorchjob", "none"] = Field(
-        "trainjob", description="trainjob = Kubeflow Trainer v2 TrainJob, pytorchjob = Training Operator v1 "
-        "PyTorchJob, none = pretrain inside the KFP pod (no multi-node)")
-    runtime: str = Field("torch-distributed", min_length=1, description="TrainJob runtimeRef name")
+        "trainjob")
+    runtime: str = Field("torch-distributed", min_length=1)
     nodes: int = Field(2, ge=1, le=512)
     procs_per_node: int = Field(1, ge=1, le=16)
     gpus_per_node: int = Field(1, ge=0, le=16)
-    cpu: str = Field("8", pattern=CPU_QUANTITY, description="CPU request = limit of each trainer pod")
-    memory: str = Field("64Gi", pattern=QUANTITY, description="memory request = limit of each trainer pod")
-    accelerator_type: str = Field("nvidia.com/gpu", min_length=1, description="extended resource of the GPUs")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="trainer (and pretrain task) nodes")
-    tolerations: list[dict[str, str]] = Field(default_factory=list, description="[{key, operator, value, effect}]")
-    scratch: str = Field("200Gi", pattern=QUANTITY, description="emptyDir at /tmp of each trainer pod (the staged "
-                         "dataset, caches): its root filesystem is read-only")
-    shm: str = Field("16Gi", pattern=QUANTITY, description="memory-backed /dev/shm of each trainer pod (data "
-                     "loader workers, NCCL)")
-    timeout_s: int = Field(86400, ge=60, description="wait at most this long for the job, then fail the task")
-    poll_s: float = Field(20.0, gt=0, description="seconds between job status checks")
+    cpu: str = Field("8", pattern=CPU_QUANTITY)
+    memory: str = Field("64Gi", pattern=QUANTITY)
+    accelerator_type: str = Field("nvidia.com/gpu", min_length=1)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    scratch: str = Field("200Gi", pattern=QUANTITY)
+    shm: str = Field("16Gi", pattern=QUANTITY)
+    timeout_s: int = Field(86400, ge=60)
+    poll_s: float = Field(20.0, gt=0)
 
     @field_validator("tolerations")
     @classmethod
@@ -513,27 +483,22 @@ class ClusterJobConfig(Section):
 
 
 class ClusterSecrets(Section):
-    s3: str = Field("videossl-s3", min_length=1, description="Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                    "AWS_ENDPOINT_URL (optional)")
-    mlflow: str = Field("videossl-mlflow", min_length=1, description="Secret: MLFLOW_TRACKING_URI, "
-                        "MLFLOW_TRACKING_USERNAME/PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY (the server's)")
+    s3: str = Field("videossl-s3", min_length=1)
+    mlflow: str = Field("videossl-mlflow", min_length=1)
 
 
 class ClusterConfig(Section):
     """Read only on Kubernetes (`videossl pipeline submit`, the KFP DAG, the job launcher)."""
-    image: str = Field("ghcr.io/videossl/pipeline:0.1.0", min_length=1, description="CPU image of every component")
-    trainer_image: str = Field("ghcr.io/videossl/trainer:0.1.0-cuda12.8", min_length=1,
-                               description="CUDA image of the pretraining job's pods")
+    image: str = Field("ghcr.io/videossl/pipeline:0.1.0", min_length=1)
+    trainer_image: str = Field("ghcr.io/videossl/trainer:0.1.0-cuda12.8", min_length=1)
     namespace: str = Field("videossl", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     service_account: str = Field("videossl-pipeline", min_length=1)
-    root: str = Field("s3://videossl/runs", description="where a run's data and outputs go (run-scoped below it)")
-    kfp_host: str | None = Field(None, description="KFP API endpoint for `videossl pipeline submit`; null = $KFP_HOST")
-    experiment: str = Field("videossl", min_length=1, description="KFP experiment of submitted runs")
-    data_remote: str = Field("s3://videossl/dvc", description="DVC remote (S3) that ingest output is pushed to")
-    data_version: str | None = Field(None, description="git revision of the DVC-tracked data to use; null = ingest "
-                                     "in the run")
-    data_repo: str | None = Field(None, description="git URL of this repository: where the pipeline's pods read the "
-                                  "dvc.lock of data_version (they have no checkout); needed when data_version is set")
+    root: str = "s3://videossl/runs"
+    kfp_host: str | None = None
+    experiment: str = Field("videossl", min_length=1)
+    data_remote: str = "s3://videossl/dvc"
+    data_version: str | None = None
+    data_repo: str | None = None
     secrets: ClusterSecrets = ClusterSecrets()
     job: ClusterJobConfig = ClusterJobConfig()
     resources: dict[Literal["ingest", "pretrain", "probe_eval", "register"], StepResources] = Field(
