@@ -1,8 +1,10 @@
 """Our MAE training step vs HuggingFace transformers' VideoMAEForPreTraining, same config, same run.
 
-Both sides do exactly one training step of `videossl.train.loop` per iteration: uint8 clips ->
-normalised float input, tube-masked MAE forward (encoder on visible tokens only, narrow decoder,
-MSE on the masked tokens), backward, AdamW step (same lr, weight decay, betas; fused, as in the loop, on both sides).
+Each iteration is one training step: uint8 clips -> normalised float input, tube-masked MAE forward
+(encoder on visible tokens only, narrow decoder, MSE on the masked tokens), backward, AdamW step. Ours
+runs the loop's own functions (`forward_backward`, `clip_and_check`: gradient clipping and the
+on-device non-finite check); both sides use the loop's optimizer builder (fused AdamW, same lr,
+weight decay and betas).
 The configuration comes from params.yaml (or -S overrides) and is mirrored into a local
 `VideoMAEConfig` (no hub download): encoder width/depth/heads/MLP ratio, frames, image size, patch,
 tubelet, decoder width/depth/heads, normalised targets or not. Both see the very same batches with
@@ -45,6 +47,8 @@ from videossl.data.transforms import to_model_input
 from videossl.models.checkpoint import encoder_shape
 from videossl.models.vit import VideoViT, VitShape, count_params
 from videossl.train import precision
+from videossl.train.loop import clip_and_check, forward_backward
+from videossl.train.optim import build_optimizer
 
 TARGET_RATIO = 1.5
 N_BATCHES = 4  # distinct batches cycled through (masks differ per batch)
@@ -62,9 +66,9 @@ def make_batches(cfg: Config, shape: VitShape, recipe, batch: int, n: int, seed:
     return out
 
 
-def adamw(params, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    p = cfg.pretrain  # the loop's optimizer, hyperparameters and all
-    return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.95), fused=True)
+def adamw(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """The loop's optimizer builder (train/optim.py), hyperparameters and all, for both sides."""
+    return build_optimizer(model, cfg.pretrain.lr, cfg.pretrain.weight_decay)
 
 
 class Ours:
@@ -74,8 +78,10 @@ class Ours:
         torch.manual_seed(0)
         self.model, self.recipe = objectives.build(cfg, VideoViT(shape))
         self.model.to(device).train()
-        self.opt = adamw(self.model.parameters(), cfg, device)
-        self.compiled = bool(getattr(cfg.pretrain, "compile", False))  # as the loop: torch.compile(model)
+        self.opt = adamw(self.model, cfg)
+        self.grad_clip = cfg.pretrain.grad_clip
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+        self.compiled = cfg.pretrain.compile  # as the loop: torch.compile(model)
         self.forward = torch.compile(self.model) if self.compiled else self.model
         self.device = device
         self.autocast = precision.autocast(precision.autocast_dtype(cfg.pretrain.precision, device), device)
@@ -87,12 +93,13 @@ class Ours:
         return batch
 
     def step(self, batch: dict) -> float:
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with self.autocast:
-            loss, _ = self.forward(batch)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        """The loop's step, from its own functions: forward/backward of the whole batch in one pass,
+        gradient clipping with the on-device non-finite check, the optimizer step."""
+        micro = len(next(iter(batch.values())))
+        loss, _ = forward_backward(self.forward, self.model, batch, micro, self.autocast, self.scaler, self.device)
+        clip_and_check(self.model, self.opt, self.scaler, self.grad_clip)
         self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         return loss
 
 
@@ -118,7 +125,7 @@ class Theirs:
         self.attn = self.model.config._attn_implementation
         self.compiled = compiled
         self.forward = torch.compile(self.model) if compiled else self.model
-        self.opt = adamw(self.model.parameters(), cfg, device)
+        self.opt = adamw(self.model, cfg)
         self.device = device
         self.tokens = shape.num_tokens
         self.precision = precision_name or cfg.pretrain.precision

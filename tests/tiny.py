@@ -38,6 +38,8 @@ TINY_OVERRIDES = [
     "probe_eval.ceiling.steps=4",
     "probe_eval.ceiling.eval_every=2",
     "probe_eval.ceiling.width=4",
+    # tiny probes take less time than spawning a process pool; test_probe_eval's `evaluated` keeps the pool
+    "probe_eval.workers=1",
     # tiny data: no real videos (real_arrow_of_time has its own test)
     "probe_eval.tasks=[arrow_of_time, speed, gravity, order, future_retrieval, content_count, content_shape]",
 ]

@@ -208,17 +208,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace, cfg) -> int:
     sub = args.pipeline_command
     if sub == "run-local":
-        from pipelines.videossl_pipeline import run_local
+        from videossl.pipeline_runs import run_local
 
         print(json.dumps(run_local(cfg, args.root), indent=2))
     elif sub == "compile":
-        from pipelines.videossl_pipeline import cluster_problems, compile_pipeline
+        from videossl.pipeline_runs import cluster_problems, compile_pipeline
 
         for problem in cluster_problems(cfg):  # compiling is fine; `submit` refuses these
             print(f"warning: {problem}", file=sys.stderr)
         print(compile_pipeline(cfg, args.out))
     elif sub == "submit":
-        from pipelines.videossl_pipeline import submit
+        from videossl.pipeline_runs import submit
 
         print(json.dumps(submit(cfg, args.host, args.run_name, args.out, args.dry_run), indent=2))
     elif sub == "push-data":

@@ -1,7 +1,7 @@
 """The contract between the four steps: what each one reads, where it writes, and its file names.
 
 `STAGES` is the one list of each step's params sections and code (paths under the videossl package).
-dvc.yaml states the same lists, because DVC cannot import them; tests/test_dvc_pipeline.py fails when
+dvc.yaml states the same lists, because DVC cannot import them; tests/integration/test_dvc_pipeline.py fails when
 the two differ. The training run's identity (train/checkpointing.py) hashes the pretrain stage's
 code, so "DVC reruns the stage" and "training resumes nothing" change together.
 
@@ -34,7 +34,7 @@ STAGES = {
                       "outputs/pretrain"),
     "probe_eval": Stage(("seed", "probe_eval"), ("eval", "steps/probe_eval.py"), "outputs/eval"),
     "register": Stage(("tracking", "register"),
-                      ("registry.py", "gate.py", "tracking.py", "eval/report.py", "eval/scores.py",
+                      ("registry.py", "model_card.py", "gate.py", "tracking.py", "eval/report.py", "eval/scores.py",
                        "steps/register.py"),
                       "outputs/register"),
 }

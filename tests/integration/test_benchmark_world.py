@@ -17,12 +17,11 @@ of the bag of frames beside the video model, with the null's range.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from tests.worlds import write_world
-from videossl.config import SyntheticConfig
+from videossl.config import KnnProbeConfig, SyntheticConfig
 from videossl.data.shards import ClipStore
 from videossl.eval import features, probes
 from videossl.eval.suite import splits_of
@@ -77,7 +76,7 @@ def _probe(task, feats, index, probe):
     classes = len(task.classes)
     if probe == "linear":
         return probes.linear_probe(split("train"), split("val"), split("test"), classes, [0.01, 1.0, 100.0], 100)
-    return probes.knn_probe(split("train"), split("val"), split("test"), classes, ks=[10, 50])
+    return probes.knn_probe(split("train"), split("val"), split("test"), classes, KnnProbeConfig(ks=[10, 50]))
 
 
 def test_a_bag_of_frames_reads_no_temporal_label(world, tmp_path):

@@ -23,7 +23,7 @@ import pytest
 
 from tests.fake_kube import expand
 from tests.servers import free_port
-from tests.test_distributed import kill_tree  # SIGKILLs torchrun and its workers together
+from tests.integration.test_distributed import kill_tree  # SIGKILLs torchrun and its workers together
 from tests.tiny import tiny_config, tracking_overrides
 from videossl import storage
 from videossl.cluster.jobs import render_job

@@ -18,12 +18,19 @@ import av
 import numpy as np
 import pytest
 
-from videossl.config import parse_config
+from videossl.config import RealArrowConfig, parse_config
 from videossl.data.decode import decode_video, make_decoder
 from videossl.data.shards import ClipStore
 from videossl.eval.codec_control import codec_control, quality_features
 from videossl.eval.features import FeatureCache, FeatureModel
 from videossl.eval.real_video import arrow_score, real_arrow_tasks, real_features
+
+
+REAL = RealArrowConfig()  # params.yaml's probe_eval.real: the control's sigma and tau, the validation tail
+
+
+def control(clip):
+    return codec_control(clip, REAL.control_sigma, REAL.control_tau)
 
 
 def codec_probe(store, folds):
@@ -32,7 +39,8 @@ def codec_probe(store, folds):
         q = quality_features(clips)
         return q, q[:, None, :]
     model = FeatureModel("codec", "codec-probe", featurize)
-    return real_features(store, folds, [model], 64, FeatureCache(None, "stills"))["codec"]
+    return real_features(store, folds, [model], 64, FeatureCache(None, "stills"), REAL.control_sigma,
+                         REAL.control_tau)["codec"]
 from videossl.steps.ingest import ingest
 
 STILL_VIDEOS = 10      # textures; leave-one-video-out gives 10 folds
@@ -126,7 +134,7 @@ def test_the_stills_have_keyframes_where_the_test_expects(stills):
 
 
 def test_without_the_control_the_codec_gives_the_direction_away(stills):
-    folds = real_arrow_tasks(stills, CLIPS_PER_VIDEO, control=False)
+    folds = real_arrow_tasks(stills, CLIPS_PER_VIDEO, False, REAL.val_fraction)
     score = arrow_score(folds, codec_probe(stills, folds), L2_GRID, PROBE_ITERS)
     assert score.n >= MIN_TEST_CLIPS
     assert score.accuracy > SHORTCUT_FLOOR, score
@@ -134,7 +142,7 @@ def test_without_the_control_the_codec_gives_the_direction_away(stills):
 
 
 def test_with_the_control_a_still_clip_scores_chance_in_both_directions(stills):
-    folds = real_arrow_tasks(stills, CLIPS_PER_VIDEO, control=True)
+    folds = real_arrow_tasks(stills, CLIPS_PER_VIDEO, True, REAL.val_fraction)
     score = arrow_score(folds, codec_probe(stills, folds), L2_GRID, PROBE_ITERS)
     assert score.n >= MIN_TEST_CLIPS
     assert score.ci_low <= CHANCE <= score.ci_high, score
@@ -148,7 +156,7 @@ def test_the_control_treats_both_directions_identically(stills):
     for video in stills.videos[:3]:
         for start in (0, 5, video.frames - CLIP_FRAMES):
             clip = stills.window(video, start, CLIP_FRAMES)
-            assert np.array_equal(codec_control(clip[::-1]), codec_control(clip)[::-1])
+            assert np.array_equal(control(clip[::-1]), control(clip)[::-1])
 
 
 def test_the_control_freezes_still_scenes_and_keeps_motion(stills, pan):
@@ -158,7 +166,7 @@ def test_the_control_freezes_still_scenes_and_keeps_motion(stills, pan):
         for start in video.clip_starts:
             clip = stills.window(video, start, CLIP_FRAMES)
             assert len({f.tobytes() for f in clip}) > 1, (video.source_id, start)
-            assert len({f.tobytes() for f in codec_control(clip)}) == 1, (video.source_id, start)
-    moving = codec_control(pan[:CLIP_FRAMES])
+            assert len({f.tobytes() for f in control(clip)}) == 1, (video.source_id, start)
+    moving = control(pan[:CLIP_FRAMES])
     changed = (moving != moving[:1]).any(axis=(0, 3))  # [H, W]: pixels that differ from the first frame
     assert changed.mean() > MOVING_SHARE

@@ -17,7 +17,7 @@ from videossl.config import dump_config
 from videossl.data import shards
 from videossl.data.versioning import VersioningError, output_uri, push_data, resolve_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(cmd: list[str], cwd: Path) -> str:

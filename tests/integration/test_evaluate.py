@@ -15,7 +15,7 @@ from videossl.eval.external import ExternalEncoderError, external_models, name_o
 from videossl.eval.report import MODELS
 
 HF = "videossl.adapters.hf_videomae:factory"
-MEAN_PIXELS = "tests.test_evaluate:mean_pixels"  # a [B, F] encoder: one vector per clip
+MEAN_PIXELS = "tests.integration.test_evaluate:mean_pixels"  # a [B, F] encoder: one vector per clip
 
 
 class MeanPixels(torch.nn.Module):
@@ -82,7 +82,7 @@ def test_the_videomae_adapter_keeps_time_and_space(tiny_cfg):
 
 def test_contract_errors_are_one_line(tiny_cfg):
     for spec, words in (("no_colon", "package.module:factory"), ("videossl.nope:factory", "cannot import"),
-                        ("tests.test_evaluate:broken", "tokens [B, t, h, w, D] or vectors [B, F]")):
+                        ("tests.integration.test_evaluate:broken", "tokens [B, t, h, w, D] or vectors [B, F]")):
         with pytest.raises(ExternalEncoderError, match=words.replace("[", r"\[")):
             model, = external_models([spec], tiny_cfg.ingest.clip_frames, tiny_cfg.ingest.size, 2)
             model.featurize(torch.zeros(1, tiny_cfg.ingest.clip_frames, tiny_cfg.ingest.size, tiny_cfg.ingest.size, 3,

@@ -27,7 +27,7 @@ from videossl.data import shards, synthetic
 from videossl.data.decode import PyAVDecoder
 from videossl.data.sources import samples_dir
 from videossl.stages import METRICS, TIMINGS
-from videossl.steps.ingest import FAILED_QUARANTINE, QUARANTINE, STATS, IngestError, ingest
+from videossl.steps.ingest import FAILED_QUARANTINE, QUARANTINE, STATS, ingest
 
 # Small enough that the whole module runs in seconds on 2 cores.
 PARAMS = """

@@ -17,12 +17,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from pipelines.videossl_pipeline import compile_pipeline, params_text
+from pipelines.videossl_pipeline import params_text
+from videossl.pipeline_runs import compile_pipeline
 from videossl.cli import main
 from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import ConfigError, parse_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASK_OF_STEP = {"ingest": "ingest", "pretrain": "pretrain", "probe_eval": "probe-eval", "register": "register"}
 IMAGE = "registry.example.com/team/videossl-pipeline:1.2.3"
 # Cluster params unlike the defaults, so every value found in the IR can only have come from them.
@@ -343,50 +344,6 @@ def test_submit_reports_an_api_error(kfp_env, capsys):
 
 
 @pytest.mark.slow
-def test_the_dag_stages_all_its_data_through_s3_as_on_the_cluster(tmp_path, s3_server, monkeypatch):
-    """kfp.local with an s3:// root: every task reads its inputs from S3 and publishes its output
-    there (`storage.staged`), as the pods do; only KFP's small artifacts stay local."""
-    from pipelines.videossl_pipeline import run_local
-    from videossl.stages import STAGES
-    from tests.test_kfp_pipeline import TINY
-    from videossl import storage
-
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME",
-                "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)  # what the videossl-s3 Secret gives a pod
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    monkeypatch.setenv("VIDEOSSL_STAGING", str(staging))
-    monkeypatch.chdir(tmp_path)
-    bucket = s3_server.make_bucket("dag-root")
-    root = f"s3://{bucket}/runs"
-    cfg = parse_config((REPO / "params.yaml").read_text(),
-                       TINY + [f"tracking.uri=sqlite:///{tmp_path}/mlruns.db", f"tracking.artifacts={tmp_path}/mlart",
-                               f"cluster.root={root}"])
-
-    result = run_local(cfg, root, kfp_root=tmp_path / "kfp-root")
-
-    loc = result["locations"]
-    for step, uri in loc.items():
-        assert uri.startswith(f"{root}/{STAGES[step].out}/"), uri
-        assert storage.read_complete(uri)  # published whole, manifest last
-    assert not any(staging.iterdir())  # every staging folder was removed
-    # data stayed in S3; the one local copy is the registry's own (MLflow's artifact store, tracking.artifacts)
-    local = [p for p in (*tmp_path.rglob("*.npy"), *tmp_path.rglob("encoder.pt")) if tmp_path / "mlart" not in p.parents]
-    assert not local, local
-
-    with storage.staged([loc["ingest"], loc["probe_eval"], loc["register"]]) as ([data, ev, reg], _):
-        digest = json.loads((data / "ingest.json").read_text())["digest"]
-        assert json.loads((ev / "scores.json").read_text())["dataset_digest"] == digest
-        registration = json.loads((reg / "registration.json").read_text())
-    assert registration["dataset_digest"] == digest and "challenger" in registration["aliases"]
-    assert ("champion" in registration["aliases"]) == registration["promoted"]
-    assert result["registered"]["model_version"] == registration["version"]
-    model_files = {rel for rel in storage.read_complete(loc["pretrain"])}
-    assert {"encoder.pt", "frame_encoder.pt", "pretrain.json"} <= model_files
-
-
 def test_the_readme_kfp_run_create_command_submits_the_compiled_pipeline(tmp_path, kfp_env):
     """The README's cluster command, `kfp run create`, with the compiled YAML alone: the params are
     the pipeline's defaults, so only what changes (here the data version) is passed."""

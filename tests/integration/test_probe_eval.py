@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from tests.tiny import tiny_config
 from videossl.data.shards import ClipStore
 from videossl.eval import features
 from videossl.eval.probes import linear_probe, wilson_interval
@@ -14,9 +15,10 @@ from videossl.steps.probe_eval import ProbeEvalError, probe_eval
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_cfg, tiny_data, tiny_models, tmp_path_factory):
+def evaluated(tiny_root, tiny_data, tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    return probe_eval(tiny_cfg, tiny_data, tiny_models, out), out
+    cfg = tiny_config(tiny_root, "probe_eval.workers=2")  # the probes in a pool of processes, as make run does
+    return probe_eval(cfg, tiny_data, tiny_models, out), out
 
 
 def _scored(s: dict, key: str) -> bool:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_registry import _clean_mlflow_env, make_inputs  # noqa: F401  (_clean_mlflow_env: autouse fixture)
+from tests.integration.test_registry import _clean_mlflow_env, make_inputs  # noqa: F401  (_clean_mlflow_env: autouse fixture)
 from videossl.config import Config, dump_config
 from videossl.review import review
 from videossl.steps.register import register

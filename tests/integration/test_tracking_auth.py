@@ -20,7 +20,7 @@ from videossl.config import TrackingConfig
 from videossl.errors import StepError
 from videossl import tracking
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN, PASSWORD = "videossl-admin", "a-long-test-password-1"
 
 

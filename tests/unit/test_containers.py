@@ -19,7 +19,7 @@ import pytest
 
 from videossl.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {"pipeline": ROOT / "containers" / "Dockerfile.pipeline",
                "trainer": ROOT / "containers" / "Dockerfile.trainer"}
 HADOLINT = Path(sys.executable).parent / "hadolint"

@@ -26,7 +26,7 @@ import yaml
 from tests.k8s_policy import WRITABLE_ROOTFS_PREFIX, pod_template, policy_violations, strict
 from videossl.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 KUBERNETES_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
@@ -45,8 +45,6 @@ def render(overlay: str) -> tuple[dict, ...]:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{proc.stderr}"
     return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
-
-
 
 
 @functools.cache

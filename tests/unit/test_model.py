@@ -30,7 +30,7 @@ def test_encoder_contract_and_visible_tokens_only():
 
 def test_video_encoder_sees_order():
     # (the bag of frames' blindness to order is tested on the benchmark's own featurizer:
-    # tests/test_probe_eval.py::test_bag_of_frames_is_exactly_blind_to_frame_order)
+    # tests/integration/test_probe_eval.py::test_bag_of_frames_is_exactly_blind_to_frame_order)
     torch.manual_seed(0)
     video = VideoViT(SHAPE).eval()
     x = _video()

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from videossl.eval.probes import attentive_probe, confusion_matrix, knn_probe, linear_probe
+from videossl.config import AttentiveProbeConfig, KnnProbeConfig
+from videossl.eval.attentive import attentive_probe
+from videossl.eval.probes import confusion_matrix, knn_probe, linear_probe
 from videossl.eval.retrieval import RidgePath, ranks, retrieval_scores
 from videossl.eval.report import time_vector_plot
 from videossl.eval.time_vector import time_vector
@@ -38,14 +40,14 @@ def test_attentive_probe_reads_time_order(order_task):
     score = attentive_probe(*order_task, classes=2, seed=0)
     assert score.accuracy >= 0.9 and score.n == 200
     assert score.ci_low < score.accuracy <= score.ci_high
-    assert score.selected["weight_decay"] == score.l2 and 1 <= score.selected["epochs"]
+    assert score.selected["weight_decay"] in AttentiveProbeConfig().weight_decays and 1 <= score.selected["epochs"]
     assert score.val_accuracy is not None and score.val_accuracy >= 0.8
 
 
 def test_pooling_without_positions_is_blind_to_order(order_task):
     # The control: attention pooling is a weighted sum, so without the position embedding a clip
     # and its reversal get the same logits, as does a mean-pooled linear probe: both at chance.
-    blind = attentive_probe(*order_task, classes=2, seed=0, position=False)
+    blind = attentive_probe(*order_task, 2, AttentiveProbeConfig(position=False), seed=0)
     assert blind.ci_low <= 0.5 <= blind.ci_high
     fwd, rev = blind.predictions[:100], blind.predictions[100:]
     assert (fwd == rev).mean() >= 0.95
@@ -63,16 +65,30 @@ def test_attentive_probe_reads_content_with_several_classes():
 
 
 def test_attentive_probe_is_deterministic_given_a_seed(order_task):
-    a = attentive_probe(*order_task, classes=2, seed=3, epochs=5)
-    b = attentive_probe(*order_task, classes=2, seed=3, epochs=5)
+    a = attentive_probe(*order_task, 2, AttentiveProbeConfig(epochs=5), seed=3)
+    b = attentive_probe(*order_task, 2, AttentiveProbeConfig(epochs=5), seed=3)
     assert np.array_equal(a.predictions, b.predictions)
     assert (a.accuracy, a.selected, a.val_accuracy) == (b.accuracy, b.selected, b.val_accuracy)
+
+
+def test_the_weight_decay_grid_trained_side_by_side_equals_each_decay_trained_alone(order_task):
+    # the collapsed form trains every decay of the grid in one product: each member must end exactly
+    # where it would alone (same draws, disjoint parameters, per-coordinate Adam), so the grid picks
+    # the best of the separate runs
+    decays = [0.5, 0.005]
+    cfg = AttentiveProbeConfig(epochs=6, weight_decays=decays)
+    together = attentive_probe(*order_task, 2, cfg, seed=1)
+    alone = [attentive_probe(*order_task, 2, cfg.model_copy(update={"weight_decays": [d]}), seed=1) for d in decays]
+    best = max(alone, key=lambda s: s.val_accuracy)  # ties keep the first: the stronger decay, as the grid does
+    assert together.selected == best.selected and together.val_accuracy == best.val_accuracy
+    assert np.array_equal(together.predictions, best.predictions)
+    assert {s.selected["weight_decay"] for s in alone} == set(decays)
 
 
 def test_attentive_probe_without_validation_takes_strongest_decay_and_last_epoch(order_task):
     train, val, test = order_task
     empty = (val[0][:0], val[1][:0])
-    score = attentive_probe(train, empty, test, classes=2, epochs=4, weight_decays=(0.1, 0.01))
+    score = attentive_probe(train, empty, test, 2, AttentiveProbeConfig(epochs=4, weight_decays=[0.1, 0.01]))
     assert score.selected == {"weight_decay": 0.1, "epochs": 4} and score.val_accuracy is None
     with pytest.raises(ValueError, match=r"\[N, L, D\]"):
         attentive_probe((train[0][:, 0], train[1]), val, test, classes=2)
@@ -86,7 +102,7 @@ def test_knn_probe_separates_clusters_and_stays_at_chance_on_random_labels():
         y = rng.integers(0, 3, n)
         return (centres[y] + rng.normal(size=(n, 10))).astype(np.float32), y
 
-    score = knn_probe(clusters(300), clusters(60), clusters(150), classes=3, ks=(1, 5, 20))
+    score = knn_probe(clusters(300), clusters(60), clusters(150), 3, KnnProbeConfig(ks=[1, 5, 20]))
     assert score.accuracy >= 0.95 and score.n == 150 and score.selected["k"] in (1, 5, 20)
     noise = lambda n: (rng.normal(size=(n, 10)).astype(np.float32), rng.integers(0, 2, n))  # noqa: E731
     chance = knn_probe(noise(300), noise(100), noise(300), classes=2)
@@ -98,7 +114,7 @@ def test_knn_probe_breaks_ties_deterministically():
     x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     train = (x, np.array([1, 0, 1]))
     test = (np.array([[1.0, 0.0]], dtype=np.float32), np.array([0]))
-    score = knn_probe(train, (x[:0], np.array([], dtype=np.int64)), test, classes=2, ks=(2,))
+    score = knn_probe(train, (x[:0], np.array([], dtype=np.int64)), test, 2, KnnProbeConfig(ks=[2]))
     assert score.predictions.tolist() == [0] and score.selected == {"k": 2} and score.val_accuracy is None
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videossl.eval import probes
+from videossl.config import AttentiveProbeConfig, KnnProbeConfig
+from videossl.eval import attentive, probes
 from videossl.eval.stats import Null, VideoBootstrap, null_accuracies, percentile_interval
 
 
@@ -104,9 +105,9 @@ def test_every_probe_on_shuffled_labels_lands_inside_the_null_range():
     split = lambda mask, feats: (feats[mask], shuffled[mask] if not (mask is test) else labels[mask])  # noqa: E731
     scores = {
         "linear": probes.linear_probe(split(train, x), split(val, x), split(test, x), 3, [0.01, 1.0, 100.0], 50),
-        "attentive": probes.attentive_probe(split(train, tokens), split(val, tokens), split(test, tokens), 3,
-                                            epochs=5, seed=0),
-        "knn": probes.knn_probe(split(train, x), split(val, x), split(test, x), 3, ks=[5, 10]),
+        "attentive": attentive.attentive_probe(split(train, tokens), split(val, tokens), split(test, tokens), 3,
+                                            AttentiveProbeConfig(epochs=5), seed=0),
+        "knn": probes.knn_probe(split(train, x), split(val, x), split(test, x), 3, KnnProbeConfig(ks=[5, 10])),
     }
     for name, s in scores.items():
         assert null.min <= s.accuracy <= null.max, (name, s.accuracy, null)

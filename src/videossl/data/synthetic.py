@@ -10,7 +10,7 @@ back on the other), with no floor, walls or resting pile anywhere:
   place), so a single frame says nothing about gravity: only motion does. (A bag of frames is a
   long exposure of its clip, streaked along the axis things sink on; a streak has no direction, so
   the bag cannot tell down from up, and a linear probe cannot even read the axis:
-  tests/test_benchmark_world.py measures both.)
+  tests/integration/test_benchmark_world.py measures both.)
 - **Ripples.** Raindrops hit the water at random places and times; each ring expands at a fixed
   speed and fades. Radiation spreading outwards is irreversible: played backwards, rings contract
   and vanish into a point. Ripples are zero-mean brightness waves, so the picture's average

@@ -187,6 +187,8 @@ def _train_one(store: ClipStore, task: Task, speeds: list[int], cfg: CeilingConf
             if val > best[0] or best[1] is None:  # ties keep the earlier (shorter-trained) network
                 best = (val, {k: v.clone() for k, v in model.state_dict().items()}, step + 1)
             log(f"ceiling: {task.name} step {step + 1}/{cfg.steps} loss {loss.item():.3f}; val {val:.3f}")
+            if best[0] >= 1.0:  # nothing later can beat it (ties keep the earlier): the same result, sooner
+                break
     model.load_state_dict(best[1])
     correct = (_predict(model, task.name, fixed["test"], cfg.batch_size, autocast) == labels["test"])
     return correct.astype(np.float64), best[0], best[2]

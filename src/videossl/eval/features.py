@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from videossl.data.shards import ClipStore
 from videossl.data.transforms import to_model_input
 from videossl.eval.tasks import ClipKey, clip_pixels
-from videossl.models.vit import VideoViT
+from videossl.models.vit import VideoViT, pool_space
 from videossl.progress import Progress
 from videossl.train import precision
 
@@ -87,7 +87,7 @@ def encoder_model(name: str, encoder: VideoViT, identity: str, cells: int,
         with autocast:
             tokens = encoder(to_model_input(clips)).float()  # [B, N, D]
         t = encoder.shape.grid[0]
-        vectors = tokens.view(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2).flatten(1)  # space-pooled, time order
+        vectors = pool_space(tokens, t).flatten(1)  # time order kept
         return vectors, grid_pool(tokens, encoder.shape.grid, cells)
 
     return FeatureModel(name, f"{identity}|cells={cells}|{per_frame}|v{FEATURE_VERSION}", featurize, per_frame,

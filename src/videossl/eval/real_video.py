@@ -22,13 +22,12 @@ import numpy as np
 
 from videossl.data.shards import ClipStore, Video
 from videossl.eval import features
-from videossl.eval.codec_control import CONTROL_SIGMA, CONTROL_TAU, codec_control
+from videossl.eval.codec_control import codec_control
 from videossl.eval.probes import linear_probe, wilson_interval
 from videossl.eval.tasks import ClipKey, evenly_spaced
 
 CLASSES = ("backward", "forward")
 BACKWARD, FORWARD = 0, 1
-VAL_FRACTION = 0.25  # tail of each training video held out to choose the probe's L2 strength
 TIE_CREDIT = 0.5     # a clip its featurizer cannot tell from its reverse: a coin flip, in each direction
 
 
@@ -76,8 +75,8 @@ def _pairs(video: Video, starts: list[int], control: bool) -> list[tuple[RealCli
     return items
 
 
-def real_arrow_tasks(store: ClipStore, clips_per_video: int, control: bool, kind: str = "real",
-                     val_fraction: float = VAL_FRACTION) -> list[Fold]:
+def real_arrow_tasks(store: ClipStore, clips_per_video: int, control: bool, val_fraction: float,
+                     kind: str = "real") -> list[Fold]:
     """One fold per source group of `kind` videos: that group's clips are the test set.
 
     Test videos give `clips_per_video` windows over their whole length; training videos give
@@ -108,7 +107,7 @@ def real_arrow_tasks(store: ClipStore, clips_per_video: int, control: bool, kind
     return folds
 
 
-def clip_pixels(store: ClipStore, clip: RealClip, sigma: float = CONTROL_SIGMA, tau: float = CONTROL_TAU) -> np.ndarray:
+def real_clip_pixels(store: ClipStore, clip: RealClip, sigma: float, tau: float) -> np.ndarray:
     """uint8 [T, H, W, 3] as the model sees the clip. The control is order-free (it commutes with
     reversal), so applying it before reversing treats both directions identically."""
     frames = store.window(store.by_id[clip.video], clip.start, store.clip_frames)
@@ -118,8 +117,7 @@ def clip_pixels(store: ClipStore, clip: RealClip, sigma: float = CONTROL_SIGMA, 
 
 
 def real_features(store: ClipStore, folds: list[Fold], models: list[features.FeatureModel], batch: int,
-                  cache: features.FeatureCache, sigma: float = CONTROL_SIGMA,
-                  tau: float = CONTROL_TAU) -> dict[str, dict[RealClip, np.ndarray]]:
+                  cache: features.FeatureCache, sigma: float, tau: float) -> dict[str, dict[RealClip, np.ndarray]]:
     """{model: {clip: vector}} for every distinct clip of the folds (folds share clips), through the
     benchmark's one extraction path (batched, cached; controlled clips cached apart)."""
     clips = sorted({c for f in folds for c, _ in f.train + f.val + f.test},
@@ -130,7 +128,7 @@ def real_features(store: ClipStore, folds: list[Fold], models: list[features.Fea
         if not part:
             continue
         keys = [ClipKey(c.video, c.start, reversed=c.reversed) for c in part]
-        read = (lambda k: clip_pixels(store, RealClip(k.video, k.start, k.reversed, True), sigma, tau)) if control else None
+        read = (lambda k: real_clip_pixels(store, RealClip(k.video, k.start, k.reversed, True), sigma, tau)) if control else None
         variant = cache.with_variant(f"codec-control|sigma={sigma}|tau={tau}") if control else cache
         for name, feats in features.extract(store, keys, models, batch, variant, pixels=read).items():
             out[name].update(zip(part, feats.vectors))

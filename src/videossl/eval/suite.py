@@ -20,7 +20,7 @@ import numpy as np
 
 from videossl.config import ProbeEvalConfig
 from videossl.data.shards import ClipStore
-from videossl.eval import probes, real_video, retrieval, scores
+from videossl.eval import attentive, probes, real_video, retrieval, scores
 from videossl.eval.scores import FRAMES, SUPERVISED, VIDEO
 from videossl.progress import Progress
 from videossl.eval.features import ClipFeatures, FeatureCache, FeatureModel
@@ -106,11 +106,9 @@ def _probe_model(task: Task, name: str, f: ClipFeatures, sp: dict[str, Rows], cf
         elif probe == "linear_grid":
             s = probes.linear_probe(grid("train"), grid("val"), grid("test"), n_classes, cfg.l2_grid, cfg.epochs)
         elif probe == "attentive":
-            s = probes.attentive_probe(tok("train"), tok("val"), tok("test"), n_classes,
-                                       **cfg.attentive.model_dump(), seed=seed)
+            s = attentive.attentive_probe(tok("train"), tok("val"), tok("test"), n_classes, cfg.attentive, seed=seed)
         else:
-            s = probes.knn_probe(vec("train"), vec("val"), vec("test"), n_classes, ks=cfg.knn.ks,
-                                 temperature=cfg.knn.temperature)
+            s = probes.knn_probe(vec("train"), vec("val"), vec("test"), n_classes, cfg.knn)
         correct[name + suffix] = (s.predictions == sp["test"].labels).astype(np.float64)
         selected.update({f"{name}{suffix}_{k}": v for k, v in s.selected.items()})
     return correct, predictions, selected
@@ -339,7 +337,7 @@ def real_arrow(store: ClipStore, models: list[FeatureModel], cache: FeatureCache
     out: dict = {"chance": 0.5}
     groups: dict[str, dict] = {}  # per footage group (the held-out fold), with the codec control
     for control, suffix in ((True, ""), (False, "_no_control")):
-        folds = real_video.real_arrow_tasks(store, r.clips_per_video, control, val_fraction=r.val_fraction)
+        folds = real_video.real_arrow_tasks(store, r.clips_per_video, control, r.val_fraction)
         feats = real_video.real_features(store, folds, models, cfg.batch_size, cache, r.control_sigma, r.control_tau)
         credit: dict[str, list[np.ndarray]] = {}
         for name, table in feats.items():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from videossl.masks import TubeMasks
-from videossl.models.vit import Block, VitShape, init_weights, sincos_3d
+from videossl.models.vit import Block, VitShape, init_weights, sincos_3d, take_tokens
 
 
 class MaskTokenPredictor(nn.Module):
@@ -28,8 +28,8 @@ class MaskTokenPredictor(nn.Module):
         b, n_keep, d = x.shape
         n_mask = masks.masked.shape[1]
         pos = self.pos_embed.expand(b, -1, -1)
-        x = x + torch.gather(pos, 1, masks.keep[..., None].expand(-1, -1, d))
-        m = self.mask_token.expand(b, n_mask, d) + torch.gather(pos, 1, masks.masked[..., None].expand(-1, -1, d))
+        x = x + take_tokens(pos, masks.keep)
+        m = self.mask_token.expand(b, n_mask, d) + take_tokens(pos, masks.masked)
         x = torch.cat([x, m], dim=1)
         for block in self.blocks:
             x = block(x)

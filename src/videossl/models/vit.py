@@ -61,11 +61,20 @@ def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     return F.pad(emb, (0, dim - emb.shape[1]))
 
 
+def take_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[B, N, D] at per-sample token indices idx[B, K] -> [B, K, D] (jepa's `apply_masks`)."""
+    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def pool_space(tokens: torch.Tensor, time_slices: int) -> torch.Tensor:
+    """[B, t*h*w, D] -> [B, t, D]: each time slice's tokens averaged, in time order."""
+    return tokens.view(tokens.shape[0], time_slices, -1, tokens.shape[-1]).mean(2)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v. SDPA (flash kernels) except on a CPU under bf16 autocast: there the
-    CPU flash kernel's backward is slower in bf16 than in fp32, while two batched bf16 matmuls run on
-    the AMX units. Measured fwd+bwd, batch 16 x 3 heads x 256 tokens x 32: flash fp32 16.4 ms, flash
-    bf16 31.4 ms, these matmuls in bf16 9.8 ms (24 tokens: 0.8, 4.3, 1.5 ms)."""
+    CPU flash kernel's backward is slower in bf16 than two batched bf16 matmuls on the AMX units
+    (measured: docs/measurements.md)."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         if mask is not None:
@@ -133,10 +142,8 @@ class VideoViT(nn.Module):
         t, h, w = s.grid
         tubes = video.reshape(b, c, t, s.tubelet, h, s.patch, w, s.patch).permute(0, 2, 4, 6, 1, 3, 5, 7)
         tubes = tubes.reshape(b, t * h * w, -1)
-        tubes = torch.gather(tubes, 1, keep[..., None].expand(-1, -1, tubes.shape[-1]))
-        x = F.linear(tubes, self.patch_embed.weight.flatten(1), self.patch_embed.bias)
-        pos = self.pos_embed.expand(b, -1, -1)
-        return x + torch.gather(pos, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        x = F.linear(take_tokens(tubes, keep), self.patch_embed.weight.flatten(1), self.patch_embed.bias)
+        return x + take_tokens(self.pos_embed.expand(b, -1, -1), keep)
 
     def time_mask(self, keep: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """Causal-in-time attention mask (True = may attend): [N, N], or [B, 1, N_keep, N_keep] with `keep`."""
@@ -151,9 +158,7 @@ class VideoViT(nn.Module):
 
     def embed_time(self, video: torch.Tensor) -> torch.Tensor:
         """Tokens mean-pooled over space only, in time order: [B, T/tubelet, D]."""
-        tokens = self.forward(video)
-        t = self.shape.grid[0]
-        return tokens.view(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2)
+        return pool_space(self.forward(video), self.shape.grid[0])
 
 
 def init_weights(m: nn.Module) -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from videossl.data.transforms import to_model_input
 from videossl.masks import TubeMasks, multiblock_masks
 from videossl.models.predictor import MaskTokenPredictor
-from videossl.models.vit import VideoViT
+from videossl.models.vit import VideoViT, take_tokens
 from videossl.objectives.base import Batch, Objective, Recipe, stack
 
 
@@ -77,7 +77,7 @@ class JEPA(Objective):
         with torch.no_grad():
             h = self.target(video).float()
             h = F.layer_norm(h, h.shape[-1:])
-            h = torch.gather(h, 1, masks.masked[..., None].expand(-1, -1, h.shape[-1]))
+            h = take_tokens(h, masks.masked)
         return (pred - h).abs().mean(), pred, h
 
     @torch.no_grad()

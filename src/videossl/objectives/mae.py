@@ -12,7 +12,7 @@ import torch
 from videossl.data.transforms import to_model_input
 from videossl.masks import TubeMasks, tube_masks
 from videossl.models.predictor import MaskTokenPredictor
-from videossl.models.vit import VideoViT, VitShape
+from videossl.models.vit import VideoViT, VitShape, take_tokens
 from videossl.objectives.base import Batch, Objective, Recipe, stack
 
 TARGET_EPS = 1e-6  # variance floor of the per-patch target normalisation (flat patches)
@@ -60,11 +60,12 @@ class MAE(Objective):
         return self.loss(video, TubeMasks(batch["keep"], batch["masked"])), {}
 
     def loss(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
-        """Mean squared error on the masked tokens' (normalised) pixels (a scalar)."""
+        """Mean squared error on the masked tokens' pixels, per-patch normalised only with
+        `pretrain.normalize_targets` (off by default: see params.yaml) (a scalar)."""
         pred = self.decoder(self.encoder(video, keep=masks.keep), masks)
         with torch.no_grad():
             shape = self.encoder.shape
             target = (normalised_targets(video, shape) if self.normalize_targets
                       else patchify(video, shape.tubelet, shape.patch))
-            target = torch.gather(target, 1, masks.masked[..., None].expand(-1, -1, target.shape[-1]))
+            target = take_tokens(target, masks.masked)
         return ((pred.float() - target) ** 2).mean()

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from videossl import registry, tracking
+from videossl import model_card, registry, tracking
 from videossl.config import Config
 from videossl.data import shards
 from videossl.embed import CHECKPOINT_ARTIFACT
@@ -43,7 +43,7 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def _score(scores: dict[str, float], metrics: dict, key: str, why: str, path: Path) -> float:
+def _gate_score(scores: dict[str, float], metrics: dict, key: str, why: str, path: Path) -> float:
     """A numeric score of scores.json by flattened key; RegisterError naming the key otherwise."""
     if key in scores:
         return scores[key]
@@ -60,8 +60,8 @@ def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, fl
     """(gate metric -> score, -> its bag-of-frames score, -> the lower bound of the paired gap to the
     bag of frames, None where the benchmark did not measure one); scores are required before any work."""
     scores = flatten(metrics)
-    values = {m: _score(scores, metrics, m, "gate metric", path) for m in policy.metrics}
-    frames = {m: _score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
+    values = {m: _gate_score(scores, metrics, m, "gate metric", path) for m in policy.metrics}
+    frames = {m: _gate_score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
               for m in policy.metrics}
     return values, frames, {m: scores.get(gap_low_key(m)) for m in policy.metrics}
 
@@ -215,7 +215,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
                                                 **(experiment or {})})
 
             def card(version: str, decision: registry.GateDecision) -> str:
-                return registry.render_card(
+                return model_card.render_card(
                     name=rcfg.model_name, version=version, metrics=metrics, decision=decision,
                     dataset_digest=str(digest), git_commit=commit, checkpoint=meta, params=params,
                     frame_encoder=str(frame_encoder) if frame_encoder.is_file() else None, run_id=run_id)

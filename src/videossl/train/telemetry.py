@@ -164,13 +164,11 @@ class Telemetry:
         return f" node {self.node}" if self.env.world > self.env.local_world else ""
 
     def step(self, step: int, total: int, loss: float, lr: float, clips_s: float, tokens_s: float,
-             wait_frac: float, elapsed: float, step_seconds: float | None = None,
-             objective_logs: dict[str, float] | None = None) -> None:
-        """Report the logged `step` (1-based): console, /metrics, MLflow. `step_seconds` defaults to the
-        global batch over `clips_s` (what the loop's clips/s is made of); `objective_logs` are the
+             wait_frac: float, elapsed: float, objective_logs: dict[str, float] | None = None) -> None:
+        """Report the logged `step` (1-based): console, /metrics, MLflow. The step time is the global
+        batch over `clips_s` (what the loop's clips/s is made of); `objective_logs` are the
         objective's own numbers (e.g. pretext accuracies, per-part losses), logged to MLflow."""
-        if step_seconds is None:
-            step_seconds = self.cfg.pretrain.batch_size / max(clips_s, 1e-9)
+        step_seconds = self.cfg.pretrain.batch_size / max(clips_s, 1e-9)
         # ETA from recent steps (a smoothed step time): right after a resume, and as speed changes
         self.step_ema = step_seconds if self.step_ema is None else (
             self.step_ema + ETA_SMOOTHING * (step_seconds - self.step_ema))

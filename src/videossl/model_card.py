@@ -1,0 +1,84 @@
+"""The model card of a registered version (markdown): its benchmark, gate decision, provenance, params,
+intended use and limits. Written from the scores and the gate's decision; registry.py stores it."""
+from __future__ import annotations
+
+from videossl.gate import GateDecision, fmt
+
+INTENDED_USE = """\
+- A frozen feature extractor for short clips. Input: `video[B, 3, T, H, W]` float, RGB in [0, 1]
+  then normalised per channel with mean 0.45 and std 0.225 (`videossl.data.transforms.to_model_input`
+  does it from uint8 frames) at the training clip length, frame rate and size; output: tokens
+  `[B, N, D]`. The embedding the benchmark reads (and `videossl embed` writes) pools the tokens over
+  space and keeps time order; a mean over all tokens discards the order of time.
+- `videossl embed --model models:/<name>@champion VIDEO...` (or `videossl.embed.load_encoder`)
+  decodes and preprocesses any video exactly as training did; it reads the logged checkpoint
+  `checkpoint/encoder.pt`, which loads without unpickling code.
+- To be read out by light probes for temporal properties: arrow of time, playback speed, gravity
+  direction, frame order.
+- A research baseline for video-native self-supervised pretraining, compared side by side with a
+  bag-of-frames encoder of the same size trained on the same data."""
+
+LIMITS = """\
+- Trained on a small corpus (largely the built-in synthetic physics world plus a few real clips) at
+  low resolution and a fixed clip length and frame rate; features outside that regime are untested.
+- Scores come from linear probes on frozen features with train/test split by source video. A task
+  only measures temporal understanding where the bag-of-frames column stays near chance: a high
+  bag-of-frames score means the task leaks through single frames.
+- Real H.264 footage carries codec shortcuts (quality patterns inside a group of pictures): an
+  arrow-of-time score on real video is only meaningful together with its controls.
+- Not evaluated for any safety-relevant, surveillance or person-identifying use; do not deploy it
+  for decisions about people.
+- Loading the logged model (pickle format) needs the `videossl` package importable and unpickles
+  code: load only models from a registry you trust."""
+
+
+def _task_table(metrics: dict) -> str:
+    """The benchmark table of the probe-eval report (every model present, intervals when given)."""
+    from videossl.eval.report import MODELS, markdown_table
+
+    tasks = {t: v for t, v in metrics.items() if isinstance(v, dict) and ("video" in v or "frames" in v)}
+    if not tasks:
+        return "(no task scores)"
+    models = [m for m in MODELS if any(m in v for v in tasks.values())]
+    return markdown_table({"tasks": tasks}, models)
+
+
+def render_card(*, name: str, version: str | None, metrics: dict, decision: GateDecision,
+                dataset_digest: str, git_commit: str, checkpoint: dict, params: dict[str, str],
+                frame_encoder: str | None = None, run_id: str | None = None) -> str:
+    """The model card (markdown) from the benchmark scores, provenance, params and the gate decision."""
+    title = f"# Model card: {name}" + (f" v{version}" if version else "")
+    lines = [title, "",
+             "A self-supervised **video** encoder (video ViT, self-supervised pretraining), gated on "
+             + ", ".join(f"`{m}`" for m in decision.policy.metrics) + ".", "",
+             "## Benchmark (linear probes on frozen features, test split by source video)", "",
+             "Test accuracy with 95% intervals; every score is also a tag of this version.", "",
+             _task_table(metrics)]
+    if frame_encoder:
+        lines += ["", f"The bag-of-frames column comes from the frame encoder (same ViT with T=1, mean-pooled "
+                      f"over frames) in `{frame_encoder}`; it is a baseline and is not registered."]
+    else:
+        lines += ["", "No frame-encoder checkpoint was found beside the encoder: the bag-of-frames column "
+                      "comes from the evaluation only."]
+    p = decision.policy
+    gate = ("**promoted to `champion`**" if decision.promote else "**not promoted** (`challenger` only)")
+    lines += ["", "## Gate", "",
+              f"{gate}. Every gate metric must beat the champion by at least {fmt(p.min_margin_over_champion)} "
+              f"and its own bag-of-frames score by at least {fmt(p.min_margin_over_frames)} (a tie never passes)"
+              + ("" if p.higher_is_better else "; lower is better") + ". Previous champion: "
+              + (f"v{decision.champion_version}." if decision.champion_version else "none."), "",
+              *[f"- `{c.metric}` {'pass' if c.passed else '**fail**'}: {c.reason}" for c in decision.checks],
+              "", "## Provenance", "",
+              f"- dataset digest: `{dataset_digest}`",
+              f"- git commit: `{git_commit}`",
+              f"- checkpoint: variant `{checkpoint.get('variant', 'video')}`, step {checkpoint.get('step', '?')}, "
+              f"{checkpoint.get('num_frames', '?')} frames × {checkpoint.get('img_size', '?')} px"]
+    if run_id:
+        lines.append(f"- MLflow run: `{run_id}`")
+    shown = {k: v for k, v in params.items() if k.split(".")[0] in ("seed", "model", "pretrain")
+             or k in ("ingest.fps", "ingest.size", "ingest.clip_frames", "ingest.sources")}
+    lines += ["", "## Params", "", "| key | value |", "|---|---|",
+              *[f"| `{k}` | `{v}` |" for k, v in sorted(shown.items())],
+              "", "All params are logged with the MLflow run.",
+              "", "## Intended use", "", INTENDED_USE, "", "## Limits", "", LIMITS, ""]
+    return "\n".join(lines)
