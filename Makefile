@@ -12,7 +12,7 @@ TEST_DEBS := prometheus prometheus-pushgateway
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-test run test bench compile clean images
+.PHONY: setup setup-test run test test-unit bench compile clean images
 
 setup: $(STAMP)
 
@@ -37,8 +37,15 @@ run: setup
 	dvc repro
 	videossl summary --eval outputs/eval --register outputs/register
 
+# The suite in TEST_WORKERS processes (pytest-xdist), whole files per process so each file's fixtures
+# are built once: most of its time is spent waiting on subprocesses and servers, so two share 2 cores.
+TEST_WORKERS ?= 2
 test: setup-test
-	pytest -q
+	pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# The inner loop: tests/unit only (no ingest, torchrun or servers), in one process.
+test-unit: setup
+	pytest -q tests/unit
 
 # Peer benchmarks (benchmarks/): the `bench` extra of pyproject.toml, installed with torch held where it is.
 bench: setup
