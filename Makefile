@@ -33,8 +33,9 @@ setup-test: setup
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# One MLflow parent run per `make run` (videossl.tracking): its steps are the children.
 run: setup
-	dvc repro
+	VIDEOSSL_PIPELINE_RUN="make-run-$$(date -u +%Y%m%dT%H%M%SZ)-$$$$" dvc repro
 	videossl summary --eval outputs/eval --register outputs/register
 
 # The suite in TEST_WORKERS processes (pytest-xdist), whole files per process so each file's fixtures

@@ -2,6 +2,8 @@
 intended use and limits. Written from the scores and the gate's decision; registry.py stores it."""
 from __future__ import annotations
 
+from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
+from videossl.config import TEMPORAL_TASKS as TEMPORAL
 from videossl.gate import GateDecision, fmt
 
 INTENDED_USE = """\
@@ -81,4 +83,27 @@ def render_card(*, name: str, version: str | None, metrics: dict, decision: Gate
               *[f"| `{k}` | `{v}` |" for k, v in sorted(shown.items())],
               "", "All params are logged with the MLflow run.",
               "", "## Intended use", "", INTENDED_USE, "", "## Limits", "", LIMITS, ""]
+    return "\n".join(lines)
+
+
+def render_summary(*, name: str, version: str, metrics: dict, decision: GateDecision, run_id: str | None,
+                   dataset_digest: str) -> str:
+    """The version's description: what the registry page shows above the fold. A short summary that
+    always fits MLflow's description column; the whole card is the run artifact `model_card.md`."""
+    from videossl.eval.report import MODELS, markdown_table
+
+    headline = metrics.get(HEADLINE) or {}
+    tasks = {t: v for t, v in metrics.items() if t in (HEADLINE, *TEMPORAL) and isinstance(v, dict)}
+    shown = [m for m in MODELS if m in ("video", "frames", "ordered_frames")]
+    lines = [f"**{name} v{version}**: a self-supervised video encoder, "
+             + ("**champion**" if decision.promote else "challenger (not promoted)") + "."]
+    if "video" in headline:
+        lines.append(f"temporal_score {fmt(headline['video'])} [{fmt(headline.get('video' + CI_LOW))}, "
+                     f"{fmt(headline.get('video' + CI_HIGH))}] (0 = bag of frames, 1 = supervised ceiling).")
+    if tasks:
+        lines += ["", markdown_table({"tasks": tasks}, shown, gaps=False)]
+    lines += ["", f"Gate: {decision.reason}", "",
+              f"Dataset `{dataset_digest[:12]}`" + (f", run `{run_id}`" if run_id else "")
+              + ". The whole model card (benchmark of every task and baseline, provenance, params, intended use"
+              " and limits) is the run artifact `model_card.md`."]
     return "\n".join(lines)

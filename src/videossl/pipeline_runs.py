@@ -87,7 +87,7 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
         root_abs.mkdir(parents=True, exist_ok=True)
         root_str, kfp_dir = str(root_abs), Path(kfp_root or root_abs / "kfp-root")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_dir))
-    with _videossl_importable_in_tasks(), warnings.catch_warnings():
+    with _videossl_importable_in_tasks(), _one_pipeline_run(), warnings.catch_warnings():
         # Locally, the image, resources and Kubernetes settings are ignored; kfp.local warns per task.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
@@ -174,6 +174,24 @@ def submit(cfg: Config, host: str | None = None, run_name: str | None = None, pa
                                   f"{str(e).strip()[:2000]}") from e
     return {"run_id": result.run_id, "url": f"{sub['host']}/#/runs/details/{result.run_id}",
             "experiment": sub["experiment"], "run_name": sub["run_name"], "params_sha256": sub["params_sha256"]}
+
+
+@contextlib.contextmanager
+def _one_pipeline_run():
+    """The tasks inherit this process's environment: name this execution, so their MLflow runs are
+    children of one parent run (videossl.tracking)."""
+    import uuid
+
+    from videossl.tracking import PIPELINE_RUN_ENV
+
+    if os.environ.get(PIPELINE_RUN_ENV):
+        yield
+        return
+    os.environ[PIPELINE_RUN_ENV] = f"kfp-local-{uuid.uuid4().hex[:12]}"
+    try:
+        yield
+    finally:
+        os.environ.pop(PIPELINE_RUN_ENV, None)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,8 @@ Order of registry writes, and why (the version must never look like a valid cham
    store, one request to a tracking server. There is no moment where a version exists with half its
    evidence. It carries `status=registering` until the aliases are set; its `gate.decision` tag says
    what the gate decided, the `champion` alias says whether that decision was carried out.
-2. Description (the model card), the `challenger` alias, then `status=ready`.
+2. Description (a summary of the model card that fits; the card is the run artifact), the
+   `challenger` alias, then `status=ready`.
 3. The `champion` alias moves last: it is the commit point, and the only thing that makes a version
    the champion. Consumers resolve `@champion`, so nothing they see changes before this write.
 
@@ -204,14 +205,15 @@ def registration_lock(tracking_uri: str, name: str) -> Iterator[None]:
 
 def register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
                      tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
-                     card=None, frames_gap_low: dict[str, float | None] | None = None) -> Registration:
+                     card=None, summary=None, frames_gap_low: dict[str, float | None] | None = None) -> Registration:
     """Gate, create the version with its tags, move aliases. See the module docstring for the order.
 
     `values` / `frames`: each gate metric -> the new model's score / its bag-of-frames baseline's;
     `frames_gap_low`: the paired gap's 95% lower bound where the benchmark measured it.
 
-    `card(version: str, decision: GateDecision) -> str` renders the description once the version
-    number is known; it is also returned on `Registration.card`.
+    `card(version: str, decision: GateDecision) -> str` renders the model card once the version number
+    is known (returned on `Registration.card`; the step logs it whole as an artifact); `summary`, with
+    the same arguments, the version's description (the card itself when no summary is given).
     """
     ensure_registered_model(client, name, description="videossl video encoder (self-supervised); "
                                                        "@champion is the gated best, @challenger the newest")
@@ -234,12 +236,13 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
                        logged_model_uri=logged_model_uri, decision=decision)
     try:
         if card is not None:
-            text = card(version, decision)
-            reg.card = text
-            description = text if len(text) <= DESCRIPTION_LIMIT else (
-                text[: DESCRIPTION_LIMIT - 200].rsplit("\n", 1)[0]
-                + "\n\n… (truncated: the full card is the run artifact `model_card.md`)")
-            client.update_model_version(name, version, description=description)
+            reg.card = card(version, decision)
+        text = summary(version, decision) if summary is not None else reg.card
+        if text:
+            if len(text) > DESCRIPTION_LIMIT:
+                raise RegisterError(f"the description of {name} v{version} has {len(text)} characters; MLflow's "
+                                    f"SQL store keeps {DESCRIPTION_LIMIT}: pass a shorter summary")
+            client.update_model_version(name, version, description=text)
         client.set_registered_model_alias(name, CHALLENGER, version)
         client.set_model_version_tag(name, version, STATUS_TAG, "ready")
         if decision.promote:

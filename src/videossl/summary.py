@@ -35,4 +35,22 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
               f"mlflow.pytorch.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
         if reg.get("reason"):
             print(f"  gate: {reg['reason']}")
+        for line in where_to_look(reg):
+            print(f"  {line}")
     return 0
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # `mlflow ui`'s default address
+
+
+def where_to_look(reg: dict) -> list[str]:
+    """The MLflow pages of this registration: the runs table of its experiment and the registered model."""
+    uri, name = str(reg.get("tracking_uri", "")), reg.get("model_name")
+    if uri.startswith(("http://", "https://")):
+        ui, start = uri.rstrip("/"), []
+    else:
+        ui, start = LOCAL_UI, [f"browse it: .venv/bin/mlflow ui --backend-store-uri {uri}, then open"]
+    pages = [f"{ui}/#/models/{name}  (the registered model: card, aliases, versions)"]
+    if reg.get("experiment_id") is not None:
+        pages.insert(0, f"{ui}/#/experiments/{reg['experiment_id']}/runs  (the runs table)")
+    return start + pages

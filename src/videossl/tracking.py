@@ -2,11 +2,19 @@
 
 Only rank 0 logs (every rank would otherwise make its own run). When the platform hands us a run
 (`MLFLOW_RUN_ID`, as KFP or a TrainJob may), we log into it instead of starting another.
+
+Every run a step opens is traceable: it carries the git commit and, inside `dvc exp run`, the DVC
+experiment and its baseline revision; it logs the dataset it read as its input (`mlflow.log_input`,
+named by the dataset digest); it starts when the step's work started, so its duration is the step's.
+The steps of one pipeline execution are children of one parent run: an execution is named by
+$VIDEOSSL_PIPELINE_RUN (`make run` and `videossl pipeline run-local` set it) or, inside `dvc exp run`,
+by the experiment's name; the first step to log creates the parent and every step extends its span.
 """
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -111,15 +119,86 @@ def configure(cfg: TrackingConfig) -> str:
     return uri
 
 
+PIPELINE_RUN_ENV = "VIDEOSSL_PIPELINE_RUN"  # names one pipeline execution: its steps share a parent run
+PIPELINE_RUN_TAG = "videossl.pipeline_run"
+ROLE_TAG = "videossl.role"  # "pipeline" on the parent run of an execution
+DATASET_NAME = "videossl-clips"
+
+
+def pipeline_run() -> str | None:
+    """The execution this step belongs to: $VIDEOSSL_PIPELINE_RUN, else the DVC experiment, else none."""
+    explicit = os.environ.get(PIPELINE_RUN_ENV)
+    if explicit:
+        return explicit
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return f"dvc-exp-{experiment}" if experiment else None
+
+
+def _parent(client, experiment_id: str, execution: str, started_ms: int) -> str:
+    """The parent run of `execution`, created by the first step that logs (steps run one after another)."""
+    found = client.search_runs([experiment_id], max_results=1,
+                               filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{execution}' and tags.`{ROLE_TAG}` = 'pipeline'")
+    if found:
+        return found[0].info.run_id
+    parent = client.create_run(experiment_id, start_time=started_ms, run_name=f"pipeline {execution}",
+                               tags={PIPELINE_RUN_TAG: execution, ROLE_TAG: "pipeline", "git_commit": git_commit()})
+    return parent.info.run_id
+
+
+def _extend_parent(client, parent_id: str | None) -> None:
+    """The parent spans its steps: it ends when the latest step ended."""
+    if parent_id:
+        client.set_terminated(parent_id, "FINISHED")
+
+
 @contextmanager
-def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> Iterator[object]:
-    """An active MLflow run: the platform's MLFLOW_RUN_ID when set, else a new run named `name`."""
+def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None, *, started: float | None = None,
+        dataset: tuple[str, str] | None = None) -> Iterator[object]:
+    """An active MLflow run: the platform's MLFLOW_RUN_ID when set, else a new run named `name`.
+
+    `started`: time.time() when the step's work began (default: now). `dataset`: (location, digest)
+    of the dataset the step reads, logged as the run's input."""
+    import time
+
     import mlflow
+    from mlflow.entities import RunTag
 
     configure(cfg)
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=tags) as active:
-        yield active
+    client = mlflow.MlflowClient()
+    experiment_id = mlflow.get_experiment_by_name(cfg.experiment).experiment_id
+    run_id, parent_id = os.environ.get("MLFLOW_RUN_ID"), None
+    if run_id is None:
+        started_ms = int((started or time.time()) * 1000)
+        execution = pipeline_run()
+        parent_id = _parent(client, experiment_id, execution, started_ms) if execution else None
+        trace = {"git_commit": git_commit(), **(dvc_experiment() or {}),
+                 **({PIPELINE_RUN_TAG: execution, "mlflow.parentRunId": parent_id} if parent_id else {})}
+        run_id = client.create_run(experiment_id, start_time=started_ms, run_name=name,
+                                   tags={**trace, **(tags or {})}).info.run_id
+    elif tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    try:
+        with mlflow.start_run(run_id=run_id) as active:
+            if dataset is not None:
+                log_dataset(*dataset)
+            yield active
+    finally:
+        _extend_parent(client, parent_id)
+
+
+def log_dataset(location: str, digest: str, context: str = "input") -> None:
+    """Log the clip dataset at `location` (a folder or s3:// URI) as the active run's input."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source = location if "://" in str(location) else Path(location).resolve().as_uri()
+    # MLflow keeps a short digest (a 36-character column); the full one goes in the input's tags
+    with warnings.catch_warnings():  # file:// URIs match MLflow's local source twice; it says so, harmlessly
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        resolved = resolve_dataset_source(source)
+    ds = MetaDataset(resolved, name=DATASET_NAME, digest=digest[:12])
+    mlflow.log_input(ds, context=context, tags={"dataset_digest": digest})
 
 
 # scheme://user:password@host...: the user-info part of a URI (RFC 3986) ends at the last '@' before the path

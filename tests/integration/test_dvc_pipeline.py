@@ -55,7 +55,10 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     _run(["git", "commit", "-q", "-m", "first experiment"], dvc_project)  # the baseline of the diffs below
     # a rerun with nothing changed runs nothing, and leaves git clean: timings, run ids and bytecode
     # are in no committed file
-    _run([str(BIN / "videossl"), "summary"], dvc_project)
+    shown = _run([str(BIN / "videossl"), "summary"], dvc_project)
+    experiment = json.loads((dvc_project / "outputs/register/registration.json").read_text())["experiment_id"]
+    assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs" in shown  # where to look, straight to the page
+    assert "http://127.0.0.1:5000/#/models/videossl-encoder" in shown
     assert _ran(_run([str(BIN / "dvc"), "repro"], dvc_project)) == set()
     assert _run(["git", "status", "--porcelain"], dvc_project, stdout_only=True) == ""
 

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from videossl import storage
 from videossl.pipeline_runs import run_local
+from videossl.tracking import DATASET_NAME, PIPELINE_RUN_TAG
 from videossl.stages import STAGES
 from tests.tiny import TINY_OVERRIDES
 from videossl.config import parse_config
@@ -106,6 +107,7 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
                 assert 0.0 <= s[f"{m}_ci_low"] <= s[m] <= s[f"{m}_ci_high"] <= 1.0
         assert (ev / "plots" / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert metrics["dataset_digest"] == stats["digest"]
+        eval_seconds = json.loads((ev / "timings.json").read_text())["total"]
         report = (ev / "report.md").read_text()
         registration = json.loads((reg_dir / "registration.json").read_text())
         card = (reg_dir / "model_card.md").read_text()
@@ -141,6 +143,24 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
     assert version.run_id == registration["run_id"]
     assert version.tags["dataset_digest"] == stats["digest"]
     assert float(version.tags["arrow_of_time.video"]) == pytest.approx(metrics["arrow_of_time"]["video"])
+
+    # one execution, one parent run: every step's run is its child, carries the commit and logged the
+    # dataset it read (by digest); the probe-eval run spans the step's work, not just its logging
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags[PIPELINE_RUN_TAG].startswith("kfp-local-"), parents
+    steps = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert set(steps) == {"pretrain-video", "pretrain-frames", "probe-eval", "register"}, set(steps)
+    for name, r in steps.items():
+        assert r.data.tags["git_commit"] and r.info.status == "FINISHED", name
+        [inp] = r.inputs.dataset_inputs
+        assert {t.key: t.value for t in inp.tags}["dataset_digest"] == stats["digest"], name
+        assert inp.dataset.digest == stats["digest"][:12] and inp.dataset.name == DATASET_NAME
+    evaluation = steps["probe-eval"].info
+    assert (evaluation.end_time - evaluation.start_time) / 1000 >= eval_seconds - 0.5
+    assert parents[0].info.start_time <= min(r.info.start_time for r in steps.values())
+    assert parents[0].info.end_time >= max(r.info.end_time for r in steps.values())
 
 
 def test_run_local_reports_the_failed_task(tmp_path, clean_env):

@@ -78,7 +78,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
     ecfg = cfg.probe_eval
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     store = ClipStore(data_dir)
     digest = dataset_digest(data_dir)
     synthetic = [n for n in ecfg.tasks if n != REAL_TASK]
@@ -143,7 +143,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
                "total": round(time.perf_counter() - t0, 2)}
     _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys), shown)
     stages.write_metrics(out, scores.headline(flat), timings)
-    _log_to_mlflow(cfg, flat, out)
+    _log_to_mlflow(cfg, flat, out, started, (str(data_dir), digest))
     print(report.console_table(metrics, shown))
     print(f"probe_eval: {len(keys)} clips x {len(models)} models; features {t_feat:.1f} s, ceiling "
           f"{t_ceiling:.1f} s, probes {t_probe:.1f} s")
@@ -164,12 +164,12 @@ def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, class
                                                                 bool(confusions), bool(projections)))
 
 
-def _log_to_mlflow(cfg: Config, flat: dict, out: Path) -> None:
+def _log_to_mlflow(cfg: Config, flat: dict, out: Path, started: float, dataset: tuple[str, str]) -> None:
     import mlflow
 
     from videossl import tracking
 
-    with tracking.run(cfg.tracking, "probe-eval", tags={"step": "probe_eval"}):
+    with tracking.run(cfg.tracking, "probe-eval", tags={"step": "probe_eval"}, started=started, dataset=dataset):
         mlflow.log_params(tracking.flat_params(cfg.probe_eval.model_dump(mode="json"), "probe_eval."))
         mlflow.log_metrics(tracking.flatten({t: s for t, s in flat.items() if isinstance(s, dict) and "n_test_videos" in s},
                                             leaf=lambda v: isinstance(v, (int, float))))

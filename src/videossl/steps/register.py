@@ -184,9 +184,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     # The whole registration holds the model's lock: the store's creation, the gate's read of the
     # champion and the alias move happen as one, so concurrent registrations cannot both promote.
     with registry.registration_lock(tracking.tracking_uri(cfg.tracking), rcfg.model_name):
-        with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest),
-                                                          "git_commit": commit, **(experiment or {})}) as active:
-            run_id = active.info.run_id
+        with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest)},
+                          dataset=(str(data_dir), str(digest))) as active:
+            run_id, experiment_id = active.info.run_id, active.info.experiment_id
             uri = mlflow.get_tracking_uri()
             mlflow.log_params(params)
             mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)})
@@ -220,10 +220,14 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
                     dataset_digest=str(digest), git_commit=commit, checkpoint=meta, params=params,
                     frame_encoder=str(frame_encoder) if frame_encoder.is_file() else None, run_id=run_id)
 
+            def summary(version: str, decision: registry.GateDecision) -> str:
+                return model_card.render_summary(name=rcfg.model_name, version=version, metrics=metrics,
+                                                 decision=decision, run_id=run_id, dataset_digest=str(digest))
+
             reg = registry.register_version(
                 MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
                 run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card,
-                frames_gap_low=gap_lows)
+                summary=summary, frames_gap_low=gap_lows)
             mlflow.log_text(reg.card or "", CARD)
             mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
                              "gate": "promoted" if reg.decision.promote else "not promoted"})
@@ -236,6 +240,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
         "model_uri": reg.model_uri,
         "logged_model_uri": reg.logged_model_uri,
         "run_id": run_id,
+        "experiment_id": experiment_id,
         "tracking_uri": uri,
         "aliases": reg.aliases,
         "champion_version": reg.champion_version,

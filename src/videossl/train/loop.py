@@ -190,7 +190,8 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     heldout = HeldOut(store, variant, recipe, cfg.seed, pcfg.eval_batch) if env.is_main and pcfg.eval_every else None
 
     # local rank 0 of every node reports (console, Prometheus); global rank 0 also logs to MLflow
-    tracker = Telemetry(cfg, variant, env, shape, count_params(model.encoder)) if env.local_rank == 0 else nullcontext()
+    tracker = (Telemetry(cfg, variant, env, shape, count_params(model.encoder), dataset=(str(data_dir), digest))
+               if env.local_rank == 0 else nullcontext())
     with tracker:  # an exception ends the MLflow run as FAILED
         t_start = t_log = t_fetch = time.perf_counter()
         wait = 0.0

@@ -99,7 +99,8 @@ def system_metrics(interval: float | None) -> Iterator[None]:
 class Telemetry:
     """Console progress + /metrics (local rank 0 of each node) + the MLflow run (global rank 0)."""
 
-    def __init__(self, cfg: Config, variant: str, env: DistEnv, shape: VitShape, n_params: int):
+    def __init__(self, cfg: Config, variant: str, env: DistEnv, shape: VitShape, n_params: int,
+                 dataset: tuple[str, str] | None = None):
         self.variant, self.env, self.cfg = variant, env, cfg
         self.node = node_rank(env)
         self.step_ema: float | None = None
@@ -124,7 +125,8 @@ class Telemetry:
             from videossl import tracking
 
             self.mlflow = mlflow
-            self.ctx = tracking.run(cfg.tracking, f"pretrain-{variant}", tags={"step": "pretrain", "variant": variant})
+            self.ctx = tracking.run(cfg.tracking, f"pretrain-{variant}", tags={"step": "pretrain", "variant": variant},
+                                    dataset=dataset)
             self.params = {**tracking.flat_params(cfg.model_dump(mode="json")), "variant": variant,
                            "world_size": env.world, "encoder_params": n_params, "tokens_per_clip": shape.num_tokens}
 
