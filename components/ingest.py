@@ -3,9 +3,16 @@ from typing import NamedTuple
 
 
 def ingest(params: str, root: str, data_version: str) -> NamedTuple("Outputs", [("data_uri", str)]):
-    """Run `videossl.steps.ingest.ingest`, or, when `data_version` (a git revision) is set, resolve
-    the DVC-versioned ingest output of that revision instead of ingesting; returns the dataset's
-    location."""
+    """Raw videos to clip shards (`videossl.steps.ingest.ingest`), or a DVC data version of them.
+
+    Args:
+        params: The params every step validates (params.yaml as YAML or one line of JSON).
+        root: Where the run's data and outputs go (cluster.root); the output is a params-addressed folder under it.
+        data_version: A git revision of the DVC-tracked ingest output to use instead of ingesting; "" = ingest.
+
+    Returns:
+        data_uri: The dataset's location (shards, manifest, ingest.json).
+    """
     from collections import namedtuple
 
     from videossl.config import dump_config, parse_config

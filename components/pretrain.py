@@ -3,10 +3,21 @@ from typing import NamedTuple
 
 
 def pretrain(params: str, data_uri: str, root: str, launcher: str) -> NamedTuple("Outputs", [("model_uri", str)]):
-    """Run `videossl.steps.pretrain.pretrain` in this pod (`launcher` "none" on a cluster, "local" in
-    kfp.local), or submit the multi-node job and wait for it ("trainjob" / "pytorchjob"); returns the
-    checkpoints' location. `launcher` is fixed when the pipeline is compiled, because it also decides
-    the pod's shape (GPUs here, or a light launcher pod)."""
+    """Self-supervised pretraining of the video encoder and its bag-of-frames baseline (`videossl.steps.pretrain`).
+
+    Runs in this pod (launcher "none" on a cluster, "local" in kfp.local), or submits the multi-node
+    job and waits for it ("trainjob" / "pytorchjob"). The launcher is fixed when the pipeline is
+    compiled, because it also decides the pod's shape (GPUs here, or a light launcher pod).
+
+    Args:
+        params: The params every step validates.
+        data_uri: The dataset's location (the ingest task's output).
+        root: Where the run's data and outputs go (cluster.root).
+        launcher: none, local, trainjob or pytorchjob (compiled in from cluster.job.launcher).
+
+    Returns:
+        model_uri: The checkpoints' location (encoder.pt, frame_encoder.pt, pretrain.json).
+    """
     from collections import namedtuple
 
     from videossl.config import dump_config, parse_config

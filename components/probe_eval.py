@@ -6,9 +6,19 @@ from kfp.dsl import Markdown, Metrics, Output
 
 def probe_eval(params: str, data_uri: str, model_uri: str, root: str, scores: Output[Metrics],
                report: Output[Markdown]) -> NamedTuple("Outputs", [("eval_uri", str)]):
-    """Run `videossl.steps.probe_eval.probe_eval`; log every numeric score (`arrow_of_time.video`, ...)
-    as a KFP metric, publish report.md as Markdown (plots inlined: the KFP UI cannot follow the
-    report's relative links), and return the eval location."""
+    """The temporal benchmark on frozen features, beside every baseline (`videossl.steps.probe_eval`).
+
+    Args:
+        params: The params every step validates.
+        data_uri: The dataset's location (the ingest task's output).
+        model_uri: The checkpoints' location (the pretrain task's output).
+        root: Where the run's data and outputs go (cluster.root).
+
+    Returns:
+        eval_uri: The evaluation's location (scores.json, metrics.json, report.md, plots/).
+        scores: The scores as KFP metrics (the full table is eval_uri/scores.json).
+        report: report.md with its plots inlined (the KFP UI cannot follow relative links).
+    """
     from collections import namedtuple
     from pathlib import Path
 

@@ -6,8 +6,20 @@ from kfp.dsl import Markdown, Output
 
 def register(params: str, data_uri: str, model_uri: str, eval_uri: str, root: str,
              model_card: Output[Markdown]) -> NamedTuple("Outputs", [("register_uri", str), ("model_version", str)]):
-    """Run `videossl.steps.register.register`; publish the model card, return the registration's
-    location and the registered model version."""
+    """Register the encoder in the MLflow registry behind the champion/challenger gate (`videossl.steps.register`).
+
+    Args:
+        params: The params every step validates.
+        data_uri: The dataset's location (the ingest task's output).
+        model_uri: The checkpoints' location (the pretrain task's output).
+        eval_uri: The evaluation's location (the probe-eval task's output).
+        root: Where the run's data and outputs go (cluster.root).
+
+    Returns:
+        model_card: The version's model card.
+        register_uri: The registration's location (registration.json, model_card.md).
+        model_version: The registered model version.
+    """
     from collections import namedtuple
     from pathlib import Path
 

@@ -108,6 +108,15 @@ def build_pipeline(cfg: Config, target: str = "cluster"):
                               "-> temporal benchmark -> MLflow registry (champion/challenger gate).")
     def videossl_pipeline(params: str = params_text(cfg), root: str = cfg.cluster.root,
                           data_version: str = cfg.cluster.data_version or "") -> PipelineOutputs:
+        """videossl: ingest -> pretrain -> probe_eval -> register.
+
+        Args:
+            params: The params every step validates, as one line of JSON (valid YAML); the default is the
+                params the pipeline was compiled from.
+            root: Where the run's data and outputs go (an s3:// URI); each step writes a params-addressed folder.
+            data_version: A git revision of the DVC-tracked ingest output to train on instead of ingesting;
+                "" = ingest in the run.
+        """
         data = _configure(comps["ingest"](params=params, root=root, data_version=data_version), "ingest", cfg, target)
         data_uri = data.outputs["data_uri"]
         model = _configure(comps["pretrain"](params=params, data_uri=data_uri, root=root, launcher=launcher),

@@ -33,6 +33,7 @@ from videossl.data.transforms import to_model_input
 from videossl.eval.tasks import ClipKey, clip_pixels
 from videossl.models.vit import VideoViT, pool_space
 from videossl.progress import Progress
+from videossl.storage import atomic_path
 from videossl.train import precision
 
 PIXEL_GRID = 8        # raw-pixel baseline: each frame average-pooled to 8x8
@@ -149,12 +150,10 @@ class FeatureCache:
         path = self.path(model)
         if path is None or not table:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(table)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, keys=np.array(keys), vectors=np.stack([table[k][0] for k in keys]),
-                 tokens=np.stack([table[k][1] for k in keys]))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
+            np.savez(f, keys=np.array(keys), vectors=np.stack([table[k][0] for k in keys]),
+                     tokens=np.stack([table[k][1] for k in keys]))
 
 
 # ----------------------------------------------------------------------------------------------
