@@ -25,12 +25,12 @@ def register(params: str, data_uri: str, model_uri: str, eval_uri: str, root: st
 
     from videossl.config import dump_config, parse_config
     from videossl.data.versioning import output_uri
-    from videossl.steps.register import register as step
+    from videossl.steps.register import CARD, register as step
     from videossl.storage import staged
 
     cfg = parse_config(params)
     out_uri = output_uri(root, "register", dump_config(cfg), data_uri, model_uri, eval_uri)
     with staged([data_uri, model_uri, eval_uri], out_uri) as ([data, model, ev], out):
         result = step(cfg, data, model, ev, out)
-        Path(model_card.path).write_text((out / "model_card.md").read_text())
+        Path(model_card.path).write_text((out / CARD).read_text())
     return namedtuple("Outputs", ["register_uri", "model_version"])(out_uri, str(result["version"]))

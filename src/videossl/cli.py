@@ -22,47 +22,32 @@ def _add_params(p: argparse.ArgumentParser) -> None:
                    help="override one param (YAML value), like `dvc exp run -S`")
 
 
+def _step(sub, name: str, help: str, **folders: str) -> argparse.ArgumentParser:
+    """A step's sub-command: the params options and one --<name> per folder it reads or writes."""
+    p = sub.add_parser(name, help=help)
+    _add_params(p)
+    for option, default in folders.items():
+        p.add_argument(f"--{option}", default=default)
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="videossl", description="Video-native SSL pipeline: ingest -> pretrain -> "
                                  "probe-eval -> register")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", help="raw videos -> clip shards + manifest")
-    _add_params(p)
-    p.add_argument("--out", default=DATA)
-
-    p = sub.add_parser("pretrain", help="pretrain the video encoder and the bag-of-frames baseline (torchrun)")
-    _add_params(p)
-    p.add_argument("--data", default=DATA)
-    p.add_argument("--out", default=MODELS)
-
-    p = sub.add_parser("probe-eval", help="temporal benchmark on frozen features")
-    _add_params(p)
-    p.add_argument("--data", default=DATA)
-    p.add_argument("--models", default=MODELS)
-    p.add_argument("--out", default=EVAL)
-
-    p = sub.add_parser("evaluate", help="the temporal benchmark of any encoder (package.module:factory[=arg]), "
-                       "beside this project's model and every baseline, in one report")
-    _add_params(p)
+    _step(sub, "ingest", "raw videos -> clip shards + manifest", out=DATA)
+    _step(sub, "pretrain", "pretrain the video encoder and the bag-of-frames baseline (torchrun)", data=DATA, out=MODELS)
+    _step(sub, "probe-eval", "temporal benchmark on frozen features", data=DATA, models=MODELS, out=EVAL)
+    p = _step(sub, "evaluate", "the temporal benchmark of any encoder (package.module:factory[=arg]), beside this "
+              "project's model and every baseline, in one report", data=DATA, models=MODELS, out="outputs/evaluate")
     p.add_argument("--encoder", action="append", required=True,
                    help="package.module:factory[=argument] (repeatable); the contract: videossl.eval.external")
-    p.add_argument("--data", default=DATA)
-    p.add_argument("--models", default=MODELS, help="this project's model and its baselines")
-    p.add_argument("--out", default="outputs/evaluate")
+    _step(sub, "register", "log + register the encoder in MLflow, champion/challenger gate", data=DATA, models=MODELS,
+          eval=EVAL, out=REGISTER)
 
-    p = sub.add_parser("register", help="log + register the encoder in MLflow, champion/challenger gate")
-    _add_params(p)
-    p.add_argument("--data", default=DATA)
-    p.add_argument("--models", default=MODELS)
-    p.add_argument("--eval", default=EVAL)
-    p.add_argument("--out", default=REGISTER)
-
-    p = sub.add_parser("study", help="every pretraining objective at equal training time, several budgets, "
-                       "scored by the benchmark: a table and a plot")
-    _add_params(p)
-    p.add_argument("--data", default=DATA)
-    p.add_argument("--out", default="outputs/study")
+    p = _step(sub, "study", "every pretraining objective at equal training time, several budgets, scored by the "
+              "benchmark: a table and a plot", data=DATA, out="outputs/study")
     p.add_argument("--budgets", default="60,135,270", help="training seconds per run, comma separated (270: "
                    "what make run's default trains for on 2 cores)")
     p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")

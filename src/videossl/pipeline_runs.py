@@ -24,6 +24,7 @@ from kfp import compiler
 from pipelines.videossl_pipeline import build_pipeline, params_text
 from videossl.config import Config, ConfigError
 from videossl.errors import StepError
+from videossl.steps.register import REGISTRATION
 
 
 class LocalRunError(StepError):
@@ -102,7 +103,7 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
     outputs = {"ingest": "data_uri", "pretrain": "model_uri", "probe_eval": "eval_uri", "register": "register_uri"}
     loc = {step: out[key] for step, key in outputs.items()}
     with staged([loc["register"]]) as ([reg_dir], _):
-        reg = json.loads((reg_dir / "registration.json").read_text())
+        reg = json.loads((reg_dir / REGISTRATION).read_text())
     headline = {"video", "frames", "random_init", "pixels", "chance"}
     return {
         "root": root_str,

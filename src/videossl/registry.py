@@ -267,6 +267,9 @@ def link_logged_model(client, model_id: str, name: str, version: str) -> None:
 
     model = client.get_logged_model(model_id)
     versions = json.loads(model.tags.get(LOGGED_MODEL_VERSIONS_TAG, "[]"))
+    # a tracking server links it itself (with the version as a number); the embedded store does not
+    if any(v.get("name") == name and str(v.get("version")) == str(version) for v in versions):
+        return
     versions.append({"name": name, "version": version})
     client.set_logged_model_tags(model_id, {LOGGED_MODEL_VERSIONS_TAG: json.dumps(versions)})
 

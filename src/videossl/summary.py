@@ -6,6 +6,7 @@ from pathlib import Path
 
 from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, REPORT, SCORES, VIDEO
 from videossl.eval.report import MODELS, console_table
+from videossl.steps.register import REGISTRATION
 
 
 def print_summary(eval_dir: Path, register_dir: Path) -> int:
@@ -23,7 +24,7 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
     print("\nTemporal benchmark: linear-probe test accuracy on held-out videos (95% CIs in "
           f"{eval_dir / REPORT})")
     print(console_table({"tasks": tasks}, MODELS))
-    reg_path = register_dir / "registration.json"
+    reg_path = register_dir / REGISTRATION
     if reg_path.is_file():
         reg = json.loads(reg_path.read_text())
         if reg.get("registered") is False:

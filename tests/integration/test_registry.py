@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -511,3 +512,28 @@ def test_register_through_a_tracking_server(tmp_path, mlflow_server):
     with torch.no_grad():
         out = model(torch.rand(1, 3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size))
     assert out.shape == (1, SHAPE.num_tokens, SHAPE.dim) and torch.isfinite(out).all()
+
+    # the registered-model page's data, read as the UI reads it: the server's REST API
+    def rest(path: str, **query) -> dict:
+        url = f"{mlflow_server['url']}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return json.loads(r.read())
+
+    version = rest("model-versions/get", name=NAME, version="1")["model_version"]
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    assert len(tags) <= 30 and tags["arrow_of_time.video"] == "0.66" and tags["gate.decision"] == "promote"
+    assert tags["dataset_digest"] == "ab" * 32 and tags["git_commit"] and tags["status"] == "ready"
+    assert version["aliases"] == ["champion"]
+    assert version["description"].startswith(f"**{NAME} v1**: a self-supervised video encoder, **champion**.")
+    # lineage: version -> its run (commit, dataset input) -> its card; version <-> its logged model
+    run = rest("runs/get", run_id=version["run_id"])["run"]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["git_commit"] == tags["git_commit"]
+    [dataset_input] = run["inputs"]["dataset_inputs"]
+    assert {t["key"]: t["value"] for t in dataset_input["tags"]}["dataset_digest"] == "ab" * 32
+    assert dataset_input["dataset"]["digest"] == ("ab" * 32)[:12]
+    card = mlflow.artifacts.load_text(f"runs:/{version['run_id']}/model_card.md")
+    assert card.startswith(f"# Model card: {NAME} v1") and "## Limits" in card
+    assert version["source"].startswith("models:/")  # the logged model (MLflow 3), not a bare artifact path
+    logged = client.get_logged_model(version["source"].removeprefix("models:/"))
+    links = json.loads(logged.tags[registry.LOGGED_MODEL_VERSIONS_TAG])
+    assert [(v["name"], str(v["version"])) for v in links] == [(NAME, "1")]  # linked once (the server links it too)

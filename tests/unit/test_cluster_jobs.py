@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import re
-import uuid
 from pathlib import Path
 
 import jsonschema
@@ -20,13 +19,11 @@ from tests.tiny import tiny_config
 from videossl.cluster.jobs import IMAGE_USER, INSTANCE_LABEL, KINDS, PARAMS_ENV, ClusterJobError, render_job, to_yaml
 from videossl.cluster.launcher import launch_pretrain
 from videossl.config import dump_config
-from videossl.models.checkpoint import CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = {"trainjob": ROOT / "k8s/crds/trainjob-crd.yaml", "pytorchjob": ROOT / "k8s/crds/pytorchjob-crd.yaml"}
 DATA, OUT = "s3://videossl/runs/r1/data/ingest", "s3://videossl/runs/r1/outputs/pretrain"
 RESERVED = re.compile(r"^(PET_|MASTER_ADDR$|MASTER_PORT$|WORLD_SIZE$|RANK$|LOCAL_RANK$)")  # set by the operators
-BUCKET = "cluster-jobs"
 
 COMBOS = {
     "1-node-cpu": ["cluster.job.nodes=1", "cluster.job.procs_per_node=1", "cluster.job.gpus_per_node=0",
@@ -242,22 +239,5 @@ def test_params_that_cannot_work_fail_before_submitting_naming_the_key(overrides
     with FakeKube() as kube, pytest.raises(ClusterJobError, match=re.escape(key)):
         launch_pretrain(cfg, data, OUT, api_client=kube.api_client())
     assert kube.requests == []  # nothing reached the cluster
-
-
-# ---- the launcher, against the recording API server --------------------------------------------
-
-@pytest.fixture
-def run(s3_server, monkeypatch, tmp_path):
-    """(cfg, out URI) of a fresh run with fast polling; `checkpoints=True` puts its encoder files in S3."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)  # where the launcher checks the outputs
-    s3_server.make_bucket(BUCKET)
-
-    def make(launcher: str, *extra: str, checkpoints: bool = True):
-        out = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/pretrain"
-        if checkpoints:
-            for name in CHECKPOINTS.values():
-                s3_server.client().put_object(Bucket=BUCKET, Key=f"{out[len(f's3://{BUCKET}/'):]}/{name}", Body=b"x")
-        return cfg_for(tmp_path, launcher, "cluster.job.poll_s=0.02", *extra), out
-    return make
 
 
