@@ -61,13 +61,19 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert "http://127.0.0.1:5000/#/models/videossl-encoder" in shown
     assert _ran(_run([str(BIN / "dvc"), "repro"], dvc_project)) == set()
     assert _run(["git", "status", "--porcelain"], dvc_project, stdout_only=True) == ""
+    # a fresh clone has no outputs/register (not in git): its repro registers the model it rebuilt,
+    # and dvc.lock stays as committed
+    shutil.rmtree(dvc_project / "outputs" / "register")
+    assert _ran(_run([str(BIN / "dvc"), "repro"], dvc_project)) == {"register"}
+    assert json.loads((dvc_project / "outputs/register/registration.json").read_text())["version"] in ("2", 2)
+    assert _run(["git", "status", "--porcelain"], dvc_project, stdout_only=True) == ""
 
     params = yaml.safe_load((dvc_project / "params.yaml").read_text())
     params["probe_eval"]["epochs"] += 5
     (dvc_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = _run([str(BIN / "dvc"), "repro"], dvc_project)
     assert _ran(second) == {"probe_eval", "register"}
-    assert json.loads((dvc_project / "outputs/register/registration.json").read_text())["version"] in ("2", 2)
+    assert json.loads((dvc_project / "outputs/register/registration.json").read_text())["version"] in ("3", 3)
 
     # two experiments side by side: a headline of numbers per stage, keyed the way people read them
     diff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], dvc_project, stdout_only=True))

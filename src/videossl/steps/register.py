@@ -26,6 +26,10 @@ from videossl.storage import write_text_atomic
 
 ENCODER, FRAME_ENCODER = CHECKPOINTS["video"], CHECKPOINTS["frames"]
 REGISTRATION = "registration.json"
+# What was submitted to the registry, without run ids or versions: the same bytes whenever the same
+# model is submitted, so DVC can track it (dvc.yaml `outs`, cache: false, not in git). A clone has
+# none, so its `make run` registers its model; a second `make run` finds it and registers nothing.
+SUBMITTED = "submitted.json"
 CARD = "model_card.md"
 
 __all__ = ["register", "RegisterError"]
@@ -138,6 +142,11 @@ def _check_writable(out: Path) -> None:
         raise RegisterError(f"cannot write the registration to {out}: {e.strerror or e}") from None
 
 
+def _write_submitted(out: Path, name: str, digest: str, registered: bool, encoder_sha256: str | None = None) -> None:
+    record = {"model_name": name, "dataset_digest": digest, "registered": registered, "encoder_sha256": encoder_sha256}
+    write_text_atomic(out / SUBMITTED, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def _skip(out: Path, name: str, experiment: dict[str, str], digest: str, commit: str) -> dict:
     """A `dvc exp run` registers nothing unless asked: the stage still writes its outputs, saying so."""
     reason = (f"not registered: DVC experiment {experiment['dvc.experiment']} (register.in_experiments is false; "
@@ -146,6 +155,7 @@ def _skip(out: Path, name: str, experiment: dict[str, str], digest: str, commit:
               "dataset_digest": digest, "git_commit": commit}
     write_text_atomic(out / CARD, f"# {name}: {reason}\n")
     write_text_atomic(out / REGISTRATION, json.dumps(result, indent=2) + "\n")
+    _write_submitted(out, name, digest, False)
     print(f"register: {reason}")
     return result
 
@@ -255,6 +265,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / CARD, reg.card or "")
     write_text_atomic(out / REGISTRATION, json.dumps(result, indent=2) + "\n")
+    _write_submitted(out, reg.name, str(digest), True, meta.get("result", {}).get("encoder_sha256"))
     roles = " + ".join(a for a in (registry.CHAMPION, registry.CHALLENGER) if a in reg.aliases) or "no alias"
     print(f"register: {reg.name} v{reg.version} -> {roles} ({d.reason})")
     return result
