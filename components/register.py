@@ -25,7 +25,7 @@ def register(params: str, data_uri: str, model_uri: str, eval_uri: str, root: st
 
     from videossl.config import dump_config, parse_config
     from videossl.data.versioning import output_uri
-    from videossl.steps.register import CARD
+    from videossl.stages import CARD
     from videossl.steps.register import register as step
     from videossl.storage import staged
 

@@ -24,7 +24,7 @@ from kfp import compiler
 from pipelines.videossl_pipeline import build_pipeline, params_text
 from videossl.config import Config, ConfigError
 from videossl.errors import StepError
-from videossl.steps.register import REGISTRATION
+from videossl.stages import REGISTRATION
 
 
 class LocalRunError(StepError):

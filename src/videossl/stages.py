@@ -42,6 +42,13 @@ STAGES = {
 CODE_ROOT = "src/videossl"  # where STAGES' code paths live in the repository
 METRICS = "metrics.json"    # headline numbers (DVC metrics)
 TIMINGS = "timings.json"    # wall-clock measurements (not committed)
+# the register step's files (outputs/register/, none in git: run ids and versions differ every run)
+REGISTRATION = "registration.json"  # what was registered: version, aliases, the gate's decision
+CARD = "model_card.md"
+# What was submitted to the registry, without run ids or versions: the same bytes whenever the same
+# model is submitted, so DVC can track it (dvc.yaml `outs`, cache: false). A clone has none, so its
+# `make run` registers its model; a second `make run` finds it and registers nothing.
+SUBMITTED = "submitted.json"
 
 
 def numbers(tree: dict) -> dict:

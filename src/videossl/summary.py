@@ -6,7 +6,7 @@ from pathlib import Path
 
 from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, REPORT, SCORES, VIDEO
 from videossl.eval.report import MODELS, console_table
-from videossl.steps.register import REGISTRATION
+from videossl.stages import REGISTRATION
 
 
 def print_summary(eval_dir: Path, register_dir: Path) -> int:

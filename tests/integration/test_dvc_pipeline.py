@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.tiny import REPO, tiny_params_yaml
-from videossl.stages import CODE_ROOT, STAGES
+from videossl.stages import CODE_ROOT, STAGES, SUBMITTED
 
 BIN = Path(sys.executable).parent
 
@@ -106,3 +106,5 @@ def test_dvc_stages_read_what_videossl_stages_says():
         code = [d for d in stages[name]["deps"] if d.startswith(CODE_ROOT + "/")]
         assert code == [f"{CODE_ROOT}/{c}" for c in stage.code], name
         assert f"--out {stage.out}" in stages[name]["cmd"], name
+    # the one output DVC tracks of the register stage: the submission record, not the registration
+    assert [list(o)[0] for o in stages["register"]["outs"]] == [f"{STAGES['register'].out}/{SUBMITTED}"]

@@ -22,15 +22,10 @@ from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, PLOTS, REPORT, SCOR
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.models.checkpoint import CHECKPOINTS
+from videossl.stages import CARD, REGISTRATION, SUBMITTED
 from videossl.storage import write_text_atomic
 
 ENCODER, FRAME_ENCODER = CHECKPOINTS["video"], CHECKPOINTS["frames"]
-REGISTRATION = "registration.json"
-# What was submitted to the registry, without run ids or versions: the same bytes whenever the same
-# model is submitted, so DVC can track it (dvc.yaml `outs`, cache: false, not in git). A clone has
-# none, so its `make run` registers its model; a second `make run` finds it and registers nothing.
-SUBMITTED = "submitted.json"
-CARD = "model_card.md"
 
 __all__ = ["register", "RegisterError"]
 
