@@ -30,6 +30,7 @@ import torch
 from videossl.data.decode import decode_video, make_decoder
 from videossl.data.sources import VIDEO_EXTENSIONS
 from videossl.errors import StepError
+from videossl.clip_embedder import ClipEmbedder
 from videossl.models.vit import VideoViT
 from videossl.storage import write_text_atomic
 
@@ -52,6 +53,7 @@ class Encoder:
 
     def __init__(self, model: VideoViT, meta: dict):
         self.model = model.eval()
+        self.embedder = ClipEmbedder(self.model)
         ingest = (meta.get("config") or {}).get("ingest", {})
         self.clip_frames = model.shape.frames
         self.size = model.shape.img_size
@@ -64,19 +66,16 @@ class Encoder:
         return f"uint8 frames [T >= {self.clip_frames}, {self.size}, {self.size}, 3]"
 
     def embed_clips(self, clips: np.ndarray, batch: int = 64) -> np.ndarray:
-        """uint8 clips [N, clip_frames, size, size, 3] -> [N, F] time-ordered vectors."""
-        from videossl.eval.features import encoder_model
-
-        want = (self.clip_frames, self.size, self.size, 3)
-        if clips.ndim != 5 or tuple(clips.shape[1:]) != want or clips.dtype != np.uint8:
-            raise EmbedError(f"clips of shape {tuple(clips.shape)} ({clips.dtype}): this encoder takes uint8 "
-                             f"[N, {', '.join(map(str, want))}]")
-        featurize = encoder_model("embed", self.model, "embed", 1).featurize
+        """uint8 clips [N, clip_frames, size, size, 3] -> [N, F] time-ordered vectors (the registered
+        model's forward, `ClipEmbedder`)."""
         out = []
         with torch.inference_mode():
             for i in range(0, len(clips), batch):
-                out.append(featurize(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch])))[0].numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+                try:
+                    out.append(self.embedder(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch]))).numpy())
+                except ValueError as e:
+                    raise EmbedError(str(e)) from None
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def frames_of(self, video: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, str]:
         if isinstance(video, np.ndarray):

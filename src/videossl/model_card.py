@@ -7,11 +7,12 @@ from videossl.config import TEMPORAL_TASKS as TEMPORAL
 from videossl.gate import GateDecision, fmt
 
 INTENDED_USE = """\
-- A frozen feature extractor for short clips. Input: `video[B, 3, T, H, W]` float, RGB in [0, 1]
-  then normalised per channel with mean 0.45 and std 0.225 (`videossl.data.transforms.to_model_input`
-  does it from uint8 frames) at the training clip length, frame rate and size; output: tokens
-  `[B, N, D]`. The embedding the benchmark reads (and `videossl embed` writes) pools the tokens over
-  space and keeps time order; a mean over all tokens discards the order of time.
+- A frozen feature extractor for short clips. The logged model (`mlflow.pyfunc.load_model` or
+  `mlflow.pytorch.load_model`, `videossl.clip_embedder.ClipEmbedder`) takes decoded uint8
+  frames `[B, T, H, W, 3]` at the training clip length, frame rate and size, normalises them as
+  training did (RGB in [0, 1], per-channel mean 0.45 and std 0.225) and returns the embedding the
+  benchmark reads: tokens pooled over space, time slices concatenated in order (`[B, T' x D]`), so a
+  clip and its reverse embed differently. A mean over all tokens would discard the order of time.
 - `videossl embed --model models:/<name>@champion VIDEO...` (or `videossl.embed.load_encoder`)
   decodes and preprocesses any video exactly as training did; it reads the logged checkpoint
   `checkpoint/encoder.pt`, which loads without unpickling code.

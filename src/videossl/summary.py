@@ -33,7 +33,9 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
         print(f"\nregistered: {reg.get('model_name')} v{reg.get('version')} "
               f"(aliases: {', '.join(reg.get('aliases', [])) or 'none'}) in {reg.get('tracking_uri')}")
         print(f"  load it: import mlflow; mlflow.set_tracking_uri('{reg.get('tracking_uri')}'); "
-              f"mlflow.pytorch.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
+              f"model = mlflow.pyfunc.load_model('models:/{reg.get('model_name')}/{reg.get('version')}')")
+        print("  embed: model.predict(frames)  # uint8 [clips, T, H, W, 3] -> [clips, T' x D], time order kept "
+              "(videossl embed VIDEO... decodes files)")
         if reg.get("reason"):
             print(f"  gate: {reg['reason']}")
         for line in where_to_look(reg):

@@ -59,6 +59,11 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     experiment = json.loads((dvc_project / "outputs/register/registration.json").read_text())["experiment_id"]
     assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs" in shown  # where to look, straight to the page
     assert "http://127.0.0.1:5000/#/models/videossl-encoder" in shown
+    # the load line works as printed, from the project folder
+    load = next(line for line in shown.splitlines() if "load it:" in line).split("load it:", 1)[1]
+    signature = _run([sys.executable, "-c", f"{load}; print(model.metadata.signature.inputs)"], dvc_project,
+                     stdout_only=True)
+    assert "uint8" in signature, signature
     assert _ran(_run([str(BIN / "dvc"), "repro"], dvc_project)) == set()
     assert _run(["git", "status", "--porcelain"], dvc_project, stdout_only=True) == ""
     # a fresh clone has no outputs/register (not in git): its repro registers the model it rebuilt,

@@ -1,7 +1,8 @@
 """Register step against real MLflow: an embedded sqlite store and a real `mlflow server` process.
 
 No MLflow mocks: versions, tags and aliases are read back through MlflowClient, and the champion is
-loaded back with `mlflow.pytorch.load_model` and run on a tensor.
+loaded back with `mlflow.pytorch.load_model` and run on uint8 clips (and, in a fresh virtualenv,
+with `mlflow.pyfunc.load_model`).
 """
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from videossl import registry
 from videossl.config import Config
+from videossl.data.transforms import to_model_input
+from videossl.embed import load_encoder
 from videossl.gate import Policy
 from videossl.models.checkpoint import save_checkpoint
 from videossl.models.vit import VideoViT, VitShape
@@ -261,15 +264,16 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
         logged = client.get_logged_model(r["logged_model_uri"].removeprefix("models:/"))
         assert json.loads(logged.tags[registry.LOGGED_MODEL_VERSIONS_TAG]) == [{"name": NAME, "version": r["version"]}]
 
-    # the champion loads back as the encoder of checkpoint step 20 and runs on a clip
+    # the champion loads back as the encoder of checkpoint step 20 and embeds uint8 clips, time order kept
     model = mlflow.pytorch.load_model(f"models:/{NAME}@champion")
     torch.manual_seed(20)
     reference = VideoViT(SHAPE).eval()
-    x = torch.rand(2, 3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size)
+    clips = torch.randint(0, 256, (2, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3), dtype=torch.uint8)
     with torch.no_grad():
-        tokens = model(x)
-        assert tokens.shape == (2, SHAPE.num_tokens, SHAPE.dim)
-        assert torch.allclose(tokens, reference(x), atol=1e-6)
+        vectors = model(clips)
+        assert vectors.shape == (2, SHAPE.grid[0] * SHAPE.dim)
+        assert torch.allclose(vectors, reference.embed_time(to_model_input(clips)).flatten(1), atol=1e-6)
+        assert not torch.allclose(vectors, model(clips.flip(1)), atol=1e-4)
 
 
 def test_a_worse_model_cannot_displace_a_better_one(tmp_path, sqlite_store):
@@ -355,39 +359,52 @@ def test_failure_after_version_creation_rolls_back(tmp_path, sqlite_store):
     assert aliases(client, name) == {"champion": "1", "challenger": "1"}
 
 
-_LOAD_WITHOUT_VIDEOSSL = """
-import sys
-sys.path.append(sys.argv[5])  # this environment's packages, without their .pth files:
-try:                          # the editable videossl install is not importable
-    import videossl
-    raise SystemExit("videossl is importable: the test would prove nothing")
-except ImportError:
-    pass
+_EMBED_IN_FRESH_VENV = """
+import importlib.util, sys
+# a fresh virtualenv: videossl is not installed, the model brings it (code_paths)
+assert importlib.util.find_spec("videossl") is None, "videossl is importable: the test would prove nothing"
 import mlflow, numpy as np
 mlflow.set_tracking_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model(sys.argv[2])
-clip = np.random.default_rng(0).random((1, 3, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[4])), dtype=np.float32)
-out = model.predict(clip)
-print(out.shape)
+np.save(sys.argv[4], model.predict(np.load(sys.argv[3])))
 """
 
 
-def test_the_registered_model_loads_where_videossl_is_not_installed(tmp_path, sqlite_store):
-    # The model's logged requirements name what it imports; videossl itself rides in code_paths.
+def test_the_registered_model_embeds_in_a_fresh_virtualenv(tmp_path, sqlite_store):
+    """What a user outside this project does: a new virtualenv with only the model's logged
+    requirements, `mlflow.pyfunc.load_model`, uint8 frames in, the same embedding as `videossl embed`."""
     cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name="standalone-encoder",
                       min_margin_over_champion=0, min_margin_over_frames=0)
     data, model, ev = make_inputs(tmp_path / "in", 0.7)
     result = register(cfg, data, model, ev, tmp_path / "out")
     local = Path(mlflow.artifacts.download_artifacts(result["logged_model_uri"], tracking_uri=sqlite_store,
                                                      dst_path=str(tmp_path / "dl")))
-    requirements = (local / "requirements.txt").read_text().split()
-    assert {r.split("==")[0] for r in requirements} >= {"torch", "cloudpickle", "numpy", "pydantic", "PyYAML"}
-    assert (local / "code" / "videossl" / "models" / "vit.py").is_file()
-    proc = subprocess.run([sys.executable, "-S", "-c", _LOAD_WITHOUT_VIDEOSSL, sqlite_store, result["model_uri"],
-                           str(SHAPE.frames), str(SHAPE.img_size), sysconfig.get_paths()["purelib"]],
-                          capture_output=True, text=True, timeout=600)
+    requirements = local / "requirements.txt"
+    names = {r.split("==")[0] for r in requirements.read_text().split()}
+    assert names >= {"mlflow", "torch", "cloudpickle", "numpy", "pydantic", "PyYAML"} and "videossl" not in names
+    assert (local / "code" / "videossl" / "clip_embedder.py").is_file()
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=600)
+    python = venv / "bin" / "python"
+    # --no-compile: byte-compiling mlflow and torch would double the install time and prove nothing
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", "-r", str(requirements)],
+                         capture_output=True, text=True, timeout=1800)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+
+    clips = np.random.default_rng(0).integers(0, 256, (3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3),
+                                              dtype=np.uint8)
+    clips[2] = clips[0][::-1]  # a clip and its reverse
+    np.save(tmp_path / "clips.npy", clips)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run([str(python), "-c", _EMBED_IN_FRESH_VENV, sqlite_store, result["model_uri"],
+                           str(tmp_path / "clips.npy"), str(tmp_path / "vectors.npy")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == str((1, SHAPE.num_tokens, SHAPE.dim))
+    vectors = np.load(tmp_path / "vectors.npy")
+    assert vectors.shape == (3, SHAPE.grid[0] * SHAPE.dim)
+    np.testing.assert_allclose(vectors, load_encoder(str(model / "encoder.pt")).embed_clips(clips), atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[2], atol=1e-4)  # time order kept
 
 
 def test_a_dvc_experiment_registers_only_when_asked(tmp_path, sqlite_store, monkeypatch):
@@ -510,8 +527,8 @@ def test_register_through_a_tracking_server(tmp_path, mlflow_server):
     assert len(stored) == 2
     model = mlflow.pytorch.load_model(f"models:/{NAME}@challenger")
     with torch.no_grad():
-        out = model(torch.rand(1, 3, SHAPE.frames, SHAPE.img_size, SHAPE.img_size))
-    assert out.shape == (1, SHAPE.num_tokens, SHAPE.dim) and torch.isfinite(out).all()
+        out = model(torch.zeros(1, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3, dtype=torch.uint8))
+    assert out.shape == (1, SHAPE.grid[0] * SHAPE.dim) and torch.isfinite(out).all()
 
     # the registered-model page's data, read as the UI reads it: the server's REST API
     def rest(path: str, **query) -> dict:

@@ -22,6 +22,7 @@ from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, PLOTS, REPORT, SCOR
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.models.checkpoint import CHECKPOINTS
+from videossl.clip_embedder import ClipEmbedder
 from videossl.stages import CARD, REGISTRATION, SUBMITTED
 from videossl.storage import write_text_atomic
 
@@ -91,16 +92,15 @@ def load_encoder(path: Path):
     return encoder.eval(), meta
 
 
-def _signature(encoder, meta: dict):
-    """Tensor signature from one forward pass on zeros: [-1, 3, T, H, W] float32 -> [-1, N, D]."""
+def _signature(model: ClipEmbedder):
+    """Tensor signature from one forward pass on zeros: uint8 [-1, T, S, S, 3] -> float32 [-1, F]."""
     import numpy as np
     import torch
     from mlflow.models import infer_signature
 
-    t, s = int(meta["num_frames"]), int(meta["img_size"])
-    x = torch.zeros(1, 3, t, s, s)
+    x = torch.zeros(1, *model.input_shape, dtype=torch.uint8)
     with torch.no_grad():
-        y = encoder(x)
+        y = model(x)
     return infer_signature(x.numpy(), y.numpy().astype(np.float32))
 
 
@@ -205,9 +205,10 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             # the checkpoint itself (tensors and plain values: it loads without unpickling code), for
             # videossl.embed.load_encoder('models:/<name>@<alias>') and `videossl embed`
             mlflow.log_artifact(str(model_dir / ENCODER), CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
+            logged = ClipEmbedder(encoder)  # preprocessing and the time-ordered pooling inside
             info = mlflow.pytorch.log_model(
-                encoder, name="model", serialization_format="pickle",
-                signature=_signature(encoder, meta), pip_requirements=_pip_requirements(), code_paths=_code_paths(),
+                logged, name="model", serialization_format="pickle",
+                signature=_signature(logged), pip_requirements=_pip_requirements(), code_paths=_code_paths(),
                 metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
             )
             step = meta.get("step")
