@@ -1,20 +1,25 @@
-"""The videossl KFP pipeline: ingest -> pretrain -> probe_eval -> register.
+"""The videossl KFP pipeline: split_params -> ingest -> pretrain -> probe_eval -> register.
 
-Every edge carries a location (a path locally, an s3:// URI on the cluster), never the data itself;
-the components are thin wrappers over `videossl.steps`. This file holds the DAG only, built from the
-params by one function, `build_pipeline(cfg, target)`; compiling, running it locally (kfp.local) and
-submitting it to a cluster are `videossl.pipeline_runs`, behind `videossl pipeline compile|run-local|submit`.
-Images, resources, retries, GPUs, node placement and Secrets come from `cluster` in the params.
+Datasets and models travel as `dsl.Dataset` / `dsl.Model` artifacts that point at their folders (a
+path locally, an s3:// URI on the cluster; `videossl.artifact_locations`), never the data itself, so
+the UI shows lineage; the components are thin wrappers over `videossl.steps`. This file holds the DAG
+only, built from the params by one function, `build_pipeline(cfg, target)`; compiling, running it
+locally (kfp.local) and submitting it to a cluster are `videossl.pipeline_runs`, behind
+`videossl pipeline compile|run-local|submit`. Images, resources, retries, GPUs, node placement and
+Secrets come from `cluster` in the params.
 
 Pipeline parameters (all with defaults from the params the pipeline was built from, so
-`kfp run create -f pipeline.yaml` alone reproduces them): `params` (the params every step validates,
-as YAML text; the default is one line of JSON, which is YAML, because KFP's compiled header comment
-breaks on a multi-line default), `root` (where data and outputs go: cluster.root), `data_version`
-(a git revision of the DVC-tracked ingest output to use instead of ingesting; "" = ingest in the run).
+`kfp run create -f pipeline.yaml` alone reproduces them): `params` (the whole params as YAML text;
+the default is one line of JSON, which is YAML, because KFP's compiled header comment breaks on a
+multi-line default), `root` (where data and outputs go: cluster.root), `data_version` (a git
+revision of the DVC-tracked ingest output to use instead of ingesting; "" = ingest in the run).
 
-Caching, per task. Outputs go to params-addressed folders (`videossl.data.versioning.output_uri`:
-`{root}/{layout}/{hash of params text + input locations}`), the same things KFP's cache key is made
-of (the params text holds cluster.image too, so new code addresses new folders), so a cache hit
+Caching, per task, as `dvc repro` scopes it. The first task validates the whole params and hands
+each step only the sections it reads (`videossl.step_params`, from `videossl.stages.STAGES`), so a
+task's cache key depends on its own share of the params and on its inputs: a register-only change
+reruns register alone. Outputs go to folders addressed the same way
+(`videossl.data.versioning.output_uri`: `{root}/{layout}/{hash of the share + image + input
+locations}`; the image is compiled into every task, so new code addresses new folders), so a cache hit
 hands back exactly the folder these inputs produce; no run with other params ever writes there.
 Hence ingest (deterministic; with a data version, content-addressed), pretrain (the expensive one)
 and probe_eval may be served from cache. register never is: it writes to the MLflow registry (a new
@@ -29,15 +34,16 @@ import re
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import Markdown, Metrics
+from kfp.dsl import Dataset, Markdown, Metrics, Model
 
-from components import make_components
+from components import SPLIT, make_components
 from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import TOLERATION_FIELDS, Config
+from videossl.tracking import PIPELINE_RUN_ENV
 
 PIPELINE_NAME = "videossl"
 PipelineOutputs = NamedTuple("Outputs", [
-    ("data_uri", str), ("model_uri", str), ("eval_uri", str), ("register_uri", str), ("model_version", str),
+    ("data", Dataset), ("model", Model), ("eval_uri", str), ("register_uri", str), ("model_version", str),
     ("scores", Metrics), ("report", Markdown), ("model_card", Markdown)])
 
 # Which Secret keys each task gets as environment variables (names only: the values stay in the
@@ -46,7 +52,11 @@ PipelineOutputs = NamedTuple("Outputs", [
 S3_KEYS, S3_OPTIONAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_ENDPOINT_URL",)
 MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 USES_MLFLOW = {"pretrain", "probe_eval", "register"}  # ingest logs nothing to MLflow
-CACHED = {"ingest": True, "pretrain": True, "probe_eval": True, "register": False}  # why: module docstring
+CACHED = {SPLIT: True, "ingest": True, "pretrain": True, "probe_eval": True, "register": False}  # why: module docstring
+# The MLflow runs of one pipeline execution are children of one parent run (videossl.tracking), named
+# by this environment variable: on the cluster, the Argo workflow's name, a label of every pod of the
+# run, read through the Downward API (environment, not a task input, so it is in no cache key).
+RUN_LABEL = "workflows.argoproj.io/workflow"
 RETRY_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
 # a toleration's fields (validated in videossl.config) as kfp.kubernetes.add_toleration's arguments
 TOLERATION_KEYS = {f: re.sub(r"(?<!^)([A-Z])", r"_\1", f).lower() for f in TOLERATION_FIELDS}
@@ -86,12 +96,15 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
     # (no privilege escalation, all capabilities dropped, RuntimeDefault seccomp); the SDK has no
     # read-only root filesystem, and the KFP launcher writes into the container's own filesystem.
     kubernetes.set_security_context(task, run_as_user=IMAGE_USER, run_as_group=IMAGE_USER, run_as_non_root=True)
+    if step == SPLIT:  # reads nothing but its input: no credentials
+        return task
     kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_KEYS})
     kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_OPTIONAL_KEYS},
                                  optional=True)
     if step in USES_MLFLOW:
         kubernetes.use_secret_as_env(task, secret_name=cl.secrets.mlflow,
                                      secret_key_to_env={k: k for k in MLFLOW_KEYS})
+        kubernetes.use_field_path_as_env(task, env_name=PIPELINE_RUN_ENV, field_path=f"metadata.labels['{RUN_LABEL}']")
     return task
 
 
@@ -102,32 +115,36 @@ def build_pipeline(cfg: Config, target: str = "cluster"):
         raise ValueError(f"target must be 'cluster' or 'local', got {target!r}")
     comps = make_components(cfg.cluster.image)
     launcher = cfg.cluster.job.launcher if target == "cluster" else "local"
+    image = cfg.cluster.image
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Raw video -> clip shards -> video-native SSL encoder (+ bag-of-frames baseline) "
                               "-> temporal benchmark -> MLflow registry (champion/challenger gate).")
     def videossl_pipeline(params: str = params_text(cfg), root: str = cfg.cluster.root,
                           data_version: str = cfg.cluster.data_version or "") -> PipelineOutputs:
-        """videossl: ingest -> pretrain -> probe_eval -> register.
+        """videossl: split_params -> ingest -> pretrain -> probe_eval -> register.
 
         Args:
-            params: The params every step validates, as one line of JSON (valid YAML); the default is the
-                params the pipeline was compiled from.
+            params: The params, as one line of JSON (valid YAML); the default is the params the pipeline was
+                compiled from. Validated whole by the first task, which hands each step only its sections.
             root: Where the run's data and outputs go (an s3:// URI); each step writes a params-addressed folder.
             data_version: A git revision of the DVC-tracked ingest output to train on instead of ingesting;
                 "" = ingest in the run.
         """
-        data = _configure(comps["ingest"](params=params, root=root, data_version=data_version), "ingest", cfg, target)
-        data_uri = data.outputs["data_uri"]
-        model = _configure(comps["pretrain"](params=params, data_uri=data_uri, root=root, launcher=launcher),
-                           "pretrain", cfg, target)
-        model_uri = model.outputs["model_uri"]
-        scores = _configure(comps["probe_eval"](params=params, data_uri=data_uri, model_uri=model_uri, root=root),
-                            "probe_eval", cfg, target)
-        reg = _configure(comps["register"](params=params, data_uri=data_uri, model_uri=model_uri,
-                                           eval_uri=scores.outputs["eval_uri"], root=root), "register", cfg, target)
+        share = _configure(comps[SPLIT](params=params), SPLIT, cfg, target).outputs
+        ingest = _configure(comps["ingest"](params=share["ingest"], root=root, data_version=data_version, image=image),
+                            "ingest", cfg, target)
+        data = ingest.outputs["data"]
+        pretrain = _configure(comps["pretrain"](params=share["pretrain"], data=data, root=root, launcher=launcher,
+                                                image=image), "pretrain", cfg, target)
+        model = pretrain.outputs["model"]
+        scores = _configure(comps["probe_eval"](params=share["probe_eval"], data=data, model=model, root=root,
+                                                image=image), "probe_eval", cfg, target)
+        reg = _configure(comps["register"](params=share["register"], data=data, model=model,
+                                           eval_uri=scores.outputs["eval_uri"], root=root, image=image),
+                         "register", cfg, target)
         return PipelineOutputs(
-            data_uri=data_uri, model_uri=model_uri, eval_uri=scores.outputs["eval_uri"],
+            data=data, model=model, eval_uri=scores.outputs["eval_uri"],
             register_uri=reg.outputs["register_uri"], model_version=reg.outputs["model_version"],
             scores=scores.outputs["scores"], report=scores.outputs["report"], model_card=reg.outputs["model_card"])
 

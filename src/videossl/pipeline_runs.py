@@ -78,6 +78,7 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
     """
     from kfp import local
 
+    from videossl.artifact_locations import location
     from videossl.storage import is_s3, staged
 
     if is_s3(root):
@@ -100,8 +101,8 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
                                 f"under {root_str}.") from e
 
     out = run.outputs
-    outputs = {"ingest": "data_uri", "pretrain": "model_uri", "probe_eval": "eval_uri", "register": "register_uri"}
-    loc = {step: out[key] for step, key in outputs.items()}
+    loc = {"ingest": location(out["data"]), "pretrain": location(out["model"]), "probe_eval": out["eval_uri"],
+           "register": out["register_uri"]}
     with staged([loc["register"]]) as ([reg_dir], _):
         reg = json.loads((reg_dir / REGISTRATION).read_text())
     headline = {"video", "frames", "random_init", "pixels", "chance"}
@@ -113,7 +114,7 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
         "registered": {"model_version": out["model_version"],
                        **{k: reg.get(k) for k in ("model_name", "version", "aliases", "promoted", "reason",
                                                   "model_uri", "dataset_digest")}},
-        "kfp_outputs": {name: out[name].uri for name in ("scores", "report", "model_card")},
+        "kfp_outputs": {name: out[name].uri for name in ("data", "model", "scores", "report", "model_card")},
     }
 
 

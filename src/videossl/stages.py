@@ -25,18 +25,31 @@ class Stage:
     params: tuple[str, ...]  # params.yaml sections whose change reruns the step (dvc.yaml `params`)
     code: tuple[str, ...]    # its code under src/videossl (dvc.yaml `deps`)
     out: str                 # where it writes, relative to a run's root (the repository for DVC)
+    # Sections the step's code also reads without DVC rerunning it when they change: operational
+    # settings (tracking, cluster) and an upstream step's section, whose change reaches this step
+    # through that step's outputs anyway. On KFP a task is handed `sections` and nothing else
+    # (videossl.step_params), so its cache key and output folder change with those alone.
+    reads: tuple[str, ...] = ()
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return self.params + tuple(s for s in self.reads if s not in self.params)
 
 
 STAGES = {
-    "ingest": Stage(("seed", "ingest"), ("data", "steps/ingest.py"), "data/ingest"),
+    # cluster: a data version resolves through cluster.data_repo / data_remote
+    "ingest": Stage(("seed", "ingest"), ("data", "steps/ingest.py"), "data/ingest", reads=("cluster",)),
+    # ingest: the clip geometry and fps the checkpoint records; cluster: the multi-node job it launches
     "pretrain": Stage(("seed", "model", "pretrain"),
                       ("models", "objectives", "train", "masks.py", "data/transforms.py", "steps/pretrain.py"),
-                      "outputs/pretrain"),
-    "probe_eval": Stage(("seed", "probe_eval"), ("eval", "steps/probe_eval.py"), "outputs/eval"),
+                      "outputs/pretrain", reads=("ingest", "tracking", "cluster")),
+    "probe_eval": Stage(("seed", "probe_eval"), ("eval", "steps/probe_eval.py"), "outputs/eval",
+                        reads=("ingest", "tracking")),
+    # every section: the registered model's run logs all params, and the gate reads probe_eval.tasks
     "register": Stage(("tracking", "register"),
-                      ("registry.py", "model_card.py", "gate.py", "tracking.py", "eval/report.py", "eval/scores.py",
-                       "steps/register.py"),
-                      "outputs/register"),
+                      ("registry.py", "model_card.py", "gate.py", "tracking.py", "clip_embedder.py", "eval/report.py",
+                       "eval/scores.py", "steps/register.py"),
+                      "outputs/register", reads=("seed", "ingest", "model", "pretrain", "probe_eval", "cluster")),
 }
 
 CODE_ROOT = "src/videossl"  # where STAGES' code paths live in the repository

@@ -69,10 +69,15 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
     spec, k8s, text, cfg = _compile(tmp_path, monkeypatch, "cluster.job.launcher=trainjob")
     tasks = spec["root"]["dag"]["tasks"]
 
-    # the DAG: ingest -> pretrain -> probe-eval -> register
+    # the DAG: split-params -> ingest -> pretrain -> probe-eval -> register
     assert {t: set(v.get("dependentTasks", [])) for t, v in tasks.items()} == {
-        "ingest": set(), "pretrain": {"ingest"}, "probe-eval": {"ingest", "pretrain"},
-        "register": {"ingest", "pretrain", "probe-eval"}}
+        "split-params": set(), "ingest": {"split-params"}, "pretrain": {"split-params", "ingest"},
+        "probe-eval": {"split-params", "ingest", "pretrain"},
+        "register": {"split-params", "ingest", "pretrain", "probe-eval"}}
+    # the split needs no credentials and runs in a small pod
+    assert set(k8s["exec-split-params"]) == {"securityContext"}
+    split_res = spec["deploymentSpec"]["executors"]["exec-split-params"]["container"]["resources"]
+    assert split_res["resourceCpuLimit"] == cfg.cluster.resources["split_params"].cpu
 
     for step, task in TASK_OF_STEP.items():
         c, want = _container(spec, step), cfg.cluster.resources[step]
@@ -101,9 +106,12 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
             want_envs |= {("team-mlflow-credentials", False): {k: k for k in (
                 "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}}
         assert envs == want_envs, step
+        if step != "ingest":  # their MLflow runs are children of one parent run per execution
+            assert k8s[f"exec-{task}"]["fieldPathAsEnv"] == [
+                {"fieldPath": "metadata.labels['workflows.argoproj.io/workflow']", "name": "VIDEOSSL_PIPELINE_RUN"}]
 
     # the pretrain pod is a light launcher: no GPU node placement, no deadline of its own
-    assert set(k8s["exec-pretrain"]) == {"secretAsEnv", "securityContext"}
+    assert set(k8s["exec-pretrain"]) == {"secretAsEnv", "securityContext", "fieldPathAsEnv"}
     assert tasks["pretrain"]["inputs"]["parameters"]["launcher"] == {"runtimeValue": {"constant": "trainjob"}}
     # the defaults of the run's parameters are these params
     defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
@@ -128,7 +136,7 @@ def test_ir_in_pod_training_requests_gpus_and_gpu_nodes_for_pretrain_only(tmp_pa
     assert tasks["pretrain"]["inputs"]["parameters"]["launcher"] == {"runtimeValue": {"constant": "none"}}
     for step in ("ingest", "probe_eval", "register"):  # CPU pods on ordinary nodes
         assert "accelerator" not in _container(spec, step)["resources"], step
-        assert set(k8s[f"exec-{TASK_OF_STEP[step]}"]) == {"secretAsEnv", "securityContext"}, step
+        assert set(k8s[f"exec-{TASK_OF_STEP[step]}"]) - {"fieldPathAsEnv"} == {"secretAsEnv", "securityContext"}, step
 
 
 @pytest.mark.parametrize("launcher", ["trainjob", "none"])
@@ -136,7 +144,7 @@ def test_every_task_pod_runs_as_the_images_non_root_user(tmp_path, monkeypatch, 
     # The policy on the compiled pipeline: the SDK sets the identity; the KFP backend adds no privilege
     # escalation, no capabilities and RuntimeDefault seccomp (kfp-kubernetes set_security_context).
     spec, k8s, text, cfg = _compile(tmp_path, monkeypatch, f"cluster.job.launcher={launcher}")
-    assert set(k8s) == {f"exec-{task}" for task in TASK_OF_STEP.values()}
+    assert set(k8s) == {f"exec-{task}" for task in TASK_OF_STEP.values()} | {"exec-split-params"}
     for executor, config in k8s.items():
         assert config["securityContext"] == {"runAsNonRoot": True, "runAsUser": str(IMAGE_USER),
                                              "runAsGroup": str(IMAGE_USER)}, executor
@@ -153,8 +161,9 @@ def test_compile_is_deterministic_and_the_image_appears_only_where_it_is_used(tm
     b = Path(compile_pipeline(_cfg(f"cluster.image={other}"), tmp_path / "c.yaml")).read_text()
     changed = [line for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    # the four executors' images, and the params default (its header comment and its definition)
-    assert len(changed) == 2 * (4 + 2), changed
+    # the five executors' images, the four steps' image input (part of their output folders' address)
+    # and the params default (its header comment and its definition)
+    assert len(changed) == 2 * (5 + 4 + 2), changed
     for line in changed:
         assert (IMAGE if line.startswith("-") else other) in line, line
 
@@ -166,11 +175,15 @@ def test_a_bad_toleration_names_its_key():
 
 
 def test_pretrain_component_refuses_params_for_another_launcher(tmp_path):
+    from kfp import dsl
+
     from components.pretrain import pretrain  # the component's plain function, as its pod runs it
+    from videossl.step_params import split
 
     with pytest.raises(ValueError, match=r"cluster\.job\.launcher is 'trainjob'.*compiled for 'none'"):
-        pretrain(params=params_text(_cfg("cluster.job.launcher=trainjob")), data_uri=str(tmp_path / "data"),
-                 root=str(tmp_path), launcher="none")
+        pretrain(params=split(params_text(_cfg("cluster.job.launcher=trainjob")))["pretrain"],
+                 data=dsl.Dataset(uri=str(tmp_path / "data"), metadata={"location": str(tmp_path / "data")}),
+                 root=str(tmp_path), launcher="none", image=IMAGE, model=dsl.Model(uri=str(tmp_path / "model")))
 
 
 # ----------------------------------------------------------------------------------------------

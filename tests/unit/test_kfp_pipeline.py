@@ -1,4 +1,5 @@
 """The compiled KFP IR: tasks, data edges, images, resources, caching and determinism."""
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from videossl.pipeline_runs import compile_pipeline
 from videossl.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = {"ingest", "pretrain", "probe-eval", "register"}
-STEP_OF_TASK = {"ingest": "ingest", "pretrain": "pretrain", "probe-eval": "probe_eval", "register": "register"}
+TASKS = {"split-params", "ingest", "pretrain", "probe-eval", "register"}
+STEP_OF_TASK = {"split-params": "split_params", "ingest": "ingest", "pretrain": "pretrain", "probe-eval": "probe_eval",
+                "register": "register"}
+STEPS = TASKS - {"split-params"}
 
 # ----------------------------------------------------------------------------------------------
 # compile
@@ -51,28 +54,68 @@ def test_ir_has_the_four_steps_chained_by_their_output_locations(ir):
     assert set(ir["root"]["inputDefinitions"]["parameters"]) == {"params", "root", "data_version"}
 
     deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
-    assert deps == {"ingest": set(), "pretrain": {"ingest"}, "probe-eval": {"ingest", "pretrain"},
-                    "register": {"ingest", "pretrain", "probe-eval"}}
+    assert deps == {"split-params": set(), "ingest": {"split-params"}, "pretrain": {"split-params", "ingest"},
+                    "probe-eval": {"split-params", "ingest", "pretrain"},
+                    "register": {"split-params", "ingest", "pretrain", "probe-eval"}}
 
-    def source(task: str, param: str) -> tuple[str, str]:
-        p = tasks[task]["inputs"]["parameters"][param]["taskOutputParameter"]
-        return p["producerTask"], p["outputParameterKey"]
+    def artifact_source(task: str, name: str) -> tuple[str, str]:
+        a = tasks[task]["inputs"]["artifacts"][name]["taskOutputArtifact"]
+        return a["producerTask"], a["outputArtifactKey"]
 
-    # Every edge is a data dependency: the consumer reads the producer's returned location.
-    assert source("pretrain", "data_uri") == ("ingest", "data_uri")
-    assert source("probe-eval", "data_uri") == ("ingest", "data_uri")
-    assert source("probe-eval", "model_uri") == ("pretrain", "model_uri")
-    assert source("register", "data_uri") == ("ingest", "data_uri")
-    assert source("register", "model_uri") == ("pretrain", "model_uri")
-    assert source("register", "eval_uri") == ("probe-eval", "eval_uri")
+    # Datasets and models are artifacts (lineage in the UI), passed from the task that made them.
+    for consumer in ("pretrain", "probe-eval", "register"):
+        assert artifact_source(consumer, "data") == ("ingest", "data")
+    for consumer in ("probe-eval", "register"):
+        assert artifact_source(consumer, "model") == ("pretrain", "model")
+    p = tasks["register"]["inputs"]["parameters"]["eval_uri"]["taskOutputParameter"]
+    assert (p["producerTask"], p["outputParameterKey"]) == ("probe-eval", "eval_uri")
 
-    for name, task in tasks.items():
-        params = task["inputs"]["parameters"]
-        assert params["params"] == {"componentInputParameter": "params"}
+    assert tasks["split-params"]["inputs"]["parameters"]["params"] == {"componentInputParameter": "params"}
+    for name in STEPS:
+        params = tasks[name]["inputs"]["parameters"]
+        # each step gets its own share of the params, never the whole text
+        assert params["params"] == {"taskOutputParameter": {"producerTask": "split-params",
+                                                            "outputParameterKey": STEP_OF_TASK[name]}}
         # each component derives its params-addressed output folder from the run's root itself
         assert params["root"] == {"componentInputParameter": "root"}
         assert "out_uri" not in params
     assert tasks["ingest"]["inputs"]["parameters"]["data_version"] == {"componentInputParameter": "data_version"}
+
+
+def test_a_register_only_change_keeps_the_other_steps_cache_keys(cfg, tmp_path):
+    """KFP keys a task's cache on its component and inputs: compiled before and after a change to
+    register.min_margin_over_frames, every task but register sees the same component and the same
+    share of the params (so the same key and output folder); register sees the change."""
+    from videossl.step_params import split
+
+    changed = cfg.model_copy(update={"register": cfg.register.model_copy(
+        update={"min_margin_over_frames": cfg.register.min_margin_over_frames + 0.05})})
+    before, after = (next(yaml.safe_load_all(Path(compile_pipeline(c, tmp_path / f"{n}.yaml")).read_text()))
+                     for n, c in (("before", cfg), ("after", changed)))
+    shares = [split(ir["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]) for ir in (before, after)]
+    for step in ("ingest", "pretrain", "probe_eval"):
+        assert shares[0][step] == shares[1][step], step
+    assert shares[0]["register"] != shares[1]["register"]
+    for task in STEPS - {"register"}:
+        assert _executor(before, task) == _executor(after, task), task
+        assert before["root"]["dag"]["tasks"][task] == after["root"]["dag"]["tasks"][task], task
+    # and a pretrain change moves pretrain (and what reads its model) but not ingest
+    trained = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"steps": cfg.pretrain.steps + 1})})
+    moved = split(json.dumps(trained.model_dump(mode="json")))
+    assert moved["ingest"] == shares[0]["ingest"] and moved["pretrain"] != shares[0]["pretrain"]
+
+
+def test_a_step_reading_a_section_it_was_not_handed_fails_naming_it(cfg):
+    from videossl.config import ConfigError
+    from videossl.step_params import parse_step_params, split
+
+    share = parse_step_params(split(json.dumps(cfg.model_dump(mode="json")))["pretrain"], "pretrain")
+    assert share.pretrain == cfg.pretrain and share.ingest == cfg.ingest
+    with pytest.raises(ConfigError, match=r"the pretrain step read params section 'register'.*STAGES\['pretrain'\]"):
+        share.register.model_name
+    assert "register" not in share.model_dump()  # its dump is what it was handed
+    with pytest.raises(ConfigError, match=r"the ingest step takes params sections"):
+        parse_step_params(json.dumps(cfg.model_dump(mode="json")), "ingest")
 
 
 def test_ir_images_resources_caching_and_small_outputs(ir, cfg):
@@ -83,9 +126,12 @@ def test_ir_images_resources_caching_and_small_outputs(ir, cfg):
         command = "\n".join(c["command"])
         # the image has the package: no runtime pip install (neither packages_to_install nor kfp)
         assert "pip install" not in command
-        # thin wrapper: the body parses params and calls the one step function
+        if name == "split-params":
+            assert "from videossl.step_params import split" in command
+            continue
+        # thin wrapper: the body parses its share of the params and calls the one step function
         step = STEP_OF_TASK[name]
-        assert "from videossl.config import dump_config, parse_config" in command
+        assert "from videossl.step_params import parse_step_params" in command
         assert f"from videossl.steps.{step} import {step} as step" in command
         res = c["resources"]
         assert {"resourceCpuLimit", "resourceMemoryLimit"} <= set(res), name
@@ -105,11 +151,12 @@ def test_ir_images_resources_caching_and_small_outputs(ir, cfg):
                               .get("artifacts", {}).items()}
     assert artifacts("probe-eval") == {"scores": "system.Metrics", "report": "system.Markdown"}
     assert artifacts("register") == {"model_card": "system.Markdown"}
-    assert artifacts("ingest") == {} and artifacts("pretrain") == {}  # large data never is an artifact
+    # datasets and models: artifacts that point at their folders (the data never goes into KFP's store)
+    assert artifacts("ingest") == {"data": "system.Dataset"} and artifacts("pretrain") == {"model": "system.Model"}
     # the run's own outputs, shown on the run page
     outs = ir["root"]["dag"]["outputs"]
-    assert set(outs["artifacts"]) == {"scores", "report", "model_card"}
-    assert set(outs["parameters"]) == {"model_version", "data_uri", "model_uri", "eval_uri", "register_uri"}
+    assert set(outs["artifacts"]) == {"data", "model", "scores", "report", "model_card"}
+    assert set(outs["parameters"]) == {"model_version", "eval_uri", "register_uri"}
 
 
 def test_compile_is_deterministic(tmp_path, cfg):
