@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from videossl import storage
-from videossl.config import dump_config
 from videossl.data import shards
 from videossl.data.versioning import VersioningError, output_uri, push_data, resolve_data
 
@@ -121,8 +120,12 @@ def test_a_data_version_resolves_to_the_dataset_pushed_at_that_revision(tmp_path
 
 
 def test_the_ingest_component_uses_a_data_version_instead_of_ingesting(tmp_path, dvc_env, data_repo, tiny_cfg):
+    from kfp import dsl
+
     from components.ingest import ingest  # the component's function, as its pod runs it
     from pipelines.videossl_pipeline import params_text
+    from videossl.artifact_locations import location
+    from videossl.step_params import split
 
     bucket = dvc_env.make_bucket("versioned-data")
     remote = f"s3://{bucket}/dvc-component"
@@ -131,9 +134,13 @@ def test_the_ingest_component_uses_a_data_version_instead_of_ingesting(tmp_path,
         update={"data_remote": remote, "data_repo": str(data_repo)})})
     root = f"s3://{bucket}/runs"
 
-    out = ingest(params=params_text(cfg), root=root, data_version=rev)
-    assert out.data_uri == output_uri(root, "ingest", dump_config(cfg), rev)  # params- and version-addressed
-    local = storage.download_dir(out.data_uri, tmp_path / "data")
+    share = split(params_text(cfg))["ingest"]
+    data = dsl.Dataset(uri=str(tmp_path / "kfp" / "data"))
+    ingest(params=share, root=root, data_version=rev, image=cfg.cluster.image, data=data)
+    data_uri = location(data)
+    assert data_uri == output_uri(root, "ingest", share, cfg.cluster.image, rev)  # params- and version-addressed
+    assert data.metadata["data_version"] == rev
+    local = storage.download_dir(data_uri, tmp_path / "data")
     want = json.loads((data_repo / "data" / "ingest" / "ingest.json").read_text())["digest"]
     assert shards.manifest_digest(shards.read_manifest(local)) == want
 

@@ -60,7 +60,7 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs" in shown  # where to look, straight to the page
     assert "http://127.0.0.1:5000/#/models/videossl-encoder" in shown
     # the load line works as printed, from the project folder
-    load = next(line for line in shown.splitlines() if "load it:" in line).split("load it:", 1)[1]
+    load = next(line for line in shown.splitlines() if "load it:" in line).split("load it:", 1)[1].strip()
     signature = _run([sys.executable, "-c", f"{load}; print(model.metadata.signature.inputs)"], dvc_project,
                      stdout_only=True)
     assert "uint8" in signature, signature
