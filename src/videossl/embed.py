@@ -27,10 +27,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from videossl.clip_embedder import ClipEmbedder
 from videossl.data.decode import decode_video, make_decoder
 from videossl.data.sources import VIDEO_EXTENSIONS
 from videossl.errors import StepError
-from videossl.clip_embedder import ClipEmbedder
 from videossl.models.vit import VideoViT
 from videossl.storage import write_text_atomic
 
