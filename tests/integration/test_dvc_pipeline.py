@@ -40,6 +40,9 @@ def dvc_project(tmp_path_factory):
     _run(["git", "config", "user.email", "tests@videossl.local"], root)
     _run(["git", "config", "user.name", "videossl tests"], root)
     _run([str(BIN / "dvc"), "init", "-q"], root)
+    # the project's DVC settings: the offline plots page and the study's plot template
+    for name in ("config", "plots_page.html", "plots"):
+        (shutil.copytree if (REPO / ".dvc" / name).is_dir() else shutil.copy)(REPO / ".dvc" / name, root / ".dvc" / name)
     return root
 
 
@@ -95,11 +98,27 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     # the full record and the timings are still written, beside the headline
     assert "video_attentive" in json.loads((dvc_project / "outputs/eval/scores.json").read_text())["arrow_of_time"]
     assert "total" in json.loads((dvc_project / "outputs/eval/timings.json").read_text())
+    # one plot per question: a bar chart per task (each revision's bar beside the other's) and the
+    # video model's confusion matrix per task in DVC's confusion template
     plots = json.loads(_run([str(BIN / "dvc"), "plots", "diff", "--json", "HEAD"], dvc_project, stdout_only=True))
     assert not plots.get("errors"), plots["errors"]
-    rows = [r for p in plots["data"]["outputs/eval/plots/scores.json"] for r in p["content"]["data"]["values"]]
-    names = {(r["rev"], r["name"]) for r in rows}
-    assert ("HEAD", "arrow_of_time/video") in names and ("workspace", "arrow_of_time/video") in names
+    arrow = plots["data"]["outputs/eval/plots/tasks/arrow_of_time.json"]
+    rows = [r for p in arrow for r in p["content"]["data"]["values"]]
+    assert {(r["rev"], r["model"]) for r in rows} >= {("HEAD", "video model"), ("workspace", "video model"),
+                                                       ("HEAD", "bag of frames")}
+    assert "outputs/eval/plots/tasks/temporal_score.json" in plots["data"]
+    [confusion] = plots["data"]["outputs/eval/plots/confusion/arrow_of_time.json"]
+    assert confusion["content"]["facet"]["column"]["field"] == "rev"  # DVC's confusion template
+    cells = {(r["actual"], r["predicted"]) for r in confusion["content"]["data"]["values"]}
+    assert {a for a, _ in cells} == {"forward", "backward"}, cells
+    [study] = plots["data"]["outputs/study/plots/study.json"]
+    assert study["content"]["encoding"]["color"]["field"] == "objective"  # .dvc/plots/study.json
+    # the HTML page draws offline: vega, vega-lite and vega-embed inline, nothing fetched from a network
+    page = _run([str(BIN / "dvc"), "plots", "diff", "HEAD", "-o", "rendered"], dvc_project, stdout_only=True)
+    html = (dvc_project / "rendered" / "index.html").read_text()
+    assert page.strip().endswith("rendered/index.html") and "vegaEmbed(" in html
+    assert not re.findall(r"<script[^>]+src=|<link[^>]+href=", html), "the page loads something"
+    assert "outputs_eval_plots_benchmark.png" in html  # the PNGs, scaled to the page by its style
 
 
 def test_dvc_stages_read_what_videossl_stages_says():

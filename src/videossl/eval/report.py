@@ -105,17 +105,24 @@ def console_table(metrics: dict, models: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_rows(metrics: dict, models: list[str]) -> list[dict]:
-    """DVC plot data: one row per (task, model, probe); `dvc plots diff` lines experiments up by `name`."""
-    rows = []
+def task_plot_rows(metrics: dict, models: list[str]) -> dict[str, list[dict]]:
+    """DVC plot data, one plot per task (`plots/tasks/<task>.json`, the headline `temporal_score`
+    among them): a bar per model with the primary probe's test score and its 95% interval, the
+    supervised ceiling first where the task has one. `dvc plots diff` puts each revision's bar beside
+    the other's."""
+    out = {}
     for task, s in metrics["tasks"].items():
-        for m in [SUPERVISED] + models:
-            for suffix, probe in PROBE_LABELS.items():
-                if _is_num(s.get(m + suffix)):
-                    rows.append({"name": f"{task}/{m}{suffix}", "task": task, "model": m, "probe": probe,
-                                 "score": s[m + suffix], "ci_low": s.get(m + suffix + CI_LOW),
-                                 "ci_high": s.get(m + suffix + CI_HIGH)})
-    return rows
+        rows = [{"model": MODEL_LABELS.get(m, "supervised ceiling" if m == SUPERVISED else m), "score": s[m],
+                 "ci_low": s.get(m + CI_LOW), "ci_high": s.get(m + CI_HIGH)}
+                for m in [SUPERVISED] + models if _is_num(s.get(m))]
+        if rows:
+            out[task] = rows
+    return out
+
+
+def confusion_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> list[dict]:
+    """DVC's confusion template's data: one row per test clip, its true and its predicted class."""
+    return [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels.tolist(), predicted.tolist())]
 
 
 REPORT_SECTIONS = (("_grid", "Linear probe on the 2x2 grid of each time slice (layout kept)"),

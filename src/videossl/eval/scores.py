@@ -20,6 +20,8 @@ from typing import Any
 SCORES = "scores.json"   # probe-eval's full record
 REPORT = "report.md"
 PLOTS = "plots"
+# DVC plot data under PLOTS/, one file per task (dvc.yaml names these folders)
+TASK_PLOTS, CONFUSION_PLOTS = "tasks", "confusion"
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 INTERVAL = (CI_LOW, CI_HIGH)
 MINUS = "_minus_"

@@ -9,8 +9,9 @@ hyperparameters on validation videos, and are scored once on test videos. Interv
 videos; the chance column is each task's label-permutation null.
 
 Writes to `out_dir`: scores.json (every score: eval/scores.py), metrics.json (its headline, DVC
-metrics), timings.json (not committed), report.md, plots/{benchmark,confusion,time_vector}.png and
-plots/scores.json (DVC plot data). Logs the same to MLflow.
+metrics), timings.json (not committed), report.md, plots/{benchmark,confusion,time_vector}.png, and
+the DVC plot data: plots/tasks/<task>.json (each model's score) and plots/confusion/<task>.json (the
+video model's test predictions). Logs the same to MLflow.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
 
     metrics: dict = {"tasks": {}}
     outcomes: dict[str, suite.Outcomes] = {}
-    confusions, classes = {}, {}
+    confusions, classes, predicted = {}, {}, {}
     classified = suite.classify_all([t for t in tasks if isinstance(t, Task)], feats, index, ecfg, cfg.seed,
                                     ecfg.workers or os.cpu_count() or 1)
     for task in tasks:
@@ -121,6 +122,8 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
                                                   ecfg.determinable if task.determinability else None)
         confusions[task.name] = {m: probes.confusion_matrix(o.labels, p, len(task.classes)) for m, p in o.predictions.items()}
         classes[task.name] = task.classes
+        if scores.VIDEO in o.predictions:
+            predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
     projections = {}
     arrow = next((t for t in tasks if t.name == "arrow_of_time"), None)
     if arrow is not None:
@@ -141,7 +144,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
             "dataset_digest": digest, "clips_embedded": len(keys)}
     timings = {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
                "total": round(time.perf_counter() - t0, 2)}
-    _write_outputs(out, metrics, flat, confusions, classes, projections, digest, len(keys), shown)
+    _write_outputs(out, metrics, flat, confusions, classes, predicted, projections, digest, len(keys), shown)
     stages.write_metrics(out, scores.headline(flat), timings)
     _log_to_mlflow(cfg, flat, out, started, (str(data_dir), digest))
     print(report.console_table(metrics, shown))
@@ -150,11 +153,15 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
     return {**flat, "seconds": timings}
 
 
-def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, classes: dict, projections: dict,
-                   digest: str, n_clips: int, shown: list[str]) -> None:
+def _write_outputs(out: Path, metrics: dict, flat: dict, confusions: dict, classes: dict, predicted: dict,
+                   projections: dict, digest: str, n_clips: int, shown: list[str]) -> None:
     plots = out / scores.PLOTS
     write_text_atomic(out / scores.SCORES, json.dumps(flat, indent=2) + "\n")
-    write_text_atomic(plots / "scores.json", json.dumps(report.plot_rows(metrics, shown), indent=1) + "\n")
+    # DVC plots, one per question: each task's scores by model, and the video model's confusion matrices
+    for folder, per_task in ((scores.TASK_PLOTS, report.task_plot_rows(metrics, shown)),
+                             (scores.CONFUSION_PLOTS, predicted)):
+        for task, rows in per_task.items():
+            write_text_atomic(plots / folder / f"{task}.json", json.dumps(rows, indent=1) + "\n")
     report.bar_plot(metrics, shown, plots / "benchmark.png", "Linear probes on frozen features (dashed: chance)")
     if confusions:
         report.confusion_plot(confusions, classes, plots / "confusion.png")
