@@ -89,7 +89,7 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
         root_abs.mkdir(parents=True, exist_ok=True)
         root_str, kfp_dir = str(root_abs), Path(kfp_root or root_abs / "kfp-root")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_dir))
-    with _videossl_importable_in_tasks(), _one_pipeline_run(), warnings.catch_warnings():
+    with _videossl_importable_in_tasks(), _one_pipeline_run(), _readable_task_logs(), warnings.catch_warnings():
         # Locally, the image, resources and Kubernetes settings are ignored; kfp.local warns per task.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
@@ -176,6 +176,64 @@ def submit(cfg: Config, host: str | None = None, run_name: str | None = None, pa
                                   f"{str(e).strip()[:2000]}") from e
     return {"run_id": result.run_id, "url": f"{sub['host']}/#/runs/details/{result.run_id}",
             "experiment": sub["experiment"], "run_name": sub["run_name"], "params_sha256": sub["params_sha256"]}
+
+
+class _TaskLogFilter:
+    """sys.stdout while kfp.local runs: each task's executor logs its whole executor input (every
+    parameter, the params text included, as indented JSON: hundreds of lines per task) before the
+    step's own output, and kfp.local logs each output value on one line (split-params' shares of the
+    params: kilobytes each). This keeps one line for the first and cuts the second at LINE_LIMIT
+    characters (the values are in the task's outputs); everything else passes through."""
+
+    MARK = "Got executor_input:"
+    LINE_LIMIT = 1000
+
+    def __init__(self, stream):
+        self.stream, self.pending = stream, ""
+        self.closing: str | None = None  # while skipping the JSON: the line that ends it
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if self.closing is not None:
+            if line.rstrip() == self.closing:
+                self.closing = None
+        elif self.MARK in line:
+            # json.dumps(indent=4) closes the object at the log line's own indent (kfp.local indents
+            # a task's streamed log)
+            self.closing = line[:len(line) - len(line.lstrip())] + "}"
+            self.stream.write(line.split(self.MARK)[0] + "Got executor_input (not shown: the task's "
+                              "parameters and artifact URIs)\n")
+        elif len(line) > self.LINE_LIMIT:
+            self.stream.write(f"{line[:self.LINE_LIMIT]}... ({len(line)} characters)\n")
+        else:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        if self.pending and self.closing is None:
+            self.stream.write(self.pending)
+            self.pending = ""
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the wrapped stream's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _readable_task_logs():
+    """kfp.local prints each task's output to sys.stdout line by line: filter it for the run."""
+    original = sys.stdout
+    sys.stdout = _TaskLogFilter(original)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = original
 
 
 @contextlib.contextmanager

@@ -163,7 +163,7 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
     assert parents[0].info.end_time >= max(r.info.end_time for r in steps.values())
 
 
-def test_run_local_reports_the_failed_task(tmp_path, clean_env):
+def test_run_local_reports_the_failed_task(tmp_path, clean_env, capsys):
     from videossl.errors import StepError
 
     store = f"sqlite:///{tmp_path}/mlruns.db"
@@ -173,3 +173,8 @@ def test_run_local_reports_the_failed_task(tmp_path, clean_env):
         run_local(cfg, tmp_path / "run")
     assert "\x1b[" not in str(err.value)  # kfp.local's colour codes stripped for the CLI's message
     assert not (tmp_path / "run" / STAGES["pretrain"].out).exists()  # nothing downstream ran
+    # the task's log reads as the step's own output: its executor input (every parameter as indented
+    # JSON, the params text included) is one line, and the step's error is there
+    log = capsys.readouterr().out
+    assert "Got executor_input (not shown" in log and '"inputs": {' not in log and "no-such-dir" in log, log[-3000:]
+    assert len(log.splitlines()) < 80 and max(map(len, log.splitlines())) < 1100, log
