@@ -25,14 +25,25 @@ from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 
-# name -> pretrain.objective (a name, or the weights of several sharing the encoder)
-OBJECTIVES = {"mae": "mae", "jepa": "jepa", "pretext": "pretext", "contrastive": "contrastive",
-              "pretext+contrastive": {"pretext": 1.0, "contrastive": 0.5},
+def _objective(objective, shared_clips: bool = False) -> list[str]:
+    """The overrides of one study row: pretrain.objective (a name, or the weights of several sharing the
+    encoder) and whether pretext and contrastive share their clips (objectives/pretext_contrastive.py)."""
+    return [f"pretrain.objective={json.dumps(objective)}", f"pretrain.contrastive.pretext_views={str(shared_clips).lower()}"]
+
+
+# name -> its overrides
+OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"), "pretext": _objective("pretext"),
+              "contrastive": _objective("contrastive"),
+              "pretext+contrastive": _objective({"pretext": 1.0, "contrastive": 0.5}),
               # candidates for content (object count), which the pretext heads trade away: MAE keeps
               # appearance; more contrastive weight keeps what persists across a video's clips
-              "pretext+contrastive+mae": {"pretext": 1.0, "contrastive": 0.5, "mae": 0.25},
-              "pretext+contrastive(1:1)": {"pretext": 1.0, "contrastive": 1.0},
-              "pretext+contrastive(1:2)": {"pretext": 0.5, "contrastive": 1.0}}
+              "pretext+contrastive+mae": _objective({"pretext": 1.0, "contrastive": 0.5, "mae": 0.25}),
+              "pretext+contrastive(1:1)": _objective({"pretext": 1.0, "contrastive": 1.0}),
+              "pretext+contrastive(1:2)": _objective({"pretext": 0.5, "contrastive": 1.0}),
+              # both on one pass: the contrastive pair carries the pretext transformation
+              "pretext+contrastive/shared(1:0.5)": _objective({"pretext": 1.0, "contrastive": 0.5}, shared_clips=True),
+              "pretext+contrastive/shared(1:1)": _objective({"pretext": 1.0, "contrastive": 1.0}, shared_clips=True),
+              "pretext+contrastive/shared(1:2)": _objective({"pretext": 0.5, "contrastive": 1.0}, shared_clips=True)}
 CALIBRATION_STEPS = 40  # steps timed per objective (after CALIBRATION_WARMUP)
 CALIBRATION_WARMUP = 10
 
@@ -41,17 +52,14 @@ def _with(cfg: Config, overrides: list[str]) -> Config:
     return parse_config(dump_config(cfg), overrides)
 
 
-def _objective_override(objective) -> str:
-    return f"pretrain.objective={json.dumps(objective)}"
-
-
-def seconds_per_step(cfg: Config, data_dir: Path, objective, timed: int = CALIBRATION_STEPS) -> float:
-    """Training seconds per step of `objective`, measured in this process (no torchrun, no MLflow)."""
+def seconds_per_step(cfg: Config, data_dir: Path, objective: list[str], timed: int = CALIBRATION_STEPS) -> float:
+    """Training seconds per step of `objective` (its overrides), measured in this process (no torchrun,
+    no MLflow)."""
     from videossl.train.loop import train
 
     steps = CALIBRATION_WARMUP + timed
     with tempfile.TemporaryDirectory(prefix="videossl-calibrate-") as tmp:
-        run = _with(cfg, [_objective_override(objective), f"pretrain.steps={steps}", "pretrain.resume=false",
+        run = _with(cfg, [*objective, f"pretrain.steps={steps}", "pretrain.resume=false",
                           "pretrain.checkpoint_every=0", "pretrain.metrics_port=null", "pretrain.eval_every=0",
                           f"pretrain.log_every={CALIBRATION_WARMUP}", f"tracking.uri=sqlite:///{tmp}/mlruns.db",
                           f"tracking.artifacts={tmp}/mlartifacts", "pretrain.system_metrics_interval=null"])
@@ -81,12 +89,11 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
     # the frame encoder (bag-of-frames baseline) does not depend on the objective: trained once, shared
     frames_dir = out / "frames"
     pretrain(cfg, data_dir, frames_dir, variants=("frames",))
-    rows = []
+    rows = _committed(out)  # the rows of earlier invocations stay; a row of the same objective and budget is replaced
     for budget in sorted(budgets):
         for name in names:
             steps = max(1, int(round(budget / per_step[name])))
-            run = _with(cfg, [_objective_override(OBJECTIVES[name]), f"pretrain.steps={steps}",
-                              "probe_eval.probes=[linear]"])
+            run = _with(cfg, [*OBJECTIVES[name], f"pretrain.steps={steps}", "probe_eval.probes=[linear]"])
             tag = f"{name}-{int(budget)}s"
             print(f"study: {tag}: {steps} steps", flush=True)
             models = out / "runs" / tag / "pretrain"
@@ -105,9 +112,14 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
                     row[task] = metrics[task].get("video")
                     row[f"{task}_supervised"] = metrics[task].get("supervised")
                     row[f"{task}_frames"] = metrics[task].get("frames")
-            rows.append(row)
+            rows = [r for r in rows if (r["objective"], r["budget_seconds"]) != (name, budget)] + [row]
             _write(out, rows)
     return rows
+
+
+def _committed(out: Path) -> list[dict]:
+    path = out / "study.json"
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 PLOTTED = (HEADLINE, *TEMPORAL_TASKS)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from tests.tiny import tiny_config
 from videossl.eval.scores import HEADLINE
 from videossl.study import study
@@ -23,3 +25,10 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     table = (out / "study.md").read_text()
     assert table.count("\n") == 2 + len(rows) and "| pretext | 1 |" in table
     assert (out / "plots" / "study.png").stat().st_size > 0
+
+    # a later invocation adds its rows beside the committed ones (same objective and budget: replaced)
+    shared = "pretext+contrastive/shared(1:2)"
+    more = study(cfg, tiny_data, out, budgets=[1.0], objectives=[shared], calibration_steps=4)
+    assert [r["objective"] for r in more] == ["pretext", "contrastive", shared] and more[:2] == rows
+    trained = yaml.safe_load((out / "runs" / f"{shared}-1s" / "pretrain" / "config.yaml").read_text())["pretrain"]
+    assert trained["contrastive"]["pretext_views"] is True and trained["objective"] == {"pretext": 0.5, "contrastive": 1.0}

@@ -20,6 +20,7 @@ from videossl.objectives.contrastive import Contrastive, View, augment, draw_vie
 from videossl.objectives.jepa import JEPA, JEPARecipe
 from videossl.objectives.mae import MAE
 from videossl.objectives.pretext import IGNORE, Pretext, PretextRecipe
+from videossl.objectives.pretext_contrastive import PretextContrastive
 from videossl.train.data import ClipDataset, Collator, Item
 
 
@@ -355,6 +356,34 @@ def test_combined_mae_and_pretext_trains(tmp_path, store):
     assert losses[-1] < 0.7 * losses[0]
     assert {"loss_mae", "loss_pretext", "pretext_speed_acc"} <= set(logs)
     assert logs["loss_mae"] + 0.5 * logs["loss_pretext"] == pytest.approx(losses[-1], rel=1e-4)
+
+
+def test_pretext_on_contrastive_views_labels_both_clips_and_trains_in_one_pass(tmp_path, store):
+    """pretext_views: the contrastive pair carries one pretext transformation (both clips), the heads
+    read both clips, and the encoder runs once per clip: the weighted pair's loss from one pass."""
+    _, model, recipe = _build(tmp_path, store, "pretrain.objective={pretext: 1.0, contrastive: 0.5}",
+                              "pretrain.contrastive.pretext_views=true", "pretrain.contrastive.crop_scale=[1.0, 1.0]",
+                              "pretrain.contrastive.colour=0")
+    assert isinstance(model, PretextContrastive) and model.weights == {"pretext": 1.0, "contrastive": 0.5}
+    assert recipe.frames_needed == store.clip_frames * 4  # the pretext span; the gap fits inside it
+    video = store.videos_in("train")[0]
+    pretext = recipe.pretext
+    for seed in range(12):
+        ex = recipe.example(store, video, 0, np.random.default_rng(seed))
+        t = pretext.draw(np.random.default_rng(seed))  # the example's first draw is its transformation
+        assert {k: int(ex[k]) for k in pretext.tasks} == pretext.labels(t)
+        for key, start in (("view1", 0), ("view2", int(ex["gap"]))):  # crop 1.0, no colour: the clip itself
+            assert np.array_equal(ex[key], pretext.apply(store, video, start, t))
+    batch = _batch(store, recipe, n=4)
+    passes = []
+    hook = model.encoder.register_forward_hook(lambda m, args, out: passes.append(out.shape[0]))
+    losses, logs = _overfit(model, batch, steps=15)
+    hook.remove()
+    assert set(passes) == {8}  # 4 pairs: 8 clips, each encoded once per step
+    print("pretext-on-views losses", [round(x, 4) for x in losses], logs)
+    assert losses[-1] < 0.7 * losses[0]
+    assert {"loss_pretext", "loss_contrastive", "pretext_arrow_acc", "contrastive_acc"} <= set(logs)
+    assert logs["loss_pretext"] + 0.5 * logs["loss_contrastive"] == pytest.approx(losses[-1], rel=1e-4)
 
 
 def test_frames_variant_trains_the_baseline_objective(tmp_path, store):

@@ -13,6 +13,7 @@ from videossl.objectives.contrastive import Contrastive, ContrastiveRecipe
 from videossl.objectives.jepa import JEPA, JEPARecipe
 from videossl.objectives.mae import MAE, MAERecipe
 from videossl.objectives.pretext import Pretext, PretextRecipe
+from videossl.objectives.pretext_contrastive import CONTRASTIVE, PRETEXT, PretextContrastive, PretextContrastiveRecipe
 
 
 def _mae(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
@@ -44,6 +45,7 @@ def _contrastive(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
 
 
 BUILDERS = {"mae": _mae, "jepa": _jepa, "pretext": _pretext, "contrastive": _contrastive}
+FUSED = "pretext_contrastive"  # the pair on shared clips, as a part beside any others
 
 
 def weights_of(objective: str | dict[str, float]) -> dict[str, float]:
@@ -57,6 +59,12 @@ def build(cfg: Config, encoder: VideoViT, variant: str = "video") -> tuple[Objec
         raise ValueError(f"unknown variant {variant!r} (video or frames)")
     weights = weights_of(cfg.pretrain.objective if variant == "video" else cfg.pretrain.baseline_objective)
     parts = {name: BUILDERS[name](cfg, encoder) for name in weights}
+    if cfg.pretrain.contrastive.pretext_views and {PRETEXT, CONTRASTIVE} <= set(parts):
+        # one encoder pass for both (objectives/pretext_contrastive.py); its own weights inside
+        (p, p_recipe), (c, c_recipe) = parts.pop(PRETEXT), parts.pop(CONTRASTIVE)
+        pair = {k: weights.pop(k) for k in (PRETEXT, CONTRASTIVE)}
+        parts[FUSED] = (PretextContrastive(encoder, p, c, pair), PretextContrastiveRecipe(p_recipe, c_recipe))
+        weights[FUSED] = 1.0
     if len(parts) == 1:
         return next(iter(parts.values()))
     return (Combined(encoder, {n: p[0] for n, p in parts.items()}, weights),

@@ -124,7 +124,11 @@ class Contrastive(Objective):
 
     def project(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 clips [B, T, H, W, 3] -> L2-normalised projections [B, proj_dim] (float32)."""
-        return F.normalize(self.head(self.encoder.embed(to_model_input(clips))).float(), dim=-1)
+        return self.project_pooled(self.encoder.embed(to_model_input(clips)))
+
+    def project_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled encoder features [B, D] -> L2-normalised projections [B, proj_dim] (float32)."""
+        return F.normalize(self.head(pooled).float(), dim=-1)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         z1, z2 = self.project(torch.cat([batch["view1"], batch["view2"]])).chunk(2)

@@ -108,14 +108,17 @@ class Pretext(Objective):
             nn.init.zeros_(head.bias)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        feats = self.encoder.embed_time(to_model_input(batch["clip"])).flatten(1)
+        return self.loss(self.encoder.embed_time(to_model_input(batch["clip"])).flatten(1), batch)
+
+    def loss(self, feats: torch.Tensor, labels: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The heads on time-ordered features [B, T' * D] against `labels[task]` [B]."""
         total, logs = 0.0, {}
         for task, head in self.heads.items():
-            logits, labels = head(feats).float(), batch[task]
-            valid = labels != IGNORE
+            logits, target = head(feats).float(), labels[task]
+            valid = target != IGNORE
             n = valid.sum().clamp(min=1)
             # mean over the labelled examples; a batch with none still touches the head (DDP needs it)
-            ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+            ce = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
             total = total + (ce * valid).sum() / n
-            logs[f"{task}_acc"] = (((logits.argmax(1) == labels) & valid).sum() / n).detach()  # read at log steps
+            logs[f"{task}_acc"] = (((logits.argmax(1) == target) & valid).sum() / n).detach()  # read at log steps
         return total, logs
