@@ -12,7 +12,7 @@ TEST_DEBS := prometheus prometheus-pushgateway
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-test run test test-unit bench compile clean images
+.PHONY: setup setup-test run test test-unit bench compile clean images registry-screenshot
 
 setup: $(STAMP)
 
@@ -55,6 +55,14 @@ bench: setup
 	$(BIN)/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 	python benchmarks/bench_train_step.py
 	python benchmarks/bench_loader.py
+
+# A manual check, not a test: the MLflow registered-model and version pages of the registry `make run`
+# filled, as headless Chromium draws them (docs/registry-*.png). Chromium is too heavy for `make test`.
+registry-screenshot: setup
+	@dpkg -s chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	python tools/registry_screenshot.py
 
 compile: setup
 	videossl pipeline compile --out pipeline.yaml
