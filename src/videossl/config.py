@@ -267,17 +267,17 @@ class ContrastiveConfig(Section):
     proj_dim: int = Field(128, ge=8)
     flip: bool = False
     colour: float = Field(0.3, ge=0, lt=1)
-    pretext_views: bool = False
+    pretext_views: bool = True
 
     _crop_scale = field_validator("crop_scale")(lambda r: _unit_range(r))
 
 
 class PretrainConfig(Section):
-    objective: ObjectiveName | dict[ObjectiveName, float] = Field(default_factory=lambda: {"pretext": 1.0, "contrastive": 0.5})
+    objective: ObjectiveName | dict[ObjectiveName, float] = Field(default_factory=lambda: {"pretext": 1.0, "contrastive": 1.0})
     mask_ratio: float = Field(0.9, gt=0, lt=1)
     baseline_mask_ratio: float = Field(0.75, gt=0, lt=1)
     normalize_targets: bool = False
-    steps: int = Field(1100, ge=1)
+    steps: int = Field(2100, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-5, ge=0)
