@@ -238,6 +238,14 @@ def test_augmentation_is_identical_across_the_frames_of_a_clip(store):
     s = store.size
     assert np.array_equal(augment(clip, View(0, 0, s, s, flip=True)), clip[:, :, ::-1])
     assert np.array_equal(augment(clip, View(0, 0, s, s, flip=False)), clip)
+    # a crop is resized up without antialiasing, which only acts when shrinking: the same values
+    for _ in range(20):
+        view = draw_view(s, s, (0.2, 0.95), rng, flip=False)
+        crop = torch.from_numpy(np.ascontiguousarray(clip[:, view.top:view.top + view.height,
+                                                          view.left:view.left + view.width])).permute(0, 3, 1, 2)
+        smooth = torch.nn.functional.interpolate(crop.float(), size=(s, s), mode="bilinear", align_corners=False,
+                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
+        assert np.array_equal(augment(clip, view), smooth.permute(0, 2, 3, 1).numpy())
 
 
 def test_contrastive_recipe_cuts_two_clips_of_one_video_within_the_gap(tmp_path, store):

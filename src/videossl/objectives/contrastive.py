@@ -72,7 +72,10 @@ def augment(frames: np.ndarray, view: View) -> np.ndarray:
         crop = crop[..., list(view.channels)]
     x = torch.from_numpy(np.ascontiguousarray(crop)).permute(0, 3, 1, 2).float()
     if (view.height, view.width) != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        # antialiasing only acts when shrinking: a crop resized up gets the same values from the plain
+        # bilinear kernel, 3x faster (docs/measurements.md), and this runs on every training clip
+        shrink = view.height > height or view.width > width
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
     if view.gain != 1.0:
         x = x.mul_(view.gain)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
