@@ -15,10 +15,6 @@ MODEL_LABELS = {"video": "video model", "frames": "bag of frames", "ordered_fram
                 "random_init": "random init", "pixels": "raw pixels"}
 MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
 BASELINES = MODELS[1:]
-PROBE_LABELS = {"": "linear probe", "_grid": "linear probe on the 2x2 grid", "_attentive": "attentive probe",
-                "_knn": "kNN", "_r5": "R@5", "_predictor": "predictor R@1", "_predictor_r5": "predictor R@5",
-                "_within_video": "within-video R@1", "_no_control": "without codec control",
-                "_determinable": "clips whose direction is physically determinable"}
 # The chance level of a table, where it is not the task's own `chance` key
 CHANCE_KEYS = {"_r5": "chance_r5", "_predictor": "chance", "_predictor_r5": "chance_r5",
                "_within_video": "within_video_chance"}

@@ -21,7 +21,7 @@ import torch
 from videossl.data.shards import ClipStore, Video
 from videossl.data.transforms import to_model_input
 from videossl.models.vit import VideoViT, pool_space
-from videossl.objectives.base import Batch, Example, Objective, Recipe, stack
+from videossl.objectives.base import Batch, Example, Objective, Recipe
 from videossl.objectives.contrastive import Contrastive, ContrastiveRecipe, augment, draw_view, info_nce
 from videossl.objectives.pretext import Pretext, PretextRecipe
 
@@ -53,9 +53,6 @@ class PretextContrastiveRecipe(Recipe):
         out.update({k: np.array(v, dtype=np.int64) for k, v in self.pretext.labels(t).items()})
         out["gap"] = np.array(gap, dtype=np.int64)
         return out
-
-    def collate(self, examples: list[Example], rngs: list[np.random.Generator]) -> Batch:
-        return stack(examples)
 
 
 class PretextContrastive(Objective):
