@@ -41,7 +41,7 @@ from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, make_
 
 TARGET_RATIO = 10.0
 TARGET_WAIT = 0.05
-SMALL_INGEST = ["ingest.sources=[synthetic]", "ingest.synthetic.videos=16"]
+SMALL_INGEST = ["ingest.sources=[synthetic]", "ingest.synthetic.pool.families={bounce: 16}"]
 
 
 def dataset_dir(args, cfg_overrides: list[str], scratch: Path) -> Path:

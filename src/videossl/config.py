@@ -110,21 +110,48 @@ def split_fractions(splits: dict[str, float]) -> dict[str, float]:
     return splits
 
 
+# the default worlds (params.yaml repeats them): videos per scene family
+BENCHMARK_FAMILIES = {"bounce": 288, "permanence": 240, "continuity": 240, "shape_constancy": 240, "future": 240,
+                      "causality": 240, "dye": 120, "reversible": 120}
+POOL_FAMILIES = {"bounce": 450, "glide": 300, "launch": 150}
+
+
+def scene_families(families: dict[str, int], natural_only: bool) -> dict[str, int]:
+    """Video counts per scene family (videossl.data.synthetic.families): known names, counts >= 0; the
+    pretraining pool takes natural families only (a probe family's labels must never be trained on)."""
+    from videossl.data.synthetic.families import FAMILIES, NATURAL
+
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown scene families {unknown} (known: {', '.join(FAMILIES)})")
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in families.values()):
+        raise ValueError("each family's count must be an integer >= 0")
+    if natural_only:
+        probes = sorted(set(families) - set(NATURAL))
+        if probes:
+            raise ValueError(f"{probes} build the benchmark's questions (impossible or counterfactual videos, a "
+                             f"held-out process): the pretraining pool takes natural families only ({', '.join(NATURAL)})")
+    return families
+
+
 class BenchmarkWorldConfig(Section):
-    """The evaluation world: a balanced design of gravity x object count x shape, split within each cell."""
-    videos: int = Field(432, ge=0)
+    """The evaluation world: videos per scene family, split within each family's design cells."""
     seed: int = 1
     splits: dict[Literal["train", "val", "test"], float] = Field(
         default_factory=lambda: {"train": 0.4, "val": 0.2, "test": 0.4})
+    families: dict[str, int] = Field(default_factory=lambda: dict(BENCHMARK_FAMILIES))
 
     _splits = field_validator("splits")(lambda s: split_fractions(s))
+    _families = field_validator("families")(lambda f: scene_families(f, natural_only=False))
 
 
 class PoolWorldConfig(Section):
-    """The pretraining world: the same physics from its own seed; never evaluated on."""
-    videos: int = Field(1200, ge=0)
+    """The pretraining world: natural families from their own seed; never evaluated on."""
     seed: int = 0
     val_fraction: float = Field(0.05, ge=0, lt=1)
+    families: dict[str, int] = Field(default_factory=lambda: dict(POOL_FAMILIES))
+
+    _families = field_validator("families")(lambda f: scene_families(f, natural_only=True))
 
 
 class SyntheticConfig(Section):
@@ -153,6 +180,7 @@ class IngestConfig(Section):
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     shard_frames: int = Field(4096, ge=1)
     max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
+    workers: int = Field(2, ge=0, le=64)
     pushgateway: str | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -277,7 +305,7 @@ class PretrainConfig(Section):
     mask_ratio: float = Field(0.9, gt=0, lt=1)
     baseline_mask_ratio: float = Field(0.75, gt=0, lt=1)
     normalize_targets: bool = False
-    steps: int = Field(2100, ge=1)
+    steps: int = Field(600, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-5, ge=0)
@@ -303,6 +331,7 @@ class PretrainConfig(Section):
     keep_last: int = Field(2, ge=1)
     resume: bool = True
     baseline_objective: Literal["mae", "contrastive"] = "mae"
+    real_footage: bool = False
     jepa: JepaConfig = JepaConfig()
     pretext: PretextConfig = PretextConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
@@ -323,13 +352,6 @@ class PretrainConfig(Section):
             if any(w <= 0 for w in objective.values()):
                 raise ValueError(f"objective weights must be > 0 (got {objective})")
         return objective
-
-
-ProbeTask = Literal["arrow_of_time", "speed", "gravity", "order", "future_retrieval", "content_count",
-                    "content_shape", "real_arrow_of_time"]
-# The tasks only a model of time can solve: each has a supervised ceiling, and the headline
-# `temporal_score` is the mean of their (model - bag of frames) / (ceiling - bag of frames).
-TEMPORAL_TASKS = ("arrow_of_time", "speed", "gravity", "order")
 
 
 class AttentiveProbeConfig(Section):
@@ -355,11 +377,6 @@ class KnnProbeConfig(Section):
         return sorted(set(ks))
 
 
-class RetrievalConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
-    ridge_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1)
-
-
 class RealArrowConfig(Section):
     """real_arrow_of_time: leave-one-group-out on real footage, with the codec control (eval/codec_control.py)."""
     clips_per_video: int = Field(12, ge=1)
@@ -370,43 +387,67 @@ class RealArrowConfig(Section):
 
 class CeilingConfig(Section):
     """The supervised ceiling (eval/ceiling.py): a small 3D CNN per task, trained with its labels."""
-    steps: int = Field(300, ge=1)
+    steps: int = Field(600, ge=1)
     batch_per_task: int = Field(48, ge=1)
     width: int = Field(16, ge=4)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     eval_every: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
+    windows: int = Field(16, ge=1)
+    patience: int = Field(4, ge=1)
+
+
+def _task_names() -> tuple[str, ...]:
+    from videossl.eval.tasks import TASK_NAMES  # the one home of the task list (imported late: it imports config)
+
+    return TASK_NAMES
+
+
+def known_tasks(tasks: list[str]) -> list[str]:
+    """Benchmark task names (videossl.eval.tasks.TASKS and real_arrow_of_time), each once."""
+    unknown = [t for t in tasks if t not in _task_names()]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown} (known: {', '.join(_task_names())})")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError("tasks must be distinct")
+    return tasks
 
 
 class ProbeEvalConfig(Section):
-    tasks: list[ProbeTask] = Field(
-        default_factory=lambda: ["arrow_of_time", "speed", "gravity", "order", "future_retrieval", "content_count",
-                                 "content_shape", "real_arrow_of_time"], min_length=1)
+    tasks: list[str] = Field(default_factory=lambda: list(_task_names()), min_length=1)  # all, in the registry's order
     probes: list[Literal["linear", "attentive", "knn"]] = Field(default_factory=lambda: ["linear", "attentive", "knn"], min_length=1)
     speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
     l2_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], min_length=1)
     epochs: int = Field(100, ge=1)
     attentive: AttentiveProbeConfig = AttentiveProbeConfig()
     knn: KnnProbeConfig = KnnProbeConfig()
-    retrieval: RetrievalConfig = RetrievalConfig()
     real: RealArrowConfig = RealArrowConfig()
     pool_grid: int = Field(2, ge=1, le=8)
-    future_offset: int | None = Field(None, ge=1)
     clips_per_video: int = Field(3, ge=1)
     random_init_seeds: int = Field(3, ge=1)
     workers: int = Field(0, ge=0, le=64)
     bootstrap: int = Field(1000, ge=100)
     null_permutations: int = Field(200, ge=20)
     determinable: float = Field(150.0, ge=0)
+    headline_ceiling: float = Field(0.9, ge=0, le=1)
     ceiling: CeilingConfig = CeilingConfig()
     batch_size: int = Field(64, ge=1)
     cache_dir: str | None = ".cache/features"
+
+    _tasks = field_validator("tasks")(lambda t: known_tasks(t))
 
     @field_validator("speeds")
     @classmethod
     def _speeds(cls, speeds: list[int]) -> list[int]:
         return distinct_speeds(speeds)
+
+    @field_validator("probes")
+    @classmethod
+    def _distinct_probes(cls, probes: list[str]) -> list[str]:
+        if len(set(probes)) != len(probes):
+            raise ValueError("probes must be distinct")
+        return probes
 
 
 class TrackingConfig(Section):
@@ -552,8 +593,10 @@ with warnings.catch_warnings():
                     raise ValueError(f"ingest.clip_frames ({self.ingest.clip_frames}) must be divisible by "
                                      f"model.tubelet ({self.model.tubelet})")
             for m in (self.register.gate_metrics if not absent & {"register", "probe_eval"} else ()):
+                from videossl.eval.tasks import HELD_OUT, of_kind
+
                 task, _ = scores.split(m)
-                scored = (any(t in self.probe_eval.tasks for t in TEMPORAL_TASKS) if task == scores.HEADLINE
+                scored = (bool(of_kind(HELD_OUT, self.probe_eval.tasks)) if task == scores.HEADLINE
                           else task in self.probe_eval.tasks)
                 if not scored:
                     raise ValueError(f"register.gate_metrics ({m}) is not scored by probe_eval.tasks "

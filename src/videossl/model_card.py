@@ -3,7 +3,6 @@ intended use and limits. Written from the scores and the gate's decision; regist
 from __future__ import annotations
 
 from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
-from videossl.config import TEMPORAL_TASKS as TEMPORAL
 from videossl.gate import GateDecision, fmt
 
 INTENDED_USE = """\
@@ -36,14 +35,18 @@ LIMITS = """\
 
 
 def _task_table(metrics: dict) -> str:
-    """The benchmark table of the probe-eval report (every model present, intervals when given)."""
-    from videossl.eval.report import MODELS, markdown_table
+    """The benchmark's tables as the probe-eval report has them: the headline, then held-out tasks,
+    trained-on diagnostics, content and controls (every model present, intervals when given)."""
+    from videossl.eval.report import KIND_SECTIONS, MODELS, headline_table, kind_table
 
-    tasks = {t: v for t, v in metrics.items() if isinstance(v, dict) and ("video" in v or "frames" in v)}
+    tasks = {t: v for t, v in metrics.items() if isinstance(v, dict) and "n_test_videos" in v}
     if not tasks:
         return "(no task scores)"
-    models = [m for m in MODELS if any(m in v for v in tasks.values())]
-    return markdown_table({"tasks": tasks}, models)
+    models = [m for m in MODELS if any(k.startswith(m) for v in tasks.values() for k in v)]
+    parts = [headline_table({"tasks": tasks}, models)]
+    parts += [f"**{title}**\n\n{table}" for kind, title, _ in KIND_SECTIONS
+              if (table := kind_table({"tasks": tasks}, models, kind))]
+    return "\n\n".join(p for p in parts if p)
 
 
 def render_card(*, name: str, version: str | None, metrics: dict, decision: GateDecision,
@@ -54,8 +57,8 @@ def render_card(*, name: str, version: str | None, metrics: dict, decision: Gate
     lines = [title, "",
              "A self-supervised **video** encoder (video ViT, self-supervised pretraining), gated on "
              + ", ".join(f"`{m}`" for m in decision.policy.metrics) + ".", "",
-             "## Benchmark (linear probes on frozen features, test split by source video)", "",
-             "Test accuracy with 95% intervals; every score is also a tag of this version.", "",
+             "## Benchmark (probes on frozen features, test split by source video)", "",
+             "Test scores with 95% intervals; the video model's scores are also tags of this version.", "",
              _task_table(metrics)]
     if frame_encoder:
         lines += ["", f"The bag-of-frames column comes from the frame encoder (same ViT with T=1, mean-pooled "
@@ -91,18 +94,20 @@ def render_summary(*, name: str, version: str, metrics: dict, decision: GateDeci
                    dataset_digest: str) -> str:
     """The version's description: what the registry page shows above the fold. A short summary that
     always fits MLflow's description column; the whole card is the run artifact `model_card.md`."""
-    from videossl.eval.report import MODELS, markdown_table
+    from videossl.eval.report import kind_table
+    from videossl.eval.scores import MODELS
+    from videossl.eval.tasks import HELD_OUT
 
     headline = metrics.get(HEADLINE) or {}
-    tasks = {t: v for t, v in metrics.items() if t in (HEADLINE, *TEMPORAL) and isinstance(v, dict)}
-    shown = [m for m in MODELS if m in ("video", "frames", "ordered_frames")]
+    tasks = {t: v for t, v in metrics.items() if isinstance(v, dict) and "n_test_videos" in v}
+    shown = [m for m in MODELS if any(k.startswith(m) for v in tasks.values() for k in v)]
     lines = [f"**{name} v{version}**: a self-supervised video encoder, "
              + ("**champion**" if decision.promote else "challenger (not promoted)") + "."]
     if "video" in headline:
         lines.append(f"temporal_score {fmt(headline['video'])} [{fmt(headline.get('video' + CI_LOW))}, "
-                     f"{fmt(headline.get('video' + CI_HIGH))}] (0 = bag of frames, 1 = supervised ceiling).")
-    if tasks:
-        lines += ["", markdown_table({"tasks": tasks}, shown, gaps=False)]
+                     f"{fmt(headline.get('video' + CI_HIGH))}] (0 = the strongest baseline, 1 = supervised ceiling).")
+    if tasks and (table := kind_table({"tasks": tasks}, shown, HELD_OUT)):
+        lines += ["", table]
     lines += ["", f"Gate: {decision.reason}", "",
               f"Dataset `{dataset_digest[:12]}`" + (f", run `{run_id}`" if run_id else "")
               + ". The whole model card (benchmark of every task and baseline, provenance, params, intended use"

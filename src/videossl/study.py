@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from videossl.config import TEMPORAL_TASKS, Config, dump_config, parse_config
+from videossl.config import Config, dump_config, parse_config
+from videossl.eval.tasks import CONTENT, HELD_OUT, of_kind
 from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
@@ -107,11 +108,11 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
                    "train_seconds": summary["video"]["seconds"],  # as measured in this run (load included)
                    HEADLINE: head.get("video"), HEADLINE + CI_LOW: head.get("video" + CI_LOW),
                    HEADLINE + CI_HIGH: head.get("video" + CI_HIGH)}
-            for task in (*TEMPORAL_TASKS, "content_count", "content_shape"):
+            for task in STUDIED:
                 if task in metrics:
-                    row[task] = metrics[task].get("video")
+                    row[task] = metrics[task].get("video_chosen")
                     row[f"{task}_supervised"] = metrics[task].get("supervised")
-                    row[f"{task}_frames"] = metrics[task].get("frames")
+                    row[f"{task}_frames"] = metrics[task].get("frames_strongest")
             rows = [r for r in rows if (r["objective"], r["budget_seconds"]) != (name, budget)] + [row]
             _write(out, rows)
     return rows
@@ -122,7 +123,8 @@ def _committed(out: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
-PLOTTED = (HEADLINE, *TEMPORAL_TASKS)
+STUDIED = (*of_kind(HELD_OUT), *of_kind(CONTENT))  # the held-out tasks, then the content controls
+PLOTTED = (HEADLINE, *of_kind(HELD_OUT))
 
 
 def _write(out: Path, rows: list[dict]) -> None:
@@ -130,7 +132,7 @@ def _write(out: Path, rows: list[dict]) -> None:
     write_text_atomic(out / "plots" / "study.json", json.dumps(
         [{"objective": r["objective"], "compute_seconds": r["compute_seconds"], **{k: r.get(k) for k in PLOTTED}}
          for r in rows], indent=1) + "\n")
-    tasks = [t for t in (*TEMPORAL_TASKS, "content_count", "content_shape") if any(t in r for r in rows)]
+    tasks = [t for t in STUDIED if any(t in r for r in rows)]
     lines = ["| objective | planned budget (s) | steps | compute (s) | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
              "|---" * (5 + len(tasks)) + "|"]
     for r in rows:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, REPORT, SCORES, VIDEO
-from videossl.eval.report import MODELS, console_table
+from videossl.eval.report import console_table
+from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, MODELS, REPORT, SCORES, VIDEO
 from videossl.stages import REGISTRATION
 
 
@@ -19,10 +19,10 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
     head = flat.get(HEADLINE, {})
     if VIDEO in head:
         print(f"\n{HEADLINE}: {head[VIDEO]:.3f} [{head.get(VIDEO + CI_LOW, float('nan')):.3f}, "
-              f"{head.get(VIDEO + CI_HIGH, float('nan')):.3f}]  (0 = bag of frames, 1 = supervised ceiling; "
-              "mean over the temporal tasks)")
-    print("\nTemporal benchmark: linear-probe test accuracy on held-out videos (95% CIs in "
-          f"{eval_dir / REPORT})")
+              f"{head.get(VIDEO + CI_HIGH, float('nan')):.3f}]  (0 = the strongest baseline, 1 = supervised ceiling; "
+              f"mean over the held-out tasks: {head.get('tasks', '')})")
+    print("\nBenchmark, test videos: the video model with its probe chosen on validation videos, each baseline "
+          f"with its strongest probe (95% CIs and every probe in {eval_dir / REPORT})")
     print(console_table({"tasks": tasks}, MODELS))
     reg_path = register_dir / REGISTRATION
     if reg_path.is_file():

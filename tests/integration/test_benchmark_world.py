@@ -1,19 +1,21 @@
-"""The default benchmark world leaks nothing to a bag of frames, and its temporal labels are in the motion.
+"""The held-out tasks stay held out: no non-learned reading of the frames solves them.
 
-A task is temporal only if a bag of frames cannot solve it. On a large sample of the default world
-(thousands of clips, so that a leak of a few points stands out of the noise), order-free features of
-single frames, from a nonlinear frame encoder and from pixel statistics, are probed on every temporal
-task: arrow of time and order must be exactly at chance, and the primary (linear) probe within 0.03
-of chance on speed and gravity. A feature that sees motion (how each frame shifts into the next)
-reads gravity and speed from the same clips, so the test has the power to see what it looks for.
-
-One thing a bag of frames can always see is how a clip's average frame is smoothed by motion: it is
-a long exposure, smoother when more time passes (the 4x clips) and streaked along the axis objects
-sink on (but not towards which end: a streak has no direction). Its mean is the same at every speed
-and gravity, so a linear probe cannot use it, but a nonlinear one can: kNN on pixel statistics reads
-speed at ~0.5 (chance 0.33) and gravity at ~0.36 (chance 0.25; the axis alone would give at most
-0.5). The bounds below keep these known effects from growing unnoticed; the report shows every probe
-of the bag of frames beside the video model, with the null's range.
+On a fresh sample of the benchmark world (written straight to shards, a few hundred sets and videos
+per task), every non-learned baseline is probed with every probe the benchmark uses (linear,
+attentive, kNN) on every held-out task:
+- the bag of frames and ordered frames (a frame encoder at random initialisation, mean-pooled and
+  in time order) and raw pixels: what single frames show;
+- motion statistics (eval/motion.py): what a hand-written motion detector shows;
+- the video ViT at random initialisation: a random nonlinear function of the whole clip, which reads
+  any generic temporal pattern (where and when something is visible).
+Each must stay below its bound. A construction that lets one of them through (a presence pattern, a
+drift, a brightness trend) fails here before it reaches a headline. The sample is fixed (seeded), so
+the scores are the same every run; the bounds are what was measured on it plus a margin
+(docs/measurements.md, "Held-out tasks"). Motion statistics are the one baseline with a known partial
+reading: kNN on frame-pair displacements reads gravity from how they change (0.46, chance 0.25) and
+permanence from how long a body stays hidden against how fast it moved (0.72); the supervised ceiling
+reaches 0.98 on both, so both keep their headroom, and the headline is measured from the strongest
+baseline anyway.
 """
 from __future__ import annotations
 
@@ -21,90 +23,65 @@ import pytest
 import torch
 
 from tests.worlds import write_world
-from videossl.config import KnnProbeConfig, SyntheticConfig
+from videossl.config import ProbeEvalConfig, SyntheticConfig
 from videossl.data.shards import ClipStore
-from videossl.eval import features, probes
-from videossl.eval.suite import splits_of
-from videossl.eval.tasks import build_tasks, task_keys
+from videossl.data.synthetic import NATURAL
+from videossl.eval import features, suite
+from videossl.eval.motion import motion_model
+from videossl.eval.tasks import HELD_OUT, TASKS, build_tasks, of_kind
 from videossl.models.vit import VideoViT, VitShape
 
-LEAK_TOLERANCE = 0.03  # a bag of frames at most this far above chance on a temporal task (primary probe)
-# kNN, above chance: the known long-exposure effects (measured: speed +0.18, gravity +0.11)
-LONG_EXPOSURE_BOUND = {"speed": 0.25, "gravity": 0.15}
-CELLS = 4 * 3 * 3      # gravity x object count x shape
+UNITS = 160         # sets (or videos) per probe family; bounce: 96 videos (4 per design cell)
+BOUND = 0.15        # above chance, at most, for every (baseline, probe): measured at most +0.10
+MOTION_BOUND = {"gravity_law": 0.30, "permanence": 0.25}  # motion statistics' known readings (measured +0.21, +0.22)
+CHANCE = {"gravity_law": 0.25}  # the others: 0.5
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cfg = SyntheticConfig(benchmark={"videos": CELLS * 30, "seed": 3, "splits": {"train": 0.4, "val": 0.1, "test": 0.5}})
-    store = ClipStore(write_world(tmp_path_factory.mktemp("leak-world"), cfg))
-    tasks = {t.name: t for t in build_tasks(store, ["arrow_of_time", "speed", "gravity", "order"], [1, 2, 4], 3)}
-    keys = sorted({k for t in tasks.values() for k in task_keys(t)}, key=features.key_str)
+    names = of_kind(HELD_OUT)
+    families = {TASKS[n].family: (96 if TASKS[n].family == "bounce" else UNITS) for n in names}
+    cfg = SyntheticConfig(benchmark={"families": families, "seed": 3, "splits": {"train": 0.5, "val": 0.1, "test": 0.4}},
+                          pool={"families": {}}, workers=1)
+    store = ClipStore(write_world(tmp_path_factory.mktemp("held-out-world"), cfg))
+    tasks = build_tasks(store, names, [1, 2, 4], 2, cfg.max_objects)
+    keys = sorted({k for t in tasks for k in t.keys()}, key=features.key_str)
     return store, tasks, keys
 
 
-def _pixel_statistics(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame: its 8x8-pooled pixels and their squares (a second, nonlinear, order-free view)."""
-    x = frames[:, 0].permute(0, 3, 1, 2).float() / 255
-    pooled = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-    vec = torch.cat([pooled, pooled ** 2], 1)
-    return vec, vec[:, None]
-
-
-def _bag_of_frames_models() -> list[features.FeatureModel]:
+def _non_learned_models() -> list[features.FeatureModel]:
     torch.manual_seed(0)
-    encoder = VideoViT(VitShape(frames=1, img_size=32, patch=8, tubelet=1, dim=48, depth=2, heads=4))
-    return [features.encoder_model("frame_encoder", encoder, "leak-test-encoder", 2),
-            features.FeatureModel("pixel_statistics", "leak-test-pixels", _pixel_statistics, features.MEAN_FRAMES,
-                                  frame_table="pixel-statistics")]
+    video = VideoViT(VitShape(frames=8, img_size=32, patch=8, tubelet=2, dim=64, depth=2, heads=4))
+    frame = VideoViT(VitShape(frames=1, img_size=32, patch=8, tubelet=1, dim=64, depth=2, heads=4))
+    return [features.encoder_model("vit_at_random_init", video, "leak-test-vit", 2),
+            features.encoder_model("frames", frame, "leak-test-frame", 2, features.MEAN_FRAMES),
+            features.encoder_model("ordered_frames", frame, "leak-test-frame", 2, features.ORDERED_FRAMES),
+            features.pixel_model(2), motion_model()]
 
 
-def _motion(clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far each frame is from the previous one shifted by one pixel in each direction (torus roll):
-    the best shift is the motion. The positive control."""
-    x = clips.float().mean(-1)  # [B, T, H, W]
-    prev, nxt = x[:, :-1], x[:, 1:]
-    errors = [(nxt - torch.roll(prev, shifts=s, dims=d)).abs().mean((1, 2, 3))
-              for d in (2, 3) for s in (-2, -1, 1, 2)]
-    vec = torch.stack(errors, 1)
-    return vec, vec[:, None]
-
-
-def _probe(task, feats, index, probe):
-    sp = splits_of(task, index)
-    split = lambda s: (feats.vectors[sp[s].rows], sp[s].labels)  # noqa: E731
-    classes = len(task.classes)
-    if probe == "linear":
-        return probes.linear_probe(split("train"), split("val"), split("test"), classes, [0.01, 1.0, 100.0], 100)
-    return probes.knn_probe(split("train"), split("val"), split("test"), classes, KnnProbeConfig(ks=[10, 50]))
-
-
-def test_a_bag_of_frames_reads_no_temporal_label(world, tmp_path):
+def test_no_non_learned_baseline_reads_a_held_out_label(world):
     store, tasks, keys = world
     index = {k: i for i, k in enumerate(keys)}
-    feats = features.extract(store, keys, _bag_of_frames_models(), 256, features.FeatureCache(None, ""))
+    feats = features.extract(store, keys, _non_learned_models(), 128, features.FeatureCache(None, ""))
+    cfg = ProbeEvalConfig(attentive={"epochs": 10}, knn={"ks": [10, 30]}, l2_grid=[0.01, 1.0, 100.0], epochs=50)
     failures = []
-    for name, f in feats.items():
-        for task in tasks.values():
-            for probe in ("linear", "knn"):
-                acc = _probe(task, f, index, probe).accuracy
-                chance = 1 / len(task.classes)
-                if task.name in ("arrow_of_time", "order"):
-                    bound = chance  # the same frames: bit-identical features, exactly one half
-                elif probe == "knn":
-                    bound = chance + LONG_EXPOSURE_BOUND[task.name]
-                else:
-                    bound = chance + LEAK_TOLERANCE
-                if acc > bound or (task.name in ("arrow_of_time", "order") and acc != 0.5):
-                    failures.append(f"{name}/{probe} reads {task.name}: {acc:.3f} (chance {chance:.3f})")
+    for task in tasks:
+        out = suite.classify(task, feats, index, cfg, seed=0)
+        chance = CHANCE.get(task.name, 0.5)
+        for key, values in out.correct.items():
+            if key.endswith(suite.CHOSEN):
+                continue
+            bound = MOTION_BOUND.get(task.name, BOUND) if key.startswith("motion") else BOUND
+            if float(values.mean()) > chance + bound:
+                failures.append(f"{task.name}: {key} reads it, {values.mean():.3f} (chance {chance}, bound +{bound})")
     assert not failures, failures
 
 
-def test_motion_reads_gravity_and_speed_from_the_same_clips(world):
-    store, tasks, keys = world
-    wanted = [k for name in ("gravity", "speed") for k in task_keys(tasks[name])]
-    index = {k: i for i, k in enumerate(wanted)}
-    model = features.FeatureModel("motion", "leak-test-motion", _motion)
-    feats = features.extract(store, wanted, [model], 256, features.FeatureCache(None, ""))["motion"]
-    assert _probe(tasks["gravity"], feats, index, "linear").accuracy > 0.6
-    assert _probe(tasks["speed"], feats, index, "linear").accuracy > 0.6
+def test_the_pretraining_pool_carries_no_held_out_label():
+    """Held-out labels come from probe families, which the pool may not take (config refuses them), or
+    from a natural family's label that no pretext transformation (reversal, speed, shuffling) produces:
+    gravity_law's label survives time reversal because bounces are elastic (tests/unit/test_synthetic)."""
+    for name in of_kind(HELD_OUT):
+        family = TASKS[name].family
+        assert family not in NATURAL or name == "gravity_law", name
+    assert not set(SyntheticConfig().pool.families) - set(NATURAL)

@@ -70,7 +70,8 @@ def test_auto_decoder_falls_back_to_pyav_where_decord_fails(tmp_path):
     assert np.array_equal(frames, expected)
     # and they are the right frames: the source, every second one, 2x2 box-downscaled
     reference = source[resample_indices(meta, 12)].reshape(12, 48, 2, 48, 2, 3).mean(axis=(2, 4))
-    assert np.abs(frames - reference).mean() < 4.0
+    error = np.abs(frames - reference).mean()  # codec (crf 18) and scaling error: a few grey levels
+    assert error < 6.0 and error < 0.5 * np.abs(frames[1:] - reference[:-1]).mean()  # well below a frame off
     # decord keeps working where it can: the next file is read by decord again
     auto.probe(path)
     assert auto.used == "decord"

@@ -38,7 +38,7 @@ ingest:
   size: 32
   clip_frames: 8
   clip_stride: 4
-  synthetic: {benchmark: {videos: 4}, pool: {videos: 0}, seconds: 2, fps: 24, size: 64, gop: 8, workers: 1}
+  synthetic: {benchmark: {families: {bounce: 4}}, pool: {families: {}}, seconds: 2, fps: 24, size: 64, gop: 8, workers: 1}
 """
 FPS, SIZE, CLIP, STRIDE = 12, 32, 8, 4
 GOOD = SyntheticConfig(seconds=2, fps=24, size=64, gop=8, crf=18)  # 48 frames at 24 fps -> 24 at 12 fps
@@ -449,8 +449,8 @@ def _telling_seed() -> int:
 def mixed(tmp_path_factory) -> tuple[Config, dict, list[dict], Path]:
     out = tmp_path_factory.mktemp("mixed")
     seed = _telling_seed()
-    overrides = [sources("synthetic", "samples"), f"seed={seed}", "ingest.synthetic.benchmark.videos=3",
-                 "ingest.synthetic.pool.videos=3"]
+    overrides = [sources("synthetic", "samples"), f"seed={seed}", "ingest.synthetic.benchmark.families={bounce: 3}",
+                 "ingest.synthetic.pool.families={bounce: 3}"]
     stats, rows, quarantine = run(out, *overrides)
     assert quarantine == []
     return make_config(*overrides), stats, rows, out
@@ -481,7 +481,7 @@ def test_manifest_rows_describe_the_stored_clips(mixed):
     cfg, stats, rows, out = mixed
     store = shards.ClipStore(out)
     assert {r["source_id"] for r in rows} == {f"samples/{f}" for f in SAMPLE_FILES} | \
-        {f"synthetic/{world}/{i:05d}.mp4" for world in ("benchmark", "pool") for i in range(3)}
+        {f"synthetic/{world}/bounce/{i:05d}.mp4" for world in ("benchmark", "pool") for i in range(3)}
     for r in rows:
         assert r["shape"] == [CLIP, SIZE, SIZE, 3]
         assert r["fps"] == FPS

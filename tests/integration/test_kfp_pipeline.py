@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = TINY_OVERRIDES + ["pretrain.steps=3", "pretrain.baseline_steps=3", "probe_eval.l2_grid=[0.01]",
                          # the DAG's wiring is under test, not every benchmark task: the three the tiny
                          # synthetic world labels in every split, with the linear probe
-                         "probe_eval.tasks=[arrow_of_time, speed, gravity]", "probe_eval.probes=[linear]"]
+                         "probe_eval.tasks=[gravity_law, arrow_of_time]", "probe_eval.probes=[linear]"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
         assert sorted(p.name for p in (data / "shards").iterdir())
         stats = json.loads((data / "ingest.json").read_text())
         worlds = cfg.ingest.synthetic
-        assert stats["videos"] == worlds.benchmark.videos + worlds.pool.videos
+        assert stats["videos"] == sum(worlds.benchmark.families.values()) + sum(worlds.pool.families.values())
         assert json.loads((data / "quarantine.json").read_text()) == []
         rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
         assert len(rows) == stats["clips"]

@@ -29,8 +29,11 @@ def test_pretrain_one_process_writes_self_describing_checkpoints(tiny_cfg, tiny_
     assert meta["dataset_digest"] == json.loads((tiny_data / "ingest.json").read_text())["digest"]
     state = load_checkpoint(tiny_models / "encoder.pt")
     assert state["step"] == tiny_cfg.pretrain.steps
-    # the exported model is the weights and what they mean; how the run went stays out of it
-    assert set(state) == {"format", "variant", "shape", "config", "dataset_digest", "step", "loss", "encoder", "result"}
+    # the exported model is the weights and what they mean (the encoder, the objective's own heads and
+    # projection without the shared encoder again); how the run went stays out of it
+    assert set(state) == {"format", "variant", "shape", "config", "dataset_digest", "step", "loss", "encoder",
+                          "objective", "result"}
+    assert state["objective"] and not any(".encoder." in k or k.startswith("encoder.") for k in state["objective"])
     assert state["config"]["model"]["dim"] == tiny_cfg.model.dim and "log_every" not in state["config"]["pretrain"]
     assert "seconds" not in state["result"] and set(state["config"]) == {"seed", "model", "pretrain", "ingest"}
     timings = json.loads((tiny_models / "timings.json").read_text())

@@ -78,9 +78,11 @@ def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool 
         return out
 
     metrics = {
-        "arrow_of_time": {**scored(video=gate, frames=frames), "n_test": 240, "chance": 0.5, "control_static": 0.49},
+        "arrow_of_time": {**scored(video=gate, frames=frames, frames_strongest=frames), "frames_strongest_probe": "linear",
+                          "n_test": 240, "n_test_videos": 80, "chance": 0.5, "control_static": 0.49},
         "speed": {**scored(video=speed, frames=speed_frames), "n_test": 240, "chance": 0.3333},
-        "gravity": {**scored(video=0.9, frames=0.35), "n_test": 180, "chance": 0.25},
+        "gravity_law": {**scored(video_chosen=0.9, frames_strongest=0.35), "video_chosen_probe": "linear",
+                        "frames_strongest_probe": "knn", "n_test": 180, "n_test_videos": 60, "chance": 0.25},
         "wall_seconds": 12.5,
         "dataset_digest": digest,
         "notes": "strings are not scores",
@@ -221,7 +223,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     v2 = client.get_model_version_by_alias(NAME, "champion")
     assert str(v2.version) == "2" and v2.run_id == r2["run_id"]
     assert v2.tags["arrow_of_time.video"] == "0.8"
-    assert float(v2.tags["gravity.video"]) == 0.9 and "speed.frames" not in v2.tags  # the headline: video model per task
+    assert float(v2.tags["gravity_law.video_chosen"]) == 0.9 and "speed.frames" not in v2.tags  # the video model per task
     assert "wall_seconds" not in v2.tags and "notes" not in v2.tags and "arrow_of_time.video_l2" not in v2.tags
     assert len(v2.tags) <= 30, sorted(v2.tags)  # a screenful on the registry page; every score is in the run
     assert v2.tags["dataset_digest"] == "ab" * 32
@@ -234,7 +236,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     # the description is a summary that fits (the registry page shows it whole); the card is an artifact
     assert v2.description.startswith(f"**{NAME} v2**: a self-supervised video encoder, **champion**.")
     assert "model_card.md" in v2.description and len(v2.description) <= registry.DESCRIPTION_LIMIT
-    assert "| arrow_of_time | 0.800" in v2.description and v2.tags["gate.reason"] in v2.description
+    assert "| gravity_law | 0.900 [0.85, 0.95] (lin) |" in v2.description and v2.tags["gate.reason"] in v2.description
 
     both = registry.champion_and_challenger(client, NAME)
     assert both["champion"].version == "2" and both["challenger"].version == "3"
@@ -246,15 +248,15 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     run = client.get_run(r3["run_id"])
     assert run.info.run_name == "register"
     assert run.data.params["register.model_name"] == NAME and run.data.params["model.patch"] == "8"
-    assert run.data.metrics["arrow_of_time.video"] == 0.75 and run.data.metrics["gravity.n_test"] == 180
+    assert run.data.metrics["arrow_of_time.video"] == 0.75 and run.data.metrics["gravity_law.n_test"] == 180
     assert run.data.tags["dataset_digest"] == "ab" * 32
     arts = {a.path for a in client.list_artifacts(r3["run_id"], "eval")}
     assert {"eval/scores.json", "eval/report.md", "eval/plots"} <= arts
     assert [a.path for a in client.list_artifacts(r3["run_id"], "eval/plots")] == ["eval/plots/scores.png"]
     card = mlflow.artifacts.load_text(f"runs:/{r3['run_id']}/model_card.md")
     assert card == (tmp_path / "out3" / "model_card.md").read_text()
-    assert "| arrow_of_time | 0.750 [0.70, 0.80] | 0.500 [0.45, 0.55] | +0.250 | 240 | 0.500 |" in card
-    assert "| gravity | 0.900 [0.85, 0.95] | 0.350 [0.30, 0.40] | +0.550 | 180 | 0.250 |" in card
+    assert "| arrow_of_time | 0.750 [0.70, 0.80] | — | 0.500 [0.45, 0.55] (lin) | +0.250 vs bag of frames | 240 (80 videos) | 0.500 |" in card
+    assert "| gravity_law | 0.900 [0.85, 0.95] (lin) | 0.350 [0.30, 0.40] (knn) | +0.550 vs bag of frames | 180 (60 videos) | 0.250 |" in card
     assert "**not promoted**" in card and "ab" * 32 in card and "## Limits" in card
     assert "- `arrow_of_time.video` **fail**: arrow_of_time.video 0.75 vs champion v2 0.8: gain -0.05, needs more than 0: fail" in card
     assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()

@@ -69,7 +69,7 @@ def test_review_prints_champion_and_challenger_side_by_side(tmp_path, monkeypatc
     assert cells(out, "arrow_of_time.frames") == [
         "arrow_of_time.frames", "0.500 [0.450, 0.550]", "0.500 [0.450, 0.550]", "+0.000"]
     assert cells(out, "speed.video") == ["speed.video", "0.620 [0.570, 0.670]", "0.700 [0.650, 0.750]", "+0.080"]
-    assert cells(out, "gravity.n_test") == ["gravity.n_test", "180", "180", "+0"]
+    assert cells(out, "gravity_law.n_test") == ["gravity_law.n_test", "180", "180", "+0"]
     assert cells(out, "speed.chance")[1:3] == ["0.333", "0.333"]
     assert "arrow_of_time.video_l2" not in out and "| arrow_of_time.video_ci_low" not in out
 

@@ -15,7 +15,9 @@ from videossl.data import synthetic as S
 from videossl.data.encode import rgb_to_yuv420p, write_video
 
 SMALL = SyntheticConfig(seconds=1.0, fps=8, size=32, max_objects=3, gop=4, workers=1,
-                        benchmark={"videos": 3, "seed": 7}, pool={"videos": 4, "seed": 8})
+                        benchmark={"families": {"bounce": 2, "permanence": 1}, "seed": 7},
+                        pool={"families": {"bounce": 2, "glide": 1, "launch": 1}, "seed": 8})
+SEGMENT = 8
 def _decode_pyav(path: Path) -> tuple[np.ndarray, av.video.stream.VideoStream, list[bool]]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -31,13 +33,13 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, av.video.stream.VideoStream, l
 
 
 def test_generate_writes_decodable_lossless_mp4_and_json(tmp_path):
-    paths = S.generate(SMALL, "benchmark", tmp_path)
-    assert paths == [tmp_path / f"{i:05d}.mp4" for i in range(3)]
-    plan = S.benchmark_plan(SMALL)
-    for p, path in zip(plan, paths):
+    paths = S.generate(SMALL, "benchmark", tmp_path, SEGMENT)
+    assert paths == [tmp_path / "bounce/00000.mp4", tmp_path / "bounce/00001.mp4", tmp_path / "permanence/00000.mp4"]
+    for unit, path in zip(S.plan(SMALL, "benchmark"), paths):
         labels = json.loads(path.with_suffix(".json").read_text())
-        rendered, expected = S.render_video(p.seed, SMALL, gravity=p.gravity, n_objects=p.n_objects, shape=p.shape)
-        assert labels == {**expected, "split": p.split}
+        made = S.make_unit(unit, SMALL, SEGMENT)
+        rendered, expected = made.frames, json.loads(json.dumps(made.labels))
+        assert labels == expected and labels["split"] == unit.split
         vr = decord.VideoReader(str(path))
         decoded = vr.get_batch(list(range(len(vr)))).asnumpy()
         assert decoded.shape == rendered.shape and vr.get_avg_fps() == pytest.approx(SMALL.fps)
@@ -54,27 +56,27 @@ def test_generate_writes_decodable_lossless_mp4_and_json(tmp_path):
 
 
 def test_parallel_generation_writes_the_same_bytes(tmp_path):
-    serial = S.generate(SMALL, "pool", tmp_path / "serial")
-    parallel = S.generate(SMALL.model_copy(update={"workers": 2}), "pool", tmp_path / "parallel")
+    serial = S.generate(SMALL, "pool", tmp_path / "serial", SEGMENT)
+    parallel = S.generate(SMALL.model_copy(update={"workers": 2}), "pool", tmp_path / "parallel", SEGMENT)
     assert [p.read_bytes() for p in serial] == [p.read_bytes() for p in parallel]
     assert [p.with_suffix(".json").read_text() for p in serial] == [p.with_suffix(".json").read_text() for p in parallel]
 
 
 def test_generate_skips_up_to_date_videos_and_redoes_changed_ones(tmp_path):
-    paths = S.generate(SMALL, "pool", tmp_path)
+    paths = S.generate(SMALL, "pool", tmp_path, SEGMENT)
     stamps = [p.stat().st_mtime_ns for p in paths]
     seen = []
-    assert S.generate(SMALL, "pool", tmp_path, progress=seen.append) == paths
+    assert S.generate(SMALL, "pool", tmp_path, SEGMENT, progress=seen.append) == paths
     assert [p.stat().st_mtime_ns for p in paths] == stamps and sum(seen) == len(paths)
     sidecar = paths[0].with_suffix(".json")
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "gravity": 99}))
     paths[1].unlink()
-    S.generate(SMALL, "pool", tmp_path)
+    S.generate(SMALL, "pool", tmp_path, SEGMENT)
     assert json.loads(sidecar.read_text())["gravity"] != 99
     assert paths[0].stat().st_mtime_ns != stamps[0] and paths[1].is_file()
     assert paths[2].stat().st_mtime_ns == stamps[2]
     # another frame size changes every video, though the physics labels are the same
-    S.generate(SMALL.model_copy(update={"size": 64}), "pool", tmp_path)
+    S.generate(SMALL.model_copy(update={"size": 64}), "pool", tmp_path, SEGMENT)
     assert decord.VideoReader(str(paths[2]))[0].shape == (64, 64, 3)
 
 

@@ -40,7 +40,7 @@ def test_code_defaults_are_the_params_defaults():
     ("ingest.clip_frames=7", "ingest.clip_frames", "divisible by model.tubelet"),
     ("model.heads=5", "model.dim", "divisible by model.heads"),
     ("register.gate_metrics=[colour.video]", "register.gate_metrics", "probe_eval.tasks"),
-    ("probe_eval.tasks=[arrow_of_time, telepathy]", "probe_eval.tasks[1]", "arrow_of_time"),
+    ("probe_eval.tasks=[gravity_law, telepathy]", "probe_eval.tasks", "telepathy"),
     ("pretrain.lr=.inf", "pretrain.lr", "finite number"),
     ("ingest.splits={train: .nan, val: 0.5, test: 0.5}", "ingest.splits.train", "finite"),
     ("pretrain.steps=true", "pretrain.steps", "not true/false"),

@@ -5,9 +5,6 @@ import pytest
 from videossl.config import AttentiveProbeConfig, KnnProbeConfig
 from videossl.eval.attentive import attentive_probe
 from videossl.eval.probes import confusion_matrix, knn_probe, linear_probe
-from videossl.eval.retrieval import RidgePath, ranks, retrieval_scores
-from videossl.eval.report import time_vector_plot
-from videossl.eval.time_vector import time_vector
 
 TOKENS, DIM = 8, 16
 
@@ -125,98 +122,11 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
         confusion_matrix(np.array([0, 1]), np.array([0]), classes=2)
 
 
-def test_ranks_count_ties_against_the_query():
-    queries = np.array([[1.0, 0.0], [0.0, 1.0]])
-    assert ranks(queries, queries).tolist() == [0, 0]
-    same = np.array([[1.0, 0.0], [1.0, 0.0]])  # two indistinguishable gallery items: neither is found
-    assert ranks(queries, same).tolist() == [1, 1]
-    assert ranks(queries, same, groups=np.array([0, 1])).tolist() == [0, 0]
-
-
-@pytest.mark.parametrize("n, d", [(40, 12), (12, 40)])  # primal (N > D) and dual (N <= D) branches
-def test_ridge_path_matches_the_normal_equations(n, d):
-    rng = np.random.default_rng(n)
-    x, y, q = rng.normal(size=(n, d)), rng.normal(size=(n, 5)), rng.normal(size=(3, d))
-    xc, yc = x - x.mean(0), y - y.mean(0)
-    for alpha, got in zip((0.01, 1.0), RidgePath(x, y).predict(q, (0.01, 1.0))):
-        w = np.linalg.solve(xc.T @ xc + alpha * n * np.eye(d), xc.T @ yc)
-        np.testing.assert_allclose(got, (q - x.mean(0)) @ w + y.mean(0), atol=1e-9)
-
-
-def video_pairs(videos: int, clips: int, rng: np.random.Generator, dynamics: np.ndarray):
-    """Per video an appearance (first half of the dims) shared by all its clips; per clip a state
-    (second half) that the future clip carries on through `dynamics`. Appearance finds the video,
-    only the dynamics find the clip."""
-    half = DIM // 2
-    appearance = np.repeat(rng.normal(size=(videos, half)) * 3.0, clips, axis=0)
-    state = rng.normal(size=(videos * clips, half))
-    noise = lambda: 0.05 * rng.normal(size=(videos * clips, DIM))  # noqa: E731
-    present = np.hstack([appearance, state]) + noise()
-    future = np.hstack([appearance, state @ dynamics]) + noise()
-    return (present, future), np.repeat(np.arange(videos), clips)
-
-
-def test_learned_predictor_beats_cosine_when_the_future_is_a_map_of_the_present():
-    rng = np.random.default_rng(4)
-    dynamics = np.linalg.qr(rng.normal(size=(DIM // 2, DIM // 2)))[0]  # a rotation: cosine cannot undo it
-    (train, _), (val, _), (test, groups) = (video_pairs(v, 6, rng, dynamics) for v in (40, 10, 20))
-    s = retrieval_scores(train, val, test, groups=groups)
-    assert s["n"] == 120 and s["chance_r1"] == pytest.approx(1 / 120) and s["chance_r5"] == pytest.approx(5 / 120)
-    assert s["predictor_r1"] >= 0.9 and s["predictor_r1"] > s["cosine_r1_ci_high"]
-    assert s["predictor_r5"] >= s["predictor_r1"] and s["predictor_alpha"] in (0.01, 0.1, 1.0, 10.0, 100.0)
-    # Within its own video the appearance is no help: cosine stays near 1/6, the predictor does not.
-    assert s["within_video_n"] == 120 and s["within_video_chance_r1"] == pytest.approx(1 / 6)
-    assert s["within_video_cosine_r1_ci_low"] <= 1 / 6 + 0.1
-    assert s["within_video_predictor_r1"] >= 0.9
-    for key in ("cosine_r1", "predictor_r5", "within_video_predictor_r1"):
-        assert s[f"{key}_ci_low"] <= s[key] <= s[f"{key}_ci_high"]
-
-
-def test_retrieval_gives_indistinguishable_futures_no_credit():
-    rng = np.random.default_rng(5)
-    present = rng.normal(size=(30, DIM))
-    flat_future = np.ones((30, DIM))  # every future clip the same: nothing to retrieve
-    pairs = (present, flat_future)
-    s = retrieval_scores(pairs, pairs, pairs)
-    assert s["cosine_r1"] == 0.0 and s["predictor_r5"] == 0.0 and "within_video_n" not in s
-
-
-def planted_clips(n: int, rng: np.random.Generator, strength: float):
-    """Forward and reversed features; the arrow of time, when planted, is a shift along one axis."""
-    base = rng.normal(size=(n, DIM))
-    shift = strength * np.eye(DIM)[3]
-    return base + shift, base - shift + 0.3 * rng.normal(size=(n, DIM))
-
-
-def test_time_vector_finds_a_planted_direction():
-    rng = np.random.default_rng(6)
-    score = time_vector(*planted_clips(200, rng, 2.0), *planted_clips(100, rng, 2.0), paired=True)
-    assert score.accuracy >= 0.95 and score.n == 200 and score.pair_accuracy == 1.0 and score.pair_n == 100
-    assert score.norm > 1.0 and score.separation > 3.0
-    assert score.projections_fwd.shape == (100,) and (score.projections_fwd > score.projections_rev).all()
-
-
-def test_time_vector_without_a_direction_is_at_chance():
-    rng = np.random.default_rng(7)
-    score = time_vector(*planted_clips(200, rng, 0.0), *planted_clips(150, rng, 0.0), paired=True)
-    assert score.ci_low <= 0.5 <= score.ci_high and score.pair_ci_low <= 0.5 <= score.pair_ci_high
-
-
-def test_time_vector_of_a_bag_of_frames_is_exactly_one_half(tmp_path):
-    # Forward and reversed clips with the same features (up to float rounding): no direction at all.
-    rng = np.random.default_rng(8)
-    train, test = rng.normal(size=(50, DIM)), rng.normal(size=(40, DIM))
-    score = time_vector(train, train + 1e-9, test, test, paired=True)
-    assert score.norm == 0.0 and score.accuracy == 0.5 and score.pair_accuracy == 0.5
-    assert not score.projections_fwd.any() and score.separation == 0.0
-    png = time_vector_plot({"frames": (score.projections_fwd, score.projections_rev)}, tmp_path / "tv.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_retrieval_rejects_groups_inside_the_pairs():
-    rng = np.random.default_rng(9)
-    pairs = (rng.normal(size=(10, DIM)), rng.normal(size=(10, DIM)))
-    with pytest.raises(ValueError, match="groups="):
-        retrieval_scores(pairs, pairs, (*pairs, np.arange(10)))
-    with pytest.raises(ValueError, match="groups has 3 entries"):
-        retrieval_scores(pairs, pairs, pairs, groups=[0, 0, 1])
+def test_every_probe_returns_test_scores_whose_argmax_is_its_prediction(order_task):
+    (xtr, ytr), (xva, yva), (xte, yte) = order_task
+    flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
+    for score in (linear_probe((flat(xtr), ytr), (flat(xva), yva), (flat(xte), yte), 2, [0.1, 10.0], 50),
+                  knn_probe((xtr, ytr), (xva, yva), (xte, yte), 2),
+                  attentive_probe((xtr, ytr), (xva, yva), (xte, yte), 2, AttentiveProbeConfig(epochs=3), seed=0)):
+        assert score.scores.shape == (len(yte), 2)
+        assert np.array_equal(score.scores.argmax(1), score.predictions)

@@ -6,7 +6,7 @@ import pytest
 
 from videossl.config import AttentiveProbeConfig, KnnProbeConfig
 from videossl.eval import attentive, probes
-from videossl.eval.stats import Null, VideoBootstrap, null_accuracies, percentile_interval
+from videossl.eval.stats import Null, VideoBootstrap, null_scores, percentile_interval, permuted_by_video
 
 
 def _clustered(n_videos: int, clips: int, p: float, spread: float, rng: np.random.Generator):
@@ -76,11 +76,17 @@ def test_the_same_draws_serve_every_task_and_a_subset_of_videos():
     assert percentile_interval(np.array([np.nan, np.nan])) != percentile_interval(reps)  # all-NaN: (nan, nan)
 
 
+def null_accuracies(train_x, train_y, train_videos, test_x, test_y, classes, permutations, seed):
+    s = null_scores(train_x, train_y, train_videos, test_x, classes, permutations, seed)
+    return (s.argmax(2) == np.asarray(test_y)[:, None]).mean(0)
+
+
 def test_null_of_balanced_labels_is_chance_with_a_spread():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(400, 20))
     y = np.tile(np.arange(4), 100)
-    acc = null_accuracies(x[:200], y[:200], x[200:], y[200:], classes=4, permutations=300, seed=7)
+    videos = [f"v{i // 4}" for i in range(200)]  # 4 clips a video, one of each class
+    acc = null_accuracies(x[:200], y[:200], videos, x[200:], y[200:], classes=4, permutations=300, seed=7)
     null = Null.of(acc)
     assert null.mean == pytest.approx(0.25, abs=0.01)
     assert null.min <= null.low < null.mean < null.high <= null.max
@@ -100,7 +106,8 @@ def test_every_probe_on_shuffled_labels_lands_inside_the_null_range():
         (np.arange(n_videos * clips) // clips % 5 == 4)
     shuffled = labels.copy()
     shuffled[train | val] = rng.permutation(labels[train | val])
-    null = Null.of(null_accuracies(x[train | val], shuffled[train | val], x[test], labels[test], 3, 400, seed=9))
+    videos = np.repeat(np.arange(n_videos), clips)[train | val].tolist()
+    null = Null.of(null_accuracies(x[train | val], shuffled[train | val], videos, x[test], labels[test], 3, 400, seed=9))
     tokens = x.reshape(len(x), 4, dim // 4)
     split = lambda mask, feats: (feats[mask], shuffled[mask] if not (mask is test) else labels[mask])  # noqa: E731
     scores = {
@@ -115,3 +122,18 @@ def test_every_probe_on_shuffled_labels_lands_inside_the_null_range():
     true = probes.linear_probe((x[train], labels[train]), (x[val], labels[val]), (x[test], labels[test]), 3,
                                [0.01, 1.0], 50)
     assert true.accuracy > null.max + 0.2
+
+
+def test_the_null_permutes_labels_by_video_not_by_clip():
+    """Each permutation relabels a video as a whole: clips that shared a label still share one, and a
+    video whose clips hold every class keeps holding every class."""
+    rng = np.random.default_rng(3)
+    same = permuted_by_video(np.repeat([0, 1, 2], 20), [f"v{i // 5}" for i in range(60)], 3, 50, rng)
+    assert same.shape == (60, 50)
+    per_video = same.T.reshape(50, 12, 5)
+    assert (per_video == per_video[..., :1]).all()          # a video's clips keep one label
+    assert len({tuple(p) for p in same.T}) > 10              # and the permutations differ
+    mixed = permuted_by_video(np.tile([0, 1], 30), [f"v{i // 2}" for i in range(60)], 2, 50, rng)
+    pairs = mixed.T.reshape(50, 30, 2)
+    assert (np.sort(pairs, axis=2) == [0, 1]).all()          # a forward/reversed pair stays one of each
+    assert 0.3 < (pairs[..., 0] == 1).mean() < 0.7            # flipped for about half the videos

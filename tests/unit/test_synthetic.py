@@ -1,163 +1,160 @@
-"""The synthetic physics world: determinism, the benchmark's balanced design, and physics that is what
-the benchmark claims (gravity only in motion, ripples irreversible)."""
+"""The synthetic world: determinism, the benchmark's balanced design, a pool of natural videos only, and
+physics that is what the benchmark claims (gravity only in acceleration, reversible bounces and
+collisions, matched sets whose frames are shared)."""
 from __future__ import annotations
 
 import collections
-import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from videossl.config import SyntheticConfig
+from videossl.config import ConfigError, SyntheticConfig, parse_config
 from videossl.data import synthetic as S
+from videossl.data.synthetic import families as F
+from videossl.data.synthetic import physics as P
+from videossl.data.synthetic import render as R
 
 SMALL = SyntheticConfig(seconds=1.0, fps=8, size=32, max_objects=3, gop=4, workers=1,
-                        benchmark={"videos": 3, "seed": 7}, pool={"videos": 4, "seed": 8})
+                        benchmark={"families": {"bounce": 3, "permanence": 2}, "seed": 7},
+                        pool={"families": {"bounce": 2, "glide": 2}, "seed": 8})
 WORLD = SyntheticConfig()  # the default physics, as the benchmark uses it
+SEGMENT = 8
 
 
-def _worlds(cfg: SyntheticConfig, count: int, **design) -> list[S.World]:
-    return [S.sample_world(S.video_seed(11, i), cfg, **design) for i in range(count)]
+def _made(family: str, index: int, cfg: SyntheticConfig = WORLD) -> F.Made:
+    return S.make_unit(S.Unit(family, index, S.unit_seed(11, family, index), (), "test"), cfg, SEGMENT)
 
 
 # ----------------------------------------------------------------------------------------------
-# determinism, labels and the benchmark's design
+# determinism, labels and the worlds' plans
 
 
 def test_same_seed_same_video_and_other_seed_differs():
-    frames_a, labels_a = S.render_video(123, SMALL)
-    frames_b, labels_b = S.render_video(123, SMALL)
-    frames_c, labels_c = S.render_video(124, SMALL)
-    assert np.array_equal(frames_a, frames_b) and labels_a == labels_b
-    assert not np.array_equal(frames_a, frames_c) and labels_a != labels_c
+    a, b, other = _made("bounce", 0, SMALL), _made("bounce", 0, SMALL), _made("bounce", 1, SMALL)
+    assert np.array_equal(a.frames, b.frames) and a.labels == b.labels
+    assert not np.array_equal(a.frames, other.frames)
 
 
-def test_render_shape_dtype_and_labels():
-    cfg = SyntheticConfig(seconds=1.5, fps=10, size=48, max_objects=4)
-    for seed in range(12):
-        frames, labels = S.render_video(seed, cfg)
-        assert frames.shape == (15, 48, 48, 3) and frames.dtype == np.uint8
-        assert json.loads(json.dumps(labels)) == labels  # JSON-serialisable as is
-        assert type(labels["gravity"]) is int and labels["gravity_name"] == S.GRAVITY_NAMES[labels["gravity"]]
-        assert 1 <= labels["n_objects"] <= 4 and labels["shapes"] == [labels["shape"]] * labels["n_objects"]
-        assert labels["processes"] == ["drag", "ripples"]
-        assert len(labels["irreversibility"]) == 15 and min(labels["irreversibility"]) >= 0
-        assert labels["seed"] == seed and labels["version"] == S.GENERATOR_VERSION
+def test_every_family_renders_uint8_frames_with_its_labels():
+    for family in S.FAMILIES:
+        made = _made(family, 0)
+        assert made.frames.dtype == np.uint8 and made.frames.shape[1:] == (WORLD.size, WORLD.size, 3)
+        assert made.labels["family"] == family and made.labels["frames"] == len(made.frames)
+        if "segments" in made.labels:  # a set: one clip per member, one after another
+            starts = [s["start"] for s in made.labels["segments"]]
+            assert starts == list(range(0, len(made.frames), SEGMENT))
+            assert {s["possible"] for s in made.labels["segments"]} == {0, 1}
 
 
 def test_benchmark_design_is_balanced_in_every_split():
-    cfg = WORLD.model_copy(update={"benchmark": WORLD.benchmark.model_copy(update={"videos": 432})})
-    plan = S.benchmark_plan(cfg)
-    assert [p.index for p in plan] == list(range(432))
-    assert len({p.seed for p in plan}) == 432
-    splits = collections.Counter(p.split for p in plan)
-    assert splits == {"train": 180, "val": 72, "test": 180}
-    for split in ("train", "val", "test"):
-        mine = [p for p in plan if p.split == split]
-        # every label of every factor is equally frequent in every split: no label-prior shift
-        for factor, values in (("gravity", 4), ("n_objects", 3), ("shape", 3)):
-            counts = collections.Counter(getattr(p, factor) for p in mine)
-            assert len(counts) == values and len(set(counts.values())) == 1, (split, factor, counts)
-    assert S.benchmark_plan(cfg) == plan  # deterministic
+    cfg = WORLD.model_copy(update={"benchmark": WORLD.benchmark.model_copy(update={"families": {"bounce": 360}})})
+    units = S.plan(cfg, "benchmark")
+    cells = collections.Counter((u.design, u.split) for u in units)
+    per_split = {s: {cells[(c, s)] for c in F.FAMILIES["bounce"].cells(cfg.max_objects)} for s in S.SPLIT_NAMES}
+    assert per_split == {"train": {4}, "val": {2}, "test": {4}}  # 10 per cell: 4 / 2 / 4
+
+
+def test_the_pool_takes_natural_families_only():
+    assert set(WORLD.pool.families) <= set(S.NATURAL)
+    assert not {"permanence", "future", "causality", "dye"} & set(S.NATURAL)
+    with pytest.raises(ConfigError, match="ingest.synthetic.pool.families.*natural families only"):
+        parse_config("ingest: {synthetic: {pool: {families: {bounce: 10, permanence: 5}}}}")
+    with pytest.raises(ConfigError, match="unknown scene families"):
+        parse_config("ingest: {synthetic: {benchmark: {families: {bounse: 10}}}}")
+    for unit in S.plan(SMALL, "pool"):
+        labels = S.make_unit(unit, SMALL, SEGMENT).labels
+        assert "segments" not in labels and labels["family"] in S.NATURAL
 
 
 def test_pool_holds_out_its_val_fraction_and_has_its_own_seeds():
-    plan = S.pool_plan(WORLD)
-    assert len(plan) == WORLD.pool.videos
-    held = sum(p.split == "val" for p in plan)
-    assert held == pytest.approx(WORLD.pool.val_fraction * WORLD.pool.videos, abs=1)
-    assert {p.split for p in plan} == {"train", "val"}
-    bench = {p.seed for p in S.benchmark_plan(WORLD)}
-    assert not bench & {p.seed for p in plan}  # the two worlds share no video
-
-
-def test_design_choices_are_honoured():
-    for g in range(4):
-        for n in (1, 3):
-            w = S.sample_world(5, WORLD, gravity=g, n_objects=n, shape=2)
-            assert (w.gravity, w.n_objects, w.shape) == (g, n, "triangle")
-            assert len(np.unique(w.colours, axis=0)) == n  # distinct colours within a video
+    cfg = WORLD.model_copy(update={"pool": WORLD.pool.model_copy(update={"families": {"bounce": 100}})})
+    pool = S.plan(cfg, "pool")
+    assert sum(u.split == "val" for u in pool) == 5 and {u.split for u in pool} == {"train", "val"}
+    assert not {u.seed for u in pool} & {u.seed for u in S.plan(WORLD, "benchmark")}
 
 
 # ----------------------------------------------------------------------------------------------
 # physics
 
 
-def test_objects_sink_along_gravity_and_kicks_scatter_them_every_way():
-    for g in range(4):
-        vel = np.concatenate([S.simulate_world(w, WORLD).vel.reshape(-1, 2) for w in _worlds(WORLD, 40, gravity=g)])
-        down = S.GRAVITY_DIRECTIONS[g]
-        across = np.array([-down[1], down[0]])
-        # kicks point every way and relax back to sinking: on average only (most of) the sinking is left ...
-        assert abs(vel.mean(0) @ across) < 0.03
-        assert 0.6 * S.TERMINAL_SPEED < vel.mean(0) @ down <= S.TERMINAL_SPEED
-        # ... but a kicked object moves against or across it for a while: the motion is never a constant drift
-        assert (vel @ down < 0.5 * S.TERMINAL_SPEED).mean() > 0.05
-        assert np.abs(vel @ across).max() > 0.5 * S.KICK_SPEED
+def test_bouncing_arcs_return_to_their_height_so_the_mean_displacement_is_zero():
+    """Over whole arcs the displacement along gravity is zero: a drift detector has nothing to read."""
+    g = P.GRAVITY_DIRECTIONS[0]
+    period = 1.1
+    times = np.linspace(0, 4 * period, 4001)
+    path = P.arcs(times, np.zeros(2), g, period, 0.3, drift=0.0)
+    along = path @ g
+    assert abs(along[-1] - along[0]) < 1e-9
+    assert along.max() <= 1e-12 and along.min() == pytest.approx(-P.GRAVITY * period ** 2 / 8, rel=1e-3)
 
 
-def test_drag_relaxes_a_kick_exponentially_between_kicks():
-    world = _worlds(WORLD, 1, gravity=0)[0]
-    traj = S.simulate_world(world, WORLD)
-    transient = traj.vel - world.terminal_velocity  # [F, N, 2]
-    ratio = np.linalg.norm(transient[1:], axis=-1) / np.maximum(np.linalg.norm(transient[:-1], axis=-1), 1e-12)
-    decay = np.exp(-S.DRAG_RATE / WORLD.fps)
-    smooth = np.isclose(ratio, decay, rtol=1e-6)  # frames without a kick in between
-    assert smooth.mean() > 0.4 and (~smooth).any()  # mostly relaxing, with kicks in between
-    kicked = np.concatenate([S.kick_velocities(np.random.default_rng(s), 100) for s in range(4)])
-    speed = np.linalg.norm(kicked, axis=1)
-    assert speed.min() >= S.KICK_SPEED * (1 - S.KICK_SPEED_JITTER) - 1e-9
-    assert speed.max() <= S.KICK_SPEED * (1 + S.KICK_SPEED_JITTER) + 1e-9
-    quadrant = np.arctan2(kicked[:, 1], kicked[:, 0]) // (np.pi / 2)  # every direction, evenly
-    np.testing.assert_allclose(np.bincount((quadrant + 2).astype(int), minlength=4) / len(kicked), 0.25, atol=0.07)
+def test_time_reversal_keeps_the_acceleration_so_it_keeps_the_gravity_label():
+    """Played backwards a falling arc is still an arc under the same gravity: second differences keep
+    their sign (away from the bounces)."""
+    g = P.GRAVITY_DIRECTIONS[3]
+    times = np.arange(0, 0.6, 1 / 64)  # inside one arc (period 1.4, bounce at t = 1.4 - 0.1)
+    path = P.arcs(times, np.zeros(2), g, 1.4, 0.1, drift=0.2)
+    accel = np.diff(path, 2, axis=0) @ g
+    accel_back = np.diff(path[::-1], 2, axis=0) @ g
+    assert (accel > 0).all() and (accel_back > 0).all()
 
 
-def test_positions_are_uniform_whatever_the_gravity():
-    """No floor and no pile: where things are says nothing about which way they sink."""
-    for g in range(4):
-        pos = np.concatenate([S.simulate_world(w, WORLD).pos.reshape(-1, 2) for w in _worlds(WORLD, 400, gravity=g)])
-        assert pos.min() >= 0 and pos.max() < 1
-        for axis in (0, 1):  # each quarter of the box holds a quarter of the positions
-            counts = np.histogram(pos[:, axis], bins=4, range=(0, 1))[0] / len(pos)
-            np.testing.assert_allclose(counts, 0.25, atol=0.05)
+def test_glides_conserve_momentum_and_energy_through_collisions():
+    radii = np.array([0.1, 0.08, 0.12])
+    pos0 = np.array([[0.2, 0.5], [0.5, 0.52], [0.8, 0.2]])
+    vel0 = np.array([[0.6, 0.0], [-0.3, 0.05], [0.0, 0.4]])
+    _, vel = P.glide(np.arange(40) / 8, pos0, vel0, radii, 8)
+    mass = radii ** 2
+    momentum = (vel * mass[None, :, None]).sum(1)
+    energy = (0.5 * mass[None] * (vel ** 2).sum(2)).sum(1)
+    assert not np.allclose(vel[0], vel[-1])  # something collided
+    np.testing.assert_allclose(momentum, np.broadcast_to(momentum[0], momentum.shape), atol=1e-12)
+    np.testing.assert_allclose(energy, np.full_like(energy, energy[0]), rtol=1e-9)
 
 
-def test_ripples_expand_rise_and_fade():
-    world = _worlds(WORLD, 1)[0]
-    times = np.arange(0, 3, 0.05)
-    radius, amplitude = S.ripple_state(world, times)
-    age = times[:, None] - world.ripple_births[None]
-    born = age > 0
-    moving = born[:-1] & born[1:]
-    assert np.all(np.diff(radius, axis=0)[moving] > 0)  # every front only moves outwards
-    np.testing.assert_allclose(radius[born], S.RIPPLE_START_RADIUS + S.RIPPLE_SPEED * age[born])
-    assert np.all(amplitude[~born] == 0) and amplitude.max() <= S.RIPPLE_AMPLITUDE
-    peak = np.log(S.RIPPLE_DECAY / S.RIPPLE_RISE + 1) * S.RIPPLE_RISE  # d amplitude / d age = 0
-    old = born & (age > peak)
-    later = np.diff(amplitude, axis=0)[old[:-1] & old[1:]]
-    assert np.all(later < 0)  # past its peak a ring only fades
-
-
-def test_ripples_carry_no_brightness_and_their_record_counts_their_travel():
-    world = replace(_worlds(WORLD, 1)[0], radii=np.zeros(0), angles=np.zeros(0), colours=np.zeros((0, 3)),
-                    pos0=np.zeros((0, 2)), vel0=np.zeros((0, 2)))
-    traj = S.simulate_world(world, WORLD)
-    still = replace(world, ripple_births=np.zeros(0), ripple_centres=np.zeros((0, 2)))
-    wave = S.render(world, traj, 64).astype(np.float32) - S.render(still, S.simulate_world(still, WORLD), 64)
-    assert np.abs(wave).max() > 10  # rings are visible ...
-    assert np.abs(wave.mean((1, 2, 3))).max() < 0.15 * np.abs(wave).mean()  # ... but add no brightness
-    np.testing.assert_allclose(traj.irreversibility,
-                               traj.ripple_amplitude.sum(1) * S.RIPPLE_SPEED / WORLD.fps * WORLD.size)
-    assert traj.irreversibility.min() > 0  # a ring is in view at every moment
+def test_ripples_carry_no_brightness():
+    look = R.Look(np.full(3, 80.0, np.float32), 1)
+    drops = R.Drops(np.array([0.2]), np.array([[0.5, 0.5]]))
+    times = np.arange(8) / 8
+    frames = np.zeros((8, 64, 64, 3), np.float32)
+    R.draw_ripples(frames, drops, times)
+    assert np.abs(frames).max() > 5 and abs(frames.mean()) < 0.5
+    assert look.background.mean() == 80.0
 
 
 def test_objects_wrap_around_the_edges():
-    world = replace(_worlds(WORLD, 1, n_objects=1, shape=1)[0], ripple_births=np.zeros(0),
-                    ripple_centres=np.zeros((0, 2)), pos0=np.array([[0.995, 0.5]]), vel0=np.zeros((1, 2)))
-    traj = S.simulate_world(world, WORLD)
-    traj = replace(traj, pos=np.broadcast_to(world.pos0, traj.pos.shape).copy())  # held at the seam
-    empty = replace(world, radii=np.zeros(0), angles=np.zeros(0), colours=np.zeros((0, 3)))
-    drawn = np.abs(S.render(world, traj, 32)[0].astype(np.float32) - S.render(empty, traj, 32)[0]).max(-1)
-    assert drawn[:, :2].max() > 30 and drawn[:, -2:].max() > 30  # on both sides of the seam
-    assert drawn[:, 8:24].max() == 0  # and nowhere in the middle
+    body = R.Body("circle", 0.1, 0.0, (250.0, 250.0, 250.0))
+    frames = np.zeros((1, 32, 32, 3), np.float32)
+    R.draw_body(frames, np.array([[0.0, 0.5]]), body)
+    assert frames[0, 16, 0].max() > 100 and frames[0, 16, 31].max() > 100
+
+
+# ----------------------------------------------------------------------------------------------
+# matched sets
+
+
+@pytest.mark.parametrize("family", ["continuity", "shape_constancy"])
+def test_every_frame_of_an_impossible_member_occurs_in_a_possible_one(family):
+    """Spliced where the object is hidden: the frame multisets (and each frame index) of the impossible
+    members are drawn from the possible members', so a bag of frames cannot tell them apart."""
+    for index in range(3):
+        made = _made(family, index)
+        seg = {s["member"]: (s["possible"], made.frames[s["start"]:s["start"] + SEGMENT])
+               for s in made.labels["segments"]}
+        possible = [f for p, f in seg.values() if p]
+        for member, (p, frames) in seg.items():
+            if p:
+                continue
+            for t in range(SEGMENT):
+                assert any(np.array_equal(frames[t], q[t]) for q in possible), (family, member, t)
+
+
+def test_the_future_control_is_the_true_continuation_itself():
+    for index in range(3):
+        made = _made("future", index)
+        seg = {s["member"]: made.frames[s["start"]:s["start"] + SEGMENT] for s in made.labels["segments"]}
+        assert np.array_equal(seg["true"], seg["control"])
+        switch = made.labels["switch"]
+        for member in ("turned_left", "turned_right", "reversed_gravity"):  # the same context, another continuation
+            assert np.array_equal(seg[member][:switch], seg["true"][:switch])
+            assert not np.array_equal(seg[member], seg["true"])

@@ -155,9 +155,11 @@ class ClipStore:
     def videos_in(self, split: str | None = None, kind: str | None = None) -> list[Video]:
         return [v for v in self.videos if (split is None or v.split == split) and (kind is None or v.kind == kind)]
 
-    def pretraining_videos(self, split: str = "train") -> list[Video]:
-        """What the encoders may train on: every video of `split` except the benchmark world's."""
-        return [v for v in self.videos_in(split) if v.kind != BENCHMARK]
+    def pretraining_videos(self, split: str = "train", real: bool = False) -> list[Video]:
+        """What the encoders may train on: the pool's videos of `split`, and real footage only with `real`
+        (pretrain.real_footage): the benchmark world never, and real footage is evaluation footage
+        (real_arrow_of_time) unless asked for."""
+        return [v for v in self.videos_in(split) if v.kind == POOL or (real and v.kind == REAL)]
 
     def window(self, video: Video, start: int, frames: int, step: int = 1) -> np.ndarray:
         """`frames` frames from `start`, every `step`-th one: uint8 [frames, H, W, 3] (a copy)."""

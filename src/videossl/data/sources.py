@@ -53,19 +53,23 @@ def samples_dir() -> Path:
 
 
 def expand_synthetic(cfg: IngestConfig, work_dir: Path) -> list[VideoInput]:
-    """Both synthetic worlds: the benchmark (evaluation) and the pool (pretraining), rendered on first use."""
+    """Both synthetic worlds: the benchmark (evaluation) and the pool (pretraining), rendered on first use.
+    A probe family's file is one matched set: its own split group, never cut apart."""
     from videossl.data import synthetic
     from videossl.progress import Progress
 
     inputs = []
     for which, kind in ((synthetic.WORLDS[0], shards.BENCHMARK), (synthetic.WORLDS[1], shards.POOL)):
-        videos = getattr(cfg.synthetic, which).videos
+        videos = sum(getattr(cfg.synthetic, which).families.values())
         if not videos:
             continue
+        root = work_dir / "synthetic" / which
         with Progress(total=videos, desc=f"render {which}", unit="videos") as bar:
-            paths = synthetic.generate(cfg.synthetic, which, work_dir / "synthetic" / which, bar.update)
-        inputs += [VideoInput(f"synthetic/{which}/{p.name}", f"synthetic/{which}/{p.stem}", kind, str(p),
-                              sidecar_labels(p)) for p in paths]
+            paths = synthetic.generate(cfg.synthetic, which, root, cfg.clip_frames, bar.update)
+        for p in paths:
+            name = p.relative_to(root).with_suffix("").as_posix()
+            inputs.append(VideoInput(f"synthetic/{which}/{name}.mp4", f"synthetic/{which}/{name}", kind, str(p),
+                                     sidecar_labels(p)))
     return inputs
 
 

@@ -175,5 +175,5 @@ def attentive_probe(train: Split, val: Split, test: Split, classes: int,
         predict, best_acc, best_sel = _train_attentive(ztr, ytr_t, zva, np.asarray(yva), classes, heads, epochs,
                                                        batch_size, lr, grid, position, seed)
         with torch.no_grad():
-            pred = predict(zte).argmax(1).numpy()
-    return probe_score(pred, yte, best_acc if has_val else None, best_sel)
+            logits = predict(zte).numpy()
+    return probe_score(logits.argmax(1), yte, best_acc if has_val else None, best_sel, logits)

@@ -1,17 +1,19 @@
 """The supervised ceiling: what a small video network trained WITH each task's labels reaches.
 
 A score means nothing without its ceiling. This network sees the same training videos as the probes
-(never validation or test videos), is selected on the validation items and scored once on the same
-test items, so `<task>.supervised` is directly comparable with every model's probe score. It depends
+(never validation or test videos), is selected on the validation units and scored once on the same
+test units, so `<task>.supervised` is directly comparable with every model's probe score. It depends
 only on the data, so its test outcomes are cached by dataset digest.
 
 Each task gets its own small 3D CNN (four conv-BN-ReLU blocks on the frames and their temporal
-differences, global average pooling, a linear head): every step draws `batch_per_task` fresh
-training clips, each cut at a random start of a random training video exactly as the task defines its clips.
-Each clip gets a random cyclic shift (the pond is a torus), a random rotation by a multiple of 90
-degrees and a random mirror, with the gravity label turned with it: the physics is the same
-everywhere and in every orientation, and without it the network learns to recognise the few
-training videos rather than the motion.
+differences, global average pooling, a linear head), trained on the task's own training items: for
+window tasks `windows` random windows of every training video (cut exactly as the task cuts them,
+far more than the probes see) with cross-entropy; for matched tasks whole training sets with a
+ranking loss per comparison, the question the task asks (per-clip cross-entropy was measured to
+stay at chance on sets whose members differ only in how they relate over time). Each clip gets a random
+cyclic shift (the world is a torus), a random quarter turn and a random mirror, with a direction
+label (gravity) turned with it: the physics is the same everywhere and in every orientation, and
+without it the network learns to recognise the few training videos rather than the motion.
 """
 from __future__ import annotations
 
@@ -30,18 +32,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from videossl.config import CeilingConfig
-from videossl.data.shards import ClipStore, Video
-from videossl.data.synthetic import GRAVITY_DIRECTIONS, SHAPES
+from videossl.data.shards import ClipStore
+from videossl.data.synthetic import GRAVITY_DIRECTIONS
 from videossl.data.transforms import to_model_input
-from videossl.eval.tasks import CLASSIFICATION, Task, clip_pixels, span
+from videossl.eval.suite import outcomes_of
+from videossl.eval.tasks import MATCHED, Task, build_tasks, clip_pixels
 from videossl.storage import write_text_atomic
 from videossl.train import precision
 
-CEILING_VERSION = 3  # 3: one network per task  # bump when the network or its training changes: cached ceilings then never match
+CEILING_VERSION = 5  # 5: time cells, ranking loss for matched tasks  # bump when the network or its training changes
+
+
+TIME_CELLS = 2  # the trunk's output is pooled over space and into this many time cells, kept apart
 
 
 class VideoCNN(nn.Module):
-    """[B, 3, T, H, W] -> {task: logits}: 3D conv blocks (halving space, then time), mean pooled."""
+    """[B, 3, T, H, W] -> {task: logits}: 3D conv blocks (halving space, then time), pooled over space
+    and into TIME_CELLS time cells side by side: the head can compare the start of a clip with its end
+    (what happened before a screen with what came out of it), which one mean over time would blur."""
 
     def __init__(self, width: int, classes: dict[str, int]):
         super().__init__()
@@ -55,73 +63,33 @@ class VideoCNN(nn.Module):
         # changes between frames is what every temporal task is about)
         self.trunk = nn.Sequential(block(6, w, (1, 2, 2)), block(w, 2 * w, (1, 2, 2)), block(2 * w, 2 * w, (2, 2, 2)),
                                    block(2 * w, 4 * w, (2, 1, 1)))
-        self.heads = nn.ModuleDict({t: nn.Linear(4 * w, k) for t, k in classes.items()})
+        self.heads = nn.ModuleDict({t: nn.Linear(4 * w * TIME_CELLS, k) for t, k in classes.items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         diff = torch.cat([x[:, :, 1:] - x[:, :, :-1], torch.zeros_like(x[:, :, :1])], dim=2)
-        z = self.trunk(torch.cat([x, diff], dim=1)).mean((2, 3, 4))
+        z = F.adaptive_avg_pool3d(self.trunk(torch.cat([x, diff], dim=1)), (TIME_CELLS, 1, 1)).flatten(1)
         return {t: h(z) for t, h in self.heads.items()}
 
 
 # ----------------------------------------------------------------------------------------------
-# training clips: the tasks' own definitions, at random starts of random training videos
-
-
-def _random_order(frames: int, rng: np.random.Generator) -> np.ndarray:
-    identity = np.arange(frames)
-    while True:
-        order = rng.permutation(frames)
-        if not (np.array_equal(order, identity) or np.array_equal(order, identity[::-1])):
-            return order
-
-
-def draw_example(task: str, store: ClipStore, video: Video, speeds: list[int],
-                 rng: np.random.Generator) -> tuple[np.ndarray, int] | None:
-    """One training clip of `task` from `video` and its label (None: the video has no label for it)."""
-    t = store.clip_frames
-    if task == "speed":
-        label = int(rng.integers(len(speeds)))
-        step = speeds[label]
-    else:
-        label, step = 0, 1
-    room = video.frames - span(t, step) + 1
-    if room < 1:
-        return None
-    clip = store.window(video, int(rng.integers(room)), t, step)
-    if task in ("arrow_of_time", "order"):
-        label = int(rng.integers(2))  # 1 = forward / ordered
-        if not label:
-            clip = clip[::-1] if task == "arrow_of_time" else clip[_random_order(t, rng)]
-    elif task == "gravity":
-        if "gravity" not in video.labels:
-            return None
-        label = int(video.labels["gravity"])
-    elif task == "content_count":
-        label = int(video.labels.get("n_objects", 0)) - 1
-        if label < 0:
-            return None
-    elif task == "content_shape":
-        if video.labels.get("shape") not in SHAPES:
-            return None
-        label = SHAPES.index(video.labels["shape"])
-    return np.ascontiguousarray(clip), label
+# augmentation
 
 
 def _gravity_index(vec: np.ndarray) -> int:
     return int(np.argmin(np.abs(GRAVITY_DIRECTIONS - vec).sum(1)))
 
 
-def orient(clip: np.ndarray, label: int, task: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """A random cyclic shift, quarter turn and mirror of a clip [T, H, W, 3]; the gravity label turns
-    with it. The pond is a torus, so a shift is the same physics elsewhere; without shifts the network
-    learns each training video's pond bed in each orientation instead of the motion. np.rot90 over
+def orient(clip: np.ndarray, label: int, oriented: bool, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A random cyclic shift, quarter turn and mirror of a clip [T, H, W, 3]; a direction label turns
+    with it. The world is a torus, so a shift is the same physics elsewhere; without shifts the network
+    learns each training video's bed in each orientation instead of the motion. np.rot90 over
     (rows, cols) moves an image-coordinate direction (x, y) to (y, -x)."""
     turns, mirror = int(rng.integers(4)), bool(rng.integers(2))
     clip = np.roll(clip, (int(rng.integers(clip.shape[1])), int(rng.integers(clip.shape[2]))), axis=(1, 2))
     if mirror:
         clip = clip[:, :, ::-1]
     clip = np.rot90(clip, turns, axes=(1, 2))
-    if task == "gravity":
+    if oriented:
         vec = GRAVITY_DIRECTIONS[label] * ([-1.0, 1.0] if mirror else [1.0, 1.0])
         for _ in range(turns):
             vec = np.array([vec[1], -vec[0]])
@@ -135,93 +103,132 @@ def orient(clip: np.ndarray, label: int, task: str, rng: np.random.Generator) ->
 
 @dataclass
 class CeilingResult:
-    """Per task: the test items' correctness (1/0) at the epoch chosen on validation."""
+    """Per task: the test units' outcomes (1 right, 0 wrong, 0.5 a tied comparison) of the network
+    chosen on validation."""
     correct: dict[str, np.ndarray]
     val_accuracy: dict[str, float]
     step: dict[str, int]
     seconds: float
 
 
-def _predict(model: VideoCNN, task: str, clips: list[np.ndarray], batch: int, autocast) -> np.ndarray:
+def _logits(model: VideoCNN, task: str, clips: list[np.ndarray], batch: int, autocast) -> np.ndarray:
     model.eval()
     out = []
     with torch.inference_mode(), autocast:
         for i in range(0, len(clips), batch):
             x = to_model_input(torch.from_numpy(np.stack(clips[i:i + batch])))
-            out.append(model(x)[task].float().argmax(1).numpy())
+            out.append(model(x)[task].float().numpy())
     model.train()
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return np.concatenate(out) if out else np.zeros((0, 1))
 
 
-def _train_one(store: ClipStore, task: Task, speeds: list[int], cfg: CeilingConfig, seed: int,
+def _draw_accuracy(store: ClipStore, task: Task, pool: list, n: int, rng: np.random.Generator):
+    """n random training items, each shifted, turned and mirrored on its own: (clips, labels)."""
+    drawn = [orient(clip_pixels(store, pool[j].clip), pool[j].label, task.spec.oriented, rng)
+             for j in rng.integers(len(pool), size=n)]
+    return [c for c, _ in drawn], [y for _, y in drawn]
+
+
+def _draw_sets(store: ClipStore, task: Task, n: int, rng: np.random.Generator):
+    """Whole training sets, about n clips, every member of a set shifted, turned and mirrored alike (the
+    members stay matched): (clips, the comparisons as index tuples into the clips)."""
+    items, comparisons = task.items["train"], task.comparisons["train"]
+    clips: list[np.ndarray] = []
+    pairs: list[tuple[list[int], list[int]]] = []
+    while len(clips) < n:
+        c = comparisons[int(rng.integers(len(comparisons)))]
+        state = rng.bit_generator.state  # one draw of the augmentation, replayed for each member
+        where = {}
+        for i in c.better + c.worse:
+            rng.bit_generator.state = state
+            where[i] = len(clips)
+            clips.append(orient(clip_pixels(store, items[i].clip), 0, False, rng)[0])
+        pairs.append(([where[i] for i in c.better], [where[i] for i in c.worse]))
+    return clips, pairs
+
+
+def _ranking_loss(logits: torch.Tensor, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """The matched task's own question as a loss: per comparison, softplus(mean score of the worse
+    members - mean score of the better ones), a score being how possible a clip looks (logit 1 - logit 0).
+    A clip on its own is trained on what tells it from its set's other members, the differences the
+    task asks about, instead of everything that varies between sets."""
+    s = logits[:, 1] - logits[:, 0]
+    gaps = torch.stack([s[w].mean() - s[b].mean() for b, w in pairs])
+    return F.softplus(gaps).mean()
+
+
+def _train_one(store: ClipStore, task: Task, pool: list, cfg: CeilingConfig, seed: int, index: int,
                autocast, log: Callable[[str], None]) -> tuple[np.ndarray, float, int]:
-    """One task's network: trained on its training videos, chosen on validation, scored once on test.
-    Returns the test items' correctness, the chosen validation accuracy and its step."""
+    """One task's network: trained on `pool` (its training items; a matched task on its training sets,
+    by comparison), chosen on validation, scored once on test. Returns the test units' outcomes, the
+    chosen validation score and its step."""
     torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 5, CLASSIFICATION.index(task.name)])
-    videos = sorted({k.video for k, _ in task.items["train"]})
+    rng = np.random.default_rng([seed, 5, index])
     model = VideoCNN(cfg.width, {task.name: len(task.classes)})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fixed = {s: [clip_pixels(store, k) for k, _ in task.items[s]] for s in ("val", "test")}
-    labels = {s: np.array([y for _, y in task.items[s]]) for s in ("val", "test")}
-    best: tuple[float, dict | None, int] = (-1.0, None, 0)  # val accuracy, the network's weights then, step
+    fixed = {s: [clip_pixels(store, i.clip) for i in task.items[s]] for s in ("val", "test")}
+    matched = task.spec.scoring == MATCHED
+    best: tuple[float, dict | None, int] = (-1.0, None, 0)  # val score, the network's weights then, step
+    stale = 0  # evaluations since the validation score last improved
     for step in range(cfg.steps):
         for group in optimizer.param_groups:  # cosine decay after a short warm-up
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 20))
             group["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        clips, ys = [], []
-        while len(clips) < cfg.batch_per_task:
-            drawn = draw_example(task.name, store, store.by_id[videos[int(rng.integers(len(videos)))]], speeds, rng)
-            if drawn is not None:
-                clip, y = orient(*drawn, task.name, rng)
-                clips.append(clip)
-                ys.append(y)
+        if matched:
+            clips, pairs = _draw_sets(store, task, cfg.batch_per_task, rng)
+        else:
+            clips, labels = _draw_accuracy(store, task, pool, cfg.batch_per_task, rng)
         with autocast:
-            logits = model(to_model_input(torch.from_numpy(np.stack(clips))))[task.name]
-        loss = F.cross_entropy(logits.float(), torch.tensor(ys))
+            logits = model(to_model_input(torch.from_numpy(np.stack(clips))))[task.name].float()
+        loss = _ranking_loss(logits, pairs) if matched else F.cross_entropy(logits, torch.tensor(labels))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            val = float((_predict(model, task.name, fixed["val"], cfg.batch_size, autocast) == labels["val"]).mean())
-            if val > best[0] or best[1] is None:  # ties keep the earlier (shorter-trained) network
+            val = float(outcomes_of(task, "val", _logits(model, task.name, fixed["val"], cfg.batch_size, autocast)).mean())
+            stale = 0 if val > best[0] or best[1] is None else stale + 1
+            if stale == 0:  # ties keep the earlier (shorter-trained) network
                 best = (val, {k: v.clone() for k, v in model.state_dict().items()}, step + 1)
             log(f"ceiling: {task.name} step {step + 1}/{cfg.steps} loss {loss.item():.3f}; val {val:.3f}")
-            if best[0] >= 1.0:  # nothing later can beat it (ties keep the earlier): the same result, sooner
+            # nothing later can beat 1.0 (ties keep the earlier): the same result, sooner; and a network that
+            # has not improved for `patience` evaluations is not learning this task in this budget
+            if best[0] >= 1.0 or stale >= cfg.patience:
                 break
     model.load_state_dict(best[1])
-    correct = (_predict(model, task.name, fixed["test"], cfg.batch_size, autocast) == labels["test"])
-    return correct.astype(np.float64), best[0], best[2]
+    test = outcomes_of(task, "test", _logits(model, task.name, fixed["test"], cfg.batch_size, autocast))
+    return test, best[0], best[2]
 
 
-def train_ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], cfg: CeilingConfig, seed: int,
-                  log: Callable[[str], None] = print) -> CeilingResult:
-    """One network per task. A shared trunk trained on all tasks at once was measured worse: gravity
-    reached 0.68-0.88 on validation beside the other tasks and 0.99 alone (the time-reversed and
-    shuffled clips of arrow and order share its batch-norm statistics and its features)."""
+def train_ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], max_objects: int, cfg: CeilingConfig,
+                  seed: int, log: Callable[[str], None] = print) -> CeilingResult:
+    """One network per task (a shared trunk was measured worse: reversed and shuffled clips of one task
+    shared batch-norm statistics and features with another's). A window task trains on
+    `cfg.windows` windows of each training video; a matched task on its training sets."""
     t0 = time.perf_counter()
     cpu = torch.device("cpu")
     autocast = precision.autocast(precision.autocast_dtype("bf16", cpu), cpu)  # 1.3x on AMX CPUs
     correct, val, steps = {}, {}, {}
-    for task in tasks:
-        correct[task.name], val[task.name], steps[task.name] = _train_one(store, task, speeds, cfg, seed, autocast, log)
+    for i, task in enumerate(tasks):
+        pool = build_tasks(store, [task.name], speeds, cfg.windows, max_objects, seed, splits=("train",))[0].items["train"]
+        correct[task.name], val[task.name], steps[task.name] = _train_one(store, task, pool, cfg, seed, i, autocast, log)
     return CeilingResult(correct, val, steps, time.perf_counter() - t0)
 
 
 def cache_path(root: str | os.PathLike | None, dataset_digest: str, tasks: list[Task], speeds: list[int],
-               cfg: CeilingConfig, seed: int) -> Path | None:
+               max_objects: int, cfg: CeilingConfig, seed: int) -> Path | None:
     if root is None:
         return None
     ident = json.dumps({"dataset": dataset_digest, "tasks": [t.name for t in tasks], "speeds": speeds,
-                        "cfg": cfg.model_dump(mode="json"), "seed": seed, "v": CEILING_VERSION}, sort_keys=True)
+                        "max_objects": max_objects, "cfg": cfg.model_dump(mode="json"), "seed": seed,
+                        "v": CEILING_VERSION}, sort_keys=True)
     return Path(root) / f"ceiling-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.json"
 
 
-def ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], cfg: CeilingConfig, seed: int,
+def ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], max_objects: int, cfg: CeilingConfig, seed: int,
             dataset_digest: str, cache_dir: str | os.PathLike | None,
             log: Callable[[str], None] = print) -> CeilingResult:
     """The ceiling of `tasks`, from the cache when this dataset's was trained before."""
-    path = cache_path(cache_dir, dataset_digest, tasks, speeds, cfg, seed)
+    path = cache_path(cache_dir, dataset_digest, tasks, speeds, max_objects, cfg, seed)
     if path is not None and path.is_file():
         try:
             z = json.loads(path.read_text())
@@ -229,9 +236,9 @@ def ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], cfg: Ceiling
                                  z["val_accuracy"], z["step"], z["seconds"])
         except (OSError, ValueError, KeyError) as e:  # a damaged cache is recomputed, never trusted
             log(f"ceiling: ignoring unreadable cache {path} ({e})")
-    result = train_ceiling(store, tasks, speeds, cfg, seed, log)
+    result = train_ceiling(store, tasks, speeds, max_objects, cfg, seed, log)
     if path is not None:
-        write_text_atomic(path, json.dumps({"correct": {n: v.astype(int).tolist() for n, v in result.correct.items()},
+        write_text_atomic(path, json.dumps({"correct": {n: v.tolist() for n, v in result.correct.items()},
                                             "val_accuracy": result.val_accuracy, "step": result.step,
                                             "seconds": round(result.seconds, 2)}) + "\n")
     return result

@@ -6,7 +6,7 @@ Every model gives two views of a clip:
 - `tokens` [N, L, D] for the attentive probe (and the layout-keeping linear probe): the encoder's
   tokens average-pooled to a small spatial grid (`pool_grid` x `pool_grid`) per time slice, in time order.
 
-The models, always side by side (the list is eval.report.MODELS):
+The models, always side by side (the list is eval.scores.MODELS):
 - video: the pretrained video encoder. Vectors keep time order (tokens pooled over space only,
   concatenated over time): one mean over all tokens would throw away the order the encoder made.
 - frames: the bag-of-frames baseline: the frame encoder (T=1) on each frame, then a mean over the

@@ -44,6 +44,7 @@ class ProbeScore:
     predictions: np.ndarray
     val_accuracy: float | None = None
     selected: dict[str, float] = field(default_factory=dict)
+    scores: np.ndarray | None = None  # [n, classes] test scores (logits, or kNN vote shares): what matched tasks rank by
 
 
 def wilson_interval(correct: float, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -91,10 +92,11 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def probe_score(pred: np.ndarray, y: np.ndarray, val_accuracy: float | None, selected: dict) -> ProbeScore:
+def probe_score(pred: np.ndarray, y: np.ndarray, val_accuracy: float | None, selected: dict,
+                scores: np.ndarray | None = None) -> ProbeScore:
     correct = int((pred == y).sum())
     lo, hi = wilson_interval(correct, len(y))
-    return ProbeScore(correct / max(1, len(y)), len(y), lo, hi, pred, val_accuracy, selected)
+    return ProbeScore(correct / max(1, len(y)), len(y), lo, hi, pred, val_accuracy, selected, scores)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
@@ -148,19 +150,19 @@ def linear_probe(train: Split, val: Split, test: Split, classes: int, l2_grid: l
         if acc > best_acc:  # ties keep the stronger regularisation
             best, best_l2, best_acc = previous, l2, acc
     with torch.no_grad():
-        pred = best(xte_t).argmax(1).numpy()
-    return probe_score(pred, yte, best_acc if len(yva) else None, {"l2": best_l2})
+        logits = best(xte_t).numpy()
+    return probe_score(logits.argmax(1), yte, best_acc if len(yva) else None, {"l2": best_l2}, logits)
 
 
 # --- kNN probe ----------------------------------------------------------------------------------
 
 def _knn_votes(sims: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, k: int, classes: int,
                temperature: float) -> np.ndarray:
-    """Predicted classes from the top-k neighbours: vote weight exp(cosine / T) per neighbour."""
+    """Each class's share of the top-k neighbours' votes [N, classes]: vote weight exp(cosine / T) per neighbour."""
     idx = order[:, :k]
     weights = torch.exp(torch.gather(sims, 1, idx).double() / temperature)
     votes = torch.zeros(len(sims), classes, dtype=torch.float64).scatter_add_(1, labels[idx], weights)
-    return votes.argmax(1).numpy()  # equal votes: the lowest class index (argmax returns the first)
+    return (votes / votes.sum(1, keepdim=True)).numpy()
 
 
 def knn_probe(train: Split, val: Split, test: Split, classes: int, cfg: KnnProbeConfig = KnnProbeConfig()) -> ProbeScore:
@@ -192,9 +194,10 @@ def knn_probe(train: Split, val: Split, test: Split, classes: int, cfg: KnnProbe
         if len(yva):
             sims, order = neighbours(xva)
             for k in candidates:
-                acc = float((_knn_votes(sims, labels, order, k, classes, temperature) == yva).mean())
+                acc = float((_knn_votes(sims, labels, order, k, classes, temperature).argmax(1) == yva).mean())
                 if acc > best_acc:
                     best_k, best_acc = k, acc
         sims, order = neighbours(xte)
-        pred = _knn_votes(sims, labels, order, best_k, classes, temperature)
-    return probe_score(pred, np.asarray(yte), best_acc if len(yva) else None, {"k": best_k})
+        votes = _knn_votes(sims, labels, order, best_k, classes, temperature)
+    # equal votes: the lowest class index (argmax returns the first)
+    return probe_score(votes.argmax(1), np.asarray(yte), best_acc if len(yva) else None, {"k": best_k}, votes)

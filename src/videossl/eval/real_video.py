@@ -24,7 +24,7 @@ from videossl.data.shards import ClipStore, Video
 from videossl.eval import features
 from videossl.eval.codec_control import codec_control
 from videossl.eval.probes import linear_probe, wilson_interval
-from videossl.eval.tasks import ClipKey, evenly_spaced
+from videossl.eval.tasks import ClipKey
 
 CLASSES = ("backward", "forward")
 BACKWARD, FORWARD = 0, 1
@@ -65,6 +65,13 @@ class ArrowScore:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def evenly_spaced(first: int, last: int, n: int) -> list[int]:
+    """Up to `n` evenly spaced integers in [first, last] (none when the range is empty)."""
+    if last < first or n < 1:
+        return []
+    return sorted(set(np.linspace(first, last, num=min(n, last - first + 1)).round().astype(int).tolist()))
 
 
 def _pairs(video: Video, starts: list[int], control: bool) -> list[tuple[RealClip, int]]:

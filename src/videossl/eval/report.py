@@ -9,27 +9,37 @@ from pathlib import Path
 
 import numpy as np
 
-from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, SUPERVISED, VIDEO, gap, interval
+from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, MODEL_LABELS, MODELS, STRONGEST,
+                                  SUPERVISED, VIDEO, gap, interval)
+from videossl.eval.tasks import CONTENT, CONTROL, DIAGNOSTIC, HELD_OUT, TASKS
 
-MODEL_LABELS = {"video": "video model", "frames": "bag of frames", "ordered_frames": "ordered frames",
-                "random_init": "random init", "pixels": "raw pixels"}
-MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
-BASELINES = MODELS[1:]
-# The chance level of a table, where it is not the task's own `chance` key
-CHANCE_KEYS = {"_r5": "chance_r5", "_predictor": "chance", "_predictor_r5": "chance_r5",
-               "_within_video": "within_video_chance"}
+PROBE_ABBREVIATIONS = {"linear": "lin", "attentive": "att", "knn": "knn"}
+KIND_SECTIONS = ((HELD_OUT, "Held-out tasks (the headline)",
+                  "No pretraining objective sees these labels. The video model is read with the probe chosen on "
+                  "validation videos; every baseline with its strongest probe on the test videos (the bar to clear); "
+                  "the gap is paired against the strongest baseline."),
+                 (DIAGNOSTIC, "Trained-on diagnostics",
+                  "Labels a pretext objective trains on (reversal, playback speed, shuffling): a probe here re-reads "
+                  "what the objective learnt to output. `heads` is the objective's own heads on the same test "
+                  "clips, zero-shot (no probe)."),
+                 (CONTENT, "Content controls", "Appearance, not time: what temporal training keeps of content."),
+                 (CONTROL, "Controls (every model must be at chance)",
+                  "Questions the videos cannot answer: a model above chance here reads something other than physics."))
 
 
 def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _cell(scores: dict, key: str) -> str:
+def _cell(scores: dict, key: str, probe: bool = False) -> str:
     if not _is_num(scores.get(key)):
         return "—"
+    tag = ""
+    if probe and isinstance(scores.get(key + "_probe"), str):
+        tag = f" ({PROBE_ABBREVIATIONS.get(scores[key + '_probe'], scores[key + '_probe'])})"
     if not (ci := interval(scores, key)):
-        return f"{scores[key]:.3f}"
-    return f"{scores[key]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+        return f"{scores[key]:.3f}{tag}"
+    return f"{scores[key]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]{tag}"
 
 
 def _gap(scores: dict, a: str, b: str) -> str:
@@ -42,7 +52,7 @@ def _gap(scores: dict, a: str, b: str) -> str:
     return "—"
 
 
-def _n(scores: dict, suffix: str) -> str:
+def _n(scores: dict, suffix: str = "") -> str:
     n = scores.get("n_test_determinable" if suffix == "_determinable" else "n_test")
     if not _is_num(n):
         return "—"
@@ -50,67 +60,103 @@ def _n(scores: dict, suffix: str) -> str:
     return f"{n} ({videos} videos)" if _is_num(videos) else str(n)
 
 
-def _chance(scores: dict, suffix: str) -> str:
-    key = CHANCE_KEYS.get(suffix, "chance")
-    if not _is_num(scores.get(key)):
+def _chance(scores: dict) -> str:
+    if not _is_num(scores.get("chance")):
         return "—"
-    if key == "chance" and _is_num(scores.get("null_low")):
-        return f"{scores[key]:.3f} [{scores['null_low']:.2f}, {scores['null_high']:.2f}]"
-    return f"{scores[key]:.3f}"
+    if _is_num(scores.get("null_low")):
+        return f"{scores['chance']:.3f} [{scores['null_low']:.2f}, {scores['null_high']:.2f}]"
+    return f"{scores['chance']:.3f}"
 
 
-def markdown_table(metrics: dict, models: list[str], suffix: str = "", gaps: bool = True) -> str:
-    """Every task: the supervised ceiling, each model's test score with its 95% interval (for the probe
-    `suffix`), the video model's paired gap to each baseline, n and chance (the null's mean and range)."""
-    base = [m for m in models if m != "video"] if gaps else []
-    ceiling = suffix in ("", "_determinable") and any(_is_num(s.get(SUPERVISED + suffix))
-                                                       for s in metrics["tasks"].values())
-    cols = ([SUPERVISED] if ceiling else []) + models
-    head = ("| task | " + " | ".join(MODEL_LABELS.get(m, m) for m in cols) + " | "
-            + "".join(f"video − {MODEL_LABELS.get(b, b)} | " for b in base) + "n test | chance |")
-    rows = [head, "|---" * (len(cols) + len(base) + 3) + "|"]
+def strongest_baseline(scores: dict, models: list[str]) -> str | None:
+    """The baseline whose strongest probe scored highest on this task."""
+    options = [m for m in models if m in BASELINES and _is_num(scores.get(m + STRONGEST))]
+    return max(options, key=lambda m: scores[m + STRONGEST]) if options else None
+
+
+def kind_table(metrics: dict, models: list[str], kind: str) -> str:
+    """The tasks of one kind: the ceiling, the video model (probe chosen on validation; the linear probe
+    and the objective's heads for diagnostics), every baseline with its strongest probe, the paired gap
+    to the strongest baseline, n and chance."""
+    tasks = {t: s for t, s in metrics["tasks"].items() if t in TASKS and TASKS[t].kind == kind}
+    if not tasks:
+        return ""
+    lead = VIDEO if kind == DIAGNOSTIC else VIDEO + CHOSEN  # the video model's score the gap is taken from
+    video_cols = [(VIDEO, "video model (linear)"), (VIDEO + "_heads", "objective's heads, zero-shot")] \
+        if kind == DIAGNOSTIC else [(lead, "video model")]
+    others = [m for m in models if m != VIDEO and m not in BASELINES]  # external encoders: their chosen probe
+    base = [m for m in models if m in BASELINES]
+    ceiling = any(_is_num(s.get(SUPERVISED)) for s in tasks.values())
+    head = (["task"] + (["supervised ceiling"] if ceiling else []) + [label for _, label in video_cols]
+            + [MODEL_LABELS.get(m, m) for m in others] + [MODEL_LABELS[m] for m in base]
+            + ["video − strongest baseline (paired)", "n test (videos)", "chance [null 95%]"])
+    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for task, s in tasks.items():
+        b = strongest_baseline(s, base)
+        gap_cell = _gap(s, lead, b + STRONGEST) if b else "—"
+        cells = ([task] + ([_cell(s, SUPERVISED)] if ceiling else []) + [_cell(s, k, probe=True) for k, _ in video_cols]
+                 + [_cell(s, m + CHOSEN, probe=True) for m in others] + [_cell(s, m + STRONGEST, probe=True) for m in base]
+                 + [gap_cell + (f" vs {MODEL_LABELS[b]}" if gap_cell != "—" else ""), _n(s), _chance(s)])
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def markdown_table(metrics: dict, models: list[str], suffix: str = "", gaps: bool = False) -> str:
+    """Every task with a score for probe `suffix`: each model's test score with its 95% interval, n and chance."""
+    head = "| task | " + " | ".join(MODEL_LABELS.get(m, m) for m in models) + " | n test | chance |"
+    rows = [head, "|---" * (len(models) + 3) + "|"]
     for task, s in metrics["tasks"].items():
         if f"video{suffix}" not in s:
             continue
-        rows.append(f"| {task} | " + " | ".join(_cell(s, m + suffix) for m in cols) + " | "
-                    + "".join(f"{_gap(s, 'video' + suffix, b + suffix)} | " for b in base)
-                    + f"{_n(s, suffix)} | {_chance(s, suffix)} |")
+        rows.append(f"| {task} | " + " | ".join(_cell(s, m + suffix) for m in models) + f" | {_n(s, suffix)} | {_chance(s)} |")
     return "\n".join(rows)
 
 
 def headline_table(metrics: dict, models: list[str]) -> str:
-    """temporal_score per model: 0 = the bag of frames, 1 = the supervised ceiling."""
+    """temporal_score per model and per task: 0 = the strongest baseline, 1 = the supervised ceiling."""
     s = metrics["tasks"].get(HEADLINE)
     if not s:
         return ""
     rows = ["| model | temporal score [95% CI] |", "|---|---|"]
-    for m in [SUPERVISED] + models:
+    for m in models:
         if _is_num(s.get(m)):
-            rows.append(f"| {MODEL_LABELS.get(m, 'supervised ceiling' if m == SUPERVISED else m)} | {_cell(s, m)} |")
+            rows.append(f"| {MODEL_LABELS.get(m, m)} | {_cell(s, m)} |")
+    per_task = [t for t in s.get("tasks", "").split(",") if _is_num(s.get(t))]
+    if per_task:
+        rows += ["", "| held-out task | video model's share of the headroom | strongest baseline (probe) |", "|---|---|---|"]
+        bars = dict(kv.split("=", 1) for kv in s.get("baselines", "").split(",") if "=" in kv)
+        rows += [f"| {t} | {s[t]:+.3f} | {bars.get(t, '—')} |" for t in per_task]
     return "\n".join(rows)
 
 
 def console_table(metrics: dict, models: list[str]) -> str:
-    cols = [SUPERVISED] + models
+    """The terminal's table: per task the ceiling, the video model's chosen probe and each baseline's strongest."""
     names = ["supervised"] + [MODEL_LABELS.get(m, m) for m in models]
-    width = max(len(t) for t in metrics["tasks"]) + 2
-    lines = ["task".ljust(width) + "".join(n.rjust(15) for n in names) + "   n test (videos)"]
-    for task, s in metrics["tasks"].items():
-        lines.append(task.ljust(width) + "".join(f"{s[m]:15.3f}" if _is_num(s.get(m)) else "—".rjust(15) for m in cols)
-                     + f"   {_n(s, '')}")
+    tasks = metrics["tasks"]
+    width = max(len(t) for t in tasks) + 2
+    lines = ["task".ljust(width) + "".join(n.rjust(16) for n in names) + "   n test (videos)"]
+    for task, s in tasks.items():
+        def value(m: str):
+            for key in ([m] if task == HEADLINE else [m + CHOSEN if m not in BASELINES else m + STRONGEST, m]):
+                if _is_num(s.get(key)):
+                    return s[key]
+            return None
+        cols = [s.get(SUPERVISED)] + [value(m) for m in models]
+        lines.append(task.ljust(width) + "".join(f"{v:16.3f}" if _is_num(v) else "—".rjust(16) for v in cols)
+                     + f"   {_n(s)}")
     return "\n".join(lines)
 
 
 def task_plot_rows(metrics: dict, models: list[str]) -> dict[str, list[dict]]:
-    """DVC plot data, one plot per task (`plots/tasks/<task>.json`, the headline `temporal_score`
-    among them): a bar per model with the primary probe's test score and its 95% interval, the
-    supervised ceiling first where the task has one. `dvc plots diff` puts each revision's bar beside
-    the other's."""
+    """DVC plot data, one plot per task (`plots/tasks/<task>.json`, the headline `temporal_score` among
+    them): a bar per model (the video model's chosen probe, each baseline's strongest) with its 95%
+    interval, the supervised ceiling first where the task has one."""
     out = {}
     for task, s in metrics["tasks"].items():
-        rows = [{"model": MODEL_LABELS.get(m, "supervised ceiling" if m == SUPERVISED else m), "score": s[m],
-                 "ci_low": s.get(m + CI_LOW), "ci_high": s.get(m + CI_HIGH)}
-                for m in [SUPERVISED] + models if _is_num(s.get(m))]
+        keys = [(SUPERVISED, "supervised ceiling")] + [
+            (m if task == HEADLINE else m + (STRONGEST if m in BASELINES else CHOSEN), MODEL_LABELS.get(m, m)) for m in models]
+        rows = [{"model": label, "score": s[k], "ci_low": s.get(k + CI_LOW), "ci_high": s.get(k + CI_HIGH)}
+                for k, label in keys if _is_num(s.get(k))]
         if rows:
             out[task] = rows
     return out
@@ -121,74 +167,82 @@ def confusion_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
     return [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels.tolist(), predicted.tolist())]
 
 
-REPORT_SECTIONS = (("_grid", "Linear probe on the 2x2 grid of each time slice (layout kept)"),
-                   ("_attentive", "Attentive probe"), ("_knn", "kNN (cosine)"),
-                   ("_determinable", "Arrow of time on the clips whose direction is physically determinable"),
-                   ("_predictor", "Future-clip retrieval through a learned linear predictor (R@1)"),
-                   ("_r5", "Retrieval R@5 (cosine)"),
-                   ("_within_video", "Retrieval R@1 among the same video's future clips only (cosine)"),
-                   ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)"))
+PROBE_SECTIONS = (("", "Linear probe on time-ordered features"), ("_attentive", "Attentive probe"),
+                  ("_knn", "kNN (cosine)"),
+                  ("_chosen_determinable", "Arrow of time on the clips whose direction is physically determinable "
+                                           "(probe chosen on validation)"),
+                  ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)"))
 # Words for metrics.json keys the tables do not show
 KEY_NOTES = {"_still": "share of real test clips whose features equal their reversed twin's (the codec control "
                        "froze a still scene): such clips count half right in each direction"}
 
 
-def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int, confusion: bool,
-                    time_vector: bool) -> str:
+def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int, confusion: bool) -> str:
     embedded = (f"{n_clips} benchmark clips embedded per model" if n_clips else
                 "real footage only (no synthetic benchmark task)")
-    sections = [f"# Temporal-understanding benchmark\n\nDataset `{digest[:12]}`, {embedded}. Scores on held-out videos; every interval is a 95% interval from resampling test "
-                f"videos (clips of one video are not independent), and the gap columns are paired (both models "
-                f"on the same resampled videos). `chance` is the mean of the task's label-permutation null, with "
-                f"its 95% range: a score inside that range is indistinguishable from a model with nothing to say.\n"]
-    verdict = conclusion(metrics)
+    sections = [f"# Temporal-understanding benchmark\n\nDataset `{digest[:12]}`, {embedded}. Scores on held-out "
+                f"videos; every interval is a 95% interval from resampling test videos (clips of one video are not "
+                f"independent), and the gap columns are paired (both models on the same resampled videos). `chance` "
+                f"is the mean of the task's null (training labels permuted by video), with its 95% range: a score "
+                f"inside that range is indistinguishable from a model with nothing to say. Matched tasks score one "
+                f"comparison per set (possible members above impossible ones; a tie counts half).\n"]
+    verdict = conclusion(metrics, models)
     if verdict:
         sections.append("## Conclusion\n\n" + verdict)
     head = headline_table(metrics, models)
     if head:
         s = metrics["tasks"][HEADLINE]
-        sections.append("## Headline: temporal score\n\nThe mean over the temporal tasks (" + s.get("tasks", "")
-                        + ") of (model − bag of frames) / (supervised ceiling − bag of frames): 0 is the bag of "
-                        "frames, 1 the ceiling.\n\n" + head)
-    sections += ["## Linear probe on time-ordered features (primary)\n\nEach clip's tokens pooled over space, "
-                 "concatenated in time order. Primary because it is the smallest probe that can read the order "
-                 "of time, and the one the registry gate uses.\n\n" + markdown_table(metrics, models),
-                 "![benchmark](plots/benchmark.png)"]
-    for suffix, title in REPORT_SECTIONS:
-        table = markdown_table(metrics, models, suffix, gaps=suffix == "_determinable")
+        unscaled = s.get("unscaled", "")
+        sections.append("## Headline: temporal score\n\nThe mean over the held-out tasks (" + s.get("tasks", "")
+                        + ") of (model − strongest baseline) / (supervised ceiling − strongest baseline): 0 is the "
+                        "best any baseline reached with any probe, 1 the ceiling."
+                        + (f" Not averaged, their supervised ceiling below {s.get('headline_ceiling')} on validation videos "
+                           f"(what their labels allow is not known yet): {unscaled.replace('=', ' ')}." if unscaled else "")
+                        + "\n\n" + head)
+    for kind, title, text in KIND_SECTIONS:
+        table = kind_table(metrics, models, kind)
+        if table:
+            sections.append(f"## {title}\n\n{text}\n\n{table}")
+    sections.append("![benchmark](plots/benchmark.png)")
+    for suffix, title in PROBE_SECTIONS:
+        table = markdown_table(metrics, models, suffix)
         if table.count("\n") > 1:
             sections.append(f"## {title}\n\n{table}")
     if metrics.get("footage"):
         sections.append(footage_section(metrics, models))
     if confusion:
         sections.append("## Confusion matrices (linear probe, test videos)\n\n![confusion](plots/confusion.png)")
-    if time_vector:
-        sections.append("## Time vector\n\nThe mean forward-minus-reversed direction of training clips; the "
-                        "`time_vector` row scores the sign of test clips' projections.\n\n"
-                        "![time vector](plots/time_vector.png)")
+    for task in metrics["tasks"]:
+        if task in TASKS:
+            sections.append(f"**{task}** ({TASKS[task].kind.replace('_', '-')}): {TASKS[task].why}")
     return "\n\n".join(sections) + "\n"
 
 
-def conclusion(metrics: dict) -> str:
-    """What the numbers say, in words: the headline, and on which tasks the video model beats each
-    baseline with the paired gap's lower bound above 0 (not merely a higher point estimate)."""
+def conclusion(metrics: dict, models: list[str]) -> str:
+    """What the numbers say, in words: the headline, and on which held-out tasks the video model beats
+    or loses to the strongest baseline (the paired gap's 95% interval above or below 0), and where
+    neither can be said."""
     tasks = metrics["tasks"]
-    scored = [t for t in tasks if t != HEADLINE and isinstance(tasks[t], dict) and gap(VIDEO, "frames") in tasks[t]]
-    if not scored:
+    held = [t for t in tasks if t in TASKS and TASKS[t].kind == HELD_OUT]
+    if not held:
         return ""
     lines = []
     head = tasks.get(HEADLINE)
     if head and VIDEO in head:
-        lines.append(f"The video model's temporal score is {_cell(head, VIDEO)} (0 = the bag of frames, "
+        lines.append(f"The video model's temporal score is {_cell(head, VIDEO)} (0 = the strongest baseline, "
                      f"1 = the supervised ceiling).")
-    for base in BASELINES:
-        key = gap(VIDEO, base)
-        won = [t for t in scored if tasks[t].get(key + CI_LOW, -1) > 0]
-        lost = [t for t in scored if tasks[t].get(key + CI_HIGH, 1) < 0]
-        if any(key in tasks[t] for t in scored):
-            text = f"Against {MODEL_LABELS.get(base, base)}: better on {', '.join(won) or 'no task'}"
-            lines.append(text + (f"; worse on {', '.join(lost)}" if lost else "") + " (95% paired intervals).")
-    return " ".join(lines[:1]) + ("\n\n- " + "\n- ".join(lines[1:]) if len(lines) > 1 else "")
+    won, lost, level = [], [], []
+    for t in held:
+        b = strongest_baseline(tasks[t], models)
+        key = gap(VIDEO + CHOSEN, b + STRONGEST) if b else None
+        if key is None or key + CI_LOW not in tasks[t]:
+            continue
+        (won if tasks[t][key + CI_LOW] > 0 else lost if tasks[t][key + CI_HIGH] < 0 else level).append(
+            f"{t} (vs {MODEL_LABELS[b]})")
+    lines += [f"Above the strongest baseline: {', '.join(won) or 'no task'}.",
+              f"Below it: {', '.join(lost) or 'no task'}.",
+              f"Not distinguishable from it: {', '.join(level) or 'no task'}."]
+    return " ".join(lines[:1]) + "\n\n- " + "\n- ".join(lines[1:])
 
 
 def footage_section(metrics: dict, models: list[str]) -> str:
@@ -201,7 +255,18 @@ def footage_section(metrics: dict, models: list[str]) -> str:
              "add).\n", "| video | group | frames | seconds |", "|---|---|---|---|"]
     lines += [f"| {v['video']} | {v['group']} | {v['frames']} | {v['seconds']:.1f} |" for v in videos]
     lines += ["", f"`<model>_still` in metrics.json: {KEY_NOTES['_still']}."]
-    groups = metrics["tasks"].get("real_arrow_of_time", {}).get("groups", {})
+    real = metrics["tasks"].get("real_arrow_of_time", {})
+    n = real.get("n_test_videos")
+    if _is_num(n):
+        right = [f"{MODEL_LABELS.get(m, m)} {real[m + '_videos_right']} of {n}" for m in models
+                 if _is_num(real.get(m + "_videos_right"))]
+        lines += ["", f"Held-out real videos whose direction a model got right on most clips: {', '.join(right)}. "
+                  f"With {n} videos this is a count, not an accuracy: a model at chance gets half of them right "
+                  "on average."]
+        lines += ["", "The video model was pretrained on these videos (pretrain.real_footage: true): its score says "
+                  "less." if real.get("pretrained_on_these_videos") else
+                  "No model was pretrained on these videos (pretrain.real_footage: false)."]
+    groups = real.get("groups", {})
     if groups:
         shown = [m for m in models if any(m in g for g in groups.values())]
         lines += ["", "Real-video arrow of time per held-out group (linear probe, with the codec control):", "",
@@ -236,28 +301,31 @@ def _pyplot():
     return plt
 
 
-def bar_plot(metrics: dict, models: list[str], dest: Path, title: str) -> Path:
-    """Per task: the ceiling and each model's primary score with its 95% interval; dashed: chance."""
+def bar_plot(metrics: dict, models: list[str], dest: Path) -> Path:
+    """Per task: the ceiling, the video model's chosen probe and each baseline's strongest probe with
+    its 95% interval; dashed: chance."""
     plt = _pyplot()
     cols = [SUPERVISED] + models
-    tasks = [t for t, s in metrics["tasks"].items() if all(m in s for m in models) and t != HEADLINE]
+    tasks = [t for t, s in metrics["tasks"].items() if t in TASKS and VIDEO + CHOSEN in s]
     width = 0.8 / len(cols)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.8 * len(tasks), 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.5 * len(tasks), 3.8), dpi=120)
     for i, m in enumerate(cols):
+        key = m if m == SUPERVISED else m + (STRONGEST if m in BASELINES else CHOSEN)
         s = [metrics["tasks"][t] for t in tasks]
-        acc = np.array([x.get(m, np.nan) for x in s], dtype=float)
-        lo = acc - np.array([x.get(m + CI_LOW, x.get(m, np.nan)) for x in s], dtype=float)
-        hi = np.array([x.get(m + CI_HIGH, x.get(m, np.nan)) for x in s], dtype=float) - acc
+        acc = np.array([x.get(key, np.nan) for x in s], dtype=float)
+        lo = acc - np.array([x.get(key + CI_LOW, x.get(key, np.nan)) for x in s], dtype=float)
+        hi = np.array([x.get(key + CI_HIGH, x.get(key, np.nan)) for x in s], dtype=float) - acc
         ax.bar(np.arange(len(tasks)) + (i - (len(cols) - 1) / 2) * width, acc, width,
                yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2,
                label=MODEL_LABELS.get(m, "supervised ceiling" if m == SUPERVISED else m))
     for j, t in enumerate(tasks):
         ax.hlines(metrics["tasks"][t]["chance"], j - 0.45, j + 0.45, colors="k", linestyles="dashed", linewidth=1)
-    ax.set_xticks(np.arange(len(tasks)), [t.replace("_", "\n") for t in tasks], fontsize=8)
+    ax.set_xticks(np.arange(len(tasks)), [t.replace("_", "\n") for t in tasks], fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test score (95% CI)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right", ncol=3)
+    ax.set_title("Video model (probe chosen on validation) and baselines (strongest probe); dashed: chance",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", ncol=4)
     fig.tight_layout()
     return _save(fig, dest)
 
@@ -287,28 +355,6 @@ def confusion_plot(confusions: dict[str, dict[str, np.ndarray]], classes: dict[s
         bar = fig.colorbar(image, ax=axes, shrink=0.6, fraction=0.03)
         bar.set_label("share of each true class", fontsize=7)
         bar.ax.tick_params(labelsize=7)
-    return _save(fig, dest)
-
-
-def time_vector_plot(projections: dict[str, tuple[np.ndarray, np.ndarray]], dest: Path) -> Path:
-    """Per model: histograms of forward and reversed test clips projected on the time vector, with
-    the share of clips whose sign is right (the `time_vector` score)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(projections), figsize=(2.8 * len(projections), 2.8), dpi=110, squeeze=False)
-    for ax, (model, (fwd, rev)) in zip(axes[0], projections.items()):
-        bins = np.histogram_bin_edges(np.concatenate([fwd, rev]), bins=24)
-        ax.hist(fwd, bins=bins, alpha=0.6, label="forward")
-        ax.hist(rev, bins=bins, alpha=0.6, label="reversed")
-        ax.axvline(0, color="k", linewidth=0.8)
-        # as the score counts it: a projection of exactly 0 is half right
-        right = (np.sum(fwd > 0) + np.sum(rev < 0) + 0.5 * np.sum(fwd == 0) + 0.5 * np.sum(rev == 0)) \
-            / max(len(fwd) + len(rev), 1)
-        ax.set_title(f"{MODEL_LABELS.get(model, model)}\nsign right: {right:.2f}", fontsize=8)
-        ax.set_xlabel("projection on the time vector", fontsize=7)
-        ax.set_ylabel("test clips", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
     return _save(fig, dest)
 
 

@@ -10,8 +10,8 @@ the label-permutation null, `null_low`/`null_high` its 95% range) describe the t
 the task in front (`arrow_of_time.video_knn`) a key is what the gate, the registry tags and the
 MLflow metrics use. `temporal_score` is the headline task.
 
-`metrics.json` (DVC metrics) is `headline()` of it: the primary scores of the video model, the bag of
-frames and the ceiling per task, and the headline's interval; a few dozen numbers.
+`metrics.json` (DVC metrics) is `headline()` of it: the headline with its interval, and per held-out
+task the video model, the strongest baseline and the ceiling; a few dozen numbers.
 """
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ INTERVAL = (CI_LOW, CI_HIGH)
 MINUS = "_minus_"
 VIDEO, FRAMES, SUPERVISED = "video", "frames", "supervised"
 HEADLINE = "temporal_score"
-HEADLINE_MODELS = (VIDEO, FRAMES, SUPERVISED)  # the columns of metrics.json
+MODEL_LABELS = {VIDEO: "video model", FRAMES: "bag of frames", "ordered_frames": "ordered frames",
+                "random_init": "random init", "pixels": "raw pixels", "motion": "motion statistics"}
+MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
+BASELINES = MODELS[1:]
+CHOSEN, STRONGEST = "_chosen", "_strongest"  # a model's probe chosen on validation; its best probe on test
+STRONGEST_BASELINE = "strongest_baseline"    # metrics.json: the best baseline's best probe on a task
 
 
 def _is_num(v) -> bool:
@@ -89,16 +94,23 @@ def lookup(tree: dict, key: str) -> Any:
     return node
 
 
-def headline(record: dict) -> dict[str, dict[str, float]]:
-    """metrics.json: per task the primary score of each of HEADLINE_MODELS that it has, and the
-    headline task's interval."""
+def headline(record: dict, tasks: tuple[str, ...] | list[str]) -> dict[str, dict[str, float]]:
+    """metrics.json: the headline with its interval, and per task of `tasks` (the held-out ones) the
+    video model (its probe chosen on validation), the strongest baseline (any baseline, any probe) and
+    the supervised ceiling: a few dozen numbers that `dvc metrics diff` shows side by side."""
     out = {}
     for task, s in record.items():
-        if not isinstance(s, dict) or "n_test_videos" not in s:
+        if not isinstance(s, dict) or "n_test_videos" not in s or (task != HEADLINE and task not in tasks):
             continue
-        row = {m: s[m] for m in HEADLINE_MODELS if _is_num(s.get(m))}
-        if task == HEADLINE and interval(s, VIDEO):
-            row.update(zip((VIDEO + CI_LOW, VIDEO + CI_HIGH), interval(s, VIDEO)))
+        if task == HEADLINE:
+            row = {k: s[k] for k in (VIDEO, SUPERVISED) if _is_num(s.get(k))}
+            if interval(s, VIDEO):
+                row.update(zip((VIDEO + CI_LOW, VIDEO + CI_HIGH), interval(s, VIDEO)))
+        else:
+            bars = [s[b + STRONGEST] for b in BASELINES if _is_num(s.get(b + STRONGEST))]
+            row = {VIDEO: s.get(VIDEO + CHOSEN), STRONGEST_BASELINE: max(bars) if bars else None,
+                   SUPERVISED: s.get(SUPERVISED)}
+            row = {k: v for k, v in row.items() if _is_num(v)}
         if row:
             out[task] = row
     return out

@@ -81,23 +81,37 @@ class VideoBootstrap:
         return self.estimate(np.asarray(a, np.float64) - np.asarray(b, np.float64), item_videos)
 
 
-def null_accuracies(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                    classes: int, permutations: int, seed: int, ridge: float = 1.0) -> np.ndarray:
-    """[permutations] test accuracies of a probe fit on permuted training labels.
+def permuted_by_video(labels: np.ndarray, videos: Sequence[str], classes: int, permutations: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """[N, permutations] labels, each permutation relabelling every video through its own random
+    permutation of the classes."""
+    _, video_of = np.unique(np.asarray(videos), return_inverse=True)
+    maps = np.stack([rng.permuted(np.tile(np.arange(classes), (video_of.max() + 1, 1)), axis=1)
+                     for _ in range(permutations)], axis=0)  # [P, videos, classes]: each video's relabelling
+    return np.ascontiguousarray(maps[:, video_of, np.asarray(labels, np.int64)].T)
 
+
+def null_scores(train_x: np.ndarray, train_y: np.ndarray, train_videos: Sequence[str], test_x: np.ndarray,
+                classes: int, permutations: int, seed: int, ridge: float = 1.0) -> np.ndarray:
+    """[N_test, permutations, classes] test scores of a probe fit on training labels permuted BY VIDEO.
+
+    Each permutation relabels every training video through its own random permutation of the classes,
+    so the labels carry nothing while each video's items keep their structure (a video's clips share
+    one label, or a set's members keep being split into two groups): clips of one video are not
+    independent, and permuting them one by one would make a null narrower than the truth.
     The probe is a ridge-regression classifier on one-hot labels (closed form, standardised features,
     penalty `ridge` x N), so all permutations cost one decomposition: W = (X^T X + lam I)^-1 X^T Y_perm.
-    It stands in for any probe: with labels that carry nothing, what spreads the accuracy is how the
-    test labels and the predictions cluster by video, not which probe made the predictions."""
+    It stands in for any probe: with labels that carry nothing, what spreads the score is how the test
+    items cluster by video, not which probe made the predictions."""
     rng = np.random.default_rng([seed, 11])
     x = torch.as_tensor(np.asarray(train_x, np.float64).reshape(len(train_x), -1))
     xt = torch.as_tensor(np.asarray(test_x, np.float64).reshape(len(test_x), -1))
     mean, std = x.mean(0), x.std(0) + 1e-6
     x, xt = (x - mean) / std, (xt - mean) / std
     y = np.asarray(train_y, np.int64)
-    perms = np.stack([rng.permutation(y) for _ in range(permutations)], axis=1)  # [N, P]
+    perms = permuted_by_video(y, train_videos, classes, permutations, rng)
     onehot = torch.zeros(len(y), permutations, classes, dtype=torch.float64)
-    onehot.scatter_(2, torch.from_numpy(perms)[..., None], 1.0)
+    onehot.scatter_(2, torch.from_numpy(np.ascontiguousarray(perms))[..., None], 1.0)
     onehot = onehot - onehot.mean(0, keepdim=True)
     n, d = x.shape
     lam = ridge * n
@@ -107,8 +121,7 @@ def null_accuracies(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray
     else:
         w = torch.linalg.solve(x.T @ x + lam * torch.eye(d, dtype=x.dtype), x.T @ onehot.reshape(n, -1))
         scores = xt @ w
-    pred = scores.reshape(len(xt), permutations, classes).argmax(2).numpy()  # [N_test, P]
-    return (pred == np.asarray(test_y, np.int64)[:, None]).mean(0)
+    return scores.reshape(len(xt), permutations, classes).numpy()
 
 
 @dataclass(frozen=True)

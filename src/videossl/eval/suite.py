@@ -1,16 +1,20 @@
-"""The benchmark's probes over one task's frozen features: every model x every probe, same splits,
-and the scores with intervals that resample test videos.
+"""The benchmark's probes over one task's frozen features: every model x every probe, same splits, and
+the scores with intervals that resample test videos.
 
-Classification tasks: linear on the time-ordered vectors (primary), linear on the layout-keeping
-grid tokens (`_grid`), attentive and kNN probes, each trained on training videos, tuned on
-validation videos and scored once on test videos. Retrieval: R@1/R@5 of the future clip by cosine
-similarity and through a learned linear predictor. Every probe's per-clip outcomes on the test
-items are kept (`Outcomes`), so intervals, paired gaps between models and the headline score can be
-computed on the same bootstrap draws of test videos (eval/stats.py).
+Every probe (linear on the time-ordered vectors, attentive on the tokens, kNN) trains on training
+videos, picks its hyperparameters on validation videos, and is scored once on test videos. Each
+task is scored its own way (eval/tasks.py): accuracy per clip, or, for matched tasks, per comparison
+of a set's possible members against the others by the probe's score. Every probe's per-unit outcomes
+on the test videos are kept (`Outcomes`), so intervals, paired gaps between models and the headline
+are computed on the same bootstrap draws of test videos (eval/stats.py).
 
-Results are flat dicts (`<model>` = the primary score, `<model>_<probe>` the others), the shape
+Per model, two summaries beside each probe's score:
+- `<model>_chosen`: the probe with the best validation accuracy (fair: chosen without test videos);
+- `<model>_strongest`: the probe with the best test score. For a baseline this is the conservative
+  reading (the bar a model has to clear is the best any probe got out of the baseline).
+Results are flat dicts (`<model>` = the linear probe, `<model><suffix>` the others), the shape
 metrics.json keeps. Several random initialisations of the network are scored as one model,
-`random_init`: the mean of their per-clip outcomes.
+`random_init`: the mean of their per-unit outcomes.
 """
 from __future__ import annotations
 
@@ -19,21 +23,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from videossl.config import ProbeEvalConfig
-from videossl.data.shards import ClipStore
-from videossl.eval import attentive, probes, real_video, retrieval, scores
-from videossl.eval.scores import FRAMES, SUPERVISED, VIDEO
-from videossl.progress import Progress
+from videossl.eval import attentive, probes, real_video, scores
 from videossl.eval.features import ClipFeatures, FeatureCache, FeatureModel
-from videossl.eval.stats import Null, VideoBootstrap, null_accuracies
-from videossl.eval.tasks import ClipKey, RetrievalTask, Task
-from videossl.eval.time_vector import time_vector
+from videossl.eval.scores import CHOSEN, FRAMES, STRONGEST, SUPERVISED, VIDEO
+from videossl.eval.stats import Estimate, Null, VideoBootstrap, null_scores, percentile_interval
+from videossl.eval.tasks import ACCURACY, MATCHED, ClipKey, Task
+from videossl.progress import Progress
 
 VAL_EVERY = 4  # no validation videos (tiny datasets): every 4th training item validates instead
-PRIMARY = ""   # the primary probe's suffix: linear on the time-ordered vectors
-PROBE_SUFFIX = {"linear": PRIMARY, "linear_grid": "_grid", "attentive": "_attentive", "knn": "_knn"}
+PRIMARY = ""   # the linear probe's suffix: the primary score keeps the model's bare name
+PROBE_SUFFIX = {"linear": PRIMARY, "attentive": "_attentive", "knn": "_knn"}
 RANDOM_INIT = "random_init"
-# A ceiling closer than this to the bag of frames cannot separate models: temporal_score divides by at
-# least this much, so a task without a real ceiling cannot blow the headline up.
+# A matched comparison whose two means differ by less than this share of the scores' scale is a tie:
+# order-free features of a spliced set are equal up to float rounding, and rounding must not decide.
+TIE_TOLERANCE = 1e-4
+# A ceiling closer than this to the strongest baseline cannot separate models: the headline divides by
+# at least this much, so a task without headroom cannot blow it up.
 MIN_CEILING_LEAD = 0.05
 
 
@@ -46,16 +51,41 @@ def held_out(n_train: int) -> np.ndarray:
 class Rows:
     rows: np.ndarray    # feature rows
     labels: np.ndarray
+    videos: np.ndarray  # each item's source video
+
+    def take(self, keep: np.ndarray) -> "Rows":
+        return Rows(self.rows[keep], self.labels[keep], self.videos[keep])
 
 
 def splits_of(task: Task, index: dict[ClipKey, int]) -> dict[str, Rows]:
-    out = {s: Rows(np.array([index[k] for k, _ in items], dtype=np.int64),
-                   np.array([y for _, y in items], dtype=np.int64)) for s, items in task.items.items()}
+    out = {s: Rows(np.array([index[i.clip] for i in items], dtype=np.int64), task.labels(s),
+                   np.array([i.clip.video for i in items], dtype=object)) for s, items in task.items.items()}
     if len(out["val"].labels) == 0:
         hold = held_out(len(out["train"].labels))
-        tr = out["train"]
-        out["train"], out["val"] = Rows(tr.rows[~hold], tr.labels[~hold]), Rows(tr.rows[hold], tr.labels[hold])
+        out["train"], out["val"] = out["train"].take(~hold), out["train"].take(hold)
     return out
+
+
+def outcomes_of(task: Task, split: str, item_scores: np.ndarray) -> np.ndarray:
+    """Per test unit, 1 right / 0 wrong (0.5 a tie): items' predicted classes (accuracy) or the
+    comparisons of a matched task, from per-item scores [n, classes]."""
+    if task.spec.scoring == ACCURACY:
+        return (np.asarray(item_scores).argmax(1) == task.labels(split)).astype(np.float64)
+    s = np.asarray(item_scores, np.float64)
+    s = s[:, 1] - s[:, 0]  # how possible each item looks
+    tol = TIE_TOLERANCE * (np.abs(s).mean() + 1e-12) if len(s) else 0.0
+    out = []
+    for c in task.comparisons[split]:
+        d = s[list(c.better)].mean() - s[list(c.worse)].mean()
+        out.append(0.5 if abs(d) <= tol else float(d > 0))
+    return np.array(out, dtype=np.float64)
+
+
+def unit_videos(task: Task, split: str = "test") -> list[str]:
+    """The source video of each test unit (item or comparison): what the bootstrap resamples."""
+    if task.spec.scoring == MATCHED:
+        return [c.video for c in task.comparisons[split]]
+    return [i.clip.video for i in task.items[split]]
 
 
 def model_group(name: str) -> str:
@@ -65,15 +95,16 @@ def model_group(name: str) -> str:
 
 @dataclass
 class Outcomes:
-    """One task's test items and every (reported model, probe suffix)'s per-item score on them."""
+    """One task's test units and every (reported model, probe)'s per-unit outcome on them."""
     task: str
     classes: list[str]
-    videos: list[str]                  # the test items' source videos
-    labels: np.ndarray                 # [n_test]
-    correct: dict[str, np.ndarray] = field(default_factory=dict)  # "<model><suffix>" -> [n_test] in [0, 1]
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # model -> primary-probe predictions
+    videos: list[str]                   # each test unit's source video
+    labels: np.ndarray | None           # [n_test] items' labels (accuracy tasks)
+    correct: dict[str, np.ndarray] = field(default_factory=dict)  # "<model><suffix>" -> [n_units] in [0, 1]
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # model -> linear-probe predicted classes
     selected: dict[str, float] = field(default_factory=dict)  # "<model><suffix>_<hyperparameter>" -> value
-    determinability: np.ndarray | None = None  # [n_test] (arrow of time), see Task.determinability
+    chosen: dict[str, str] = field(default_factory=dict)      # model -> the probe chosen on validation
+    determinability: np.ndarray | None = None
 
 
 def _average_seeds(per_model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -83,57 +114,59 @@ def _average_seeds(per_model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         name = key
         if key.startswith(RANDOM_INIT + "_"):
             rest = key[len(RANDOM_INIT) + 1:]
-            suffix = rest[rest.index("_"):] if "_" in rest else ""
-            name = RANDOM_INIT + suffix
+            name = RANDOM_INIT + (rest[rest.index("_"):] if "_" in rest else "")
         out.setdefault(name, []).append(value)
     return {k: np.mean(np.stack(v), axis=0) for k, v in out.items()}
 
 
 def _probe_model(task: Task, name: str, f: ClipFeatures, sp: dict[str, Rows], cfg: ProbeEvalConfig,
-                 seed: int) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, float]]:
-    """One feature model on one task, every probe: ({"<name><suffix>": per-item test outcome}, primary
-    predictions, {"<name><suffix>_<hyperparameter>": value chosen on validation})."""
+                 seed: int) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, float], str]:
+    """One feature model on one task, every probe: ({"<name><suffix>": per-unit test outcome}, linear
+    predictions, {"<name><suffix>_<hyperparameter>": value chosen on validation}, the probe chosen on
+    validation; its outcomes are also under "<name>_chosen")."""
     n_classes = len(task.classes)
     vec = lambda s: (f.vectors[sp[s].rows], sp[s].labels)  # noqa: E731
     tok = lambda s: (f.tokens[sp[s].rows], sp[s].labels)  # noqa: E731
-    grid = lambda s: (probes.flatten_clips(f.tokens[sp[s].rows]), sp[s].labels)  # noqa: E731
-    correct, selected, predictions = {}, {}, None
+    correct, selected, predictions, val = {}, {}, None, {}
     for probe in cfg.probes:
         suffix = PROBE_SUFFIX[probe]
         if probe == "linear":
             s = probes.linear_probe(vec("train"), vec("val"), vec("test"), n_classes, cfg.l2_grid, cfg.epochs)
             predictions = s.predictions
-        elif probe == "linear_grid":
-            s = probes.linear_probe(grid("train"), grid("val"), grid("test"), n_classes, cfg.l2_grid, cfg.epochs)
         elif probe == "attentive":
             s = attentive.attentive_probe(tok("train"), tok("val"), tok("test"), n_classes, cfg.attentive, seed=seed)
         else:
             s = probes.knn_probe(vec("train"), vec("val"), vec("test"), n_classes, cfg.knn)
-        correct[name + suffix] = (s.predictions == sp["test"].labels).astype(np.float64)
+        correct[name + suffix] = outcomes_of(task, "test", s.scores)
+        val[probe] = -1.0 if s.val_accuracy is None else s.val_accuracy
         selected.update({f"{name}{suffix}_{k}": v for k, v in s.selected.items()})
-    return correct, predictions, selected
+    chosen = max(cfg.probes, key=lambda p: val[p])  # ties keep the earlier probe in probe_eval.probes
+    correct[name + CHOSEN] = correct[name + PROBE_SUFFIX[chosen]]
+    return correct, predictions, selected, chosen
 
 
-def _outcomes(task: Task, sp: dict[str, Rows], per_model: list[tuple[str, tuple]]) -> Outcomes:
+def _outcomes(task: Task, per_model: list[tuple[str, tuple]]) -> Outcomes:
     """Assemble one task's Outcomes from its models' `_probe_model` results (random-init seeds averaged)."""
-    test_keys = [k for k, _ in task.items["test"]]
-    out = Outcomes(task.name, task.classes, [k.video for k in test_keys], sp["test"].labels,
-                   determinability=np.array(task.determinability["test"]) if task.determinability else None)
+    determ = np.array([i.determinability for i in task.items["test"]])
+    out = Outcomes(task.name, task.classes, unit_videos(task), task.labels("test") if task.spec.scoring == ACCURACY else None,
+                   determinability=determ if task.spec.scoring == ACCURACY and np.isfinite(determ).any() else None)
     correct: dict[str, np.ndarray] = {}
-    for name, (c, predictions, selected) in per_model:
+    for name, (c, predictions, selected, chosen) in per_model:
         correct.update(c)
-        out.selected.update(selected)
-        if predictions is not None and model_group(name) == name:
-            out.predictions[name] = predictions
+        if model_group(name) == name:
+            out.selected.update(selected)
+            out.chosen[name] = chosen
+            if predictions is not None and task.spec.scoring == ACCURACY:
+                out.predictions[name] = predictions
     out.correct = _average_seeds(correct)
     return out
 
 
 def classify(task: Task, feats: dict[str, ClipFeatures], index: dict[ClipKey, int], cfg: ProbeEvalConfig,
              seed: int) -> Outcomes:
-    """Every model and probe on one task: per-item test outcomes, primary predictions (confusion)."""
+    """Every model and probe on one task."""
     sp = splits_of(task, index)
-    return _outcomes(task, sp, [(name, _probe_model(task, name, f, sp, cfg, seed)) for name, f in feats.items()])
+    return _outcomes(task, [(name, _probe_model(task, name, f, sp, cfg, seed)) for name, f in feats.items()])
 
 
 def _mapped(root, name: str) -> ClipFeatures:
@@ -145,7 +178,7 @@ def _job(job: tuple):
     """One unit of classify_all in a worker: a (task, model) probe run, or a task's null."""
     kind, task, name, root, index, cfg, seed = job
     if kind == "null":
-        return null_of(task, _mapped(root, "video"), index, cfg.null_permutations, seed)
+        return null_of(task, _mapped(root, VIDEO), index, cfg.null_permutations, seed)
     return _probe_model(task, name, _mapped(root, name), splits_of(task, index), cfg, seed)
 
 
@@ -164,8 +197,7 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
     if workers <= 1:
         out = {}
         for t in Progress(tasks, desc="probes", unit="tasks"):
-            out[t.name] = (classify(t, feats, index, cfg, seed), null_of(t, feats["video"], index,
-                                                                       cfg.null_permutations, seed))
+            out[t.name] = (classify(t, feats, index, cfg, seed), null_of(t, feats[VIDEO], index, cfg.null_permutations, seed))
         return out
     with tempfile.TemporaryDirectory(prefix="videossl-probes-") as tmp:
         root = Path(tmp)
@@ -180,159 +212,108 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
             results = list(Progress(pool.map(_job, jobs), total=len(jobs), desc="probes (task x model, nulls)",
                                     unit="jobs"))
     done = dict(zip([(j[0], j[1].name, j[2]) for j in jobs], results))
-    out = {}
-    for t in tasks:
-        sp = splits_of(t, index)
-        out[t.name] = (_outcomes(t, sp, [(name, done[("probe", t.name, name)]) for name in feats]),
-                       done[("null", t.name, None)])
-    return out
+    return {t.name: (_outcomes(t, [(name, done[("probe", t.name, name)]) for name in feats]), done[("null", t.name, None)])
+            for t in tasks}
 
 
 def null_of(task: Task, feats: ClipFeatures, index: dict[ClipKey, int], permutations: int, seed: int) -> Null:
-    """The task's label-permutation null on one model's features (see stats.null_accuracies)."""
+    """The task's null on one model's features: its score when training labels are permuted by video
+    (see stats.null_scores), scored the task's own way."""
     sp = splits_of(task, index)
-    train_rows = np.concatenate([sp["train"].rows, sp["val"].rows])
-    train_y = np.concatenate([sp["train"].labels, sp["val"].labels])
-    acc = null_accuracies(feats.vectors[train_rows], train_y, feats.vectors[sp["test"].rows], sp["test"].labels,
-                          len(task.classes), permutations, seed)
-    return Null.of(acc)
+    fit = [sp["train"], sp["val"]]
+    s = null_scores(feats.vectors[np.concatenate([r.rows for r in fit])], np.concatenate([r.labels for r in fit]),
+                    np.concatenate([r.videos for r in fit]).tolist(), feats.vectors[sp["test"].rows],
+                    len(task.classes), permutations, seed)
+    return Null.of(np.array([outcomes_of(task, "test", s[:, p]).mean() for p in range(s.shape[1])]))
 
 
-def score(out: Outcomes, boot: VideoBootstrap, null: Null | None, baselines: list[str], supervised: np.ndarray | None,
+def strongest(out: Outcomes, model: str) -> tuple[str, np.ndarray] | None:
+    """(suffix, outcomes) of the model's best probe on the test units (its conservative reading)."""
+    options = [(sfx, out.correct[model + sfx]) for sfx in PROBE_SUFFIX.values() if model + sfx in out.correct]
+    return max(options, key=lambda o: o[1].mean()) if options else None
+
+
+def score(out: Outcomes, boot: VideoBootstrap, null: Null | None, others: list[str], supervised: np.ndarray | None,
           determinable: float | None) -> dict:
-    """metrics.json's dict of one classification task: every model's score with its interval, the
-    video model's paired gap to each baseline, n, the null (chance), the ceiling."""
-    res: dict = {"n_test": len(out.labels), "n_test_videos": len(set(out.videos))}
+    """metrics.json's dict of one task: every model's score with its interval, each model's chosen and
+    strongest probe, the video model's paired gap to each baseline's strongest probe, n, the null
+    (chance), the ceiling."""
+    res: dict = {"n_test": len(out.videos), "n_test_videos": len(set(out.videos))}
     if null is not None:
         res.update({"chance": round(null.mean, 4), "null_low": round(null.low, 4), "null_high": round(null.high, 4)})
     else:
         res["chance"] = round(1.0 / len(out.classes), 4)
+    models = sorted({m for m in [VIDEO] + others} | {model_group(k.split(CHOSEN)[0]) for k in out.correct if k.endswith(CHOSEN)})
+    for m in models:
+        best = strongest(out, m)
+        if best is not None:
+            out.correct[m + STRONGEST] = best[1]
+            res[f"{m}{STRONGEST}_probe"] = best[0].lstrip("_") or "linear"
     for key, values in out.correct.items():
         res.update(boot.estimate(values, out.videos).keys(key))
     if supervised is not None:
         res.update(boot.estimate(supervised, out.videos).keys(SUPERVISED))
-    for suffix in sorted({k[len("video"):] for k in out.correct if k.startswith("video")}):
-        against = baselines if suffix == PRIMARY else ["frames"]
-        for b in against:
-            if b + suffix in out.correct:
-                paired = boot.gap(out.correct[VIDEO + suffix], out.correct[b + suffix], out.videos)
-                res.update(paired.keys(scores.gap(VIDEO + suffix, b + suffix)))
+    for b in others:
+        if b + STRONGEST in out.correct and VIDEO + CHOSEN in out.correct:
+            paired = boot.gap(out.correct[VIDEO + CHOSEN], out.correct[b + STRONGEST], out.videos)
+            res.update(paired.keys(scores.gap(VIDEO + CHOSEN, b + STRONGEST)))
     if determinable is not None and out.determinability is not None:
         keep = out.determinability >= determinable
         res["n_test_determinable"] = int(keep.sum())
         videos = [v for v, k in zip(out.videos, keep) if k]
         for key, values in out.correct.items():
-            if not any(key.endswith(sfx) for sfx in PROBE_SUFFIX.values() if sfx):  # primary probe only
+            if key.endswith(CHOSEN) or key in models:
                 res.update(boot.estimate(values[keep], videos).keys(f"{key}_determinable"))
-        if supervised is not None:
-            res.update(boot.estimate(supervised[keep], videos).keys("supervised_determinable"))
-    res.update({k: v for k, v in out.selected.items() if isinstance(v, (int, float))
-                and not k.startswith(RANDOM_INIT + "_")})
+    res.update({k: v for k, v in out.selected.items() if isinstance(v, (int, float))})
+    res.update({f"{m}{CHOSEN}_probe": p for m, p in out.chosen.items()})
     return res
 
 
 def temporal_score(outcomes: dict[str, Outcomes], supervised: dict[str, np.ndarray], boot: VideoBootstrap,
-                   models: list[str], tasks: list[str]) -> dict:
-    """The headline: per model, the mean over the temporal tasks of (model - bag of frames) /
-    max(ceiling - bag of frames, MIN_CEILING_LEAD), with its interval from the same bootstrap draws for every task (paired:
-    model, bag of frames and ceiling are scored on the same resampled videos). 0 = the bag of frames,
-    1 = the supervised ceiling."""
+                   models: list[str], baselines: list[str], tasks: list[str]) -> dict:
+    """The headline: per model, the mean over the held-out tasks of (model - strongest baseline) /
+    max(ceiling - strongest baseline, MIN_CEILING_LEAD). Each model is read with its probe chosen on
+    validation; the strongest baseline is the best (baseline, probe) on each task's test units, so 0 is
+    the best any baseline reached with any probe and 1 the supervised ceiling (a baseline's own score is
+    at most 0). Intervals, and the video model's paired gap to the bag of frames, come from the same
+    bootstrap draws for every task and model."""
     used = [t for t in tasks if t in outcomes and t in supervised]
     if not used:
         return {}
-
-    def per_task(model: str) -> tuple[list[float], list[np.ndarray]]:
-        points, reps = [], []
+    bars = {}
+    for t in used:
+        options = [(b + sfx, outcomes[t].correct[b + sfx]) for b in baselines for sfx in PROBE_SUFFIX.values()
+                   if b + sfx in outcomes[t].correct]
+        bars[t] = max(options, key=lambda o: o[1].mean())
+    res: dict = {"n_test_videos": len(set(v for t in used for v in outcomes[t].videos)), "tasks": ",".join(used),
+                 "baselines": ",".join(f"{t}={bars[t][0]}" for t in used), SUPERVISED: 1.0}
+    reps: dict[str, np.ndarray] = {}
+    for model in models:
+        if not all(model + CHOSEN in outcomes[t].correct for t in used):
+            continue
+        points, per_task = [], []
         for t in used:
             o = outcomes[t]
-            m, f, c = o.correct[model], o.correct["frames"], supervised[t]
-            rf = boot.replicates(f, o.videos)
-            points.append((m.mean() - f.mean()) / max(c.mean() - f.mean(), MIN_CEILING_LEAD))
-            reps.append((boot.replicates(m, o.videos) - rf)
-                        / np.maximum(boot.replicates(c, o.videos) - rf, MIN_CEILING_LEAD))
-        return points, reps
-
-    from videossl.eval.stats import Estimate, percentile_interval
-
-    res: dict = {"n_test_videos": len(set(v for t in used for v in outcomes[t].videos)), "tasks": ",".join(used),
-                 FRAMES: 0.0, SUPERVISED: 1.0}
-    for model in models:
-        if model == "frames" or not all(model in outcomes[t].correct for t in used):
-            continue
-        points, reps = per_task(model)
-        est = Estimate(float(np.mean(points)), *percentile_interval(np.mean(np.stack(reps), axis=0)))
-        res.update(est.keys(model))
-        if model == "video":
-            res.update(est.keys(scores.gap(VIDEO, FRAMES)))  # the bag of frames is 0 by definition
+            m, b, c = o.correct[model + CHOSEN], bars[t][1], supervised[t]
+            rb = boot.replicates(b, o.videos)
+            points.append((m.mean() - b.mean()) / max(c.mean() - b.mean(), MIN_CEILING_LEAD))
+            per_task.append((boot.replicates(m, o.videos) - rb)
+                            / np.maximum(boot.replicates(c, o.videos) - rb, MIN_CEILING_LEAD))
+            if model == VIDEO:
+                res[t] = round(float(points[-1]), 4)
+        reps[model] = np.mean(np.stack(per_task), axis=0)
+        res.update(Estimate(float(np.mean(points)), *percentile_interval(reps[model])).keys(model))
+    if VIDEO in reps and FRAMES in reps:
+        diff = reps[VIDEO] - reps[FRAMES]
+        res.update(Estimate(res[VIDEO] - res[FRAMES], *percentile_interval(diff)).keys(scores.gap(VIDEO, FRAMES)))
     return res
 
 
-def retrieve(task: RetrievalTask, feats: dict[str, ClipFeatures], index: dict[ClipKey, int],
-             cfg: ProbeEvalConfig, boot: VideoBootstrap) -> dict:
-    """R@k of each model: `<model>` = cosine R@1 (the primary score), `<model>_r5`, `<model>_predictor`
-    (R@1 through the learned predictor), `<model>_predictor_r5`, `<model>_within_video` (R@1 among the
-    same video's futures only), each with its interval over test videos."""
-    out: dict = {}
-    hits: dict[str, list[np.ndarray]] = {}
-    videos = task.groups["test"]
-    for name, f in feats.items():
-        pairs = {s: (f.vectors[[index[q] for q, _ in task.pairs[s]]], f.vectors[[index[t] for _, t in task.pairs[s]]])
-                 for s in task.pairs}
-        if not len(pairs["val"][0]):  # no validation videos: every 4th training pair validates instead
-            hold = held_out(len(pairs["train"][0]))
-            pairs["val"] = tuple(a[hold] for a in pairs["train"])
-            pairs["train"] = tuple(a[~hold] for a in pairs["train"])
-        r = retrieval.retrieval_scores(pairs["train"], pairs["val"], pairs["test"], ks=cfg.retrieval.ks,
-                                       ridge_grid=cfg.retrieval.ridge_grid, groups=videos)
-        group = model_group(name)
-        out.update({"n_test": int(r["n"]), "n_test_videos": len(set(videos)),
-                    "within_video_chance": round(r["within_video_chance_r1"], 4)})
-        out.update({("chance" if k == 1 else f"chance_r{k}"): round(r[f"chance_r{k}"], 4) for k in cfg.retrieval.ks})
-        for scorer, suffix in (("cosine", ""), ("predictor", "_predictor")):
-            for k in cfg.retrieval.ks:
-                dest = f"{group}{suffix}" if k == 1 else f"{group}{suffix}_r{k}"
-                hits.setdefault(dest, []).append((r["ranks"][scorer] < k).astype(np.float64))
-        hits.setdefault(f"{group}_within_video", []).append(r["within_video_hits"]["cosine"])
-    keep = np.array(r.get("within_video_keep", np.ones(len(videos), bool)))
-    for key, values in hits.items():
-        mean = np.mean(np.stack(values), axis=0)
-        item_videos = [v for v, k in zip(videos, keep) if k] if key.endswith("_within_video") else videos
-        out.update(boot.estimate(mean, item_videos).keys(key))
-    return out
-
-
-def time_vector_scores(arrow: Task, feats: dict[str, ClipFeatures], index: dict[ClipKey, int],
-                       boot: VideoBootstrap) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The time vector of each model (mean forward minus mean reversed training clip): how often the
-    sign of a test clip's projection gives its direction, and the projections for the histogram."""
-    def items(split: str, label: int) -> list[ClipKey]:
-        return [k for k, y in arrow.items[split] if y == label]
-
-    fwd_keys, rev_keys = items("test", 1), items("test", 0)
-    videos = [k.video for k in fwd_keys] + [k.video for k in rev_keys]
-    out: dict = {"n_test": len(videos), "n_test_videos": len(set(videos)), "chance": 0.5}
-    projections, credit, separation = {}, {}, {}
-    for name, f in feats.items():
-        rows = lambda keys: f.vectors[[index[k] for k in keys]]  # noqa: E731
-        tv = time_vector(rows(items("train", 1)), rows(items("train", 0)), rows(fwd_keys), rows(rev_keys))
-        p_f, p_r = tv.projections_fwd, tv.projections_rev
-        got = np.concatenate([(p_f > 0) + 0.5 * (p_f == 0), (p_r < 0) + 0.5 * (p_r == 0)]).astype(np.float64)
-        credit.setdefault(model_group(name), []).append(got)
-        separation.setdefault(model_group(name), []).append(tv.separation)
-        if model_group(name) == name:
-            projections[name] = (p_f, p_r)
-    for name, values in credit.items():
-        out.update(boot.estimate(np.mean(np.stack(values), axis=0), videos).keys(name))
-        out[f"{name}_separation"] = round(float(np.mean(separation[name])), 4)
-    return out, projections
-
-
-def real_arrow(store: ClipStore, models: list[FeatureModel], cache: FeatureCache, cfg: ProbeEvalConfig,
-               seed: int) -> dict:
+def real_arrow(store, models: list[FeatureModel], cache: FeatureCache, cfg: ProbeEvalConfig, seed: int) -> dict:
     """Arrow of time on real footage, leave one group out. `<model>` is the score WITH the codec
     control (the honest one), `<model>_no_control` without it, beside per-direction scores and the
     share of clips the control made identical to their reverse (`_still`). Intervals resample the
-    real videos."""
+    real videos; `videos_right` counts the held-out videos a model got mostly right."""
     r = cfg.real
     out: dict = {"chance": 0.5}
     groups: dict[str, dict] = {}  # per footage group (the held-out fold), with the codec control
@@ -354,12 +335,18 @@ def real_arrow(store: ClipStore, models: list[FeatureModel], cache: FeatureCache
         boot = VideoBootstrap(s.videos, cfg.bootstrap, seed)
         out.update({"n_test": len(s.videos), "n_test_videos": len(set(s.videos))})
         for name, values in credit.items():
-            out.update(boot.estimate(np.mean(np.stack(values), axis=0), s.videos).keys(name + suffix))
+            mean = np.mean(np.stack(values), axis=0)
+            out.update(boot.estimate(mean, s.videos).keys(name + suffix))
+            if not suffix:  # per video: right on more than half of its clips
+                per_video = {v: [] for v in s.videos}
+                for v, x in zip(s.videos, mean):
+                    per_video[v].append(x)
+                out[f"{name}_videos_right"] = int(sum(np.mean(x) > 0.5 for x in per_video.values()))
     out["groups"] = dict(sorted(groups.items()))
     return out
 
 
-def real_footage(store: ClipStore, fps: float) -> list[dict]:
+def real_footage(store, fps: float) -> list[dict]:
     """The real videos a real-footage score used: source, footage group, frames and seconds."""
     return [{"video": v.source_id, "group": v.group or v.source_id, "frames": v.frames,
              "seconds": round(v.frames / fps, 2)} for v in sorted(store.videos_in(kind="real"),

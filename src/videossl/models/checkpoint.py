@@ -2,10 +2,13 @@
 without running any code from the file).
 
 Two kinds: the training checkpoints (train/checkpointing.py: the whole objective, optimizer, RNG and
-step, to resume) and the exported model (`encoder.pt`): the encoder's weights, its shape, the config
-that made them (`export_config`), the dataset digest and the step, nothing about how the run went.
-An exported model alone is enough to rebuild its encoder (`load_encoder`), so probe-eval, the
-registry and a user in a notebook need nothing but the file. The run's timings go beside it
+step, to resume) and the exported model (`encoder.pt`, `export_state`): the encoder's weights, its
+shape, the config that made them (`export_config`), the dataset digest and the step, and the
+objective's own parameters (pretext heads, projection, decoder, predictor, EMA target: without the
+shared encoder) so its heads can be scored zero-shot (eval/objective_heads.py); nothing about how the
+run went (no optimizer, RNG). An exported model alone is enough to rebuild its encoder
+(`load_encoder`, which ignores the objective), so probe-eval, the registry and a user in a notebook
+need nothing but the file. The run's timings go beside it
 (`timings_path`), so equal weights give equal bytes.
 """
 from __future__ import annotations
@@ -46,6 +49,35 @@ def export_config(cfg) -> dict:
 
 # ingest keys a user repeats to feed the model what it was trained on (embed.Encoder reads them)
 PREPROCESSING = ("fps", "size", "clip_frames", "decoder")
+
+
+def shared_encoder_paths(objective) -> list[str]:
+    """Every module path at which the objective reaches its one shared encoder: "encoder", and again
+    inside each part ("pretext.encoder", "parts.mae.encoder", ...), so `state_dict()` lists the
+    encoder's tensors once per path. A separate copy (JEPA's EMA `target`) is another module: not listed."""
+    return [name for name, m in objective.named_modules(remove_duplicate=False) if m is objective.encoder]
+
+
+def objective_state(objective) -> dict[str, torch.Tensor]:
+    """The objective's own tensors: its state_dict less every alias of the shared encoder."""
+    shared = tuple(f"{p}." for p in shared_encoder_paths(objective))
+    return {k: v for k, v in objective.state_dict().items() if not k.startswith(shared)}
+
+
+def full_state(objective, encoder: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of (encoder.state_dict(), objective_state): the objective's whole state_dict, the
+    encoder's tensors under each of its paths, for a strict load_state_dict."""
+    out = {f"{p}.{k}": v for p in shared_encoder_paths(objective) for k, v in encoder.items()}
+    return {**out, **own}
+
+
+def export_state(cfg, variant: str, objective, *, dataset_digest: str, step: int, loss: float, result: dict) -> dict:
+    """The exported model's dict (`save_checkpoint` adds the format): what the weights are and what
+    they mean, nothing of how the run went (optimizer, RNG and timings stay out), so equal weights
+    give equal bytes and DVC and the feature cache see no change where there is none."""
+    return {"variant": variant, "shape": objective.encoder.shape.as_dict(), "config": export_config(cfg),
+            "dataset_digest": dataset_digest, "step": step, "loss": loss,
+            "encoder": objective.encoder.state_dict(), "objective": objective_state(objective), "result": result}
 
 
 def timings_path(dest: str | os.PathLike) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from videossl import stages
-from videossl.config import Config
+from videossl.config import Config, IngestConfig
 from videossl.data import shards, sources
 from videossl.data.decode import DecodeError, decode_video, make_decoder
 from videossl.monitoring import push_step_metrics
@@ -41,18 +42,46 @@ def _quarantine(entries: list[dict], uri: str, reason: str) -> None:
     entries.append({"path": uri, "reason": reason})
 
 
-def _load_frames(video: sources.VideoInput, cfg: Config, decoder, cache: Path) -> np.ndarray:
+def _load_frames(video: sources.VideoInput, icfg: IngestConfig, decoder, cache: Path) -> np.ndarray:
     """Decoded frames of one video, or DecodeError / OSError with the reason it cannot be used."""
-    path = sources.fetch_local(video, cache, cfg.ingest.s3_endpoint_url)
+    path = sources.fetch_local(video, cache, icfg.s3_endpoint_url)
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
-    frames, meta = decode_video(path, decoder, cfg.ingest.fps, cfg.ingest.size)
+    frames, meta = decode_video(path, decoder, icfg.fps, icfg.size)
     if meta.frames <= 1:
         raise DecodeError("a single frame: no motion to learn from")
-    if len(frames) < cfg.ingest.clip_frames:
-        raise DecodeError(f"too short: {len(frames)} frames at {cfg.ingest.fps:g} fps "
-                          f"({meta.duration:.2f} s), one clip needs {cfg.ingest.clip_frames}")
+    if len(frames) < icfg.clip_frames:
+        raise DecodeError(f"too short: {len(frames)} frames at {icfg.fps:g} fps "
+                          f"({meta.duration:.2f} s), one clip needs {icfg.clip_frames}")
     return frames
+
+
+def _decode_job(job: tuple[sources.VideoInput, IngestConfig, Path]) -> tuple[np.ndarray | None, str | None, bool]:
+    """(frames, None, _) of one video, or (None, the reason it cannot be used, whether the reason is a
+    decoding verdict): run in decode worker processes, so every failure comes back as a value."""
+    video, icfg, cache = job
+    try:
+        return _load_frames(video, icfg, make_decoder(icfg.decoder), cache), None, True
+    except (DecodeError, OSError) as e:
+        return None, str(e), True
+    except Exception as e:  # botocore errors while downloading, etc.: quarantine, keep going
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", False
+
+
+def decoded(inputs: list[sources.VideoInput], icfg: IngestConfig, cache: Path, workers: int):
+    """Yields (video, frames, reason, decode_verdict) in input order, decoding in `workers` processes
+    (spawned: the caller may hold threads a fork would copy mid-lock) a few videos ahead of the writer."""
+    jobs = [(v, icfg, cache) for v in inputs]  # the ingest section only: a step's share of the params pickles
+    if workers <= 1 or len(jobs) < 2:
+        for job in jobs:
+            yield (job[0], *_decode_job(job))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for job, result in zip(jobs, pool.map(_decode_job, jobs, chunksize=8)):
+            yield (job[0], *result)
 
 
 DOWNLOADS = ".download"
@@ -117,25 +146,22 @@ def ingest(cfg: Config, out_dir: str | Path) -> dict:
     for r in rejected:
         _quarantine(quarantine, r.uri, r.reason)
 
-    decoder = make_decoder(icfg.decoder)
     writer = shards.ShardWriter(stage, icfg.shard_frames)
     rows: list[dict] = []
     n_videos = n_frames = 0
     seconds = 0.0
     t_clip = icfg.clip_frames
-    for video in Progress(sorted(inputs, key=lambda v: v.source_id), desc="ingest", unit="videos"):
-        try:
-            frames = _load_frames(video, cfg, decoder, stage / DOWNLOADS)
-        except (DecodeError, OSError) as e:
-            _quarantine(quarantine, video.uri, str(e))
-            continue
-        except Exception as e:  # botocore errors while downloading, etc.: quarantine, keep going
-            if "NoSuchBucket" in str(e):  # the bucket went away mid-run: every later video would fail too
+    ordered = sorted(inputs, key=lambda v: v.source_id)
+    workers = min(icfg.workers or os.cpu_count() or 1, len(ordered))
+    for video, frames, reason, verdict in Progress(decoded(ordered, icfg, stage / DOWNLOADS, workers),
+                                                   total=len(ordered), desc="ingest", unit="videos"):
+        if reason is not None:
+            if "NoSuchBucket" in reason:  # the bucket went away mid-run: every later video would fail too
                 _abandon(stage, out)
                 raise IngestError(f"{video.uri}: the bucket no longer exists (deleted mid-run?); the previous "
                                   f"dataset in {out} is unchanged") from None
-            reason = "missing s3 key" if "404" in str(e) or "NoSuchKey" in str(e) else \
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if not verdict and ("404" in reason or "NoSuchKey" in reason):
+                reason = "missing s3 key"
             _quarantine(quarantine, video.uri, reason)
             continue
         try:

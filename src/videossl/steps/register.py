@@ -19,6 +19,7 @@ from videossl.data import shards
 from videossl.embed import CHECKPOINT_ARTIFACT
 from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, PLOTS, REPORT, SCORES, VIDEO, dotted, flatten,
                                   lookup, split)
+from videossl.eval.scores import CHOSEN
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.models.checkpoint import CHECKPOINTS
@@ -68,10 +69,10 @@ def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, fl
 
 def tagged_scores(scores: dict[str, float], policy: Policy) -> dict[str, float]:
     """The scores a version carries as tags, so the registry page shows them above the fold: per task
-    the video model's primary score, the headline's interval, and each gate metric with its
+    the video model's linear-probe score and its score with the probe chosen on validation, the headline's interval, and each gate metric with its
     interval, its bag-of-frames score and the paired lower bound (the next registration's gate reads these from the
     champion's tags). Every score is in the run's metrics and its scores table."""
-    keep = {k for k in scores if split(k)[1] == VIDEO}
+    keep = {k for k in scores if split(k)[1] in (VIDEO, VIDEO + CHOSEN)}
     keep |= {dotted(HEADLINE, VIDEO + CI_LOW), dotted(HEADLINE, VIDEO + CI_HIGH)}
     for m in policy.metrics:
         keep |= {m, m + CI_LOW, m + CI_HIGH, frames_key(m), gap_low_key(m)}

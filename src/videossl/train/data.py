@@ -57,11 +57,14 @@ class ClipDataset(Dataset):
     videos are never among them (ClipStore.pretraining_videos).
     """
 
-    def __init__(self, store: ClipStore, variant: str, recipe: Recipe, seed: int, split: str = "train"):
+    def __init__(self, store: ClipStore, variant: str, recipe: Recipe, seed: int, split: str = "train",
+                 real: bool = False):
         self.store, self.recipe, self.seed = store, recipe, seed
-        self.videos = store.pretraining_videos(split)
+        self.videos = store.pretraining_videos(split, real)
         if not self.videos:
-            raise ValueError(f"no '{split}' videos in {store.dir}: check ingest.splits")
+            hint = "" if real or not store.videos_in(split, "real") else (
+                "; real footage is evaluation footage unless pretrain.real_footage is true")
+            raise ValueError(f"no '{split}' videos to pretrain on in {store.dir}: check ingest.splits{hint}")
         need = recipe.frames_needed
         if variant == "video":
             self.keys = [(v, s) for v, video in enumerate(self.videos) for s in video.clip_starts

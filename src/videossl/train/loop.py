@@ -29,7 +29,7 @@ from videossl import objectives, storage
 from videossl.config import Config
 from videossl.data.shards import ClipStore, dataset_digest
 from videossl.errors import StepError
-from videossl.models.checkpoint import encoder_shape, export_config, save_checkpoint, state_digest, timings_path
+from videossl.models.checkpoint import encoder_shape, export_state, save_checkpoint, state_digest, timings_path
 from videossl.models.vit import VideoViT, count_params, flops_per_clip
 from videossl.train import distributed, precision
 from videossl.train.batching import BatchSplit, objectives_of, split_batch
@@ -56,7 +56,7 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> floa
 def check_world(cfg: Config, world: int, store: ClipStore) -> BatchSplit:
     """Params that cannot work with this many ranks on this dataset fail before any step."""
     pcfg = cfg.pretrain
-    shards = len({v.shard for v in store.pretraining_videos()})
+    shards = len({v.shard for v in store.pretraining_videos(real=pcfg.real_footage)})
     if world > shards:
         raise TrainingError(f"pretrain.nproc: {world} processes in all, but {store.dir} has only {shards} shard "
                             f"file(s) of training videos; use at most {shards} processes, or ingest with a "
@@ -115,10 +115,10 @@ class HeldOut:
     """The objective's own numbers on a fixed batch of held-out videos (the pool's validation split):
     what it learns, not what it memorises (pretext accuracies, contrastive accuracy, JEPA spreads)."""
 
-    def __init__(self, store: ClipStore, variant: str, recipe, seed: int, size: int):
+    def __init__(self, store: ClipStore, variant: str, recipe, seed: int, size: int, real: bool = False):
         self.batch = None
         try:
-            data = ClipDataset(store, variant, recipe, seed, split="val")
+            data = ClipDataset(store, variant, recipe, seed, split="val", real=real)
         except ValueError:  # no held-out videos (tiny datasets): nothing to report
             return
         rng = np.random.default_rng([seed, 3])
@@ -157,7 +157,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     model.to(device)
     if pcfg.activation_checkpointing:
         recompute_in_backward(model.encoder.blocks)
-    dataset = ClipDataset(store, variant, recipe, cfg.seed)
+    dataset = ClipDataset(store, variant, recipe, cfg.seed, real=pcfg.real_footage)
     on_gpu = device.type == "cuda"
     optimizer = build_optimizer(model, pcfg.lr, pcfg.weight_decay)
     dtype = precision.autocast_dtype(pcfg.precision, device)
@@ -187,7 +187,8 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     forward = torch.compile(ddp) if pcfg.compile else ddp
     sampler = GlobalBatchSampler(len(dataset), split.global_batch, env.rank, env.world, cfg.seed, start, steps)
     loader = make_loader(dataset, sampler, Collator(recipe, cfg.seed), pcfg.num_workers, pin_memory=on_gpu)
-    heldout = HeldOut(store, variant, recipe, cfg.seed, pcfg.eval_batch) if env.is_main and pcfg.eval_every else None
+    heldout = HeldOut(store, variant, recipe, cfg.seed, pcfg.eval_batch, pcfg.real_footage) \
+        if env.is_main and pcfg.eval_every else None
 
     # local rank 0 of every node reports (console, Prometheus); global rank 0 also logs to MLflow
     tracker = (Telemetry(cfg, variant, env, shape, count_params(model.encoder), dataset=(str(data_dir), digest))
@@ -255,12 +256,12 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
         timings = {"seconds": round(elapsed, 2), "clips_per_second": round((steps - start) * pcfg.batch_size / elapsed, 2),
                    "data_wait_fraction": round(wait / elapsed, 4)}
         if env.is_main:
-            # The exported model is its weights and what they mean, nothing of how the run went (the
-            # optimizer, the objective's heads, RNG, timings stay in the training checkpoints): the same
-            # weights give the same bytes, so DVC and the feature cache see no change where there is none.
-            save_checkpoint({"variant": variant, "shape": shape.as_dict(), "config": export_config(cfg),
-                             "dataset_digest": digest, "step": steps, "loss": loss_val,
-                             "encoder": model.encoder.state_dict(), "result": result}, out_path)
+            # The exported model is its weights and what they mean (the encoder, and the objective's
+            # own heads/projection/decoder for zero-shot scoring), nothing of how the run went (the
+            # optimizer, RNG, timings stay in the training checkpoints): the same weights give the same
+            # bytes, so DVC and the feature cache see no change where there is none.
+            save_checkpoint(export_state(cfg, variant, model, dataset_digest=digest, step=steps, loss=loss_val,
+                                         result=result), out_path)
             storage.put_text(timings_path(out_path), json.dumps(timings) + "\n")
             tracker.log_result({**result, **timings})
         result = {**result, **timings}

@@ -1,0 +1,145 @@
+"""The benchmark's front door: every task of probe_eval.tasks on one dataset, every model beside the
+baselines, the ceilings, the objective's own heads and the headline, as one record.
+
+`run` does no file I/O of its own (the probe-eval step writes what it returns); its only caches are
+the feature and ceiling caches under probe_eval.cache_dir.
+- held-out tasks: every model with every probe, the supervised ceiling, the null (chance);
+- the headline, temporal_score: the mean over held-out tasks of (video model - strongest baseline)
+  / (ceiling - strongest baseline) (suite.temporal_score);
+- trained-on diagnostics: the same probes, and beside them the pretraining objective's own heads on
+  the same test clips, zero-shot (`video_heads`);
+- content and controls: the same probes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videossl.config import Config
+from videossl.data.shards import BENCHMARK, ClipStore
+from videossl.eval import ceiling, features, probes, report, scores, suite
+from videossl.eval.stats import VideoBootstrap
+from videossl.eval.tasks import ACCURACY, DIAGNOSTIC, HELD_OUT, REAL_TASK, Task, build_tasks, clip_pixels
+
+# The objective's heads, as the diagnostic tasks' labels: task -> (head, how the head's class maps to the task's)
+HEAD_OF_TASK = {"arrow_of_time": "arrow", "speed": "speed", "order": "shuffle"}
+
+
+@dataclass
+class Record:
+    metrics: dict                      # {"tasks": {task: scores}, "footage": [...]}
+    confusions: dict = field(default_factory=dict)  # task -> model -> [C, C]
+    classes: dict = field(default_factory=dict)     # task -> class names
+    predicted: dict = field(default_factory=dict)   # task -> DVC confusion rows of the video model
+    n_clips: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+class BenchmarkError(ValueError):
+    pass
+
+
+def check(tasks: list[Task]) -> None:
+    for task in tasks:
+        for split in ("train", "test"):
+            if not task.items[split]:
+                raise BenchmarkError(f"probe_eval.tasks: {task.name} has no clips in the {split} split; ingest its "
+                                     f"scene family '{task.spec.family}' (ingest.synthetic.benchmark.families) or "
+                                     f"drop {task.name} from probe_eval.tasks")
+
+
+def head_scores(objective_path: Path, store: ClipStore, tasks: list[Task], speeds: list[int], batch: int,
+                boot: VideoBootstrap) -> dict[str, dict]:
+    """Per diagnostic task, the objective's own head on its test clips, no probe: `video_heads` (with its
+    interval). Nothing for tasks whose head the objective lacks."""
+    from videossl.eval.objective_heads import load_objective, pretext_heads, pretext_predictions
+
+    objective, info = load_objective(objective_path)
+    heads = pretext_heads(objective) or {}
+    out = {}
+    for task in tasks:
+        head = HEAD_OF_TASK.get(task.name)
+        if head not in heads:
+            continue
+        clips = torch.from_numpy(np.stack([clip_pixels(store, i.clip) for i in task.items["test"]]))
+        pred = pretext_predictions(objective, clips, batch)[head]
+        if head == "speed":  # the head's classes index the objective's speeds; the task's index probe_eval's
+            pred = np.array([speeds.index(info.speeds[p]) if info.speeds[p] in speeds else -1 for p in pred])
+        else:  # arrow: 1 = backwards; shuffle: 1 = shuffled; the tasks' label 1 is forward / ordered
+            pred = 1 - pred
+        correct = (pred == task.labels("test")).astype(np.float64)
+        out[task.name] = boot.estimate(correct, suite.unit_videos(task)).keys(scores.VIDEO + "_heads")
+    return out
+
+
+def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], digest: str,
+        objective_path: Path | None = None, real_pretrained: bool = False) -> Record:
+    """The benchmark of `models` (the first is the video model) on `store`; `real_pretrained`: the video
+    model trained on the real footage it is scored on (pretrain.real_footage), which the record says."""
+    ecfg = cfg.probe_eval
+    t0 = time.perf_counter()
+    names = [n for n in ecfg.tasks if n != REAL_TASK]
+    tasks = build_tasks(store, names, ecfg.speeds, ecfg.clips_per_video, cfg.ingest.synthetic.max_objects,
+                        cfg.seed) if names else []
+    check(tasks)
+    shown = scores.MODELS + [m.name for m in models if m.name not in scores.MODELS and suite.model_group(m.name) == m.name]
+    keys = sorted({k for t in tasks for k in t.keys()}, key=features.key_str)
+    index = {k: i for i, k in enumerate(keys)}
+    cache = features.FeatureCache(ecfg.cache_dir, digest)
+    feats = features.extract(store, keys, models, ecfg.batch_size, cache) if keys else {}
+    t_feat = time.perf_counter() - t0
+    print(f"probe_eval: features of {len(keys)} clips x {len(models)} models in {t_feat:.1f} s", flush=True)
+
+    boot = VideoBootstrap([v.source_id for v in store.videos_in("test", BENCHMARK)], ecfg.bootstrap, cfg.seed)
+    held = [t for t in tasks if t.spec.kind == HELD_OUT]
+    ceil = ceiling.ceiling(store, held, ecfg.speeds, cfg.ingest.synthetic.max_objects, ecfg.ceiling, cfg.seed,
+                           digest, ecfg.cache_dir) if held else None
+    supervised = ceil.correct if ceil else {}
+    # A task whose ceiling cannot learn it has no scale to measure a model on: it is reported, not averaged.
+    # Decided on the ceiling's validation score (never on test).
+    scaled = [t.name for t in held if ceil.val_accuracy[t.name] >= ecfg.headline_ceiling]
+    t_ceiling = time.perf_counter() - t0 - t_feat
+
+    rec = Record({"tasks": {}}, n_clips=len(keys))
+    outcomes: dict[str, suite.Outcomes] = {}
+    classified = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, ecfg.workers or os.cpu_count() or 1)
+    baselines = [m for m in shown if m in scores.BASELINES]
+    for task in tasks:
+        o, null = classified[task.name]
+        outcomes[task.name] = o
+        # gaps to every other model: the baselines and any external encoder
+        rec.metrics["tasks"][task.name] = suite.score(o, boot, null, shown[1:], supervised.get(task.name),
+                                                      ecfg.determinable if o.determinability is not None else None)
+        if task.spec.scoring == ACCURACY:
+            rec.confusions[task.name] = {m: probes.confusion_matrix(o.labels, p, len(task.classes))
+                                         for m, p in o.predictions.items()}
+            rec.classes[task.name] = task.classes
+            if scores.VIDEO in o.predictions:
+                rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
+    diagnostics = [t for t in tasks if t.spec.kind == DIAGNOSTIC]
+    if diagnostics and objective_path is not None:
+        for name, s in head_scores(objective_path, store, diagnostics, ecfg.speeds, ecfg.batch_size, boot).items():
+            rec.metrics["tasks"][name].update(s)
+    if REAL_TASK in ecfg.tasks:
+        if len({v.group for v in store.videos_in(kind="real")}) < 2:
+            raise BenchmarkError(f"probe_eval.tasks: {REAL_TASK} needs real videos from at least 2 footage groups "
+                                 f"(ingest.sources: samples, a local folder or s3://); drop it from the tasks "
+                                 f"for synthetic-only data")
+        rec.metrics["tasks"][REAL_TASK] = {**suite.real_arrow(store, models, cache, ecfg, cfg.seed),
+                                           "pretrained_on_these_videos": int(real_pretrained)}
+        rec.metrics["footage"] = suite.real_footage(store, cfg.ingest.fps)
+    headline = suite.temporal_score(outcomes, supervised, boot, shown, baselines, scaled)
+    if headline:
+        unscaled = [t.name for t in held if t.name not in scaled]
+        headline["unscaled"] = ",".join(f"{t}={ceil.val_accuracy[t]:.3f}" for t in unscaled)
+        headline["headline_ceiling"] = ecfg.headline_ceiling
+        rec.metrics["tasks"] = {scores.HEADLINE: headline, **rec.metrics["tasks"]}
+    t_probe = time.perf_counter() - t0 - t_feat - t_ceiling
+    rec.timings = {"features": round(t_feat, 2), "ceiling": round(t_ceiling, 2), "probes": round(t_probe, 2),
+                   "total": round(time.perf_counter() - t0, 2)}
+    return rec
