@@ -388,7 +388,7 @@ class RealArrowConfig(Section):
 class CeilingConfig(Section):
     """The supervised ceiling (eval/ceiling.py): a small 3D CNN per task, trained with its labels."""
     steps: int = Field(600, ge=1)
-    batch_per_task: int = Field(48, ge=1)
+    batch_per_task: int = Field(32, ge=1)
     width: int = Field(16, ge=4)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)

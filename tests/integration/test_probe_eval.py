@@ -249,3 +249,17 @@ def test_the_report_states_its_conclusion_from_the_paired_intervals():
     assert "- Below it: causality (vs motion statistics)." in text  # losses are said, not left out
     assert "- Not distinguishable from it: future (vs motion statistics)." in text
     assert conclusion({"tasks": {}}, MODELS) == ""
+
+
+def test_the_ceiling_is_the_same_trained_in_parallel(tiny_data, every_task):
+    """Each task's network is seeded on its own: training them in worker processes changes nothing."""
+    from videossl.eval.ceiling import train_ceiling
+
+    ecfg = every_task.probe_eval
+    store = ClipStore(tiny_data)
+    tasks = build_tasks(store, ["gravity_law", "permanence"], ecfg.speeds, 2, 2)
+    args = (store, tasks, ecfg.speeds, every_task.ingest.synthetic.max_objects, ecfg.ceiling, 0)
+    alone, parallel = train_ceiling(*args, log=lambda _: None), train_ceiling(*args, log=lambda _: None, workers=2)
+    for t in tasks:
+        assert np.array_equal(alone.correct[t.name], parallel.correct[t.name])
+        assert alone.val_accuracy[t.name] == parallel.val_accuracy[t.name] and alone.step[t.name] == parallel.step[t.name]

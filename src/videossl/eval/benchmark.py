@@ -97,8 +97,9 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
 
     boot = VideoBootstrap([v.source_id for v in store.videos_in("test", BENCHMARK)], ecfg.bootstrap, cfg.seed)
     held = [t for t in tasks if t.spec.kind == HELD_OUT]
+    workers = ecfg.workers or os.cpu_count() or 1
     ceil = ceiling.ceiling(store, held, ecfg.speeds, cfg.ingest.synthetic.max_objects, ecfg.ceiling, cfg.seed,
-                           digest, ecfg.cache_dir) if held else None
+                           digest, ecfg.cache_dir, workers=workers) if held else None
     supervised = ceil.correct if ceil else {}
     # A task whose ceiling cannot learn it has no scale to measure a model on: it is reported, not averaged.
     # Decided on the ceiling's validation score (never on test).
@@ -107,7 +108,7 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
 
     rec = Record({"tasks": {}}, n_clips=len(keys))
     outcomes: dict[str, suite.Outcomes] = {}
-    classified = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, ecfg.workers or os.cpu_count() or 1)
+    classified = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, workers)
     baselines = [m for m in shown if m in scores.BASELINES]
     for task in tasks:
         o, null = classified[task.name]
