@@ -72,3 +72,16 @@ def multiblock_masks(batch: int, grid: tuple[int, int, int], ratio: float, scale
         targets.append((np.flatnonzero(flat)[None] + offsets).reshape(-1))
         keeps.append((np.flatnonzero(~flat)[None] + offsets).reshape(-1))
     return TubeMasks(keep=torch.from_numpy(np.stack(keeps)), masked=torch.from_numpy(np.stack(targets)))
+
+
+def next_slice_masks(batch: int, grid: tuple[int, int, int], slice_: int) -> TubeMasks:
+    """The past sees, the next time slice is hidden: `keep` = every token of slices before `slice_`,
+    `masked` = every token of slice `slice_` (tokens are in (t, h, w) order). Later slices are left
+    out. Used at evaluation to ask a predictor for the future (eval/surprise.py)."""
+    t, h, w = grid
+    if not 0 < slice_ < t:
+        raise ValueError(f"next_slice_masks: slice {slice_} of {t}: need a past (slice > 0) and a future (slice < {t})")
+    spatial = h * w
+    keep = torch.arange(slice_ * spatial).expand(batch, -1)
+    masked = torch.arange(slice_ * spatial, (slice_ + 1) * spatial).expand(batch, -1)
+    return TubeMasks(keep=keep.contiguous(), masked=masked.contiguous())

@@ -8,6 +8,8 @@ the feature and ceiling caches under probe_eval.cache_dir.
   / (ceiling - strongest baseline) (suite.temporal_score);
 - trained-on diagnostics: the same probes, and beside them the pretraining objective's own heads on
   the same test clips, zero-shot (`video_heads`);
+- matched held-out tasks, where the objective predicts (mae, jepa): its surprise, zero-shot
+  (`video_surprise`, eval/surprise.py);
 - content and controls: the same probes.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from videossl.config import Config
 from videossl.data.shards import BENCHMARK, ClipStore
 from videossl.eval import ceiling, features, probes, report, scores, suite
 from videossl.eval.stats import VideoBootstrap
-from videossl.eval.tasks import ACCURACY, DIAGNOSTIC, HELD_OUT, REAL_TASK, Task, build_tasks, clip_pixels
+from videossl.eval.tasks import ACCURACY, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, Task, build_tasks, clip_pixels
 
 # The objective's heads, as the diagnostic tasks' labels: task -> (head, how the head's class maps to the task's)
 HEAD_OF_TASK = {"arrow_of_time": "arrow", "speed": "speed", "order": "shuffle"}
@@ -53,27 +55,46 @@ def check(tasks: list[Task]) -> None:
                                      f"drop {task.name} from probe_eval.tasks")
 
 
-def head_scores(objective_path: Path, store: ClipStore, tasks: list[Task], speeds: list[int], batch: int,
+def _test_clips(store: ClipStore, task: Task) -> torch.Tensor:
+    return torch.from_numpy(np.stack([clip_pixels(store, i.clip) for i in task.items["test"]]))
+
+
+def head_scores(objective, info, store: ClipStore, tasks: list[Task], speeds: list[int], batch: int,
                 boot: VideoBootstrap) -> dict[str, dict]:
     """Per diagnostic task, the objective's own head on its test clips, no probe: `video_heads` (with its
     interval). Nothing for tasks whose head the objective lacks."""
-    from videossl.eval.objective_heads import load_objective, pretext_heads, pretext_predictions
+    from videossl.eval.objective_heads import pretext_heads, pretext_predictions
 
-    objective, info = load_objective(objective_path)
     heads = pretext_heads(objective) or {}
     out = {}
     for task in tasks:
         head = HEAD_OF_TASK.get(task.name)
         if head not in heads:
             continue
-        clips = torch.from_numpy(np.stack([clip_pixels(store, i.clip) for i in task.items["test"]]))
-        pred = pretext_predictions(objective, clips, batch)[head]
+        pred = pretext_predictions(objective, _test_clips(store, task), batch)[head]
         if head == "speed":  # the head's classes index the objective's speeds; the task's index probe_eval's
             pred = np.array([speeds.index(info.speeds[p]) if info.speeds[p] in speeds else -1 for p in pred])
         else:  # arrow: 1 = backwards; shuffle: 1 = shuffled; the tasks' label 1 is forward / ordered
             pred = 1 - pred
         correct = (pred == task.labels("test")).astype(np.float64)
-        out[task.name] = boot.estimate(correct, suite.unit_videos(task)).keys(scores.VIDEO + "_heads")
+        out[task.name] = boot.estimate(correct, suite.unit_videos(task)).keys(scores.VIDEO + scores.HEADS)
+    return out
+
+
+def surprise_scores(objective, store: ClipStore, tasks: list[Task], batch: int, boot: VideoBootstrap) -> dict[str, dict]:
+    """Per matched held-out task, the objective's predictor zero-shot (eval/surprise.py): a set is right
+    when its possible members surprise it less than its impossible ones: `video_surprise` (with its
+    interval). Nothing when the objective does not predict."""
+    from videossl.eval.surprise import predictive_part, surprise
+
+    part = predictive_part(objective)
+    if part is None:
+        return {}
+    out = {}
+    for task in (t for t in tasks if t.spec.scoring == MATCHED):
+        s = surprise(part, _test_clips(store, task), batch)
+        correct = suite.outcomes_of(task, "test", np.stack([s, np.zeros_like(s)], 1))  # possible = less surprise
+        out[task.name] = boot.estimate(correct, suite.unit_videos(task)).keys(scores.VIDEO + scores.SURPRISE)
     return out
 
 
@@ -123,8 +144,13 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
             if scores.VIDEO in o.predictions:
                 rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
     diagnostics = [t for t in tasks if t.spec.kind == DIAGNOSTIC]
-    if diagnostics and objective_path is not None:
-        for name, s in head_scores(objective_path, store, diagnostics, ecfg.speeds, ecfg.batch_size, boot).items():
+    if (diagnostics or held) and objective_path is not None:  # the objective's own readings, no probe
+        from videossl.eval.objective_heads import load_objective
+
+        objective, info = load_objective(objective_path)
+        own = {**head_scores(objective, info, store, diagnostics, ecfg.speeds, ecfg.batch_size, boot),
+               **surprise_scores(objective, store, held, ecfg.batch_size, boot)}
+        for name, s in own.items():
             rec.metrics["tasks"][name].update(s)
     if REAL_TASK in ecfg.tasks:
         if len({v.group for v in store.videos_in(kind="real")}) < 2:

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, MODEL_LABELS, MODELS, STRONGEST,
-                                  SUPERVISED, VIDEO, gap, interval)
+from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HEADS, MODEL_LABELS, MODELS,
+                                  STRONGEST, SUPERVISED, SURPRISE, VIDEO, gap, interval)
 from videossl.eval.tasks import CONTENT, CONTROL, DIAGNOSTIC, HELD_OUT, TASKS
 
 PROBE_ABBREVIATIONS = {"linear": "lin", "attentive": "att", "knn": "knn"}
 KIND_SECTIONS = ((HELD_OUT, "Held-out tasks (the headline)",
                   "No pretraining objective sees these labels. The video model is read with the probe chosen on "
                   "validation videos; every baseline with its strongest probe on the test videos (the bar to clear); "
-                  "the gap is paired against the strongest baseline."),
+                  "the gap is paired against the strongest baseline. Where the objective predicts (mae, jepa), "
+                  "`surprise` is its predictor on the matched sets with no probe: right when the possible members "
+                  "surprise it less."),
                  (DIAGNOSTIC, "Trained-on diagnostics",
                   "Labels a pretext objective trains on (reversal, playback speed, shuffling): a probe here re-reads "
                   "what the objective learnt to output. `heads` is the objective's own heads on the same test "
@@ -82,8 +84,10 @@ def kind_table(metrics: dict, models: list[str], kind: str) -> str:
     if not tasks:
         return ""
     lead = VIDEO if kind == DIAGNOSTIC else VIDEO + CHOSEN  # the video model's score the gap is taken from
-    video_cols = [(VIDEO, "video model (linear)"), (VIDEO + "_heads", "objective's heads, zero-shot")] \
+    video_cols = [(VIDEO, "video model (linear)"), (VIDEO + HEADS, "objective's heads, zero-shot")] \
         if kind == DIAGNOSTIC else [(lead, "video model")]
+    if any(VIDEO + SURPRISE in s for s in tasks.values()):  # an objective that predicts, read with no probe
+        video_cols.append((VIDEO + SURPRISE, "video model's surprise, zero-shot"))
     others = [m for m in models if m != VIDEO and m not in BASELINES]  # external encoders: their chosen probe
     base = [m for m in models if m in BASELINES]
     ceiling = any(_is_num(s.get(SUPERVISED)) for s in tasks.values())

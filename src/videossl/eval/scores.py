@@ -32,6 +32,9 @@ MODEL_LABELS = {VIDEO: "video model", FRAMES: "bag of frames", "ordered_frames":
 MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
 BASELINES = MODELS[1:]
 CHOSEN, STRONGEST = "_chosen", "_strongest"  # a model's probe chosen on validation; its best probe on test
+# Zero-shot readings of the video model's own objective, no probe: its pretext heads on the trained-on
+# diagnostics; its predictor's surprise on the matched held-out tasks (objectives that predict)
+HEADS, SURPRISE = "_heads", "_surprise"
 STRONGEST_BASELINE = "strongest_baseline"    # metrics.json: the best baseline's best probe on a task
 
 

@@ -62,7 +62,8 @@ class JEPA(Objective):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         video = to_model_input(batch["clip"])
-        loss, pred, target = self.loss_parts(video, TubeMasks(batch["keep"], batch["masked"]))
+        errors, pred, target = self.loss_parts(video, TubeMasks(batch["keep"], batch["masked"]))
+        loss = errors.mean()  # every clip of a batch hides as many tokens
         # collapse signals: the spread of predictions and targets across clips and positions (a collapsed
         # predictor or target encoder drives its spread to 0); tensors, read at log steps only
         return loss, {"ema_momentum": self.momentum, "pred_spread": pred.detach().flatten(0, 1).std(0).mean(),
@@ -70,15 +71,17 @@ class JEPA(Objective):
 
     def loss(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
         """L1 between predicted and layer-normed target features of the masked tokens (a scalar)."""
-        return self.loss_parts(video, masks)[0]
+        return self.loss_parts(video, masks)[0].mean()
 
     def loss_parts(self, video: torch.Tensor, masks: TubeMasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per clip, the L1 error of its masked tokens' predicted features [B] (the loss's terms;
+        eval/surprise.py reads them as surprise), the predictions and the targets."""
         pred = self.predictor(self.encoder(video, keep=masks.keep), masks).float()
         with torch.no_grad():
             h = self.target(video).float()
             h = F.layer_norm(h, h.shape[-1:])
             h = take_tokens(h, masks.masked)
-        return (pred - h).abs().mean(), pred, h
+        return (pred - h).abs().mean((1, 2)), pred, h
 
     @torch.no_grad()
     def after_step(self, step: int, total: int) -> None:

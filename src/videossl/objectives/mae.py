@@ -62,10 +62,15 @@ class MAE(Objective):
     def loss(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
         """Mean squared error on the masked tokens' pixels, per-patch normalised only with
         `pretrain.normalize_targets` (off by default: see params.yaml) (a scalar)."""
+        return self.clip_errors(video, masks).mean()  # every clip of a batch hides as many tokens
+
+    def clip_errors(self, video: torch.Tensor, masks: TubeMasks) -> torch.Tensor:
+        """Per clip, the mean squared error of its masked tokens' reconstruction [B] (the loss's terms;
+        eval/surprise.py reads them as surprise)."""
         pred = self.decoder(self.encoder(video, keep=masks.keep), masks)
         with torch.no_grad():
             shape = self.encoder.shape
             target = (normalised_targets(video, shape) if self.normalize_targets
                       else patchify(video, shape.tubelet, shape.patch))
             target = take_tokens(target, masks.masked)
-        return ((pred.float() - target) ** 2).mean()
+        return ((pred.float() - target) ** 2).mean((1, 2))
