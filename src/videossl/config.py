@@ -303,6 +303,7 @@ class ContrastiveConfig(Section):
 class PretrainConfig(Section):
     objective: ObjectiveName | dict[ObjectiveName, float] = Field(default_factory=lambda: {"pretext": 1.0, "contrastive": 1.0})
     mask_ratio: float = Field(0.9, gt=0, lt=1)
+    masking: Literal["tubes", "future"] = "tubes"
     baseline_mask_ratio: float = Field(0.75, gt=0, lt=1)
     normalize_targets: bool = False
     steps: int = Field(600, ge=1)
@@ -592,6 +593,11 @@ with warnings.catch_warnings():
                 if self.ingest.clip_frames % self.model.tubelet:
                     raise ValueError(f"ingest.clip_frames ({self.ingest.clip_frames}) must be divisible by "
                                      f"model.tubelet ({self.model.tubelet})")
+                if (not absent & {"pretrain"} and self.pretrain.masking == "future"
+                        and self.ingest.clip_frames // self.model.tubelet < 2):
+                    raise ValueError(f"pretrain.masking (future) needs at least two time slices, a past and a "
+                                     f"future: ingest.clip_frames ({self.ingest.clip_frames}) / model.tubelet "
+                                     f"({self.model.tubelet}) is 1")
             for m in (self.register.gate_metrics if not absent & {"register", "probe_eval"} else ()):
                 from videossl.eval.tasks import HELD_OUT, of_kind
 

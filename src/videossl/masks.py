@@ -4,7 +4,10 @@ Tube masking (VideoMAE): one random set of spatial positions is hidden in every 
 masked patch cannot be copied from the same place in the neighbouring frame.
 
 Multi-block masking (V-JEPA): the union of several spatial blocks of random scale and aspect ratio,
-extended over all time slices (tube blocks), is the target; the rest is the context. Every sample
+extended over all time slices (tube blocks), is the target; the rest is the context.
+
+Future masking (V-JEPA's temporal masking, in its simplest form): the first half of the time slices
+is the context, the second half the target: the predictor learns what comes next. Every sample
 hides exactly the same number of tokens, so a batch stacks without padding, and each sample's mask
 depends only on its own generator (N ranks draw what one rank would).
 """
@@ -74,14 +77,21 @@ def multiblock_masks(batch: int, grid: tuple[int, int, int], ratio: float, scale
     return TubeMasks(keep=torch.from_numpy(np.stack(keeps)), masked=torch.from_numpy(np.stack(targets)))
 
 
-def next_slice_masks(batch: int, grid: tuple[int, int, int], slice_: int) -> TubeMasks:
-    """The past sees, the next time slice is hidden: `keep` = every token of slices before `slice_`,
-    `masked` = every token of slice `slice_` (tokens are in (t, h, w) order). Later slices are left
-    out. Used at evaluation to ask a predictor for the future (eval/surprise.py)."""
+
+def future_context(grid: tuple[int, int, int]) -> int:
+    """Time slices a future mask shows: the first half (rounded down, at least one)."""
+    return max(1, grid[0] // 2)
+
+
+def future_masks(batch: int, grid: tuple[int, int, int]) -> TubeMasks:
+    """The past sees, the future is hidden: `keep` = every token of the first `future_context` time
+    slices, `masked` = every token of the later ones (tokens are in (t, h, w) order). The same for every
+    sample. Trains a predictor to foresee (`pretrain.masking: future`) and asks it what it expected
+    at evaluation (eval/surprise.py)."""
     t, h, w = grid
-    if not 0 < slice_ < t:
-        raise ValueError(f"next_slice_masks: slice {slice_} of {t}: need a past (slice > 0) and a future (slice < {t})")
-    spatial = h * w
-    keep = torch.arange(slice_ * spatial).expand(batch, -1)
-    masked = torch.arange(slice_ * spatial, (slice_ + 1) * spatial).expand(batch, -1)
-    return TubeMasks(keep=keep.contiguous(), masked=masked.contiguous())
+    if t < 2:
+        raise ValueError(f"future masks need at least two time slices (a past and a future), got {t}")
+    cut = future_context(grid) * h * w
+    keep = torch.arange(cut).expand(batch, -1).contiguous()
+    masked = torch.arange(cut, t * h * w).expand(batch, -1).contiguous()
+    return TubeMasks(keep=keep, masked=masked)

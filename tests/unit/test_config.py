@@ -63,6 +63,13 @@ def test_invalid_value_names_the_key(override, key, hint):
     assert hint in str(err.value)
 
 
+def test_future_masking_needs_a_past_and_a_future():
+    with pytest.raises(ConfigError, match=r"'pretrain.masking'.*two time slices") as err:
+        load_config(REPO / "params.yaml", ["pretrain.masking=future", "model.tubelet=8"])
+    assert "ingest.clip_frames (8)" in str(err.value)
+    assert load_config(REPO / "params.yaml", ["pretrain.masking=future"]).pretrain.masking == "future"
+
+
 def test_unknown_section_lists_allowed_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'trainer'.*allowed here: .*pretrain"):
         parse_config("trainer: {steps: 3}")

@@ -1,14 +1,16 @@
-"""Zero-shot surprise: how badly the objective's own predictor foresees what comes next.
+"""Zero-shot surprise: how badly the objective's own predictor foresees the second half of a clip.
 
 Violation of expectation, as IntPhys scores intuitive physics and V-JEPA reads it from a predictor
 with no probe: a model that predicts should be more surprised by the impossible members of a matched
-set than by the possible ones. For each time slice after the first, the encoder sees the slices
-before it and the objective's predictor fills in that slice: the MAE decoder its pixels, the JEPA
-predictor the target encoder's features of the full clip. The error is the objective's own loss term
-(objectives/mae.py, objectives/jepa.py). A clip's surprise is its largest error over those slices:
-an impossible event happens at one moment, and averaging over the others would dilute it.
+set than by the possible ones. The encoder sees the first half of the clip's time slices and the
+objective's predictor fills in the second half (`masks.future_masks`): the MAE decoder its pixels,
+the JEPA predictor the target encoder's features of the full clip. A clip's surprise is that error,
+the objective's own loss term (objectives/mae.py, objectives/jepa.py). A matched set is spliced near
+the middle of its clips, so what comes out from behind a screen is in the half being predicted.
 
-Objectives that do not predict (pretext, contrastive) have no surprise; the probes read them.
+The question is the one `pretrain.masking: future` trains; a predictor trained on tube masks is
+asked it too (it has never predicted a whole future). Objectives that do not predict (pretext,
+contrastive) have no surprise; the probes read them.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from videossl.data.transforms import to_model_input
-from videossl.masks import next_slice_masks
+from videossl.masks import future_masks
 from videossl.objectives.base import Combined, Objective
 from videossl.objectives.jepa import JEPA
 from videossl.objectives.mae import MAE
@@ -39,16 +41,11 @@ def clip_errors(part: MAE | JEPA, video: torch.Tensor, masks) -> torch.Tensor:
 
 
 def surprise(part: MAE | JEPA, clips: torch.Tensor, batch: int = 64) -> np.ndarray:
-    """Per uint8 clip [B, T, H, W, 3], its surprise [B]: the largest next-slice prediction error."""
+    """Per uint8 clip [B, T, H, W, 3], its surprise [B]: the error of its second half predicted from its first."""
     device = next(part.encoder.parameters()).device
-    slices = part.encoder.shape.grid[0]
-    if slices < 2:
-        raise ValueError("surprise needs a video encoder with at least two time slices (a past and a future)")
     out = []
     with torch.inference_mode():
         for i in range(0, len(clips), batch):
             video = to_model_input(clips[i:i + batch], device)
-            errors = torch.stack([clip_errors(part, video, next_slice_masks(len(video), part.encoder.shape.grid, s))
-                                  for s in range(1, slices)], 1)
-            out.append(errors.max(1).values.float().cpu().numpy())
+            out.append(clip_errors(part, video, future_masks(len(video), part.encoder.shape.grid)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -16,6 +16,12 @@ from videossl.objectives.pretext import Pretext, PretextRecipe
 from videossl.objectives.pretext_contrastive import CONTRASTIVE, PRETEXT, PretextContrastive, PretextContrastiveRecipe
 
 
+def _future(cfg: Config, frames: int) -> bool:
+    """The video encoder's mae/jepa predict the clip's second half (`pretrain.masking: future`); a
+    single frame has no future, so the frame encoder keeps tube masks."""
+    return cfg.pretrain.masking == "future" and frames > 1
+
+
 def _mae(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
     shape = encoder.shape
     # a video hides 90% of its tubes (VideoMAE: neighbouring frames give the rest away); a single frame
@@ -23,13 +29,14 @@ def _mae(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
     ratio = cfg.pretrain.mask_ratio if shape.frames > 1 else cfg.pretrain.baseline_mask_ratio
     return (MAE(encoder, cfg.model.decoder_dim, cfg.model.decoder_depth, cfg.model.decoder_heads,
                 cfg.pretrain.normalize_targets),
-            MAERecipe(shape.frames, shape.grid, ratio))
+            MAERecipe(shape.frames, shape.grid, ratio, _future(cfg, shape.frames)))
 
 
 def _jepa(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
     j, shape = cfg.pretrain.jepa, encoder.shape
     return (JEPA(encoder, j.predictor_dim, j.predictor_depth, j.predictor_heads, j.ema_start, j.ema_end),
-            JEPARecipe(shape.frames, shape.grid, j.target_ratio, j.block_scale, j.block_aspect))
+            JEPARecipe(shape.frames, shape.grid, j.target_ratio, j.block_scale, j.block_aspect,
+                       _future(cfg, shape.frames)))
 
 
 def _pretext(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:

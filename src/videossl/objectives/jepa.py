@@ -1,7 +1,9 @@
 """V-JEPA: from the visible context, predict the features a slowly moving target encoder gives the
 masked tube blocks. No pixels are reconstructed.
 
-- masks: multi-block tube masks made per sample in the collate function (`masks.multiblock_masks`);
+- masks: multi-block tube masks made per sample in the collate function (`masks.multiblock_masks`),
+  or with `pretrain.masking: future` the clip's second half (`masks.future_masks`): it learns to
+  predict what comes next, and eval/surprise.py asks it what it expected;
 - the online encoder sees the context tokens only; a narrow predictor (context + mask tokens with
   positions, like the MAE decoder) outputs encoder-width features for the masked tokens;
 - the target encoder is an EMA copy of the encoder (no gradient) that sees the FULL clip; its
@@ -18,19 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from videossl.data.transforms import to_model_input
-from videossl.masks import TubeMasks, multiblock_masks
+from videossl.masks import TubeMasks, future_masks, multiblock_masks
 from videossl.models.predictor import MaskTokenPredictor
 from videossl.models.vit import VideoViT, take_tokens
 from videossl.objectives.base import Batch, Objective, Recipe, stack
 
 
 class JEPARecipe(Recipe):
-    """A clip and its multi-block mask (drawn per sample from the sample's own generator)."""
+    """A clip and its mask: multi-block tubes (drawn per sample from the sample's own generator), or
+    with `future` the clip's second half, predicted from its first."""
 
     def __init__(self, frames: int, grid: tuple[int, int, int], target_ratio: float,
-                 block_scale: tuple[float, float], block_aspect: tuple[float, float]):
+                 block_scale: tuple[float, float], block_aspect: tuple[float, float], future: bool = False):
         super().__init__(frames)
-        self.grid, self.ratio = grid, target_ratio
+        self.grid, self.ratio, self.future = grid, target_ratio, future
         self.scale, self.aspect = tuple(block_scale), tuple(block_aspect)
         spatial = grid[1] * grid[2]
         n = int(round(spatial * target_ratio))
@@ -40,6 +43,10 @@ class JEPARecipe(Recipe):
 
     def collate(self, examples, rngs: list[np.random.Generator]) -> Batch:
         batch = stack(examples)
+        if self.future:
+            masks = future_masks(len(examples), self.grid)
+            batch["keep"], batch["masked"] = masks.keep, masks.masked
+            return batch
         masks = [multiblock_masks(1, self.grid, self.ratio, self.scale, self.aspect, rng) for rng in rngs]
         batch["keep"] = torch.cat([m.keep for m in masks])
         batch["masked"] = torch.cat([m.masked for m in masks])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from videossl.data.transforms import to_model_input
-from videossl.masks import TubeMasks, tube_masks
+from videossl.masks import TubeMasks, future_masks, tube_masks
 from videossl.models.predictor import MaskTokenPredictor
 from videossl.models.vit import VideoViT, VitShape, take_tokens
 from videossl.objectives.base import Batch, Objective, Recipe, stack
@@ -33,14 +33,19 @@ def normalised_targets(video: torch.Tensor, shape: VitShape) -> torch.Tensor:
 
 
 class MAERecipe(Recipe):
-    """A clip and its tube mask (drawn per sample from the sample's own generator)."""
+    """A clip and its mask: random tubes (drawn per sample from the sample's own generator), or with
+    `future` the clip's second half, reconstructed from its first."""
 
-    def __init__(self, frames: int, grid: tuple[int, int, int], mask_ratio: float):
+    def __init__(self, frames: int, grid: tuple[int, int, int], mask_ratio: float, future: bool = False):
         super().__init__(frames)
-        self.grid, self.mask_ratio = grid, mask_ratio
+        self.grid, self.mask_ratio, self.future = grid, mask_ratio, future
 
     def collate(self, examples, rngs: list[np.random.Generator]) -> Batch:
         batch = stack(examples)
+        if self.future:
+            masks = future_masks(len(examples), self.grid)
+            batch["keep"], batch["masked"] = masks.keep, masks.masked
+            return batch
         masks = [tube_masks(1, self.grid, self.mask_ratio, rng) for rng in rngs]
         batch["keep"] = torch.cat([m.keep for m in masks])
         batch["masked"] = torch.cat([m.masked for m in masks])
