@@ -24,6 +24,15 @@ class ConfigError(ValueError):
     """Invalid params: the message names the key and what is allowed."""
 
 
+def distinct(what: str):
+    """A validator: the list has no repeats (a repeated task, probe or head would be scored twice)."""
+    def check(values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"{what} must be distinct")
+        return values
+    return check
+
+
 def distinct_speeds(speeds: list[int]) -> list[int]:
     """Playback speeds (frame steps): distinct integers >= 1, sorted."""
     if any(s < 1 for s in speeds) or len(set(speeds)) != len(speeds):
@@ -273,12 +282,7 @@ class PretextConfig(Section):
     speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
     shuffle_prob: float = Field(0.3, gt=0, lt=1)
 
-    @field_validator("tasks")
-    @classmethod
-    def _unique_tasks(cls, tasks: list[str]) -> list[str]:
-        if len(set(tasks)) != len(tasks):
-            raise ValueError("tasks must be distinct")
-        return tasks
+    _unique_tasks = field_validator("tasks")(distinct("tasks"))
 
     @field_validator("speeds")
     @classmethod
@@ -410,9 +414,7 @@ def known_tasks(tasks: list[str]) -> list[str]:
     unknown = [t for t in tasks if t not in _task_names()]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown} (known: {', '.join(_task_names())})")
-    if len(set(tasks)) != len(tasks):
-        raise ValueError("tasks must be distinct")
-    return tasks
+    return distinct("tasks")(tasks)
 
 
 class ProbeEvalConfig(Section):
@@ -443,12 +445,7 @@ class ProbeEvalConfig(Section):
     def _speeds(cls, speeds: list[int]) -> list[int]:
         return distinct_speeds(speeds)
 
-    @field_validator("probes")
-    @classmethod
-    def _distinct_probes(cls, probes: list[str]) -> list[str]:
-        if len(set(probes)) != len(probes):
-            raise ValueError("probes must be distinct")
-        return probes
+    _distinct_probes = field_validator("probes")(distinct("probes"))
 
 
 class TrackingConfig(Section):

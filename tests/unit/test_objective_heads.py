@@ -16,12 +16,7 @@ from videossl.models.vit import VideoViT
 from videossl.objectives.pretext_contrastive import PretextContrastive
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def export(tmp_path, *extra: str, name: str = "encoder.pt"):

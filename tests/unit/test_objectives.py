@@ -24,13 +24,7 @@ from videossl.objectives.pretext_contrastive import PretextContrastive
 from videossl.train.data import ClipDataset, Collator, Item
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread is several times faster than two (and than two fighting a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,8 @@ from videossl.config import Config, validate_tree
 from videossl.data.transforms import to_model_input
 from videossl.models.checkpoint import CheckpointError, full_state, load_checkpoint
 from videossl.models.vit import VideoViT, VitShape
-from videossl.objectives.base import Combined, CombinedRecipe, Objective, Recipe
+from videossl.objectives.base import Objective, find_part
 from videossl.objectives.pretext import Pretext, PretextRecipe
-from videossl.objectives.pretext_contrastive import PretextContrastive, PretextContrastiveRecipe
 
 
 @dataclass(frozen=True)
@@ -49,35 +48,15 @@ def load_objective(path: str | os.PathLike) -> tuple[Objective, ObjectiveInfo]:
     objective, recipe = objectives.build(cfg, VideoViT(VitShape(**state["shape"])), state["variant"])
     objective.load_state_dict(full_state(objective, state["encoder"], state["objective"]))  # strict
     objective.eval()
-    pretext = _pretext_recipe(recipe)
+    pretext = find_part(recipe, PretextRecipe)
     return objective, ObjectiveInfo(cfg, state["variant"], state["step"],
                                     list(pretext.speeds) if pretext else None,
                                     list(pretext.tasks) if pretext else None)
 
 
-def _pretext_part(objective: Objective) -> Pretext | None:
-    if isinstance(objective, Pretext):
-        return objective
-    if isinstance(objective, PretextContrastive):
-        return objective.pretext
-    if isinstance(objective, Combined):
-        return next((p for p in map(_pretext_part, objective.parts.values()) if p is not None), None)
-    return None
-
-
-def _pretext_recipe(recipe: Recipe) -> PretextRecipe | None:
-    if isinstance(recipe, PretextRecipe):
-        return recipe
-    if isinstance(recipe, PretextContrastiveRecipe):
-        return recipe.pretext
-    if isinstance(recipe, CombinedRecipe):
-        return next((r for r in map(_pretext_recipe, recipe.parts.values()) if r is not None), None)
-    return None
-
-
 def pretext_heads(objective: Objective) -> dict[str, nn.Linear] | None:
     """{task: linear head} of the objective's pretext part, whatever the composition; None without one."""
-    part = _pretext_part(objective)
+    part = find_part(objective, Pretext)
     return dict(part.heads) if part is not None else None
 
 

@@ -19,7 +19,7 @@ import torch
 
 from videossl.data.transforms import to_model_input
 from videossl.masks import future_masks
-from videossl.objectives.base import Combined, Objective
+from videossl.objectives.base import Objective, find_part
 from videossl.objectives.jepa import JEPA
 from videossl.objectives.mae import MAE
 
@@ -28,11 +28,7 @@ PREDICTIVE = (MAE, JEPA)
 
 def predictive_part(objective: Objective) -> MAE | JEPA | None:
     """The objective's part that predicts masked tokens, whatever the composition; None without one."""
-    if isinstance(objective, PREDICTIVE):
-        return objective
-    if isinstance(objective, Combined):
-        return next((p for p in map(predictive_part, objective.parts.values()) if p is not None), None)
-    return None
+    return find_part(objective, PREDICTIVE)
 
 
 def clip_errors(part: MAE | JEPA, video: torch.Tensor, masks) -> torch.Tensor:

@@ -41,6 +41,10 @@ class Recipe:
     def collate(self, examples: list[Example], rngs: list[np.random.Generator]) -> Batch:
         return stack(examples)
 
+    def components(self) -> tuple["Recipe", ...]:
+        """The recipes this one is made of (a combination's parts); none for a plain recipe."""
+        return ()
+
 
 class Objective(nn.Module, abc.ABC):
     def __init__(self, encoder: VideoViT):
@@ -54,6 +58,19 @@ class Objective(nn.Module, abc.ABC):
     def after_step(self, step: int, total: int) -> None:
         """Called after each optimizer step (e.g. to move an EMA target)."""
 
+    def components(self) -> tuple["Objective", ...]:
+        """The objectives this one is made of (a combination's parts); none for a plain objective."""
+        return ()
+
+
+def find_part(node, kind):
+    """`node` (an objective or a recipe) if it is a `kind`, else the first of its components, depth
+    first, that is; None without one. Evaluation reads an objective's own heads and predictor with it,
+    whatever the composition."""
+    if isinstance(node, kind):
+        return node
+    return next((p for p in map(lambda c: find_part(c, kind), node.components()) if p is not None), None)
+
 
 def stack(examples: list[Example]) -> Batch:
     return {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in examples[0]}
@@ -64,6 +81,9 @@ class CombinedRecipe(Recipe):
 
     def __init__(self, parts: dict[str, Recipe]):
         self.parts = parts
+
+    def components(self) -> tuple[Recipe, ...]:
+        return tuple(self.parts.values())
 
     @property
     def frames_needed(self) -> int:
@@ -91,6 +111,9 @@ class Combined(Objective):
         super().__init__(encoder)
         self.parts = nn.ModuleDict(parts)
         self.weights = weights
+
+    def components(self) -> tuple[Objective, ...]:
+        return tuple(self.parts.values())
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         total, logs = 0.0, {}

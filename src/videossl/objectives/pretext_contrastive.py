@@ -33,6 +33,9 @@ class PretextContrastiveRecipe(Recipe):
         super().__init__(pretext.frames)
         self.pretext, self.contrastive = pretext, contrastive
 
+    def components(self) -> tuple[Recipe, ...]:
+        return self.pretext, self.contrastive
+
     @property
     def frames_needed(self) -> int:
         return self.pretext.frames_needed  # the second clip's gap fits in what the first leaves
@@ -60,6 +63,9 @@ class PretextContrastive(Objective):
         super().__init__(encoder)
         self.pretext, self.contrastive = pretext, contrastive
         self.weights = weights
+
+    def components(self) -> tuple[Objective, ...]:
+        return self.pretext, self.contrastive
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         clips = torch.cat([batch["view1"], batch["view2"]])

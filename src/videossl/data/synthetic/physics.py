@@ -41,12 +41,6 @@ def arcs(times: np.ndarray, base: np.ndarray, gravity: np.ndarray, period: float
     return base[None] + along[:, None] * gravity[None] + (drift * times)[:, None] * perpendicular(gravity)[None]
 
 
-def arc_velocity(times: np.ndarray, gravity: np.ndarray, period: float, phase: float, drift: float) -> np.ndarray:
-    tau = np.mod(times + phase, period)
-    along = GRAVITY * (tau - period / 2)
-    return along[:, None] * gravity[None] + drift * perpendicular(gravity)[None]
-
-
 def free_flight(times: np.ndarray, pos: np.ndarray, vel: np.ndarray, accel: np.ndarray) -> np.ndarray:
     """[F, N, 2] positions of bodies in free flight from pos [N, 2], vel [N, 2] at t = 0 under accel [2]."""
     t = times[:, None, None]
