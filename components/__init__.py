@@ -17,6 +17,7 @@ which is why there is no `packages_to_install` and `install_kfp_package=False`.
 from kfp import dsl
 from kfp.dsl.base_component import BaseComponent
 
+from components.ceiling import ceiling
 from components.ingest import ingest
 from components.pretrain import pretrain
 from components.probe_eval import probe_eval
@@ -24,11 +25,11 @@ from components.register import register
 from components.split_params import split_params
 
 SPLIT = "split_params"  # the first task: the params, validated whole, split into each step's share
-FUNCTIONS = {SPLIT: split_params, "ingest": ingest, "pretrain": pretrain, "probe_eval": probe_eval,
-             "register": register}
+FUNCTIONS = {SPLIT: split_params, "ingest": ingest, "pretrain": pretrain, "ceiling": ceiling,
+             "probe_eval": probe_eval, "register": register}
 
 
 def make_components(image: str) -> dict[str, BaseComponent]:
-    """The five components, running in `image`. Only each function's source travels into the
+    """The six components, running in `image`. Only each function's source travels into the
     component, which is why every import lives inside the function bodies."""
     return {step: dsl.component(fn, base_image=image, install_kfp_package=False) for step, fn in FUNCTIONS.items()}

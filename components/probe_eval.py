@@ -4,14 +4,15 @@ from typing import NamedTuple
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def probe_eval(params: str, data: Input[Dataset], model: Input[Model], root: str, image: str, scores: Output[Metrics],
-               report: Output[Markdown]) -> NamedTuple("Outputs", [("eval_uri", str)]):
+def probe_eval(params: str, data: Input[Dataset], model: Input[Model], ceiling_uri: str, root: str, image: str,
+               scores: Output[Metrics], report: Output[Markdown]) -> NamedTuple("Outputs", [("eval_uri", str)]):
     """The temporal benchmark on frozen features, beside every baseline (`videossl.steps.probe_eval`).
 
     Args:
         params: The probe-eval step's share of the params (the split-params task's output).
         data: The dataset (the ingest task's output).
         model: The checkpoints (the pretrain task's output).
+        ceiling_uri: The held-out tasks' supervised ceiling (the ceiling task's output).
         root: Where the run's data and outputs go (cluster.root).
         image: The image the tasks run in (cluster.image, compiled in): part of the output's address.
 
@@ -33,9 +34,9 @@ def probe_eval(params: str, data: Input[Dataset], model: Input[Model], root: str
 
     cfg = parse_step_params(params, "probe_eval")
     data_uri, model_uri = location(data), location(model)
-    out_uri = output_uri(root, "probe_eval", params, image, data_uri, model_uri)
-    with staged([data_uri, model_uri], out_uri) as ([data_dir, model_dir], out):
-        flat = step(cfg, data_dir, model_dir, out)
+    out_uri = output_uri(root, "probe_eval", params, image, data_uri, model_uri, ceiling_uri)
+    with staged([data_uri, model_uri, ceiling_uri], out_uri) as ([data_dir, model_dir, ceiling_dir], out):
+        flat = step(cfg, data_dir, model_dir, out, ceiling_dir=ceiling_dir)
         Path(report.path).write_text(inline_images((out / REPORT).read_text(), out))
     tasks = {task: scores for task, scores in flat.items() if isinstance(scores, dict) and "n_test" in scores}
     for key, value in flatten(tasks).items():

@@ -2,8 +2,8 @@
 from typing import NamedTuple
 
 
-def split_params(params: str) -> NamedTuple("Outputs", [("ingest", str), ("pretrain", str), ("probe_eval", str),
-                                                         ("register", str)]):
+def split_params(params: str) -> NamedTuple("Outputs", [("ingest", str), ("pretrain", str), ("ceiling", str),
+                                                         ("probe_eval", str), ("register", str)]):
     """The params, validated with every cross-section check, split into one share per step (`videossl.step_params`).
 
     A task's cache key and output folder depend on its inputs: with only its own sections among them,
@@ -15,6 +15,7 @@ def split_params(params: str) -> NamedTuple("Outputs", [("ingest", str), ("pretr
     Returns:
         ingest: The ingest step's sections, as one line of JSON.
         pretrain: The pretrain step's sections.
+        ceiling: The ceiling step's sections.
         probe_eval: The probe-eval step's sections.
         register: The register step's sections (all of them: its run logs every param).
     """
@@ -23,5 +24,5 @@ def split_params(params: str) -> NamedTuple("Outputs", [("ingest", str), ("pretr
     from videossl.step_params import split
 
     shares = split(params)
-    return namedtuple("Outputs", ["ingest", "pretrain", "probe_eval", "register"])(
-        shares["ingest"], shares["pretrain"], shares["probe_eval"], shares["register"])
+    names = ["ingest", "pretrain", "ceiling", "probe_eval", "register"]
+    return namedtuple("Outputs", names)(*(shares[n] for n in names))

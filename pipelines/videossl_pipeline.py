@@ -1,4 +1,4 @@
-"""The videossl KFP pipeline: split_params -> ingest -> pretrain -> probe_eval -> register.
+"""The videossl KFP pipeline: split_params -> ingest -> (pretrain, ceiling) -> probe_eval -> register.
 
 Datasets and models travel as `dsl.Dataset` / `dsl.Model` artifacts that point at their folders (a
 path locally, an s3:// URI on the cluster; `videossl.artifact_locations`), never the data itself, so
@@ -21,8 +21,8 @@ reruns register alone. Outputs go to folders addressed the same way
 (`videossl.data.versioning.output_uri`: `{root}/{layout}/{hash of the share + image + input
 locations}`; the image is compiled into every task, so new code addresses new folders), so a cache hit
 hands back exactly the folder these inputs produce; no run with other params ever writes there.
-Hence ingest (deterministic; with a data version, content-addressed), pretrain (the expensive one)
-and probe_eval may be served from cache. register never is: it writes to the MLflow registry (a new
+Hence ingest (deterministic; with a data version, content-addressed), pretrain (the expensive one),
+ceiling and probe_eval may be served from cache. register never is: it writes to the MLflow registry (a new
 version, the champion alias), and a cache hit would report an old version as this run's and skip
 the gate against today's champion. A data version is cached by its name: pass a tag or a commit, as
 a branch name would keep resolving to the data it named the first time.
@@ -43,7 +43,8 @@ from videossl.tracking import PIPELINE_RUN_ENV
 
 PIPELINE_NAME = "videossl"
 PipelineOutputs = NamedTuple("Outputs", [
-    ("data", Dataset), ("model", Model), ("eval_uri", str), ("register_uri", str), ("model_version", str),
+    ("data", Dataset), ("model", Model), ("ceiling_uri", str), ("eval_uri", str), ("register_uri", str),
+    ("model_version", str),
     ("scores", Metrics), ("report", Markdown), ("model_card", Markdown)])
 
 # Which Secret keys each task gets as environment variables (names only: the values stay in the
@@ -52,7 +53,7 @@ PipelineOutputs = NamedTuple("Outputs", [
 S3_KEYS, S3_OPTIONAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_ENDPOINT_URL",)
 MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 USES_MLFLOW = {"pretrain", "probe_eval", "register"}  # ingest logs nothing to MLflow
-CACHED = {SPLIT: True, "ingest": True, "pretrain": True, "probe_eval": True, "register": False}  # why: module docstring
+CACHED = {SPLIT: True, "ingest": True, "pretrain": True, "ceiling": True, "probe_eval": True, "register": False}  # why: module docstring
 # The MLflow runs of one pipeline execution are children of one parent run (videossl.tracking), named
 # by this environment variable: on the cluster, the Argo workflow's name, a label of every pod of the
 # run, read through the Downward API (environment, not a task input, so it is in no cache key).
@@ -122,7 +123,7 @@ def build_pipeline(cfg: Config, target: str = "cluster"):
                               "-> temporal benchmark -> MLflow registry (champion/challenger gate).")
     def videossl_pipeline(params: str = params_text(cfg), root: str = cfg.cluster.root,
                           data_version: str = cfg.cluster.data_version or "") -> PipelineOutputs:
-        """videossl: split_params -> ingest -> pretrain -> probe_eval -> register.
+        """videossl: split_params -> ingest -> (pretrain, ceiling side by side) -> probe_eval -> register.
 
         Args:
             params: The params, as one line of JSON (valid YAML); the default is the params the pipeline was
@@ -138,13 +139,17 @@ def build_pipeline(cfg: Config, target: str = "cluster"):
         pretrain = _configure(comps["pretrain"](params=share["pretrain"], data=data, root=root, launcher=launcher,
                                                 image=image), "pretrain", cfg, target)
         model = pretrain.outputs["model"]
-        scores = _configure(comps["probe_eval"](params=share["probe_eval"], data=data, model=model, root=root,
-                                                image=image), "probe_eval", cfg, target)
+        # the ceiling needs the data only: it trains while pretraining does
+        ceiling = _configure(comps["ceiling"](params=share["ceiling"], data=data, root=root, image=image), "ceiling",
+                             cfg, target)
+        scores = _configure(comps["probe_eval"](params=share["probe_eval"], data=data, model=model,
+                                                ceiling_uri=ceiling.outputs["ceiling_uri"], root=root, image=image),
+                            "probe_eval", cfg, target)
         reg = _configure(comps["register"](params=share["register"], data=data, model=model,
                                            eval_uri=scores.outputs["eval_uri"], root=root, image=image),
                          "register", cfg, target)
         return PipelineOutputs(
-            data=data, model=model, eval_uri=scores.outputs["eval_uri"],
+            data=data, model=model, ceiling_uri=ceiling.outputs["ceiling_uri"], eval_uri=scores.outputs["eval_uri"],
             register_uri=reg.outputs["register_uri"], model_version=reg.outputs["model_version"],
             scores=scores.outputs["scores"], report=scores.outputs["report"], model_card=reg.outputs["model_card"])
 

@@ -13,7 +13,7 @@ from videossl.config import ConfigError, load_config
 from videossl.stages import STAGES
 
 # each step's default folder: where dvc.yaml runs it
-DATA, MODELS, EVAL, REGISTER = (STAGES[s].out for s in ("ingest", "pretrain", "probe_eval", "register"))
+DATA, MODELS, CEILING, EVAL, REGISTER = (STAGES[s].out for s in ("ingest", "pretrain", "ceiling", "probe_eval", "register"))
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -32,15 +32,21 @@ def _step(sub, name: str, help: str, **folders: str) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="videossl", description="Video-native SSL pipeline: ingest -> pretrain -> "
-                                 "probe-eval -> register")
+    ap = argparse.ArgumentParser(prog="videossl", description="Video-native SSL pipeline: ingest -> pretrain (and "
+                                 "ceiling) -> probe-eval -> register")
     sub = ap.add_subparsers(dest="command", required=True)
 
     _step(sub, "ingest", "raw videos -> clip shards + manifest", out=DATA)
     _step(sub, "pretrain", "pretrain the video encoder and the bag-of-frames baseline (torchrun)", data=DATA, out=MODELS)
-    _step(sub, "probe-eval", "temporal benchmark on frozen features", data=DATA, models=MODELS, out=EVAL)
-    p = _step(sub, "evaluate", "the temporal benchmark of any encoder (package.module:factory[=arg]), beside this "
-              "project's model and every baseline, in one report", data=DATA, models=MODELS, out="outputs/evaluate")
+    _step(sub, "ceiling", "the held-out tasks' supervised ceiling: a small network trained with each task's labels, "
+          "once per dataset", data=DATA, out=CEILING)
+    for p in (_step(sub, "probe-eval", "temporal benchmark on frozen features", data=DATA, models=MODELS, out=EVAL),
+              _step(sub, "evaluate", "the temporal benchmark of any encoder (package.module:factory[=arg]), beside "
+                    "this project's model and every baseline, in one report", data=DATA, models=MODELS,
+                    out="outputs/evaluate")):
+        p.add_argument("--ceiling", default=None, help=f"the ceiling step's output (dvc.yaml: {CEILING}), checked "
+                       "against --data and the params; default: the ceiling is trained here (cached per dataset)")
+    p = sub.choices["evaluate"]
     p.add_argument("--encoder", action="append", required=True,
                    help="package.module:factory[=argument] (repeatable); the contract: videossl.eval.external")
     _step(sub, "register", "log + register the encoder in MLflow, champion/challenger gate", data=DATA, models=MODELS,
@@ -168,14 +174,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.steps.pretrain import pretrain
 
         pretrain(cfg, args.data, args.out)
+    elif cmd == "ceiling":
+        from videossl.steps.ceiling import ceiling
+
+        ceiling(cfg, args.data, args.out)
     elif cmd == "probe-eval":
         from videossl.steps.probe_eval import probe_eval
 
-        probe_eval(cfg, args.data, args.models, args.out)
+        probe_eval(cfg, args.data, args.models, args.out, ceiling_dir=args.ceiling)
     elif cmd == "evaluate":
         from videossl.steps.probe_eval import probe_eval
 
-        probe_eval(cfg, args.data, args.models, args.out, encoders=args.encoder)
+        probe_eval(cfg, args.data, args.models, args.out, encoders=args.encoder, ceiling_dir=args.ceiling)
     elif cmd == "register":
         from videossl.steps.register import register
 

@@ -428,6 +428,7 @@ class ProbeEvalConfig(Section):
     real: RealArrowConfig = RealArrowConfig()
     pool_grid: int = Field(2, ge=1, le=8)
     clips_per_video: int = Field(3, ge=1)
+    diagnostic_clips_per_video: int = Field(1, ge=1)
     random_init_seeds: int = Field(3, ge=1)
     workers: int = Field(0, ge=0, le=64)
     bootstrap: int = Field(1000, ge=100)
@@ -542,11 +543,12 @@ class ClusterConfig(Section):
     data_repo: str | None = None
     secrets: ClusterSecrets = ClusterSecrets()
     job: ClusterJobConfig = ClusterJobConfig()
-    resources: dict[Literal["split_params", "ingest", "pretrain", "probe_eval", "register"], StepResources] = Field(
+    resources: dict[Literal["split_params", "ingest", "pretrain", "ceiling", "probe_eval", "register"], StepResources] = Field(
         default_factory=lambda: {
             "split_params": StepResources(cpu="500m", memory="512Mi", retries=2),
             "ingest": StepResources(cpu="2", memory="4Gi", retries=2),
             "pretrain": StepResources(cpu="2", memory="4Gi", retries=0),
+            "ceiling": StepResources(cpu="4", memory="4Gi", retries=1),
             "probe_eval": StepResources(cpu="4", memory="8Gi", retries=1),
             "register": StepResources(cpu="1", memory="2Gi", retries=2),
         })

@@ -101,8 +101,8 @@ def run_local(cfg: Config, root: str | os.PathLike, kfp_root: str | os.PathLike 
                                 f"under {root_str}.") from e
 
     out = run.outputs
-    loc = {"ingest": location(out["data"]), "pretrain": location(out["model"]), "probe_eval": out["eval_uri"],
-           "register": out["register_uri"]}
+    loc = {"ingest": location(out["data"]), "pretrain": location(out["model"]), "ceiling": out["ceiling_uri"],
+           "probe_eval": out["eval_uri"], "register": out["register_uri"]}
     with staged([loc["register"]]) as ([reg_dir], _):
         reg = json.loads((reg_dir / REGISTRATION).read_text())
     headline = {"video", "frames", "random_init", "pixels", "chance"}

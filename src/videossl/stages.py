@@ -43,7 +43,10 @@ STAGES = {
     "pretrain": Stage(("seed", "model", "pretrain"),
                       ("models", "objectives", "train", "masks.py", "data/transforms.py", "steps/pretrain.py"),
                       "outputs/pretrain", reads=("ingest", "tracking", "cluster")),
-    "probe_eval": Stage(("seed", "probe_eval"), ("eval", "steps/probe_eval.py"), "outputs/eval",
+    # the held-out tasks and the ceiling's settings are probe_eval's (the ceiling is cut exactly as the probes
+    # are); a probe-only change reruns the stage, which then finds its network in probe_eval.cache_dir
+    "ceiling": Stage(("seed", "probe_eval"), ("eval", "steps/ceiling.py"), "outputs/ceiling", reads=("ingest",)),
+    "probe_eval": Stage(("seed", "probe_eval"), ("eval", "steps/ceiling.py", "steps/probe_eval.py"), "outputs/eval",
                         reads=("ingest", "tracking")),
     # every section: the registered model's run logs all params, and the gate reads probe_eval.tasks
     "register": Stage(("tracking", "register"),

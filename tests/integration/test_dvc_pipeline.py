@@ -46,7 +46,7 @@ def dvc_project(tmp_path_factory):
 
 def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     first = _run([str(BIN / "dvc"), "repro"], dvc_project)
-    assert _ran(first) == {"ingest", "pretrain", "probe_eval", "register"}
+    assert _ran(first) == {"ingest", "pretrain", "ceiling", "probe_eval", "register"}
     for out in ["data/ingest/manifest.jsonl", "outputs/pretrain/encoder.pt", "outputs/eval/metrics.json",
                 "outputs/eval/plots/benchmark.png", "outputs/register/registration.json"]:
         assert (dvc_project / out).is_file(), out
@@ -75,15 +75,17 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert _run(["git", "status", "--porcelain"], dvc_project, stdout_only=True) == ""
 
     params = yaml.safe_load((dvc_project / "params.yaml").read_text())
-    params["probe_eval"]["epochs"] += 5
+    params["probe_eval"]["epochs"] //= 4  # fewer L-BFGS iterations: other probe scores
     (dvc_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = _run([str(BIN / "dvc"), "repro"], dvc_project)
-    assert _ran(second) == {"probe_eval", "register"}
+    # the ceiling stage reruns too (it reads probe_eval), and finds its network in the cache: the same record
+    assert _ran(second) == {"ceiling", "probe_eval", "register"}
+    assert _run(["git", "status", "--porcelain", "outputs/ceiling"], dvc_project, stdout_only=True) == ""
     assert json.loads((dvc_project / "outputs/register/registration.json").read_text())["version"] in ("3", 3)
 
     # two experiments side by side: a headline of numbers per stage, keyed the way people read them
     diff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], dvc_project, stdout_only=True))
-    assert set(diff) == {f"{STAGES[s].out}/metrics.json" for s in ("ingest", "pretrain", "probe_eval")}
+    assert set(diff) == {f"{STAGES[s].out}/metrics.json" for s in ("ingest", "pretrain", "ceiling", "probe_eval")}
     rows = {f"{f}:{k}": v for f, m in diff.items() for k, v in m.items()}
     assert len(rows) <= 60, sorted(rows)
     assert all(isinstance(v.get("new"), (int, float)) for v in rows.values()), rows

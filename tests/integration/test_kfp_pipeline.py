@@ -76,8 +76,9 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
     local = [p for p in (*tmp_path.rglob("*.npy"), *tmp_path.rglob("encoder.pt")) if tmp_path / "mlartifacts" not in p.parents]
     assert not local, local
 
-    with storage.staged([loc[s] for s in ("ingest", "pretrain", "probe_eval", "register")]) as (dirs, _):
-        data, model, ev, reg_dir = dirs
+    assert set(loc) == set(STAGES)
+    with storage.staged([loc[s] for s in ("ingest", "pretrain", "ceiling", "probe_eval", "register")]) as (dirs, _):
+        data, model, ceiling_dir, ev, reg_dir = dirs
         # ingest: shards + manifest, split by source video, test split populated
         assert sorted(p.name for p in (data / "shards").iterdir())
         stats = json.loads((data / "ingest.json").read_text())
@@ -98,6 +99,11 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
         pre = json.loads((model / "pretrain.json").read_text())
         assert pre["video"]["steps"] == 3 and pre["frames"]["steps"] == 3
 
+        # ceiling: the held-out task's network, and the ceiling probe-eval scored against
+        ceiling_record = json.loads((ceiling_dir / "ceiling.json").read_text())
+        assert ceiling_record["identity"]["dataset"] == stats["digest"]
+        assert set(ceiling_record["correct"]) == {"gravity_law"}
+
         # probe_eval: every task scored for every model, on test videos
         metrics = json.loads((ev / "scores.json").read_text())
         for task in cfg.probe_eval.tasks:
@@ -107,6 +113,8 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
                 assert 0.0 <= s[f"{m}_ci_low"] <= s[m] <= s[f"{m}_ci_high"] <= 1.0
         assert (ev / "plots" / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert metrics["dataset_digest"] == stats["digest"]
+        correct = ceiling_record["correct"]["gravity_law"]
+        assert metrics["gravity_law"]["supervised"] == pytest.approx(sum(correct) / len(correct), abs=1e-4)
         eval_seconds = json.loads((ev / "timings.json").read_text())["total"]
         report = (ev / "report.md").read_text()
         registration = json.loads((reg_dir / "registration.json").read_text())

@@ -221,6 +221,36 @@ def test_missing_baseline_checkpoint_is_a_clear_error(tiny_cfg, tiny_data, tiny_
         probe_eval(tiny_cfg, tiny_data, tmp_path, tmp_path / "out")
 
 
+def test_probe_eval_scores_against_the_ceiling_steps_record_and_refuses_another(tiny_root, tiny_data, tiny_models,
+                                                                             tmp_path):
+    """The ceiling step (dvc.yaml's stage, the KFP task beside pretraining) trains once per dataset; probe-eval
+    reads its record, and refuses one trained with other settings before doing any work."""
+    from videossl.steps.ceiling import CeilingError, ceiling
+
+    tasks = ("probe_eval.tasks=[gravity_law, permanence, arrow_of_time]", "probe_eval.probes=[linear]",
+             "probe_eval.cache_dir=null")  # no cache: each run of the step trains
+    cfg = tiny_config(tiny_root, *tasks)
+    ceiling(cfg, tiny_data, tmp_path / "ceiling")
+    first = (tmp_path / "ceiling" / "ceiling.json").read_bytes()
+    record = json.loads(first)
+    assert set(record["correct"]) == {"gravity_law", "permanence"}  # held-out tasks only
+    ceiling(cfg, tiny_data, tmp_path / "ceiling")
+    assert (tmp_path / "ceiling" / "ceiling.json").read_bytes() == first  # no wall time: the same bytes (DVC, git)
+    metrics = json.loads((tmp_path / "ceiling" / "metrics.json").read_text())
+    assert set(metrics) == {"gravity_law", "permanence"} and set(metrics["permanence"]) == {"val", "test", "step"}
+
+    scored = probe_eval(cfg, tiny_data, tiny_models, tmp_path / "eval", ceiling_dir=tmp_path / "ceiling")
+    for task, correct in record["correct"].items():
+        assert scored[task]["supervised"] == pytest.approx(np.mean(correct), abs=1e-4), task
+
+    other = tiny_config(tiny_root, *tasks, "probe_eval.ceiling.steps=5")
+    with pytest.raises(CeilingError, match="another cfg .*run `videossl ceiling` again"):
+        probe_eval(other, tiny_data, tiny_models, tmp_path / "other", ceiling_dir=tmp_path / "ceiling")
+    assert not (tmp_path / "other" / "scores.json").exists()
+    with pytest.raises(CeilingError, match="cannot read the ceiling"):
+        probe_eval(cfg, tiny_data, tiny_models, tmp_path / "other", ceiling_dir=tmp_path / "nowhere")
+
+
 def test_report_for_the_kfp_ui_embeds_its_plots(evaluated):
     """KFP's Markdown viewer gets only the text: every plot the report links is inlined."""
     import base64

@@ -12,9 +12,9 @@ from videossl.pipeline_runs import compile_pipeline
 from videossl.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = {"split-params", "ingest", "pretrain", "probe-eval", "register"}
-STEP_OF_TASK = {"split-params": "split_params", "ingest": "ingest", "pretrain": "pretrain", "probe-eval": "probe_eval",
-                "register": "register"}
+TASKS = {"split-params", "ingest", "pretrain", "ceiling", "probe-eval", "register"}
+STEP_OF_TASK = {"split-params": "split_params", "ingest": "ingest", "pretrain": "pretrain", "ceiling": "ceiling",
+                "probe-eval": "probe_eval", "register": "register"}
 STEPS = TASKS - {"split-params"}
 
 # ----------------------------------------------------------------------------------------------
@@ -48,14 +48,16 @@ def test_every_pipeline_and_component_parameter_is_described_in_the_ir(ir):
     assert ir["pipelineInfo"]["description"].startswith("Raw video -> clip shards")
 
 
-def test_ir_has_the_four_steps_chained_by_their_output_locations(ir):
+def test_ir_has_the_five_steps_chained_by_their_output_locations(ir):
     tasks = ir["root"]["dag"]["tasks"]
     assert set(tasks) == TASKS
     assert set(ir["root"]["inputDefinitions"]["parameters"]) == {"params", "root", "data_version"}
 
     deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    # the ceiling needs the data, not the model: it runs beside pretraining
     assert deps == {"split-params": set(), "ingest": {"split-params"}, "pretrain": {"split-params", "ingest"},
-                    "probe-eval": {"split-params", "ingest", "pretrain"},
+                    "ceiling": {"split-params", "ingest"},
+                    "probe-eval": {"split-params", "ingest", "pretrain", "ceiling"},
                     "register": {"split-params", "ingest", "pretrain", "probe-eval"}}
 
     def artifact_source(task: str, name: str) -> tuple[str, str]:
@@ -63,12 +65,14 @@ def test_ir_has_the_four_steps_chained_by_their_output_locations(ir):
         return a["producerTask"], a["outputArtifactKey"]
 
     # Datasets and models are artifacts (lineage in the UI), passed from the task that made them.
-    for consumer in ("pretrain", "probe-eval", "register"):
+    for consumer in ("pretrain", "ceiling", "probe-eval", "register"):
         assert artifact_source(consumer, "data") == ("ingest", "data")
     for consumer in ("probe-eval", "register"):
         assert artifact_source(consumer, "model") == ("pretrain", "model")
     p = tasks["register"]["inputs"]["parameters"]["eval_uri"]["taskOutputParameter"]
     assert (p["producerTask"], p["outputParameterKey"]) == ("probe-eval", "eval_uri")
+    p = tasks["probe-eval"]["inputs"]["parameters"]["ceiling_uri"]["taskOutputParameter"]
+    assert (p["producerTask"], p["outputParameterKey"]) == ("ceiling", "ceiling_uri")
 
     assert tasks["split-params"]["inputs"]["parameters"]["params"] == {"componentInputParameter": "params"}
     for name in STEPS:
@@ -93,7 +97,7 @@ def test_a_register_only_change_keeps_the_other_steps_cache_keys(cfg, tmp_path):
     before, after = (next(yaml.safe_load_all(Path(compile_pipeline(c, tmp_path / f"{n}.yaml")).read_text()))
                      for n, c in (("before", cfg), ("after", changed)))
     shares = [split(ir["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]) for ir in (before, after)]
-    for step in ("ingest", "pretrain", "probe_eval"):
+    for step in ("ingest", "pretrain", "ceiling", "probe_eval"):
         assert shares[0][step] == shares[1][step], step
     assert shares[0]["register"] != shares[1]["register"]
     for task in STEPS - {"register"}:
@@ -103,6 +107,7 @@ def test_a_register_only_change_keeps_the_other_steps_cache_keys(cfg, tmp_path):
     trained = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"steps": cfg.pretrain.steps + 1})})
     moved = split(json.dumps(trained.model_dump(mode="json")))
     assert moved["ingest"] == shares[0]["ingest"] and moved["pretrain"] != shares[0]["pretrain"]
+    assert moved["ceiling"] == shares[0]["ceiling"]  # a new model, the same ceiling
 
 
 def test_a_step_reading_a_section_it_was_not_handed_fails_naming_it(cfg):
@@ -156,7 +161,7 @@ def test_ir_images_resources_caching_and_small_outputs(ir, cfg):
     # the run's own outputs, shown on the run page
     outs = ir["root"]["dag"]["outputs"]
     assert set(outs["artifacts"]) == {"data", "model", "scores", "report", "model_card"}
-    assert set(outs["parameters"]) == {"model_version", "eval_uri", "register_uri"}
+    assert set(outs["parameters"]) == {"model_version", "ceiling_uri", "eval_uri", "register_uri"}
 
 
 def test_compile_is_deterministic(tmp_path, cfg):

@@ -26,8 +26,10 @@ from videossl.config import Config
 from videossl.data.shards import BENCHMARK, ClipStore
 from videossl.eval import ceiling, features, probes, report, scores, suite
 from videossl.eval.stats import VideoBootstrap
-from videossl.eval.tasks import ACCURACY, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, Task, build_tasks, clip_pixels
+from videossl.eval.tasks import (ACCURACY, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, TASKS, Task, build_tasks, clip_pixels,
+                                 of_kind)
 
+CONFUSION_MODELS = (scores.VIDEO, scores.FRAMES)  # the models whose confusion matrices are drawn
 # The objective's heads, as the diagnostic tasks' labels: task -> (head, how the head's class maps to the task's)
 HEAD_OF_TASK = {"arrow_of_time": "arrow", "speed": "speed", "order": "shuffle"}
 
@@ -35,7 +37,7 @@ HEAD_OF_TASK = {"arrow_of_time": "arrow", "speed": "speed", "order": "shuffle"}
 @dataclass
 class Record:
     metrics: dict                      # {"tasks": {task: scores}, "footage": [...]}
-    confusions: dict = field(default_factory=dict)  # task -> model -> [C, C]
+    confusions: dict = field(default_factory=dict)  # task -> model (CONFUSION_MODELS) -> [C, C]
     classes: dict = field(default_factory=dict)     # task -> class names
     predicted: dict = field(default_factory=dict)   # task -> DVC confusion rows of the video model
     n_clips: int = 0
@@ -53,6 +55,34 @@ def check(tasks: list[Task]) -> None:
                 raise BenchmarkError(f"probe_eval.tasks: {task.name} has no clips in the {split} split; ingest its "
                                      f"scene family '{task.spec.family}' (ingest.synthetic.benchmark.families) or "
                                      f"drop {task.name} from probe_eval.tasks")
+
+
+def tasks_of(cfg: Config, store: ClipStore, names: list[str]) -> list[Task]:
+    """The named tasks cut as every reader of the benchmark cuts them (the probes, the ceiling, the heads):
+    `clips_per_video` windows per video, `diagnostic_clips_per_video` for the trained-on diagnostics."""
+    ecfg = cfg.probe_eval
+
+    def clips(name: str) -> int:
+        return ecfg.diagnostic_clips_per_video if TASKS[name].kind == DIAGNOSTIC else ecfg.clips_per_video
+
+    return [build_tasks(store, [n], ecfg.speeds, clips(n), cfg.ingest.synthetic.max_objects, cfg.seed)[0]
+            for n in names]
+
+
+def held_out_tasks(cfg: Config, store: ClipStore) -> list[Task]:
+    return tasks_of(cfg, store, of_kind(HELD_OUT, cfg.probe_eval.tasks))
+
+
+def ceiling_identity(cfg: Config, held: list[Task], digest: str) -> dict:
+    ecfg = cfg.probe_eval
+    return ceiling.identity(digest, held, ecfg.speeds, cfg.ingest.synthetic.max_objects, ecfg.ceiling, cfg.seed)
+
+
+def supervised_ceiling(cfg: Config, store: ClipStore, held: list[Task], digest: str) -> ceiling.CeilingResult:
+    """The held-out tasks' supervised ceiling (eval/ceiling.py), from the cache when trained before."""
+    ecfg = cfg.probe_eval
+    return ceiling.ceiling(store, held, ecfg.speeds, cfg.ingest.synthetic.max_objects, ecfg.ceiling, cfg.seed,
+                           digest, ecfg.cache_dir, workers=ecfg.workers or os.cpu_count() or 1)
 
 
 def _test_clips(store: ClipStore, task: Task) -> torch.Tensor:
@@ -99,28 +129,32 @@ def surprise_scores(objective, store: ClipStore, tasks: list[Task], batch: int, 
 
 
 def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], digest: str,
-        objective_path: Path | None = None, real_pretrained: bool = False) -> Record:
+        objective_path: Path | None = None, real_pretrained: bool = False,
+        trained_ceiling: ceiling.CeilingResult | None = None) -> Record:
     """The benchmark of `models` (the first is the video model) on `store`; `real_pretrained`: the video
-    model trained on the real footage it is scored on (pretrain.real_footage), which the record says."""
+    model trained on the real footage it is scored on (pretrain.real_footage), which the record says;
+    `trained_ceiling`: the held-out tasks' ceiling (the ceiling step's record), trained here when None."""
     ecfg = cfg.probe_eval
     t0 = time.perf_counter()
-    names = [n for n in ecfg.tasks if n != REAL_TASK]
-    tasks = build_tasks(store, names, ecfg.speeds, ecfg.clips_per_video, cfg.ingest.synthetic.max_objects,
-                        cfg.seed) if names else []
+    tasks = tasks_of(cfg, store, [n for n in ecfg.tasks if n != REAL_TASK])
     check(tasks)
+    if REAL_TASK in ecfg.tasks and len({v.group for v in store.videos_in(kind="real")}) < 2:
+        raise BenchmarkError(f"probe_eval.tasks: {REAL_TASK} needs real videos from at least 2 footage groups "
+                             f"(ingest.sources: samples, a local folder or s3://); drop it from the tasks "
+                             f"for synthetic-only data")
     shown = scores.MODELS + [m.name for m in models if m.name not in scores.MODELS and suite.model_group(m.name) == m.name]
     keys = sorted({k for t in tasks for k in t.keys()}, key=features.key_str)
     index = {k: i for i, k in enumerate(keys)}
     cache = features.FeatureCache(ecfg.cache_dir, digest)
     feats = features.extract(store, keys, models, ecfg.batch_size, cache) if keys else {}
+    real = suite.real_arrow_inputs(store, models, cache, ecfg) if REAL_TASK in ecfg.tasks else None
     t_feat = time.perf_counter() - t0
     print(f"probe_eval: features of {len(keys)} clips x {len(models)} models in {t_feat:.1f} s", flush=True)
 
     boot = VideoBootstrap([v.source_id for v in store.videos_in("test", BENCHMARK)], ecfg.bootstrap, cfg.seed)
     held = [t for t in tasks if t.spec.kind == HELD_OUT]
     workers = ecfg.workers or os.cpu_count() or 1
-    ceil = ceiling.ceiling(store, held, ecfg.speeds, cfg.ingest.synthetic.max_objects, ecfg.ceiling, cfg.seed,
-                           digest, ecfg.cache_dir, workers=workers) if held else None
+    ceil = (trained_ceiling or supervised_ceiling(cfg, store, held, digest)) if held else None
     supervised = ceil.correct if ceil else {}
     # A task whose ceiling cannot learn it has no scale to measure a model on: it is reported, not averaged.
     # Decided on the ceiling's validation score (never on test).
@@ -129,7 +163,7 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
 
     rec = Record({"tasks": {}}, n_clips=len(keys))
     outcomes: dict[str, suite.Outcomes] = {}
-    classified = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, workers)
+    classified, arrows = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, workers, real)
     baselines = [m for m in shown if m in scores.BASELINES]
     for task in tasks:
         o, null = classified[task.name]
@@ -138,8 +172,9 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
         rec.metrics["tasks"][task.name] = suite.score(o, boot, null, shown[1:], supervised.get(task.name),
                                                       ecfg.determinable if o.determinability is not None else None)
         if task.spec.scoring == ACCURACY:
-            rec.confusions[task.name] = {m: probes.confusion_matrix(o.labels, p, len(task.classes))
-                                         for m, p in o.predictions.items()}
+            # the video model beside the bag of frames (a grid of every model's took longer to draw than to score)
+            rec.confusions[task.name] = {m: probes.confusion_matrix(o.labels, o.predictions[m], len(task.classes))
+                                         for m in CONFUSION_MODELS if m in o.predictions}
             rec.classes[task.name] = task.classes
             if scores.VIDEO in o.predictions:
                 rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
@@ -152,12 +187,8 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
                **surprise_scores(objective, store, held, ecfg.batch_size, boot)}
         for name, s in own.items():
             rec.metrics["tasks"][name].update(s)
-    if REAL_TASK in ecfg.tasks:
-        if len({v.group for v in store.videos_in(kind="real")}) < 2:
-            raise BenchmarkError(f"probe_eval.tasks: {REAL_TASK} needs real videos from at least 2 footage groups "
-                                 f"(ingest.sources: samples, a local folder or s3://); drop it from the tasks "
-                                 f"for synthetic-only data")
-        rec.metrics["tasks"][REAL_TASK] = {**suite.real_arrow(store, models, cache, ecfg, cfg.seed),
+    if real is not None:
+        rec.metrics["tasks"][REAL_TASK] = {**suite.real_arrow(real, arrows, ecfg, cfg.seed),
                                            "pretrained_on_these_videos": int(real_pretrained)}
         rec.metrics["footage"] = suite.real_footage(store, cfg.ingest.fps)
     headline = suite.temporal_score(outcomes, supervised, boot, shown, baselines, scaled)

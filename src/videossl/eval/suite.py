@@ -175,20 +175,26 @@ def _mapped(root, name: str) -> ClipFeatures:
 
 
 def _job(job: tuple):
-    """One unit of classify_all in a worker: a (task, model) probe run, or a task's null."""
+    """One unit of classify_all in a worker: a (task, model) probe run, a task's null, or one model's
+    real-footage arrow of time (`task` is then its folds, `root` its features)."""
     kind, task, name, root, index, cfg, seed = job
     if kind == "null":
         return null_of(task, _mapped(root, VIDEO), index, cfg.null_permutations, seed)
+    if kind == "real":
+        return real_video.arrow_score(task, root, cfg.l2_grid, cfg.epochs)
     return _probe_model(task, name, _mapped(root, name), splits_of(task, index), cfg, seed)
 
 
 def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[ClipKey, int],
-                 cfg: ProbeEvalConfig, seed: int, workers: int) -> dict[str, tuple[Outcomes, Null]]:
-    """`classify` and `null_of` of every task, one job per (task, model), in `workers` processes. Each
-    probe runs on one thread (probes.single_thread), so processes are what uses the other cores; the
-    results are the same as in one process (every probe is seeded). The workers are spawned, not
-    forked (a fork of a process whose OpenMP pool has run hangs in the child), and read the features
-    memory-mapped from .npy files instead of receiving hundreds of MB through a pipe."""
+                 cfg: ProbeEvalConfig, seed: int, workers: int, real: RealArrowInputs | None = None
+                 ) -> tuple[dict[str, tuple[Outcomes, Null]], dict]:
+    """`classify` and `null_of` of every task, one job per (task, model), and with `real` the real-footage
+    probes (`real_arrow_scores`), in `workers` processes. Each probe runs on one thread
+    (probes.single_thread), so processes are what uses the other cores; the results are the same as in
+    one process (every probe is seeded). The workers are spawned, not forked (a fork of a process whose
+    OpenMP pool has run hangs in the child), and read the features memory-mapped from .npy files
+    instead of receiving hundreds of MB through a pipe. Returns the tasks' results and the real-footage
+    scores by (codec control, model)."""
     import multiprocessing
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
@@ -198,7 +204,7 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
         out = {}
         for t in Progress(tasks, desc="probes", unit="tasks"):
             out[t.name] = (classify(t, feats, index, cfg, seed), null_of(t, feats[VIDEO], index, cfg.null_permutations, seed))
-        return out
+        return out, real_arrow_scores(real, cfg) if real else {}
     with tempfile.TemporaryDirectory(prefix="videossl-probes-") as tmp:
         root = Path(tmp)
         for name, f in feats.items():
@@ -208,12 +214,16 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
         jobs += [("null", t, None, root, index, cfg, seed) for t in tasks]
         # the biggest tasks first, so the last job to finish is a small one
         jobs.sort(key=lambda j: -len(j[1].items["train"]) * len(j[1].classes))
+        # the real-footage probes (small) last: they fill the gaps the big jobs leave
+        jobs += [("real", real.folds[control], (control, name), table, None, cfg, seed)
+                 for control, _ in CONTROLS for name, table in (real.feats[control].items() if real else ())]
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(Progress(pool.map(_job, jobs), total=len(jobs), desc="probes (task x model, nulls)",
                                     unit="jobs"))
-    done = dict(zip([(j[0], j[1].name, j[2]) for j in jobs], results))
-    return {t.name: (_outcomes(t, [(name, done[("probe", t.name, name)]) for name in feats]), done[("null", t.name, None)])
-            for t in tasks}
+    done = {(j[0], j[1].name, j[2]): r for j, r in zip(jobs, results) if j[0] != "real"}
+    arrows = {j[2]: r for j, r in zip(jobs, results) if j[0] == "real"}
+    return ({t.name: (_outcomes(t, [(name, done[("probe", t.name, name)]) for name in feats]), done[("null", t.name, None)])
+             for t in tasks}, arrows)
 
 
 def null_of(task: Task, feats: ClipFeatures, index: dict[ClipKey, int], permutations: int, seed: int) -> Null:
@@ -309,20 +319,44 @@ def temporal_score(outcomes: dict[str, Outcomes], supervised: dict[str, np.ndarr
     return res
 
 
-def real_arrow(store, models: list[FeatureModel], cache: FeatureCache, cfg: ProbeEvalConfig, seed: int) -> dict:
-    """Arrow of time on real footage, leave one group out. `<model>` is the score WITH the codec
-    control (the honest one), `<model>_no_control` without it, beside per-direction scores and the
-    share of clips the control made identical to their reverse (`_still`). Intervals resample the
-    real videos; `videos_right` counts the held-out videos a model got mostly right."""
+@dataclass
+class RealArrowInputs:
+    """Real-footage arrow of time, per codec-control setting: its leave-one-group-out folds and every
+    model's features of their clips (eval/real_video.py), ready for the probes."""
+    folds: dict[bool, list]     # control -> folds
+    feats: dict[bool, dict]     # control -> {model: {clip: vector}}
+
+
+CONTROLS = ((True, ""), (False, "_no_control"))  # with the codec control (the honest score) and without
+
+
+def real_arrow_inputs(store, models: list[FeatureModel], cache: FeatureCache, cfg: ProbeEvalConfig) -> RealArrowInputs:
     r = cfg.real
+    folds = {control: real_video.real_arrow_tasks(store, r.clips_per_video, control, r.val_fraction)
+             for control, _ in CONTROLS}
+    return RealArrowInputs(folds, {control: real_video.real_features(store, folds[control], models, cfg.batch_size,
+                                                                     cache, r.control_sigma, r.control_tau)
+                                   for control, _ in CONTROLS})
+
+
+def real_arrow_scores(real: RealArrowInputs, cfg: ProbeEvalConfig) -> dict[tuple[bool, str], "real_video.ArrowScore"]:
+    return {(control, name): real_video.arrow_score(real.folds[control], table, cfg.l2_grid, cfg.epochs)
+            for control, _ in CONTROLS for name, table in real.feats[control].items()}
+
+
+def real_arrow(real: RealArrowInputs, arrows: dict[tuple[bool, str], "real_video.ArrowScore"], cfg: ProbeEvalConfig,
+               seed: int) -> dict:
+    """Arrow of time on real footage, leave one group out, from each model's probe scores (`arrows`, by
+    codec control and model). `<model>` is the score WITH the codec control (the honest one),
+    `<model>_no_control` without it, beside per-direction scores and the share of clips the control made
+    identical to their reverse (`_still`). Intervals resample the real videos; `videos_right` counts
+    the held-out videos a model got mostly right."""
     out: dict = {"chance": 0.5}
     groups: dict[str, dict] = {}  # per footage group (the held-out fold), with the codec control
-    for control, suffix in ((True, ""), (False, "_no_control")):
-        folds = real_video.real_arrow_tasks(store, r.clips_per_video, control, r.val_fraction)
-        feats = real_video.real_features(store, folds, models, cfg.batch_size, cache, r.control_sigma, r.control_tau)
+    for control, suffix in CONTROLS:
         credit: dict[str, list[np.ndarray]] = {}
-        for name, table in feats.items():
-            s = real_video.arrow_score(folds, table, cfg.l2_grid, cfg.epochs)
+        for name in real.feats[control]:
+            s = arrows[(control, name)]
             group = model_group(name)
             credit.setdefault(group, []).append(s.credit)
             if group == name:

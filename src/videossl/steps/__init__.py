@@ -1,4 +1,4 @@
-"""The four steps, each one function called alike by the CLI, dvc.yaml, the KFP components and the tests."""
+"""The five steps (ingest, pretrain, ceiling, probe-eval, register), each one function called alike by the CLI, dvc.yaml, the KFP components and the tests."""
 from videossl.config import ConfigError
 from videossl.errors import StepError
 

@@ -3,8 +3,9 @@
 Models, always in the same run: the pretrained video encoder, the bag-of-frames baseline (frame
 encoder, mean-pooled), ordered frames (the frame encoder's features in time order: an image model
 with a temporal probe), the video encoder at random initialisation (several seeds), raw pixels and
-non-learned motion statistics (eval/motion.py); eval/benchmark.py adds the supervised ceiling and the
-objective's own heads.
+non-learned motion statistics (eval/motion.py); eval/benchmark.py adds the objective's own heads, and
+the supervised ceiling: the ceiling step's record (steps/ceiling.py) when `ceiling_dir` is given,
+else trained here (and cached in probe_eval.cache_dir).
 
 Writes to `out_dir`: scores.json (every score: eval/scores.py), metrics.json (its headline, DVC
 metrics), timings.json (not committed), report.md, plots/{benchmark,confusion}.png, and
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from videossl import stages
+from videossl.steps import ceiling
 from videossl.config import Config
 from videossl.data.shards import ClipStore, dataset_digest
 from videossl.errors import StepError
@@ -59,21 +61,24 @@ def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureM
 
 
 def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
-               encoders: list[str] = ()) -> dict:
+               encoders: list[str] = (), ceiling_dir: str | Path | None = None) -> dict:
     """The benchmark of the encoder in `model_dir` beside its baselines; `encoders` (specs of
-    videossl.eval.external, `videossl evaluate --encoder`) join as further columns of every table."""
+    videossl.eval.external, `videossl evaluate --encoder`) join as further columns of every table;
+    `ceiling_dir`: the ceiling step's output (None: the ceiling is trained here)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     store = ClipStore(data_dir)
     digest = dataset_digest(data_dir)
+    trained_ceiling = ceiling.read(cfg, store, digest, ceiling_dir) if ceiling_dir is not None else None
     models, real_pretrained = feature_models(cfg, Path(model_dir))
     if encoders:
         from videossl.eval.external import external_models
 
         models += external_models(list(encoders), cfg.ingest.clip_frames, cfg.ingest.size, cfg.probe_eval.pool_grid)
     try:
-        rec = benchmark.run(cfg, store, models, digest, Path(model_dir) / CHECKPOINTS["video"], real_pretrained)
+        rec = benchmark.run(cfg, store, models, digest, Path(model_dir) / CHECKPOINTS["video"], real_pretrained,
+                            trained_ceiling)
     except benchmark.BenchmarkError as e:
         raise ProbeEvalError(str(e)) from None
     shown = MODELS + [m.name for m in models if m.name not in MODELS and suite.model_group(m.name) == m.name]

@@ -195,7 +195,6 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             run_id, experiment_id = active.info.run_id, active.info.experiment_id
             uri = mlflow.get_tracking_uri()
             mlflow.log_params(params)
-            mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)})
             mlflow.log_artifact(str(metrics_path), "eval")
             if (eval_dir / REPORT).is_file():
                 mlflow.log_artifact(str(eval_dir / REPORT), "eval")
@@ -212,6 +211,10 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
                 signature=_signature(logged), pip_requirements=_pip_requirements(), code_paths=_code_paths(),
                 metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
             )
+            # after the model, linked to it in one write: logged before, MLflow would read back each metric's
+            # history to link it (about 2,000 queries, 7 s of the step)
+            mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)},
+                               model_id=info.model_id)
             step = meta.get("step")
             # every score, as one table artifact (the tags hold the headline)
             mlflow.log_table({"score": sorted(scores), "value": [scores[k] for k in sorted(scores)]},
