@@ -401,6 +401,7 @@ class CeilingConfig(Section):
     batch_size: int = Field(256, ge=1)
     windows: int = Field(16, ge=1)
     patience: int = Field(4, ge=1)
+    min_delta: float = Field(0.02, ge=0, le=1)
 
 
 def _task_names() -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from videossl.eval.tasks import MATCHED, Task, build_tasks, clip_pixels
 from videossl.storage import write_text_atomic
 from videossl.train import precision
 
-CEILING_VERSION = 5  # 5: time cells, ranking loss for matched tasks  # bump when the network or its training changes
+CEILING_VERSION = 6  # 6: patience counts min_delta gains; 5: time cells, ranking loss  # bump when the training changes
 
 
 TIME_CELLS = 2  # the trunk's output is pooled over space and into this many time cells, kept apart
@@ -169,7 +169,7 @@ def _train_one(store: ClipStore, task: Task, pool: list, cfg: CeilingConfig, see
     fixed = {s: [clip_pixels(store, i.clip) for i in task.items[s]] for s in ("val", "test")}
     matched = task.spec.scoring == MATCHED
     best: tuple[float, dict | None, int] = (-1.0, None, 0)  # val score, the network's weights then, step
-    stale = 0  # evaluations since the validation score last improved
+    stale, level = 0, -1.0  # evaluations since the validation score last rose min_delta above `level`
     for step in range(cfg.steps):
         for group in optimizer.param_groups:  # cosine decay after a short warm-up
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 20))
@@ -186,12 +186,13 @@ def _train_one(store: ClipStore, task: Task, pool: list, cfg: CeilingConfig, see
         optimizer.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             val = float(outcomes_of(task, "val", _logits(model, task.name, fixed["val"], cfg.batch_size, autocast)).mean())
-            stale = 0 if val > best[0] or best[1] is None else stale + 1
-            if stale == 0:  # ties keep the earlier (shorter-trained) network
+            if val > best[0]:  # the network chosen is the best on validation; ties keep the earlier (shorter-trained)
                 best = (val, {k: v.clone() for k, v in model.state_dict().items()}, step + 1)
+            # patience counts from the last real gain: validation noise alone does not keep a network training
+            stale, level = (0, val) if val >= level + cfg.min_delta else (stale + 1, level)
             log(f"ceiling: {task.name} step {step + 1}/{cfg.steps} loss {loss.item():.3f}; val {val:.3f}")
             # nothing later can beat 1.0 (ties keep the earlier): the same result, sooner; and a network that
-            # has not improved for `patience` evaluations is not learning this task in this budget
+            # has not gained min_delta for `patience` evaluations is not learning this task in this budget
             if best[0] >= 1.0 or stale >= cfg.patience:
                 break
     model.load_state_dict(best[1])
