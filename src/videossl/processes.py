@@ -61,16 +61,30 @@ def run_attached(cmd: list[str], env: dict[str, str] | None = None) -> int:
 
 @contextmanager
 def run_lock(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold `folder`'s run lock (released by the kernel when the holder dies, however it dies)."""
+    """Hold `folder`'s run lock (released by the kernel when the holder dies, however it dies). The lock
+    file names its holder (process, host, start time, command), so a refused run says who has it."""
+    import socket
+    import sys
+    import time
+
     path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Busy(f"another run is writing to {folder} (its lock {path} is held); wait for it or stop it") \
-                from None
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise Busy(f"another run is writing to {folder}: {holder} (its lock {path} is held); wait for it or "
+                       f"stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {' '.join(sys.argv[:4])}\n")
+        f.flush()
         try:
             yield
         finally:
+            f.seek(0)
+            f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)

@@ -196,8 +196,21 @@ def bad_directory(d: Path, lib: Library, request) -> Bad:
     return Bad(str(d / "y.mp4"), ("unreadable", "not a regular file"))
 
 
+def bad_sidecar_not_json(d: Path, lib: Library, request) -> Bad:
+    shutil.copy(lib.synth_a, d / "broken.mp4")
+    (d / "broken.json").write_text('{"split": "train"')  # cut short
+    return Bad(str(d / "broken.mp4"), ("bad label sidecar", "broken.json", "not readable json"))
+
+
+def bad_sidecar_a_list(d: Path, lib: Library, request) -> Bad:
+    shutil.copy(lib.synth_a, d / "listed.mp4")
+    (d / "listed.json").write_text('["train"]')
+    return Bad(str(d / "listed.mp4"), ("bad label sidecar", "listed.json", "list", "not an object"))
+
+
 BAD_INPUTS = [bad_zero_bytes, bad_truncated_moov_at_end, bad_truncated_faststart, bad_text_file,
-              bad_shorter_than_a_clip, bad_one_frame, bad_dangling_symlink, bad_directory]
+              bad_shorter_than_a_clip, bad_one_frame, bad_dangling_symlink, bad_directory, bad_sidecar_not_json,
+              bad_sidecar_a_list]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,6 +330,26 @@ def test_files_skipped_for_their_extension_are_reported(library, tmp_path):
     (raw / "good.json").write_text("{}")  # a label sidecar is not skipped: it is read with its video
     stats, _, _ = run(tmp_path / "out", sources(raw))
     assert stats["skipped"] == 1 and stats["skipped_files"] == [str(raw / "really_a_video.txt")]
+
+
+def test_a_second_ingest_into_a_folder_in_use_is_refused_naming_the_holder(library, tmp_path):
+    """Two ingests into one folder would share its staging folder and swap shards under each other's
+    manifest: while one holds the folder (here this test process), another exits 1 naming it."""
+    import os
+
+    from videossl import processes
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(library.synth_a, raw / "good.mp4")
+    out = tmp_path / "out"
+    with processes.run_lock(out):
+        proc = run_cli(out, sources(raw))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"another run is writing to {out}: pid {os.getpid()}" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / shards.MANIFEST).exists() and not (tmp_path / ".out.partial").exists()
+    stats, rows, _ = run(out, sources(raw))  # released: the next one runs
+    assert stats["videos"] == 1 and rows
 
 
 def test_quarantine_reasons_are_one_readable_line_counted_by_kind():

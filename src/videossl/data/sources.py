@@ -39,10 +39,23 @@ class Rejected:
     reason: str
 
 
+class BadSidecar(ValueError):
+    pass
+
+
 def sidecar_labels(video: Path) -> dict:
-    """Labels of a video from `<name>.json` beside it, when there is one."""
+    """Labels of a video from `<name>.json` beside it, when there is one; BadSidecar (the video is then
+    quarantined, the others go on) when it is not a readable JSON object."""
     side = video.with_suffix(".json")
-    return json.loads(side.read_text()) if side.is_file() else {}
+    if not side.is_file():
+        return {}
+    try:
+        labels = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadSidecar(f"{side.name} is not readable JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(labels, dict):
+        raise BadSidecar(f"{side.name} holds a JSON {type(labels).__name__}, not an object of labels")
+    return labels
 
 
 def samples_dir() -> Path:
@@ -105,7 +118,10 @@ def expand_local(root: str, skipped: list[str] | None = None) -> tuple[list[Vide
                 rejected.append(Rejected(str(p), "unreadable path: permission denied"))
             else:
                 sid = f"{base.name}/{rel}"
-                inputs.append(VideoInput(sid, sid, shards.REAL, str(p), sidecar_labels(p)))
+                try:
+                    inputs.append(VideoInput(sid, sid, shards.REAL, str(p), sidecar_labels(p)))
+                except BadSidecar as e:
+                    rejected.append(Rejected(str(p), f"bad label sidecar: {e}"))
     return inputs, rejected
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videossl import stages
+from videossl import processes, stages
 from videossl.config import Config, IngestConfig
 from videossl.data import shards, sources
 from videossl.data.decode import DecodeError, decode_video, make_decoder
@@ -127,10 +127,20 @@ def _abandon(stage: Path, out: Path, quarantine: list[dict] | None = None) -> Pa
 
 
 def ingest(cfg: Config, out_dir: str | Path) -> dict:
-    """Run ingest into `out_dir`; returns the stats also written to `out_dir/ingest.json`."""
-    icfg = cfg.ingest
+    """Run ingest into `out_dir`; returns the stats also written to `out_dir/ingest.json`. One ingest
+    at a time per folder: a second is refused, naming the one that holds it (two would share the
+    staging folder and swap shards under each other's manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with processes.run_lock(out):
+            return _ingest(cfg, out)
+    except processes.Busy as e:
+        raise IngestError(str(e)) from None
+
+
+def _ingest(cfg: Config, out: Path) -> dict:
+    icfg = cfg.ingest
     # The new dataset is built beside the old one and swapped in at the end: a failed, killed or
     # out-of-space ingest leaves the previous dataset whole (see _swap_in).
     stage = staging_dir(out)
