@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default="60,135,270", help="training seconds per run, comma separated (270: "
                    "what make run's default trains for on 2 cores)")
     p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")
+    p.add_argument("--seeds", default=None, help="pretraining seeds, comma separated (default: the params' seed); "
+                   "the benchmark keeps the params' seed")
 
     p = sub.add_parser("embed", help="one time-ordered embedding per clip of each video, from a registered "
                        "model or a checkpoint: <out>.npy + <out>.json")
@@ -194,7 +196,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.study import study
 
         study(cfg, args.data, args.out, [float(b) for b in args.budgets.split(",")],
-              args.objectives.split(",") if args.objectives else None)
+              args.objectives.split(",") if args.objectives else None,
+              seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None)
     elif cmd == "pipeline":
         return _pipeline(args, cfg)
     return 0

@@ -4,9 +4,13 @@ several budgets, scored by the same benchmark (`videossl study`).
 Equal compute means equal training seconds on this machine: each objective's seconds per step are
 measured first (a short in-process calibration run, the same batch and model), then each run gets
 the steps that fill its budget. Every run is the real pretrain step (torchrun) followed by the real
-probe-eval step with the primary (linear) probe; the bag of frames, ordered frames, random init,
-raw pixels and the supervised ceiling depend only on the data and the frame encoder, so they come
-from the feature and ceiling caches after the first run.
+probe-eval step with every probe of probe_eval.probes (the video model read with the probe chosen on
+validation, each baseline with its strongest: the readouts of the benchmark itself); the bag of
+frames, ordered frames, random init, raw pixels, motion statistics and the supervised ceiling depend
+only on the data and the frame encoder, so they come from the feature and ceiling caches after the
+first run. With several `seeds`, each objective and budget is pretrained once per seed (`seed`: the
+encoder's initialisation, batch order and masks); the benchmark keeps the params' own seed, so every
+run is scored on the same clips against the same ceiling.
 
 Writes `out/study.json` (one row per objective and budget), `out/study.md` (the table),
 `out/plots/study.json` (DVC plot data: temporal score against training seconds) and
@@ -22,18 +26,24 @@ from pathlib import Path
 
 from videossl.config import Config, dump_config, parse_config
 from videossl.eval.tasks import CONTENT, HELD_OUT, of_kind
-from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
+from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, STRONGEST_BASELINE, SUPERVISED, SURPRISE, VIDEO,
+                                  headline)
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 
-def _objective(objective, shared_clips: bool = False) -> list[str]:
+def _objective(objective, shared_clips: bool = False, masking: str = "tubes") -> list[str]:
     """The overrides of one study row: pretrain.objective (a name, or the weights of several sharing the
-    encoder) and whether pretext and contrastive share their clips (objectives/pretext_contrastive.py)."""
-    return [f"pretrain.objective={json.dumps(objective)}", f"pretrain.contrastive.pretext_views={str(shared_clips).lower()}"]
+    encoder), whether pretext and contrastive share their clips (objectives/pretext_contrastive.py) and
+    how mae / jepa mask (tubes, or future: the clip's second half predicted from its first)."""
+    return [f"pretrain.objective={json.dumps(objective)}", f"pretrain.contrastive.pretext_views={str(shared_clips).lower()}",
+            f"pretrain.masking={masking}"]
 
 
 # name -> its overrides
-OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"), "pretext": _objective("pretext"),
+OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"),
+              # the predictive variants: they are asked, zero-shot, how surprising a matched set's members are
+              "mae/future": _objective("mae", masking="future"), "jepa/future": _objective("jepa", masking="future"),
+              "pretext": _objective("pretext"),
               "contrastive": _objective("contrastive"),
               "pretext+contrastive": _objective({"pretext": 1.0, "contrastive": 0.5}),
               # candidates for content (object count), which the pretext heads trade away: MAE keeps
@@ -75,7 +85,8 @@ def seconds_per_step(cfg: Config, data_dir: Path, objective: list[str], timed: i
 
 
 def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[float],
-          objectives: list[str] | None = None, calibration_steps: int = CALIBRATION_STEPS) -> list[dict]:
+          objectives: list[str] | None = None, calibration_steps: int = CALIBRATION_STEPS,
+          seeds: list[int] | None = None) -> list[dict]:
     from videossl.steps.pretrain import pretrain
     from videossl.steps.probe_eval import probe_eval
 
@@ -91,31 +102,38 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
     frames_dir = out / "frames"
     pretrain(cfg, data_dir, frames_dir, variants=("frames",))
     rows = _committed(out)  # the rows of earlier invocations stay; a row of the same objective and budget is replaced
-    for budget in sorted(budgets):
-        for name in names:
+    for budget, name, seed in ((b, n, sd) for b in sorted(budgets) for n in names for sd in seeds or [cfg.seed]):
             steps = max(1, int(round(budget / per_step[name])))
-            run = _with(cfg, [*OBJECTIVES[name], f"pretrain.steps={steps}", "probe_eval.probes=[linear]"])
-            tag = f"{name}-{int(budget)}s"
+            run = _with(cfg, [*OBJECTIVES[name], f"pretrain.steps={steps}"])
+            tag = f"{name}-{int(budget)}s" + ("" if seed == cfg.seed else f"-seed{seed}")
             print(f"study: {tag}: {steps} steps", flush=True)
             models = out / "runs" / tag / "pretrain"
-            summary = pretrain(run, data_dir, models, variants=("video",))
+            summary = pretrain(_with(run, [f"seed={seed}"]), data_dir, models, variants=("video",))
             shutil.copyfile(frames_dir / CHECKPOINTS["frames"], models / CHECKPOINTS["frames"])
             metrics = probe_eval(run, data_dir, models, out / "runs" / tag / "eval")
             head = metrics.get(HEADLINE, {})
-            row = {"objective": name, "budget_seconds": budget, "steps": steps,
+            row = {"objective": name, "budget_seconds": budget, "seed": seed, "steps": steps,
                    "seconds_per_step": round(per_step[name], 4),
                    "compute_seconds": round(steps * per_step[name], 1),  # the x axis: quiet-machine seconds
                    "train_seconds": summary["video"]["seconds"],  # as measured in this run (load included)
                    HEADLINE: head.get("video"), HEADLINE + CI_LOW: head.get("video" + CI_LOW),
                    HEADLINE + CI_HIGH: head.get("video" + CI_HIGH)}
+            per_task = headline(metrics, STUDIED)  # the video model, the strongest baseline, the ceiling
             for task in STUDIED:
-                if task in metrics:
-                    row[task] = metrics[task].get("video_chosen")
-                    row[f"{task}_supervised"] = metrics[task].get("supervised")
-                    row[f"{task}_frames"] = metrics[task].get("frames_strongest")
-            rows = [r for r in rows if (r["objective"], r["budget_seconds"]) != (name, budget)] + [row]
+                if task in per_task:
+                    row[task] = per_task[task].get(VIDEO)
+                    row[f"{task}_supervised"] = per_task[task].get(SUPERVISED)
+                    row[f"{task}_strongest_baseline"] = per_task[task].get(STRONGEST_BASELINE)
+                if task in metrics and VIDEO + SURPRISE in metrics[task]:  # the predictor's own reading, zero-shot
+                    row[f"{task}_surprise"] = metrics[task][VIDEO + SURPRISE]
+            rows = [r for r in rows if _key(r) != (name, budget, seed)] + [row]
             _write(out, rows)
     return rows
+
+
+def _key(row: dict) -> tuple:
+    """A row's identity: an objective, a budget and a pretraining seed (rows of older studies: seed 0)."""
+    return row["objective"], row["budget_seconds"], row.get("seed", 0)
 
 
 def _committed(out: Path) -> list[dict]:
@@ -133,17 +151,29 @@ def _write(out: Path, rows: list[dict]) -> None:
         [{"objective": r["objective"], "compute_seconds": r["compute_seconds"], **{k: r.get(k) for k in PLOTTED}}
          for r in rows], indent=1) + "\n")
     tasks = [t for t in STUDIED if any(t in r for r in rows)]
-    lines = ["| objective | planned budget (s) | steps | compute (s) | " + HEADLINE + " [95% CI] | " + " | ".join(tasks) + " |",
-             "|---" * (5 + len(tasks)) + "|"]
+    lines = ["| objective | planned budget (s) | seed | steps | compute (s) | " + HEADLINE + " [95% CI] | "
+             + " | ".join(tasks) + " |", "|---" * (6 + len(tasks)) + "|"]
     for r in rows:
         head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + CI_LOW]:.2f}, "
                                                  f"{r[HEADLINE + CI_HIGH]:.2f}]")
         budget = r["budget_seconds"]
         budget = f"{budget:g}" if isinstance(budget, (int, float)) else budget
-        lines.append(f"| {r['objective']} | {budget} | {r['steps']} | {r['compute_seconds']:g} | {head} | "
+        lines.append(f"| {r['objective']} | {budget} | {r.get('seed', 0)} | {r['steps']} | {r['compute_seconds']:g} | {head} | "
                      + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + " |")
     write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
     _plot(rows, out / "plots" / "study.png")
+
+
+def _seed_means(rows: list[dict], key: str) -> list[dict]:
+    """One point per budget, in order of compute: `key` (and its interval) averaged over the seeds' rows."""
+    import numpy as np
+
+    by_budget: dict = {}
+    for r in rows:
+        by_budget.setdefault(r["budget_seconds"], []).append(r)
+    keys = [k for k in (key, key + CI_LOW, key + CI_HIGH, "compute_seconds") if all(k in r for r in rows)]
+    return sorted(({k: float(np.mean([r[k] for r in same])) for k in keys} for same in by_budget.values()),
+                  key=lambda r: r["compute_seconds"])
 
 
 def _plot(rows: list[dict], dest: Path) -> None:
@@ -156,8 +186,7 @@ def _plot(rows: list[dict], dest: Path) -> None:
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.4), dpi=110, sharex=True)
     for ax, key in zip(axes, PLOTTED):
         for name in dict.fromkeys(r["objective"] for r in rows):
-            mine = sorted((r for r in rows if r["objective"] == name and r.get(key) is not None),
-                          key=lambda r: r["compute_seconds"])
+            mine = _seed_means([r for r in rows if r["objective"] == name and r.get(key) is not None], key)
             if not mine:
                 continue
             x, y = [r["compute_seconds"] for r in mine], [r[key] for r in mine]
@@ -167,17 +196,17 @@ def _plot(rows: list[dict], dest: Path) -> None:
             else:
                 ax.plot(x, y, marker="o", label=name)
         ceiling = [r.get(f"{key}_supervised") for r in rows if r.get(f"{key}_supervised") is not None]
-        frames = [r.get(f"{key}_frames") for r in rows if r.get(f"{key}_frames") is not None]
+        frames = [r.get(f"{key}_strongest_baseline") for r in rows if r.get(f"{key}_strongest_baseline") is not None]
         if key == HEADLINE:
             ceiling, frames = [1.0], [0.0]
         if ceiling:
             ax.axhline(ceiling[0], color="k", linewidth=0.8, linestyle="dotted", label="supervised ceiling")
         if frames:
-            ax.axhline(frames[0], color="k", linewidth=0.8, linestyle="dashed", label="bag of frames")
+            ax.axhline(frames[0], color="k", linewidth=0.8, linestyle="dashed", label="strongest baseline")
         ax.set_title(key.replace("_", " "), fontsize=10)
         ax.set_xlabel("training compute (s on 2 CPU cores)", fontsize=8)
         ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("score (temporal score: 0 = bag of frames, 1 = ceiling)", fontsize=8)
+    axes[0].set_ylabel("score (temporal score: 0 = strongest baseline, 1 = ceiling)", fontsize=8)
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,21 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     plot = json.loads((out / "plots" / "study.json").read_text())
     assert [p["objective"] for p in plot] == ["pretext", "contrastive"] and all(p["compute_seconds"] > 0 for p in plot)
     table = (out / "study.md").read_text()
-    assert table.count("\n") == 2 + len(rows) and "| pretext | 1 |" in table
+    assert table.count("\n") == 2 + len(rows) and "| pretext | 1 | 0 |" in table
     assert (out / "plots" / "study.png").stat().st_size > 0
 
-    # a later invocation adds its rows beside the committed ones (same objective and budget: replaced)
+    # a later invocation adds its rows beside the committed ones (same objective, budget and seed: replaced),
+    # one per pretraining seed; every seed's model is scored on the same benchmark (the params' seed)
     shared = "pretext+contrastive/shared(1:2)"
-    more = study(cfg, tiny_data, out, budgets=[1.0], objectives=[shared], calibration_steps=4)
-    assert [r["objective"] for r in more] == ["pretext", "contrastive", shared] and more[:2] == rows
-    trained = yaml.safe_load((out / "runs" / f"{shared}-1s" / "pretrain" / "config.yaml").read_text())["pretrain"]
-    assert trained["contrastive"]["pretext_views"] is True and trained["objective"] == {"pretext": 0.5, "contrastive": 1.0}
+    more = study(cfg, tiny_data, out, budgets=[1.0], objectives=[shared], calibration_steps=4, seeds=[0, 1])
+    assert [(r["objective"], r["seed"]) for r in more] == [("pretext", 0), ("contrastive", 0), (shared, 0), (shared, 1)]
+    assert more[:2] == rows
+    trained = yaml.safe_load((out / "runs" / f"{shared}-1s" / "pretrain" / "config.yaml").read_text())
+    assert trained["pretrain"]["contrastive"]["pretext_views"] is True
+    assert trained["pretrain"]["objective"] == {"pretext": 0.5, "contrastive": 1.0} and trained["seed"] == 0
+    assert yaml.safe_load((out / "runs" / f"{shared}-1s-seed1" / "pretrain" / "config.yaml").read_text())["seed"] == 1
+    first = json.loads((out / "runs" / "pretext-1s" / "eval" / "scores.json").read_text())["gravity_law"]
+    for run in (f"{shared}-1s", f"{shared}-1s-seed1"):  # the same benchmark clips: the same units, ceiling, baselines
+        scored = json.loads((out / "runs" / run / "eval" / "scores.json").read_text())["gravity_law"]
+        assert {k: scored[k] for k in ("n_test", "supervised", "frames")} == {k: first[k] for k in ("n_test", "supervised", "frames")}
+    assert "| seed |" in (out / "study.md").read_text()
