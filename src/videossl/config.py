@@ -17,6 +17,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_serializer, model_validator)
 
+from videossl import secrets
 from videossl.eval import scores
 
 
@@ -74,6 +75,24 @@ def http_url(value: str | None) -> str | None:
     except ValueError:
         raise ValueError("the URL's port is not a number in 0-65535") from None
     return value
+
+
+def no_credentials(carrier: str):
+    """A validator: a URL param (or a list of them) that holds credentials is refused, naming where
+    they go instead; written into params, they would reach the compiled pipeline, config.yaml, every
+    checkpoint and the logs."""
+    def check(value):
+        for v in value if isinstance(value, list) else [value]:
+            what = secrets.credentials_in(v) if isinstance(v, str) else None
+            if what:
+                raise ValueError(f"holds credentials ({what}); params are written to the compiled pipeline, "
+                                 f"config.yaml, checkpoints and logs: give them through {carrier}, never in a URL")
+        return value
+    return check
+
+
+S3_CREDENTIALS = ("the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; on the cluster the Secret "
+                  "cluster.secrets.s3)")
 
 
 def s3_uri(value: str | None) -> str | None:
@@ -193,8 +212,14 @@ class IngestConfig(Section):
     pushgateway: str | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
 
-    _endpoint = field_validator("s3_endpoint_url")(lambda v: http_url(v))
+    # What one video may be, read from its header before any frame is decoded (data/decode.Limits): beyond,
+    # it is quarantined unread. With frames decoded and cropped in chunks, these bound a decoder's memory.
+    max_frame_pixels: int = Field(7680 * 4320, ge=1)   # 8K UHD
+    max_seconds: float = Field(3600.0, gt=0)
+    max_frames: int = Field(500_000, ge=1)
+    _endpoint = field_validator("s3_endpoint_url")(lambda v: http_url(no_credentials(S3_CREDENTIALS)(v)))
     _pushgateway = field_validator("pushgateway")(lambda v: host_port(v))
+    _secrets = field_validator("sources")(lambda v: no_credentials(S3_CREDENTIALS)(v))
 
     @field_validator("sources")
     @classmethod
@@ -456,7 +481,9 @@ class TrackingConfig(Section):
     artifacts: str | None = "mlartifacts"
     experiment: str = "videossl"
 
-    _uri = field_validator("uri")(lambda v: tracking_store(v))
+    _uri = field_validator("uri")(lambda v: tracking_store(no_credentials(
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the Secret cluster.secrets.mlflow), or for a "
+        "database store the whole URI in MLFLOW_TRACKING_URI with tracking.uri: null")(v)))
 
 
 class RegisterConfig(Section):
@@ -554,8 +581,10 @@ class ClusterConfig(Section):
             "register": StepResources(cpu="1", memory="2Gi", retries=2),
         })
 
-    _kfp_host = field_validator("kfp_host")(lambda v: http_url(v))
-    _s3 = field_validator("root", "data_remote")(lambda v: s3_uri(v))
+    _kfp_host = field_validator("kfp_host")(lambda v: http_url(no_credentials(
+        "the KFP client's own credentials (KF_PIPELINES_SA_TOKEN_PATH, or kfp's credentials file)")(v)))
+    _s3 = field_validator("root", "data_remote")(lambda v: s3_uri(no_credentials(S3_CREDENTIALS)(v)))
+    _repo = field_validator("data_repo")(lambda v: no_credentials("a git credential helper or a deploy key")(v))
 
 
 NOT_GIVEN = "_videossl_not_given"  # marks a section a step was not handed (videossl.step_params)
@@ -628,7 +657,7 @@ def _format_error(err: ValidationError) -> str:
             lines.append(f"unknown key '{key}' (allowed here: {allowed})")
         else:
             got = e.get("input")
-            got_s = "" if isinstance(got, (dict, BaseModel)) else f" (got {got!r})"
+            got_s = "" if isinstance(got, (dict, BaseModel)) else f" (got {secrets.redact(repr(got))})"
             lines.append(f"invalid value for '{key}': {msg}{got_s}")
     return "invalid params:\n  " + "\n  ".join(lines)
 
@@ -668,7 +697,7 @@ def _apply_override(tree: dict, assignment: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {assignment!r}: the value is not valid YAML "
+        raise ConfigError(f"override {secrets.redact(repr(assignment))}: the value is not valid YAML "
                           f"({str(e).splitlines()[0]})") from None
 
 

@@ -13,12 +13,12 @@ by the experiment's name; the first step to log creates the parent and every ste
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from videossl import secrets
 from videossl.config import TrackingConfig
 from videossl.errors import StepError
 
@@ -201,10 +201,6 @@ def log_dataset(location: str, digest: str, context: str = "input") -> None:
     mlflow.log_input(ds, context=context, tags={"dataset_digest": digest})
 
 
-# scheme://user:password@host...: the user-info part of a URI (RFC 3986) ends at the last '@' before the path
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)")
-
-
 def dvc_experiment() -> dict[str, str] | None:
     """The DVC experiment this process runs in (`dvc exp run` sets these variables), or None."""
     name = os.environ.get("DVC_EXP_NAME")
@@ -213,9 +209,7 @@ def dvc_experiment() -> dict[str, str] | None:
     return {"dvc.experiment": name, "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
 
 
-def redact_uri(text: str) -> str:
-    """Every URI's user-info (credentials) replaced by '***@': what a param or a log may show."""
-    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+redact_uri = secrets.redact  # what a param or a log may show of a URL
 
 
 def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:

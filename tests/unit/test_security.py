@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny import REPO
 from videossl.data import sources
 from videossl.models.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_encoder
 from videossl.train.checkpointing import rng_state, set_rng_state
@@ -64,6 +65,31 @@ def test_credentials_in_uris_never_reach_logged_params():
     assert "s3cret" not in str(params) and "pw@" not in str(params)
     assert params["tracking.uri"] == "https://***@mlflow.example:5000/x"
     assert redact_uri("s3://bucket/key@v2") == "s3://bucket/key@v2"  # an '@' in a path is not user-info
+    # a password with '@' or a raw '/', a token in the query: nothing of them is shown
+    assert redact_uri("http://u:p@ss/w@rd@host:5000/api?token=abc&x=1") == "http://***@host:5000/api?token=***&x=1"
+    assert redact_uri("https://h/x?X-Amz-Signature=zzz&a=1") == "https://h/x?X-Amz-Signature=***&a=1"
+    assert redact_uri("http://host:5000/path@x") == "http://host:5000/path@x"  # a port, then an '@' in the path
+
+
+@pytest.mark.parametrize("override, carrier", [
+    ("tracking.uri=https://alice:s3cret@mlflow.example:5000", "MLFLOW_TRACKING_PASSWORD"),
+    ("tracking.uri=https://alice:p@ss/s3cret@mlflow.example:5000", "MLFLOW_TRACKING_PASSWORD"),
+    ("ingest.s3_endpoint_url=http://key:s3cret@minio:9000", "AWS_SECRET_ACCESS_KEY"),
+    ('ingest.sources=["s3://bucket/raw?token=s3cret"]', "AWS_SECRET_ACCESS_KEY"),
+    ("cluster.root=s3://bucket/runs?X-Amz-Signature=s3cret", "cluster.secrets.s3"),
+    ("cluster.kfp_host=https://kfp.example/?access_token=s3cret", "KF_PIPELINES_SA_TOKEN_PATH"),
+    ("cluster.data_repo=https://bob:s3cret@github.com/org/repo.git", "credential helper"),
+])
+def test_credentials_in_a_url_param_are_refused_before_anything_is_written(override, carrier):
+    """Params reach the compiled pipeline, config.yaml, every checkpoint and the logs: a URL holding a
+    secret is refused at validation, naming the key and where the secret goes, and the error shows none of it."""
+    from videossl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(str(REPO / "params.yaml"), [override])
+    message = str(e.value)
+    assert f"'{override.split('=', 1)[0]}'" in message and "holds credentials" in message and carrier in message
+    assert "s3cret" not in message
 
 
 def test_atomic_outputs_get_the_mode_the_umask_gives(tmp_path):
