@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from videossl.clip_embedder import ClipEmbedder
-from videossl.data.decode import decode_video, make_decoder
+from videossl.config import IngestConfig
+from videossl.data.decode import Limits, decode_video, make_decoder
 from videossl.data.sources import VIDEO_EXTENSIONS
 from videossl.errors import StepError
 from videossl.models.vit import VideoViT
@@ -59,6 +60,7 @@ class Encoder:
         self.size = model.shape.img_size
         self.fps = float(ingest.get("fps", 8.0))
         self.decoder = str(ingest.get("decoder", "auto"))
+        self.limits = Limits.of(IngestConfig())  # what a video may be (ingest's defaults): refused unread beyond
         self.meta = meta
 
     @property
@@ -83,7 +85,7 @@ class Encoder:
                     or len(video) < self.clip_frames:
                 raise EmbedError(f"an array of shape {video.shape} ({video.dtype}): this encoder takes {self.expected}")
             return video, "<array>"
-        frames, _ = decode_video(Path(video), make_decoder(self.decoder), self.fps, self.size)
+        frames, _ = decode_video(Path(video), make_decoder(self.decoder), self.fps, self.size, self.limits)
         if len(frames) < self.clip_frames:
             raise EmbedError(f"{video}: {len(frames)} frames at {self.fps:g} fps, one clip needs {self.clip_frames}")
         return frames, str(video)

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videossl.data.encode import write_video
-from videossl.config import SyntheticConfig
+from videossl.config import IngestConfig, SyntheticConfig
 from videossl.data import synthetic
-from videossl.data.decode import AutoDecoder, DecodeError, DecordDecoder, PyAVDecoder, VideoMeta, decode_video, mp4_structure_problem, resample_indices, scaled_size
+from videossl.data.encode import write_video
+from videossl.data.decode import (AutoDecoder, DecodeError, DecordDecoder, Limits, PyAVDecoder, VideoMeta, decode_video,
+                                    mp4_structure_problem, resample_indices, scaled_size)
 from videossl.data.sources import samples_dir
+
+LIMITS = Limits.of(IngestConfig())  # ingest's defaults
 
 CLIP = SyntheticConfig(seconds=1, fps=24, size=64, gop=8, crf=18)
 
@@ -30,13 +33,13 @@ def test_decord_and_pyav_agree(synth):
     path, source = synth
     assert DecordDecoder().probe(path) == PyAVDecoder().probe(path) == VideoMeta(24.0, 24, 64, 64)
     for size in (64, 32):
-        a, meta = decode_video(path, DecordDecoder(), 12, size)
-        b, _ = decode_video(path, PyAVDecoder(), 12, size)
+        a, meta = decode_video(path, DecordDecoder(), 12, size, LIMITS)
+        b, _ = decode_video(path, PyAVDecoder(), 12, size, LIMITS)
         assert a.shape == b.shape == (12, size, size, 3) and a.dtype == b.dtype == np.uint8
         diff = np.abs(a.astype(np.int16) - b).mean()
         assert diff < 2.0, f"decord and PyAV differ by {diff:.2f} grey levels at size {size}"
     # and both are the encoded frames (up to H.264 at crf 18), every second one at half the rate
-    native, _ = decode_video(path, DecordDecoder(), 12, 64)
+    native, _ = decode_video(path, DecordDecoder(), 12, 64, LIMITS)
     assert np.abs(native.astype(np.int16) - source[::2]).mean() < 4.0
 
 
@@ -44,7 +47,7 @@ def test_non_square_real_video_is_scaled_then_center_cropped():
     bikes = samples_dir() / "bikes.mp4"  # 640x272, 25 fps, 250 frames
     meta = DecordDecoder().probe(bikes)
     assert (meta.width, meta.height, meta.fps, meta.frames) == (640, 272, 25.0, 250)
-    frames, _ = decode_video(bikes, DecordDecoder(), 12, 32)
+    frames, _ = decode_video(bikes, DecordDecoder(), 12, 32, LIMITS)
     assert frames.shape == (120, 32, 32, 3)
     # the crop is the middle of the scaled frame: same pixels as decoding at (76, 32) and cutting columns 22:54
     idx = resample_indices(meta, 12)[:4]
@@ -60,13 +63,13 @@ def test_auto_decoder_falls_back_to_pyav_where_decord_fails(tmp_path):
     path = tmp_path / "v96.mp4"
     write_video(source, path, cfg.fps, cfg.gop, cfg.crf)
     with pytest.raises(DecodeError, match="decord could not decode"):
-        decode_video(path, DecordDecoder(), 12, 48)
+        decode_video(path, DecordDecoder(), 12, 48, LIMITS)
 
     auto = AutoDecoder()
-    frames, meta = decode_video(path, auto, 12, 48)
+    frames, meta = decode_video(path, auto, 12, 48, LIMITS)
     assert auto.used == "pyav"
     assert frames.shape == (12, 48, 48, 3) and frames.dtype == np.uint8
-    expected, _ = decode_video(path, PyAVDecoder(), 12, 48)
+    expected, _ = decode_video(path, PyAVDecoder(), 12, 48, LIMITS)
     assert np.array_equal(frames, expected)
     # and they are the right frames: the source, every second one, 2x2 box-downscaled
     reference = source[resample_indices(meta, 12)].reshape(12, 48, 2, 48, 2, 3).mean(axis=(2, 4))
@@ -84,12 +87,12 @@ def test_errors_name_what_is_wrong(synth, tmp_path):
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert "truncated" in mp4_structure_problem(cut)
     with pytest.raises(DecodeError, match="truncated mp4"):
-        decode_video(cut, AutoDecoder(), 12, 32)
+        decode_video(cut, AutoDecoder(), 12, 32, LIMITS)
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
     assert mp4_structure_problem(text) is None
     with pytest.raises(DecodeError, match="decord could not open.*; PyAV could not open"):
-        decode_video(text, AutoDecoder(), 12, 32)
+        decode_video(text, AutoDecoder(), 12, 32, LIMITS)
 
 
 # ---- timing: variable frame rates and frames a container lists but does not code -----------------
@@ -147,7 +150,7 @@ def _nearest(times: tuple[float, ...], fps: float, n: int) -> list[int]:
 def test_a_variable_frame_rate_file_is_resampled_by_its_timestamps(tmp_path, decoder):
     path = tmp_path / "vfr.mp4"
     _write_timed(path, VFR_TIMES, "libx264")
-    frames, meta = decode_video(path, decoder(), 10, 32)
+    frames, meta = decode_video(path, decoder(), 10, 32, LIMITS)
     assert meta.frames == len(VFR_TIMES)
     assert meta.duration == pytest.approx(1.0, abs=0.02)  # 0.9 s to the last frame + its 100 ms
     # each output tick (every 100 ms) shows the source frame nearest to it in time: the 20 ms burst
@@ -162,10 +165,26 @@ def test_an_avi_that_lists_dropped_frames_decodes_with_its_real_timing(tmp_path)
     path = tmp_path / "dropped.avi"
     _write_timed(path, times, "mpeg4", drop=(3, 4, 8))
     auto = AutoDecoder()
-    frames, meta = decode_video(path, auto, 10, 32)  # not quarantined as truncated
+    frames, meta = decode_video(path, auto, 10, 32, LIMITS)  # not quarantined as truncated
     coded = [i for i in range(12) if i not in (3, 4, 8)]
     assert meta.frames == len(coded)
     # a dropped frame's tick shows the coded frame nearest in time (the one before it, or after)
     expected = [coded[j] for j in _nearest(tuple(times[i] for i in coded), 10, len(frames))]
     assert _source_of(frames) == expected
     assert len(frames) == 12
+
+
+@pytest.mark.parametrize("limits, reason", [
+    (Limits(max_frame_pixels=64 * 64 - 1, max_seconds=3600, max_frames=1000), "frames too large: 64x64 = 4096 pixels"),
+    (Limits(max_frame_pixels=10**8, max_seconds=3600, max_frames=23), "too many frames: 24"),
+    (Limits(max_frame_pixels=10**8, max_seconds=0.5, max_frames=1000), "too long: 1 s"),
+])
+def test_a_video_beyond_the_limits_is_refused_from_its_header(synth, limits, reason, monkeypatch):
+    """The header says how large, long and many the frames are: beyond ingest.max_*, nothing is decoded."""
+    path, _ = synth
+    monkeypatch.setattr(DecordDecoder, "read", lambda *a, **k: pytest.fail("decoded a refused video"))
+    monkeypatch.setattr(PyAVDecoder, "read", lambda *a, **k: pytest.fail("decoded a refused video"))
+    with pytest.raises(DecodeError, match=reason) as e:
+        decode_video(path, AutoDecoder(), 12, 32, limits)
+    assert "ingest.max_" in str(e.value)
+

@@ -208,9 +208,23 @@ def bad_sidecar_a_list(d: Path, lib: Library, request) -> Bad:
     return Bad(str(d / "listed.mp4"), ("bad label sidecar", "listed.json", "list", "not an object"))
 
 
+def bad_far_apart_timestamps(d: Path, lib: Library, request) -> Bad:
+    """Two frames 100000 s apart (2 KB): resampled to the ingest rate, over a million frames. Its header says so."""
+    with av.open(str(d / "far.mp4"), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=1)
+        s.width = s.height = 32
+        s.pix_fmt = "yuv420p"
+        for i, pts in enumerate((0, 100_000)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 100 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1)
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return Bad(str(d / "far.mp4"), ("too long", "ingest.max_seconds"))
+
+
 BAD_INPUTS = [bad_zero_bytes, bad_truncated_moov_at_end, bad_truncated_faststart, bad_text_file,
               bad_shorter_than_a_clip, bad_one_frame, bad_dangling_symlink, bad_directory, bad_sidecar_not_json,
-              bad_sidecar_a_list]
+              bad_sidecar_a_list, bad_far_apart_timestamps]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,6 +364,31 @@ def test_a_second_ingest_into_a_folder_in_use_is_refused_naming_the_holder(libra
     assert not (out / shards.MANIFEST).exists() and not (tmp_path / ".out.partial").exists()
     stats, rows, _ = run(out, sources(raw))  # released: the next one runs
     assert stats["videos"] == 1 and rows
+
+
+def test_a_wide_long_video_decodes_in_bounded_memory(tmp_path):
+    """A 4096x16 video of 300 s scales to 8192x32 frames at the ingest's 32-pixel short side: 3600 of them
+    at 12 fps were 2.8 GB before the centre crop. Decoded and cropped in chunks, the ingest (a subprocess,
+    its decode workers included) stays far below that: its peak RSS, measured."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (1, 16, 4096, 3), dtype=np.uint8), 300, axis=0)
+    frames[:, :, ::97] = np.arange(300, dtype=np.uint8)[:, None, None, None]  # something changes every frame
+    write_video(frames, raw / "wide.mp4", fps=1, gop=30, crf=23)
+    out = tmp_path / "out"
+    params = out.parent / "wide.params.yaml"
+    params.write_text(PARAMS)
+    ingest = [sys.executable, "-m", "videossl.cli", "ingest", "--params", str(params), "--out", str(out),
+              "-S", f"ingest.sources=[{raw}]"]
+    # a fresh process whose only child is the ingest: RUSAGE_CHILDREN's peak is the ingest's (or a worker's)
+    probe = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+             "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    proc = subprocess.run([sys.executable, "-c", probe, *ingest], capture_output=True, text=True, timeout=300)
+    code, peak_kib = map(int, proc.stdout.split()[-2:])
+    assert code == 0, proc.stderr[-2000:]
+    assert len(shards.read_manifest(out)) == len(clip_starts(300 * FPS))  # every frame at the ingest rate
+    assert peak_kib < 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"  # a stated bound: 1 GiB
 
 
 def test_quarantine_reasons_are_one_readable_line_counted_by_kind():

@@ -14,10 +14,39 @@ from pathlib import Path
 import numpy as np
 
 DECODE_THREADS = 1  # decord threads per reader: ingest is one video at a time on 2 cores; more threads lose here
+# Frames decoded at a time and cropped at once: memory follows one chunk, not the video (a 16-pixel-tall
+# video scaled to a 32-pixel short side is 2048 pixels wide per 1024 of its width: a whole long one at
+# once was gigabytes before the crop)
+CHUNK = 64
 
 
 class DecodeError(RuntimeError):
     """The file is not a decodable video; the message says why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one video may be, read from its header before any frame is decoded (ingest.max_*): beyond,
+    it is refused with the reason, never decoded. With frames decoded in chunks (CHUNK), these bound
+    what one file can make a decoder allocate."""
+    max_frame_pixels: int
+    max_seconds: float
+    max_frames: int
+
+    @classmethod
+    def of(cls, icfg) -> "Limits":
+        """From an IngestConfig (or anything with its max_* fields)."""
+        return cls(icfg.max_frame_pixels, icfg.max_seconds, icfg.max_frames)
+
+    def check(self, meta: "VideoMeta") -> None:
+        pixels = meta.width * meta.height
+        if pixels > self.max_frame_pixels:
+            raise DecodeError(f"frames too large: {meta.width}x{meta.height} = {pixels} pixels, more than "
+                              f"ingest.max_frame_pixels ({self.max_frame_pixels})")
+        if meta.frames > self.max_frames:
+            raise DecodeError(f"too many frames: {meta.frames}, more than ingest.max_frames ({self.max_frames})")
+        if meta.duration > self.max_seconds:
+            raise DecodeError(f"too long: {meta.duration:.0f} s, more than ingest.max_seconds ({self.max_seconds:g})")
 
 
 @dataclass(frozen=True)
@@ -93,16 +122,21 @@ class DecordDecoder:
                 stamps = None
         return VideoMeta(float(vr.get_avg_fps()), len(vr), int(w), int(h), _monotonic(stamps))
 
-    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None,
+             crop: int | None = None) -> np.ndarray:
         vr = self._open(path, size)
         if frames is not None and len(vr) != frames:
             # decord counts the container's frames (dropped ones included): its indices would not be
             # the probed frames' indices
             raise DecodeError(f"decord sees {len(vr)} frames where the stream codes {frames}")
+        out = []
         try:
-            return vr.get_batch(list(map(int, indices))).asnumpy()
+            for i in range(0, len(indices), CHUNK):  # each chunk cropped before the next is decoded
+                batch = vr.get_batch(list(map(int, indices[i:i + CHUNK]))).asnumpy()
+                out.append(batch if crop is None else center_crop(batch, crop))
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
             raise DecodeError(f"decord could not decode frames: {_first_line(e)}") from e
+        return np.concatenate(out)
 
     @staticmethod
     def _open(path: Path, size: tuple[int, int] | None = None):
@@ -145,22 +179,28 @@ class PyAVDecoder:
         except Exception as e:
             raise DecodeError(f"PyAV could not open: {_first_line(e)}") from e
 
-    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None,
+             crop: int | None = None) -> np.ndarray:
         import av
 
         wanted = np.asarray(indices)
+        needed = set(wanted.tolist())
         last = int(wanted.max()) if len(wanted) else -1
-        decoded: list[np.ndarray] = []
+        decoded: dict[int, np.ndarray] = {}  # only the frames asked for, each cropped as it is decoded
+        seen = 0
         try:
             with av.open(str(path)) as c:
                 for i, frame in enumerate(c.decode(video=0)):
                     if i > last:
                         break
-                    decoded.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+                    seen = i + 1
+                    if i in needed:
+                        rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                        decoded[i] = rgb if crop is None else center_crop(rgb[None], crop)[0]
         except Exception as e:
             raise DecodeError(f"PyAV could not decode: {_first_line(e)}") from e
-        if len(decoded) <= last:
-            raise DecodeError(f"stream ends at frame {len(decoded)}, container claims more (truncated?)")
+        if seen <= last:
+            raise DecodeError(f"stream ends at frame {seen}, container claims more (truncated?)")
         return np.stack([decoded[i] for i in wanted])
 
 
@@ -187,17 +227,18 @@ class AutoDecoder:
                 self.used = self.fallback.name
                 raise DecodeError(f"{decord_error}; {pyav_error}") from decord_error
 
-    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
+    def read(self, path: Path, indices: np.ndarray, size: tuple[int, int], frames: int | None = None,
+             crop: int | None = None) -> np.ndarray:
         if self.used == self.primary.name:
             try:
-                return self.primary.read(path, indices, size, frames)
+                return self.primary.read(path, indices, size, frames, crop)
             except DecodeError as first:
                 self.used = self.fallback.name
                 try:
-                    return self.fallback.read(path, indices, size, frames)
+                    return self.fallback.read(path, indices, size, frames, crop)
                 except DecodeError as second:
                     raise DecodeError(f"{first}; {second}") from second
-        return self.fallback.read(path, indices, size, frames)
+        return self.fallback.read(path, indices, size, frames, crop)
 
 
 def _evenly_spaced(stamps: tuple[float, ...], tolerance: float = 0.01) -> bool:
@@ -220,24 +261,26 @@ def make_decoder(name: str):
     return {"auto": AutoDecoder, "decord": DecordDecoder, "pyav": PyAVDecoder}[name]()
 
 
-def decode_video(path: Path, decoder, fps: float, size: int) -> tuple[np.ndarray, VideoMeta]:
-    """The whole video at `fps`, short side scaled to `size` (at decode time), centre-cropped square."""
+def decode_video(path: Path, decoder, fps: float, size: int, limits: Limits) -> tuple[np.ndarray, VideoMeta]:
+    """The whole video at `fps`, short side scaled to `size` (at decode time), centre-cropped square;
+    refused unread when its header says it is beyond `limits`."""
     try:
         meta = decoder.probe(path)
         if meta.frames < 1 or meta.fps <= 0 or meta.width <= 0:
             raise DecodeError(f"no decodable frames (frames={meta.frames}, fps={meta.fps})")
+        limits.check(meta)
         indices = resample_indices(meta, fps)
         if len(indices) == 0:
             what = "a single frame" if meta.frames == 1 else f"{meta.frames} frames"
             raise DecodeError(f"too short: {what} ({meta.duration:.3f} s), less than one frame at {fps:g} fps")
-        frames = decoder.read(path, indices, scaled_size(meta.width, meta.height, size), meta.frames)
+        frames = decoder.read(path, indices, scaled_size(meta.width, meta.height, size), meta.frames, crop=size)
     except DecodeError as e:
         # The decoders' own words for a cut-off file ("Invalid data found") do not say what is wrong.
         problem = mp4_structure_problem(path)
         if problem:
             raise DecodeError(f"{problem} ({e})") from e
         raise
-    return center_crop(frames, size), meta
+    return frames, meta
 
 
 def mp4_structure_problem(path: Path) -> str | None:

@@ -11,6 +11,7 @@ import numpy as np
 from videossl.storage import atomic_path
 
 X264_PRESET = "veryfast"  # as small as "fast" here at half the time
+YUV_CHUNK = 64  # frames converted to YUV at once
 
 
 def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
@@ -51,9 +52,10 @@ def write_video(frames: np.ndarray, path: Path, fps: int, gop: int, crf: int) ->
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.thread_count = 1
             time_base = Fraction(1, fps)
-            planes = rgb_to_yuv420p(frames)
             for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(planes[i], format="yuv420p")
+                if i % YUV_CHUNK == 0:  # a chunk of frames at once: numpy's per-call cost, bounded memory
+                    planes = rgb_to_yuv420p(frames[i:i + YUV_CHUNK])
+                frame = av.VideoFrame.from_ndarray(planes[i % YUV_CHUNK], format="yuv420p")
                 frame.pts, frame.time_base = i, time_base
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))  # flush

@@ -19,7 +19,7 @@ import numpy as np
 from videossl import processes, stages
 from videossl.config import Config, IngestConfig
 from videossl.data import shards, sources
-from videossl.data.decode import DecodeError, decode_video, make_decoder
+from videossl.data.decode import DecodeError, Limits, decode_video, make_decoder
 from videossl.monitoring import push_step_metrics
 from videossl.progress import Progress
 from videossl.storage import write_text_atomic
@@ -47,7 +47,7 @@ def _load_frames(video: sources.VideoInput, icfg: IngestConfig, decoder, cache: 
     path = sources.fetch_local(video, cache, icfg.s3_endpoint_url)
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
-    frames, meta = decode_video(path, decoder, icfg.fps, icfg.size)
+    frames, meta = decode_video(path, decoder, icfg.fps, icfg.size, Limits.of(icfg))
     if meta.frames <= 1:
         raise DecodeError("a single frame: no motion to learn from")
     if len(frames) < icfg.clip_frames:
