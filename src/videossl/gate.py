@@ -21,10 +21,12 @@ not refused a margin of 0.05 for float noise.
 
 **All checks of all gate metrics must pass** to promote: the gate names the abilities a champion
 must have, and a model better at one and worse at another is a trade-off for a human (`videossl
-review`), not for an alias. A new NaN never passes. Where there is no champion, or the champion's
-tag for a metric is missing (registered under other gate metrics) or NaN, that champion check passes
-and says so: a champion without comparable evidence cannot defend its alias; the frames check still
-applies.
+review`), not for an alias. A new NaN never passes. Where there is no champion, the champion check
+passes. Where the champion's recorded score for a metric is missing (registered under other gate
+metrics, or its record was tampered with) or NaN, the check fails closed and says so: nothing moves
+the alias without evidence that the new model is better; `videossl review` lets a person decide.
+The champion's scores are its registration run's first logged metrics (registry.recorded_scores),
+never its editable tags.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ class Policy:
 class Comparison:
     """One check: `value` against `other` (the champion's or the bag of frames' score)."""
     against: str              # "champion" | "frames"
-    other: float | None       # None: nothing to compare with (no champion / no tag)
+    other: float | None       # None: nothing to compare with (no champion / no recorded score)
     gain: float | None        # value - other, sign flipped when lower is better
     margin: float
     passed: bool
@@ -146,7 +148,8 @@ def _compare(value: float, other: float | None, margin: float, higher_is_better:
     need = "needs more than 0" if margin == 0 else f"needs at least {margin:+.4g}"
     if other is None:
         # only reachable for the champion: the frames baseline is required before the gate runs
-        return Comparison(against, None, None, margin, True, f"vs {label}: nothing to compare, pass")
+        return Comparison(against, None, None, margin, False,
+                          f"vs {label}: no recorded score to compare with, fail (closed: `videossl review` decides)")
     if math.isnan(value) or math.isnan(other) or (gain_low is not None and math.isnan(gain_low)):
         return Comparison(against, other, math.nan, margin, False, f"vs {label} {fmt(other)}: NaN, fail")
     point = (value - other) if higher_is_better else (other - value)
@@ -161,7 +164,7 @@ def decide(policy: Policy, values: dict[str, float], frames: dict[str, float],
            champion_version: str | None, champion_values: dict[str, float | None],
            frames_gap_low: dict[str, float | None] | None = None) -> GateDecision:
     """`values`/`frames`: gate metric -> the new model's / its bag of frames' score;
-    `champion_values`: gate metric -> the champion's tag (None when it has none);
+    `champion_values`: gate metric -> the champion's recorded score (None when it has none);
     `frames_gap_low`: gate metric -> the paired gap's lower bound (None: not measured)."""
     frames_gap_low = frames_gap_low or {}
     checks = []

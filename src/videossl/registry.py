@@ -10,7 +10,8 @@ evidence is its *tags* (every benchmark score, dataset digest, git commit, check
 
 Order of registry writes, and why (the version must never look like a valid champion half-made):
 
-1. The gate is decided first (it only reads the champion's tags), so the version is created with
+1. The gate is decided first (it reads only the champion's recorded scores: its registration run's
+   first logged metrics, `recorded_scores`; tags can be edited), so the version is created with
    *all* its tags, the gate's decision and margins included, in one call: one transaction in the SQL
    store, one request to a tracking server. There is no moment where a version exists with half its
    evidence. It carries `status=registering` until the aliases are set; its `gate.decision` tag says
@@ -93,6 +94,17 @@ class VersionInfo:
     def scores(self) -> dict[str, float]:
         keys = [k for k in self.tags.get("score_keys", "").split(",") if k]
         return {k: v for k in keys if (v := self.score(k)) is not None}
+
+
+def recorded_scores(client, version: VersionInfo, keys) -> dict[str, float | None]:
+    """A version's scores as its registration run logged them first (the run's metric history), never
+    its tags: a tag can be edited or deleted to let a weaker model through; the first logged value of a
+    metric stays what it was. None where the run has no such metric (or there is no run)."""
+    out: dict[str, float | None] = {}
+    for key in keys:
+        history = client.get_metric_history(version.run_id, metric_name(key)) if version.run_id else []
+        out[key] = min(history, key=lambda m: (m.timestamp, m.step)).value if history else None
+    return out
 
 
 def _info(mv) -> VersionInfo:
@@ -221,8 +233,7 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
     prev_champion = before.get(CHAMPION)
     champ_values: dict[str, float | None] = {}
     if prev_champion is not None:
-        champ = _info(client.get_model_version(name, prev_champion))
-        champ_values = {m: champ.score(m) for m in policy.metrics}
+        champ_values = recorded_scores(client, _info(client.get_model_version(name, prev_champion)), policy.metrics)
     decision = decide(policy, values, frames, prev_champion, champ_values, frames_gap_low)
 
     # flipped to "ready" once the challenger alias is set

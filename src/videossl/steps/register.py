@@ -19,7 +19,7 @@ from videossl.data import shards
 from videossl.embed import CHECKPOINT_ARTIFACT
 from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, PLOTS, REPORT, SCORES, VIDEO, dotted, flatten,
                                   lookup, split)
-from videossl.eval.scores import CHOSEN
+from videossl.eval.scores import CHOSEN, SCORED_WEIGHTS
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.models.checkpoint import CHECKPOINTS
@@ -62,16 +62,40 @@ def gate_inputs(policy: Policy, metrics: dict, path: Path) -> tuple[dict[str, fl
     bag of frames, None where the benchmark did not measure one); scores are required before any work."""
     scores = flatten(metrics)
     values = {m: _gate_score(scores, metrics, m, "gate metric", path) for m in policy.metrics}
+    for m in policy.metrics:  # an interval that does not hold its own score is not a measurement
+        gap_point = gap_low_key(m).removesuffix(CI_LOW)
+        for key in (m, gap_point):
+            low, high, point = scores.get(key + CI_LOW), scores.get(key + CI_HIGH), scores.get(key)
+            if point is not None and low is not None and high is not None and not low - 1e-9 <= point <= high + 1e-9:
+                raise RegisterError(f"'{key}' in {path} is {point:g} with an interval [{low:g}, {high:g}] that does not "
+                                    f"hold it: the scores are not a measurement; re-run probe-eval")
     frames = {m: _gate_score(scores, metrics, frames_key(m), f"bag-of-frames baseline of gate metric {m}:", path)
               for m in policy.metrics}
     return values, frames, {m: scores.get(gap_low_key(m)) for m in policy.metrics}
 
 
+def _scores_belong_to(metrics: dict, path: Path, encoder, checkpoint: Path) -> str:
+    """The digest of the weights in `checkpoint`, computed here; RegisterError when the scores were
+    measured on other weights (or do not say which): scores are bound to the model they scored."""
+    from videossl.models.checkpoint import state_digest
+
+    actual = state_digest(encoder.state_dict())
+    record = metrics.get(SCORED_WEIGHTS)
+    scored = record.get("video") if isinstance(record, dict) else None
+    if scored is None:
+        raise RegisterError(f"{path} does not name the weights it scored ('{SCORED_WEIGHTS}'): scores that cannot "
+                            f"be bound to a model are not registered; re-run probe-eval on {checkpoint.parent}")
+    if scored != actual:
+        raise RegisterError(f"{path} scored the video encoder with weights sha256 {scored[:16]}..., but {checkpoint} "
+                            f"holds weights sha256 {actual[:16]}...: re-run probe-eval on this checkpoint")
+    return actual
+
+
 def tagged_scores(scores: dict[str, float], policy: Policy) -> dict[str, float]:
     """The scores a version carries as tags, so the registry page shows them above the fold: per task
     the video model's linear-probe score and its score with the probe chosen on validation, the headline's interval, and each gate metric with its
-    interval, its bag-of-frames score and the paired lower bound (the next registration's gate reads these from the
-    champion's tags). Every score is in the run's metrics and its scores table."""
+    interval, its bag-of-frames score and the paired lower bound. Every score is in the run's metrics (what the
+    next registration's gate reads: registry.recorded_scores) and its scores table."""
     keep = {k for k in scores if split(k)[1] in (VIDEO, VIDEO + CHOSEN)}
     keep |= {dotted(HEADLINE, VIDEO + CI_LOW), dotted(HEADLINE, VIDEO + CI_HIGH)}
     for m in policy.metrics:
@@ -175,6 +199,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     policy = Policy.from_config(rcfg)
     gate_values, frames_values, gap_lows = gate_inputs(policy, metrics, metrics_path)
     encoder, meta = load_encoder(model_dir / ENCODER)
+    weights = _scores_belong_to(metrics, metrics_path, encoder, model_dir / ENCODER)
     frame_encoder = model_dir / FRAME_ENCODER
     scores = flatten(metrics)
     commit = tracking.git_commit()
@@ -265,7 +290,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / CARD, reg.card or "")
     write_text_atomic(out / REGISTRATION, json.dumps(result, indent=2) + "\n")
-    _write_submitted(out, reg.name, str(digest), True, meta.get("result", {}).get("encoder_sha256"))
+    _write_submitted(out, reg.name, str(digest), True, weights)
     roles = " + ".join(a for a in (registry.CHAMPION, registry.CHALLENGER) if a in reg.aliases) or "no alias"
     print(f"register: {reg.name} v{reg.version} -> {roles} ({d.reason})")
     return result
