@@ -177,13 +177,60 @@ def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None, *, s
                                    tags={**trace, **(tags or {})}).info.run_id
     elif tags:
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    status = "FAILED"
     try:
-        with mlflow.start_run(run_id=run_id) as active:
+        with terminated_raises(), mlflow.start_run(run_id=run_id) as active:
             if dataset is not None:
                 log_dataset(*dataset)
             yield active
+        status = "FINISHED"
+    except (KeyboardInterrupt, Terminated):
+        status = "KILLED"
+        raise
     finally:
+        # The run's last word is ours, whatever MLflow's own exit managed: a Ctrl-C inside a logging call
+        # left it RUNNING (MLflow had dropped the run before its status write failed on a busy store)
+        _set_status(client, run_id, status)
         _extend_parent(client, parent_id)
+
+
+class Terminated(BaseException):
+    """SIGTERM (what Kubernetes and `timeout` send) as an exception: the step unwinds, its run ends KILLED."""
+
+
+@contextmanager
+def terminated_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread while inside (default action: the process dies on the
+    spot and its MLflow run stays RUNNING for ever). Elsewhere (a worker thread) nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _set_status(client, run_id: str, status: str, attempts: int = 20) -> None:
+    """set_terminated, retried while a sqlite store is locked by another writer (a Ctrl-C can land there)."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            client.set_terminated(run_id, status)
+            return
+        except Exception:  # noqa: BLE001 - the store's errors (locked database, a server hiccup) all retry
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def log_dataset(location: str, digest: str, context: str = "input") -> None:
