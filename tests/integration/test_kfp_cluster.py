@@ -24,7 +24,9 @@ from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import ConfigError, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
-TASK_OF_STEP = {"ingest": "ingest", "pretrain": "pretrain", "probe_eval": "probe-eval", "register": "register"}
+TASK_OF_STEP = {"ingest": "ingest", "pretrain": "pretrain", "ceiling": "ceiling", "probe_eval": "probe-eval",
+                "register": "register"}
+LOGS_TO_MLFLOW = ("pretrain", "probe_eval", "register")
 IMAGE = "registry.example.com/team/videossl-pipeline:1.2.3"
 # Cluster params unlike the defaults, so every value found in the IR can only have come from them.
 CLUSTER = [
@@ -69,10 +71,10 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
     spec, k8s, text, cfg = _compile(tmp_path, monkeypatch, "cluster.job.launcher=trainjob")
     tasks = spec["root"]["dag"]["tasks"]
 
-    # the DAG: split-params -> ingest -> pretrain -> probe-eval -> register
+    # the DAG: split-params -> ingest -> (pretrain, ceiling) -> probe-eval -> register
     assert {t: set(v.get("dependentTasks", [])) for t, v in tasks.items()} == {
         "split-params": set(), "ingest": {"split-params"}, "pretrain": {"split-params", "ingest"},
-        "probe-eval": {"split-params", "ingest", "pretrain"},
+        "ceiling": {"split-params", "ingest"}, "probe-eval": {"split-params", "ingest", "pretrain", "ceiling"},
         "register": {"split-params", "ingest", "pretrain", "probe-eval"}}
     # the split needs no credentials and runs in a small pod
     assert set(k8s["exec-split-params"]) == {"securityContext"}
@@ -101,12 +103,12 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
         want_envs = {("team-s3-credentials", False): {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
                                                       "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
                      ("team-s3-credentials", True): {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}}
-        if step != "ingest":  # pretrain, probe_eval and register log to MLflow
+        if step in LOGS_TO_MLFLOW:
             # the tracking server authenticates every client: its user is required
             want_envs |= {("team-mlflow-credentials", False): {k: k for k in (
                 "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}}
         assert envs == want_envs, step
-        if step != "ingest":  # their MLflow runs are children of one parent run per execution
+        if step in LOGS_TO_MLFLOW:  # their MLflow runs are children of one parent run per execution
             assert k8s[f"exec-{task}"]["fieldPathAsEnv"] == [
                 {"fieldPath": "metadata.labels['workflows.argoproj.io/workflow']", "name": "VIDEOSSL_PIPELINE_RUN"}]
 
@@ -134,7 +136,7 @@ def test_ir_in_pod_training_requests_gpus_and_gpu_nodes_for_pretrain_only(tmp_pa
     assert int(pre["activeDeadlineSeconds"]) == cfg.cluster.job.timeout_s
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["pretrain"]["inputs"]["parameters"]["launcher"] == {"runtimeValue": {"constant": "none"}}
-    for step in ("ingest", "probe_eval", "register"):  # CPU pods on ordinary nodes
+    for step in ("ingest", "ceiling", "probe_eval", "register"):  # CPU pods on ordinary nodes
         assert "accelerator" not in _container(spec, step)["resources"], step
         assert set(k8s[f"exec-{TASK_OF_STEP[step]}"]) - {"fieldPathAsEnv"} == {"secretAsEnv", "securityContext"}, step
 
@@ -161,9 +163,9 @@ def test_compile_is_deterministic_and_the_image_appears_only_where_it_is_used(tm
     b = Path(compile_pipeline(_cfg(f"cluster.image={other}"), tmp_path / "c.yaml")).read_text()
     changed = [line for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    # the five executors' images, the four steps' image input (part of their output folders' address)
+    # the six executors' images, the five steps' image input (part of their output folders' address)
     # and the params default (its header comment and its definition)
-    assert len(changed) == 2 * (5 + 4 + 2), changed
+    assert len(changed) == 2 * (6 + 5 + 2), changed
     for line in changed:
         assert (IMAGE if line.startswith("-") else other) in line, line
 
