@@ -41,7 +41,9 @@ from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, make_
 
 TARGET_RATIO = 10.0
 TARGET_WAIT = 0.05
-SMALL_INGEST = ["ingest.sources=[synthetic]", "ingest.synthetic.pool.families={bounce: 16}"]
+# a small pool, and a benchmark world of a few videos (the default renders 1728 the loader never reads)
+SMALL_INGEST = ["ingest.sources=[synthetic]", "ingest.synthetic.pool.families={bounce: 16}",
+                "ingest.synthetic.benchmark.families={bounce: 8}"]
 
 
 def dataset_dir(args, cfg_overrides: list[str], scratch: Path) -> Path:
