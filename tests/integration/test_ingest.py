@@ -391,6 +391,26 @@ def test_a_wide_long_video_decodes_in_bounded_memory(tmp_path):
     assert peak_kib < 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"  # a stated bound: 1 GiB
 
 
+def test_a_manifest_beside_shards_that_are_not_its_own_fails_when_opened(library, tmp_path):
+    """What an interrupted or concurrent ingest could leave: the reader checks every shard the manifest
+    names against the shards' headers when it opens the dataset, not when a clip is first read."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(library.synth_a, raw / "good.mp4")
+    out = tmp_path / "out"
+    run(out, sources(raw))
+    shards.ClipStore(out)  # whole: opens
+    (shard,) = (out / shards.SHARDS).iterdir()
+    frames = np.load(shard)
+    np.save(shard, frames[: len(frames) // 2])
+    with pytest.raises(shards.DatasetError, match=rf"needs {len(frames)} frames of shard {shard.name}, which holds "
+                                                  rf"{len(frames) // 2}.*run the ingest step again"):
+        shards.ClipStore(out)
+    shard.unlink()
+    with pytest.raises(shards.DatasetError, match=rf"names shard {shard.name}, which cannot be read"):
+        shards.ClipStore(out)
+
+
 def test_quarantine_reasons_are_one_readable_line_counted_by_kind():
     from videossl.data.decode import _first_line
     raw = RuntimeError("[02:31:35] /github/workspace/src/video/video_reader.cc:83: ERROR opening: x.mp4, "

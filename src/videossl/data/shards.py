@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videossl.errors import StepError
 from videossl.storage import atomic_path, write_text_atomic
 
 MANIFEST = "manifest.jsonl"
@@ -122,6 +123,10 @@ class Video:
     group: str = ""  # split group: videos of one footage (e.g. carphone pristine/distorted) share it
 
 
+class DatasetError(StepError, ValueError):
+    """An ingested dataset that cannot be read as its manifest says (the message names what and why)."""
+
+
 class ClipStore:
     """Read access to an ingested dataset: videos, clips, and windows at any frame step.
 
@@ -145,6 +150,30 @@ class ClipStore:
                        for sid, r in sorted(first.items())]
         self.by_id = {v.source_id: v for v in self.videos}
         self._maps: dict[str, np.ndarray] = {}
+        self._verify()
+
+    def _verify(self) -> None:
+        """Every shard the manifest names is there and holds every frame its videos need, checked from
+        the shards' headers when the dataset is opened: a manifest beside shards that are not its own
+        (an interrupted or concurrent ingest) fails here, naming them, not when a clip is first read."""
+        need: dict[str, int] = defaultdict(int)
+        for v in self.videos:
+            need[v.shard] = max(need[v.shard], v.offset + v.frames)
+        for name, frames in sorted(need.items()):
+            try:  # the header only: nothing is kept mapped (a pickled store would carry every mapped shard)
+                have = np.load(self.dir / SHARDS / name, mmap_mode="r").shape[0]
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{self.dir / MANIFEST} names shard {name}, which cannot be read "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): run the ingest step "
+                                 f"again") from None
+            if have < frames:
+                raise DatasetError(f"{self.dir / MANIFEST} needs {frames} frames of shard {name}, which holds {have}: "
+                                 f"the shards are not this manifest's; run the ingest step again")
+
+    def __getstate__(self) -> dict:
+        """Pickled (to a worker process) without its memory maps: a pickled map is its whole shard's data;
+        each process maps what it reads."""
+        return {**self.__dict__, "_maps": {}}
 
     def _shard(self, name: str) -> np.ndarray:
         arr = self._maps.get(name)
