@@ -152,14 +152,15 @@ def _write(out: Path, rows: list[dict]) -> None:
          for r in rows], indent=1) + "\n")
     tasks = [t for t in STUDIED if any(t in r for r in rows)]
     lines = ["| objective | planned budget (s) | seed | steps | compute (s) | " + HEADLINE + " [95% CI] | "
-             + " | ".join(tasks) + " |", "|---" * (6 + len(tasks)) + "|"]
+             + " | ".join(tasks) + " | surprise, zero-shot |", "|---" * (7 + len(tasks)) + "|"]
     for r in rows:
         head = "—" if r[HEADLINE] is None else (f"{r[HEADLINE]:.3f} [{r[HEADLINE + CI_LOW]:.2f}, "
                                                  f"{r[HEADLINE + CI_HIGH]:.2f}]")
         budget = r["budget_seconds"]
         budget = f"{budget:g}" if isinstance(budget, (int, float)) else budget
+        surprise = ", ".join(f"{t} {r[t + '_surprise']:.2f}" for t in STUDIED if r.get(t + "_surprise") is not None)
         lines.append(f"| {r['objective']} | {budget} | {r.get('seed', 0)} | {r['steps']} | {r['compute_seconds']:g} | {head} | "
-                     + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + " |")
+                     + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + f" | {surprise or '—'} |")
     write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
     _plot(rows, out / "plots" / "study.png")
 

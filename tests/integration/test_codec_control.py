@@ -18,8 +18,8 @@ import av
 import numpy as np
 import pytest
 
-from videossl.config import RealArrowConfig, parse_config
-from videossl.data.decode import decode_video, make_decoder
+from videossl.config import IngestConfig, RealArrowConfig, parse_config
+from videossl.data.decode import Limits, decode_video, make_decoder
 from videossl.data.shards import ClipStore
 from videossl.eval.codec_control import codec_control, quality_features
 from videossl.eval.features import FeatureCache, FeatureModel
@@ -121,7 +121,7 @@ def pan(tmp_path_factory) -> np.ndarray:
     frames = np.stack([np.roll(wide, -i * PAN_PX_PER_FRAME, axis=1)[:, :SIZE]
                        for i in range(SOURCE_FPS * SECONDS)])
     write_cbr_h264(frames, path)
-    decoded, _ = decode_video(path, make_decoder("auto"), STORED_FPS, SIZE)
+    decoded, _ = decode_video(path, make_decoder("auto"), STORED_FPS, SIZE, Limits.of(IngestConfig()))
     return decoded
 
 
