@@ -1,6 +1,6 @@
 """The registered model: decoded uint8 frames in, the benchmark's time-ordered embedding out.
 
-`register` logs this module (mlflow.pytorch, so `mlflow.pyfunc.load_model` serves it too) and
+`register` logs it (videossl.registered_model: safetensors weights, `mlflow.pyfunc.load_model`) and
 `videossl.embed` runs it, so a user of either gets the preprocessing training used
 (`to_model_input`: channels first, [0, 1], per-channel mean/std) and the vector the probes read
 (tokens pooled over space, time slices concatenated in order: a clip and its reverse differ).

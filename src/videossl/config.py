@@ -495,6 +495,9 @@ class RegisterConfig(Section):
     min_margin_over_frames: float = Field(0.05, ge=0, le=1)
     higher_is_better: bool = True
     in_experiments: bool = False
+    # the registry-side lock that serialises gates across machines (videossl.registry.registry_lock)
+    lock_wait_s: float = Field(600.0, gt=0)
+    lock_stale_s: float = Field(900.0, gt=0)
 
     @field_validator("gate_metrics")
     @classmethod

@@ -102,19 +102,22 @@ class Encoder:
 
 
 @contextmanager
-def checkpoint_file(uri: str, tracking_uri: str | None = None) -> Iterator[Path]:
-    """A local checkpoint path for `uri` while the block runs: a file, or a registered version
-    (models:/name/3, models:/name@alias) whose registration logged the checkpoint (CHECKPOINT_ARTIFACT),
-    downloaded to a temporary folder that is removed afterwards."""
+def checkpoint_file(uri: str, tracking_uri: str | None = None) -> Iterator[tuple[Path, str | None]]:
+    """(a local checkpoint path, the weights' digest its registration recorded) for `uri` while the
+    block runs: a file (no registration: None), or a registered version (models:/name/3,
+    models:/name@alias) whose registration logged the checkpoint (CHECKPOINT_ARTIFACT), downloaded
+    to a temporary folder that is removed afterwards."""
     match = _MODELS_URI.match(uri)
     if not match:
         path = Path(uri)
         if not path.is_file():
             raise EmbedError(f"{uri}: neither a checkpoint file nor models:/<name>/<version> | models:/<name>@<alias>")
-        yield path
+        yield path, None
         return
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from videossl.registered_model import registered_digest
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix="videossl-embed-") as dest:
@@ -123,21 +126,27 @@ def checkpoint_file(uri: str, tracking_uri: str | None = None) -> Iterator[Path]
             mv = (client.get_model_version(name, match["version"]) if match["version"]
                   else client.get_model_version_by_alias(name, match["alias"]))
             path = Path(client.download_artifacts(mv.run_id, CHECKPOINT_ARTIFACT, dest))
+            registered = registered_digest(mv.run_id, client)
         except MlflowException as e:
             where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
             raise EmbedError(f"{uri} in {where}: {str(e).splitlines()[0]}") from None
-        yield path
+        yield path, registered
 
 
 def load_encoder(uri: str, tracking_uri: str | None = None) -> Encoder:
-    from videossl.models.checkpoint import CheckpointError
+    """The encoder of a checkpoint file or a registered version; a registered version's weights must
+    be the ones its registration recorded (EmbedError naming both digests otherwise)."""
+    from videossl.models.checkpoint import CheckpointError, state_digest
     from videossl.models.checkpoint import load_encoder as load
 
     try:
-        with checkpoint_file(uri, tracking_uri) as path:
+        with checkpoint_file(uri, tracking_uri) as (path, registered):
             model, meta = load(path)
     except CheckpointError as e:
         raise EmbedError(str(e)) from None
+    if registered is not None and (actual := state_digest(model.state_dict())) != registered:
+        raise EmbedError(f"{uri}: its checkpoint holds weights sha256 {actual}, but its registration recorded "
+                         f"{registered}: these are not the registered weights; refusing to load them")
     return Encoder(model, meta)
 
 

@@ -6,8 +6,8 @@ from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE
 from videossl.gate import GateDecision, fmt
 
 INTENDED_USE = """\
-- A frozen feature extractor for short clips. The logged model (`mlflow.pyfunc.load_model` or
-  `mlflow.pytorch.load_model`, `videossl.clip_embedder.ClipEmbedder`) takes decoded uint8
+- A frozen feature extractor for short clips. The logged model (`mlflow.pyfunc.load_model`, a
+  `videossl.clip_embedder.ClipEmbedder` inside) takes decoded uint8
   frames `[B, T, H, W, 3]` at the training clip length, frame rate and size, normalises them as
   training did (RGB in [0, 1], per-channel mean 0.45 and std 0.225) and returns the embedding the
   benchmark reads: tokens pooled over space, time slices concatenated in order (`[B, T' x D]`), so a
@@ -30,8 +30,10 @@ LIMITS = """\
   arrow-of-time score on real video is only meaningful together with its controls.
 - Not evaluated for any safety-relevant, surveillance or person-identifying use; do not deploy it
   for decisions about people.
-- Loading the logged model (pickle format) needs the `videossl` package importable and unpickles
-  code: load only models from a registry you trust."""
+- The logged model holds its weights as safetensors and its architecture as JSON: loading it
+  unpickles nothing, and refuses weights whose sha256 differs from the one this registration
+  recorded (the run's `encoder_sha256` param). Its code (the `videossl` package, in the model's
+  `code` folder) runs when it loads, as any pyfunc's does: load models from a registry you trust."""
 
 
 def _task_table(metrics: dict) -> str:

@@ -27,15 +27,23 @@ the version is tagged `status=failed` as a best effort. A process killed outrigh
 leaves at worst a version tagged `status=registering` that no alias points to; `champion_and_challenger`
 reports the status so `videossl review` can show it.
 
-MLflow has no compare-and-set on aliases: two register steps racing on one model name could both read
-the same champion. The pipeline runs register once per run, serially; that is the assumption here.
+MLflow has no compare-and-set on aliases, so the gate's read of the champion and the alias moves run
+under a lock kept in the registry itself (`registry_lock`): a registered model named
+`<name>.registration-lock`, which the store creates for exactly one caller because model names are
+unique. Two registrations on different machines (two KFP pods, each with its own home) that share
+only the tracking server therefore gate one after the other. A lock whose holder died is broken after
+`register.lock_stale_s`.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import re
+import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,9 +223,100 @@ def registration_lock(tracking_uri: str, name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+LOCK_SUFFIX = ".registration-lock"  # the registered model that is the registry-side lock of <name>
+LOCK_POLL_S = 0.5                   # how often a waiting registration asks whether the lock is free
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    wait_s: float    # how long a registration waits for another's lock before giving up
+    stale_s: float   # a lock older than this is a dead holder's: broken
+
+    @classmethod
+    def of(cls, rcfg) -> "LockSettings":
+        return cls(wait_s=rcfg.lock_wait_s, stale_s=rcfg.lock_stale_s)
+
+
+def _is(e, *codes: str) -> bool:
+    return getattr(e, "error_code", None) in codes
+
+
+@contextmanager
+def registry_lock(client, name: str, holder: str, settings: LockSettings) -> Iterator[None]:
+    """Hold `<name>.registration-lock` in the registry while the block runs: created by exactly one
+    caller (the store refuses a second model of the same name), deleted at the end. A waiting caller
+    polls; a lock older than `settings.stale_s` by the server's clock (its holder was killed) is
+    deleted and taken; after `settings.wait_s` it gives up with RegisterError naming the holder."""
+    from mlflow.exceptions import MlflowException
+
+    lock = name + LOCK_SUFFIX
+    deadline = time.monotonic() + settings.wait_s
+    while True:
+        record = json.dumps({"holder": holder, "since_unix": round(time.time(), 3)})
+        try:
+            client.create_registered_model(lock, description=record)
+            break
+        except MlflowException as e:
+            if not _is(e, "RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except MlflowException as e:
+            if _is(e, "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                continue  # released between our create and this read: try again at once
+            raise
+        age_s = time.time() - held.creation_timestamp / 1000
+        if age_s > settings.stale_s:
+            logging.getLogger(__name__).warning("breaking the registration lock of %s held %.0f s by %s",
+                                                name, age_s, held.description)
+            _delete_model(client, lock)
+            continue
+        if time.monotonic() > deadline:
+            raise RegisterError(f"the registration lock of {name} ({lock}) is held by {held.description}; waited "
+                                f"{settings.wait_s:g} s (register.lock_wait_s). A killed holder's lock is broken after "
+                                f"register.lock_stale_s = {settings.stale_s:g} s, or delete the registered model {lock}")
+        time.sleep(LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        _delete_model(client, lock)
+
+
+def _delete_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(name)
+    except MlflowException as e:
+        if not _is(e, "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise
+
+
+def lock_holder(run_id: str) -> str:
+    """Who holds a registration lock, as its record names it: machine, process, MLflow run."""
+    return f"{socket.gethostname()} pid {os.getpid()} run {run_id}"
+
+
 def register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
                      tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
-                     card=None, summary=None, frames_gap_low: dict[str, float | None] | None = None) -> Registration:
+                     card=None, summary=None, frames_gap_low: dict[str, float | None] | None = None,
+                     lock: LockSettings | None = None) -> Registration:
+    """Under `registry_lock`: `_register_version` (the gate, the version, the aliases)."""
+    if lock is None:
+        from videossl.config import RegisterConfig
+
+        lock = LockSettings.of(RegisterConfig())
+    ensure_registered_model(client, name, description="videossl video encoder (self-supervised); "
+                                                       "@champion is the gated best, @challenger the newest")
+    with registry_lock(client, name, lock_holder(run_id), lock):
+        return _register_version(client, name, logged_model_uri=logged_model_uri, model_id=model_id, run_id=run_id,
+                                 tags=tags, policy=policy, values=values, frames=frames, card=card, summary=summary,
+                                 frames_gap_low=frames_gap_low)
+
+
+def _register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
+                      tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
+                      card=None, summary=None, frames_gap_low: dict[str, float | None] | None = None) -> Registration:
     """Gate, create the version with its tags, move aliases. See the module docstring for the order.
 
     `values` / `frames`: each gate metric -> the new model's score / its bag-of-frames baseline's;
@@ -227,8 +326,6 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
     is known (returned on `Registration.card`; the step logs it whole as an artifact); `summary`, with
     the same arguments, the version's description (the card itself when no summary is given).
     """
-    ensure_registered_model(client, name, description="videossl video encoder (self-supervised); "
-                                                       "@champion is the gated best, @challenger the newest")
     before = aliases_of(client, name)
     prev_champion = before.get(CHAMPION)
     champ_values: dict[str, float | None] = {}
@@ -287,8 +384,6 @@ def link_logged_model(client, model_id: str, name: str, version: str) -> None:
 
 def _roll_back(client, name: str, version: str, before: dict[str, str]) -> None:
     """Put champion/challenger back where they were, then delete the half-made version."""
-    import logging
-
     log = logging.getLogger(__name__)
     for alias in (CHAMPION, CHALLENGER):
         try:

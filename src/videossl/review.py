@@ -18,11 +18,13 @@ from pathlib import Path
 
 from videossl import registry
 from videossl.eval.scores import INTERVAL, SCORES, flatten
+from videossl.registered_model import DIGEST_PARAM
 
 # flattened keys shown beside their score (the interval) or not at all (probe hyperparameters)
 _INTERVAL = INTERVAL
 _HIDDEN_SUFFIXES = _INTERVAL + ("_l2",)
 _CELL_LIMIT = 60
+_DIGEST_SHOWN = 16  # hex digits of a weights digest: enough to tell two apart at a glance
 
 
 @dataclass
@@ -31,7 +33,8 @@ class Side:
     role: str
     info: registry.VersionInfo | None
     scores: dict[str, float] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # params.yaml's, flattened
+    weights: str = "—"  # the registration's record of the weights' digest (registered_model.DIGEST_PARAM)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -51,6 +54,7 @@ def _load_side(client, role: str, info: registry.VersionInfo | None) -> Side:
         return side
     try:
         side.params = dict(client.get_run(info.run_id).data.params)
+        side.weights = side.params.pop(DIGEST_PARAM, "—")[:_DIGEST_SHOWN]
     except MlflowException as e:
         side.notes.append(f"v{info.version}: run {info.run_id} unreadable ({e.error_code}): no params")
     try:
@@ -146,6 +150,7 @@ def render(name: str, uri: str, champion: Side, challenger: Side, gate_metrics: 
         ["git commit", tag(a, "git_commit"), tag(b, "git_commit")],
         ["dataset digest", tag(a, "dataset_digest"), tag(b, "dataset_digest")],
         ["checkpoint step", tag(a, "checkpoint_step"), tag(b, "checkpoint_step")],
+        ["weights sha256", *(s.weights for s in (a, b))],
         ["run", *(s.info.run_id or "—" if s.info else "—" for s in (a, b))],
         ["gate decision", tag(a, "gate.decision"), tag(b, "gate.decision")],
     ]), ""]

@@ -1,8 +1,8 @@
 """Register step against real MLflow: an embedded sqlite store and a real `mlflow server` process.
 
 No MLflow mocks: versions, tags and aliases are read back through MlflowClient, and the champion is
-loaded back with `mlflow.pytorch.load_model` and run on uint8 clips (and, in a fresh virtualenv,
-with `mlflow.pyfunc.load_model`).
+loaded back with `mlflow.pyfunc.load_model` (safetensors weights, nothing unpickled) and run on
+uint8 clips, here and in a fresh virtualenv; weights swapped in the artifact store are refused.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from videossl import registry
+from videossl import embed, registered_model, registry
 from videossl.config import Config
 from videossl.data.transforms import to_model_input
 from videossl.embed import load_encoder
@@ -269,15 +269,15 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
         assert json.loads(logged.tags[registry.LOGGED_MODEL_VERSIONS_TAG]) == [{"name": NAME, "version": r["version"]}]
 
     # the champion loads back as the encoder of checkpoint step 20 and embeds uint8 clips, time order kept
-    model = mlflow.pytorch.load_model(f"models:/{NAME}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     torch.manual_seed(20)
     reference = VideoViT(SHAPE).eval()
     clips = torch.randint(0, 256, (2, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3), dtype=torch.uint8)
+    vectors = torch.from_numpy(model.predict(clips.numpy()))
+    assert vectors.shape == (2, SHAPE.grid[0] * SHAPE.dim)
     with torch.no_grad():
-        vectors = model(clips)
-        assert vectors.shape == (2, SHAPE.grid[0] * SHAPE.dim)
         assert torch.allclose(vectors, reference.embed_time(to_model_input(clips)).flatten(1), atol=1e-6)
-        assert not torch.allclose(vectors, model(clips.flip(1)), atol=1e-4)
+    assert not torch.allclose(vectors, torch.from_numpy(model.predict(clips.flip(1).numpy())), atol=1e-4)
 
 
 def test_a_worse_model_cannot_displace_a_better_one(tmp_path, sqlite_store):
@@ -413,7 +413,7 @@ def test_the_registered_model_embeds_in_a_fresh_virtualenv(tmp_path, sqlite_stor
                                                      dst_path=str(tmp_path / "dl")))
     requirements = local / "requirements.txt"
     names = {r.split("==")[0] for r in requirements.read_text().split()}
-    assert names >= {"mlflow", "torch", "cloudpickle", "numpy", "pydantic", "PyYAML"} and "videossl" not in names
+    assert names >= {"mlflow", "torch", "safetensors", "numpy", "pydantic", "PyYAML"} and "videossl" not in names
     assert (local / "code" / "videossl" / "clip_embedder.py").is_file()
 
     venv = tmp_path / "venv"
@@ -437,6 +437,52 @@ def test_the_registered_model_embeds_in_a_fresh_virtualenv(tmp_path, sqlite_stor
     assert vectors.shape == (3, SHAPE.grid[0] * SHAPE.dim)
     np.testing.assert_allclose(vectors, load_encoder(str(model / "encoder.pt")).embed_clips(clips), atol=1e-5)
     assert not np.allclose(vectors[0], vectors[2], atol=1e-4)  # time order kept
+
+
+def test_the_registered_model_unpickles_nothing_and_refuses_swapped_weights(tmp_path, sqlite_store):
+    """The hostile cases of a writable artifact store: weights overwritten in the logged model (with its
+    own record edited to match), or the logged checkpoint replaced with random weights. Every load
+    (`mlflow.pyfunc.load_model`, `videossl embed --model models:/...`) refuses them, naming both digests."""
+    cfg = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name="tamper-encoder",
+                      min_margin_over_champion=0, min_margin_over_frames=0)
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    result = register(cfg, data, model, ev, tmp_path / "out")
+    registered = json.loads((tmp_path / "out" / "submitted.json").read_text())["encoder_sha256"]
+    client = MlflowClient(tracking_uri=sqlite_store)
+    assert client.get_run(result["run_id"]).data.params[registered_model.DIGEST_PARAM] == registered
+
+    # no pickle anywhere in the logged model: a pyfunc with a loader module, safetensors and JSON
+    logged = client.get_logged_model(result["logged_model_uri"].removeprefix("models:/"))
+    [folder] = [p.parent for p in Path(urllib.parse.urlparse(logged.artifact_location).path).rglob(registered_model.WEIGHTS)]
+    root = folder.parents[1]  # MLflow keeps the data folder in <model>/data/
+    mlmodel = (root / "MLmodel").read_text()
+    assert "loader_module: videossl.registered_model" in mlmodel and "pytorch" not in mlmodel
+    assert not [p for p in root.rglob("*") if p.suffix in (".pkl", ".pth", ".pt", ".pickle")]
+    mlflow.set_tracking_uri(sqlite_store)
+    uri = f"models:/tamper-encoder/{result['version']}"
+    assert mlflow.pyfunc.load_model(uri).predict(
+        np.zeros((1, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3), dtype=np.uint8)).shape == (1, SHAPE.grid[0] * SHAPE.dim)
+
+    # weights swapped, the folder's own record edited to match: the registration record still refuses them
+    from safetensors.torch import save_file
+
+    torch.manual_seed(99)
+    random = VideoViT(SHAPE).state_dict()
+    save_file(random, folder / registered_model.WEIGHTS)
+    spec = json.loads((folder / registered_model.SPEC).read_text())
+    (folder / registered_model.SPEC).write_text(json.dumps({**spec, "weights_sha256": state_digest(random)}))
+    with pytest.raises(registered_model.TamperedModel, match=rf"weights sha256 {state_digest(random)}, but the "
+                                                             rf"registration record says {registered}"):
+        mlflow.pyfunc.load_model(uri)
+
+    # the logged checkpoint that `videossl embed --model models:/...` reads, swapped for random weights
+    assert embed.load_encoder(uri, sqlite_store).model is not None
+    checkpoint = Path(urllib.parse.urlparse(client.get_run(result["run_id"]).info.artifact_uri).path) / \
+        embed.CHECKPOINT_ARTIFACT
+    save_checkpoint({"shape": SHAPE.as_dict(), "encoder": random, "step": 10, "variant": "video"}, checkpoint)
+    with pytest.raises(embed.EmbedError, match=rf"holds weights sha256 {state_digest(random)}, but its registration "
+                                               rf"recorded {registered}"):
+        embed.load_encoder(uri, sqlite_store)
 
 
 def test_a_dvc_experiment_registers_only_when_asked(tmp_path, sqlite_store, monkeypatch):
@@ -574,12 +620,11 @@ def test_register_through_a_tracking_server(tmp_path, mlflow_server):
     both = registry.champion_and_challenger(client, NAME)
     assert (both["champion"].version, both["challenger"].version) == ("1", "2")
     # the model files went through the server to its --artifacts-destination
-    stored = list((mlflow_server["root"] / "art").rglob("model.pth"))
+    stored = list((mlflow_server["root"] / "art").rglob(registered_model.WEIGHTS))
     assert len(stored) == 2
-    model = mlflow.pytorch.load_model(f"models:/{NAME}@challenger")
-    with torch.no_grad():
-        out = model(torch.zeros(1, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3, dtype=torch.uint8))
-    assert out.shape == (1, SHAPE.grid[0] * SHAPE.dim) and torch.isfinite(out).all()
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger")
+    out = model.predict(np.zeros((1, SHAPE.frames, SHAPE.img_size, SHAPE.img_size, 3), dtype=np.uint8))
+    assert out.shape == (1, SHAPE.grid[0] * SHAPE.dim) and np.isfinite(out).all()
 
     # the registered-model page's data, read as the UI reads it: the server's REST API
     def rest(path: str, **query) -> dict:
@@ -605,3 +650,59 @@ def test_register_through_a_tracking_server(tmp_path, mlflow_server):
     logged = client.get_logged_model(version["source"].removeprefix("models:/"))
     links = json.loads(logged.tags[registry.LOGGED_MODEL_VERSIONS_TAG])
     assert [(v["name"], str(v["version"])) for v in links] == [(NAME, "1")]  # linked once (the server links it too)
+
+
+_REGISTER_IN_ITS_OWN_HOME = """
+import sys
+from pathlib import Path
+from tests.integration.test_registry import make_config, make_inputs
+from videossl.steps.register import register
+uri, root, score, name = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+data, model, ev = make_inputs(root, score, step=int(root.name[-1]))
+result = register(make_config(uri, "unused", model_name=name), data, model, ev, root / "out")
+print("PROMOTED" if result["promoted"] else "NOT-PROMOTED", result["version"])
+"""
+
+
+def test_registrations_on_two_machines_cannot_both_promote(tmp_path, mlflow_server):
+    """Two register processes that share only the tracking server (separate homes, so no local lock
+    folder in common, as two KFP pods): both beat the champion, but they gate one after the other, so
+    the second is compared with the first and the two cannot both be promoted."""
+    name = "two-machines-encoder"
+    first = register(make_config(mlflow_server["url"], "unused", model_name=name),
+                     *make_inputs(tmp_path / "champion", 0.70), tmp_path / "out0")
+    assert first["promoted"]
+    procs = []
+    for i in (1, 2):
+        home = tmp_path / f"home{i}"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        procs.append(subprocess.Popen([sys.executable, "-c", _REGISTER_IN_ITS_OWN_HOME, mlflow_server["url"],
+                                       str(tmp_path / f"machine{i}"), "0.80", name],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    decisions = sorted(out.split()[-2] for out, _ in outs)
+    assert decisions == ["NOT-PROMOTED", "PROMOTED"], outs
+    client = MlflowClient(tracking_uri=mlflow_server["url"])
+    promoted = next(out.split()[-1] for out, _ in outs if "NOT-" not in out)
+    assert aliases(client, name)["champion"] == promoted
+    assert not client.search_registered_models(f"name='{name}{registry.LOCK_SUFFIX}'")  # released
+
+
+def test_a_held_registration_lock_is_waited_for_and_a_dead_holders_is_broken(tmp_path, sqlite_store):
+    name = "locked-encoder"
+    client = MlflowClient(tracking_uri=sqlite_store)
+    client.create_registered_model(name + registry.LOCK_SUFFIX, description='{"holder": "pod-a pid 7"}')
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    waits = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name, lock_wait_s=1)
+    with pytest.raises(RegisterError, match=r"registration lock of locked-encoder .* is held by .*pod-a pid 7.*"
+                                            r"waited 1 s \(register.lock_wait_s\)"):
+        register(waits, data, model, ev, tmp_path / "out")
+    assert client.get_registered_model(name + registry.LOCK_SUFFIX)  # not ours to delete
+    assert not client.search_model_versions(f"name='{name}'")  # nothing half-registered
+    time.sleep(1.5)  # the holder never comes back: its lock is stale after lock_stale_s
+    breaks = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name, lock_stale_s=1)
+    assert register(breaks, data, model, ev, tmp_path / "out")["promoted"]
+    assert not client.search_registered_models(f"name='{name}{registry.LOCK_SUFFIX}'")

@@ -13,7 +13,6 @@ need nothing but the file. The run's timings go beside it
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -23,6 +22,7 @@ import torch
 
 from videossl import storage
 from videossl.config import ModelConfig
+from videossl.models.digest import state_digest  # noqa: F401  (re-exported: callers import it from here)
 from videossl.models.vit import VideoViT, VitShape
 from videossl.errors import StepError
 
@@ -117,15 +117,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state_dict (names and raw bytes): equal digests = bit-identical weights."""
-    h = hashlib.sha256()
-    for name, t in sorted(state.items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def load_checkpoint(src: str | os.PathLike) -> dict:

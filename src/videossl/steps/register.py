@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
-from videossl import model_card, registry, tracking
+from videossl import model_card, registered_model, registry, tracking
 from videossl.config import Config
 from videossl.data import shards
 from videossl.embed import CHECKPOINT_ARTIFACT
@@ -23,7 +24,6 @@ from videossl.eval.scores import CHOSEN, SCORED_WEIGHTS
 from videossl.gate import Policy, frames_key, gap_low_key
 from videossl.registry import RegisterError
 from videossl.models.checkpoint import CHECKPOINTS
-from videossl.clip_embedder import ClipEmbedder
 from videossl.stages import CARD, REGISTRATION, SUBMITTED
 from videossl.storage import write_text_atomic
 
@@ -117,7 +117,7 @@ def load_encoder(path: Path):
     return encoder.eval(), meta
 
 
-def _signature(model: ClipEmbedder):
+def _signature(model):
     """Tensor signature from one forward pass on zeros: uint8 [-1, T, S, S, 3] -> float32 [-1, F]."""
     import numpy as np
     import torch
@@ -129,9 +129,9 @@ def _signature(model: ClipEmbedder):
     return infer_signature(x.numpy(), y.numpy().astype(np.float32))
 
 
-# What the pickled encoder imports when it loads (videossl.models and what it imports), pinned to the
-# versions it was saved with. videossl itself travels in the model's code_paths: it is not on an index.
-MODEL_REQUIREMENTS = ("torch", "cloudpickle", "numpy", "pydantic", "PyYAML", "tqdm")
+# What the model's loader (videossl.registered_model) imports, pinned to the versions it was saved
+# with. videossl itself travels in the model's code_paths: it is not on an index.
+MODEL_REQUIREMENTS = ("torch", "safetensors", "numpy", "pydantic", "PyYAML", "tqdm")
 
 
 def _pip_requirements() -> list[str]:
@@ -152,8 +152,6 @@ def _code_paths() -> list[str]:
 def _check_writable(out: Path) -> None:
     """The outputs must be writable before the registry changes: a gate that moved `champion` and
     then could not write its decision would leave the registry and the outputs disagreeing."""
-    import tempfile
-
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
@@ -212,8 +210,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     import mlflow
     from mlflow import MlflowClient
 
-    # The whole registration holds the model's lock: the store's creation, the gate's read of the
-    # champion and the alias move happen as one, so concurrent registrations cannot both promote.
+    # The whole registration holds this machine's lock (two first writes to a new sqlite store would
+    # both migrate it); the gate's read of the champion and the alias moves also hold the registry's
+    # own lock (registry.registry_lock), so registrations on different machines cannot both promote.
     with registry.registration_lock(tracking.tracking_uri(cfg.tracking), rcfg.model_name):
         with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest)},
                           dataset=(str(data_dir), str(digest))) as active:
@@ -230,12 +229,17 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             # the checkpoint itself (tensors and plain values: it loads without unpickling code), for
             # videossl.embed.load_encoder('models:/<name>@<alias>') and `videossl embed`
             mlflow.log_artifact(str(model_dir / ENCODER), CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
-            logged = ClipEmbedder(encoder)  # preprocessing and the time-ordered pooling inside
-            info = mlflow.pytorch.log_model(
-                logged, name="model", serialization_format="pickle",
-                signature=_signature(logged), pip_requirements=_pip_requirements(), code_paths=_code_paths(),
-                metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
-            )
+            # the weights' digest as a param: immutable once logged, what every load of this model checks
+            mlflow.log_param(registered_model.DIGEST_PARAM, weights)
+            with tempfile.TemporaryDirectory(prefix="videossl-model-") as tmp:
+                folder = Path(tmp) / "encoder"
+                registered_model.write(encoder, meta, folder)
+                logged = registered_model.read(folder, weights)  # what a user loads: the same module
+                info = mlflow.pyfunc.log_model(
+                    name="model", loader_module=registered_model.__name__, data_path=str(folder),
+                    signature=_signature(logged), pip_requirements=_pip_requirements(), code_paths=_code_paths(),
+                    metadata={k: meta[k] for k in ("variant", "step", "num_frames", "img_size", "model") if k in meta},
+                )
             # after the model, linked to it in one write: logged before, MLflow would read back each metric's
             # history to link it (about 2,000 queries, 7 s of the step)
             mlflow.log_metrics({registry.metric_name(k): v for k, v in scores.items() if math.isfinite(v)},
@@ -262,7 +266,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             reg = registry.register_version(
                 MlflowClient(), rcfg.model_name, logged_model_uri=info.model_uri, model_id=info.model_id,
                 run_id=run_id, tags=tags, policy=policy, values=gate_values, frames=frames_values, card=card,
-                summary=summary, frames_gap_low=gap_lows)
+                summary=summary, frames_gap_low=gap_lows, lock=registry.LockSettings.of(rcfg))
             mlflow.log_text(reg.card or "", CARD)
             mlflow.set_tags({"registered_model": rcfg.model_name, "registered_version": reg.version,
                              "gate": "promoted" if reg.decision.promote else "not promoted"})
