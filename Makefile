@@ -21,7 +21,8 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: the CPU build of 2.13.0; every later range it satisfies installs nothing more.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.lock
+	# --require-hashes: only the files tools/hash_lock.py recorded install (torch, above, is not in the lock)
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	rm -f $(VENV)/.setup-* && touch $@
 

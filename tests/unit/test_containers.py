@@ -20,6 +20,7 @@ import pytest
 from videossl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCK = ROOT / "requirements.lock"
 DOCKERFILES = {"pipeline": ROOT / "containers" / "Dockerfile.pipeline",
                "trainer": ROOT / "containers" / "Dockerfile.trainer"}
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -170,9 +171,9 @@ def test_installs_the_package_from_the_repository(name):
     runs = [a for w, a in ins if w == "RUN"]
     pip = [(i, cmd) for i, a in enumerate(runs) for cmd in a.split("&&") if "pip install" in cmd]
     torch = [i for i, cmd in pip if "torch==2.13.0" in cmd and "--index-url" in cmd]
-    lock = [i for i, cmd in pip if re.search(r"(-r|--requirement)\s+requirements\.lock\b", cmd)]
+    lock = [i for i, cmd in pip if re.search(r"(-r|--requirement)\s+requirements\.lock\b", cmd) and "--require-hashes" in cmd]
     package = [i for i, cmd in pip if "--no-deps" in cmd and re.search(r"\s\.(\s|$)", cmd.strip() + " ")]
-    assert torch and lock and package, f"want: torch pinned from an index, then -r requirements.lock, then " \
+    assert torch and lock and package, f"want: torch pinned from an index, then --require-hashes -r requirements.lock, then " \
                                        f"--no-deps . ; found {[c for _, c in pip]}"
     assert torch[0] <= lock[0] <= package[0], "install torch first, then the lock, then the package (as make setup)"
     assert ("COPY", ". .") in ins, "the package installs from the repository tree (COPY . .), not loose files"
@@ -244,3 +245,14 @@ def test_make_images_builds_both_tagged_from_params(tmp_path):
         assert args[0] == "build" and args[-1] == ".", line
         assert args[args.index("-f") + 1] == dockerfile and args[args.index("-t") + 1] == tag, line
         assert any(a.startswith("VIDEOSSL_GIT_COMMIT=") for a in args), line
+
+
+def test_every_locked_requirement_is_pinned_to_its_files():
+    """make setup and both images install the lock with --require-hashes: every pin carries the sha256
+    of its files (tools/hash_lock.py writes them), and the Makefile asks pip to check them."""
+    lines = [ln for ln in LOCK.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    blocks = re.split(r"\n(?=\S)", "\n".join(lines))
+    assert len(blocks) > 100 and all(re.match(r"[A-Za-z0-9._-]+==\S+ \\$", b.splitlines()[0]) for b in blocks)
+    unhashed = [b.split()[0] for b in blocks if not re.search(r"--hash=sha256:[0-9a-f]{64}", b)]
+    assert not unhashed, f"pins without hashes: {unhashed[:5]} (run python tools/hash_lock.py)"
+    assert re.search(r"pip install .*--require-hashes -r requirements\.lock", (LOCK.parent / "Makefile").read_text())
