@@ -347,6 +347,24 @@ def test_causal_time_attention_ignores_later_frames_and_joint_does_not():
     assert VitShape(**old).causal_time is False
 
 
+@pytest.mark.parametrize("written", ["{contrastive: 1.0, pretext: 1.0}", "{pretext: 0.5, mae: 1.0}"])
+def test_the_order_parts_are_written_in_does_not_change_the_model(tmp_path, store, written):
+    """A mapping's key order is not part of the objective: the KFP pipeline sorts params' keys, so
+    {pretext, contrastive} written either way must give bit-identical weights and the same loss."""
+    import yaml
+
+    parts = yaml.safe_load(written)
+    reversed_ = "{" + ", ".join(f"{k}: {v}" for k, v in reversed(parts.items())) + "}"
+    built = [_build(tmp_path / str(i), store, f"pretrain.objective={w}") for i, w in enumerate((written, reversed_))]
+    (_, a, recipe_a), (_, b, recipe_b) = built
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    torch.manual_seed(1)
+    loss_a = a(_batch(store, recipe_a))[0]
+    torch.manual_seed(1)
+    assert torch.equal(loss_a, b(_batch(store, recipe_b))[0])
+
+
 def test_combined_mae_and_pretext_trains(tmp_path, store):
     _, model, recipe = _build(tmp_path, store, "pretrain.objective={mae: 1.0, pretext: 0.5}")
     assert isinstance(model, Combined) and set(model.parts) == {"mae", "pretext"}

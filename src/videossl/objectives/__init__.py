@@ -56,7 +56,11 @@ FUSED = "pretext_contrastive"  # the pair on shared clips, as a part beside any 
 
 
 def weights_of(objective: str | dict[str, float]) -> dict[str, float]:
-    return {objective: 1.0} if isinstance(objective, str) else dict(objective)
+    """Part -> weight in BUILDERS' order, whatever order the mapping was written in: building the parts
+    draws their initial weights from one RNG, so the order of keys would change the model (the KFP
+    pipeline passes params with sorted keys, params.yaml as written: both must train the same model)."""
+    weights = {objective: 1.0} if isinstance(objective, str) else dict(objective)
+    return {name: weights[name] for name in BUILDERS if name in weights} | weights
 
 
 def build(cfg: Config, encoder: VideoViT, variant: str = "video") -> tuple[Objective, Recipe]:
