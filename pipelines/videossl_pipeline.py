@@ -102,9 +102,9 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
     kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_KEYS})
     kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_OPTIONAL_KEYS},
                                  optional=True)
-    if step in USES_MLFLOW:
-        kubernetes.use_secret_as_env(task, secret_name=cl.secrets.mlflow,
-                                     secret_key_to_env={k: k for k in MLFLOW_KEYS})
+    if step in USES_MLFLOW:  # the registry is written by register alone, with its own login
+        login = cl.secrets.mlflow_register if step == "register" else cl.secrets.mlflow
+        kubernetes.use_secret_as_env(task, secret_name=login, secret_key_to_env={k: k for k in MLFLOW_KEYS})
         kubernetes.use_field_path_as_env(task, env_name=PIPELINE_RUN_ENV, field_path=f"metadata.labels['{RUN_LABEL}']")
     return task
 

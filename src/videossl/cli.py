@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="only validate params")
     _add_params(p)
 
+    p = sub.add_parser("grant-access", help="as the tracking server's admin: create the runs and register users "
+                       "and grant each only what its steps do (videossl.cluster.access; the Job "
+                       "k8s/base/mlflow-access.yaml runs it)")
+    _add_params(p)
+
     p = sub.add_parser("pipeline", help="the KFP pipeline: compile, submit, run locally, push data versions")
     psub = p.add_subparsers(dest="pipeline_command", required=True)
     c = psub.add_parser("compile", help="write the pipeline IR YAML (image, resources, GPUs, Secrets from `cluster`)")
@@ -167,6 +172,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return review(cfg, args.model_name, args.tracking_uri)
     if cmd == "validate":
         print("params ok")
+        return 0
+    if cmd == "grant-access":
+        from videossl.cluster.access import grant, roles_from_env
+        from videossl.tracking import tracking_uri
+
+        granted = grant(tracking_uri(cfg.tracking), cfg.tracking.experiment, cfg.register.model_name, roles_from_env())
+        print(json.dumps(granted, indent=2, sort_keys=True))
         return 0
     if cmd == "ingest":
         from videossl.steps.ingest import ingest

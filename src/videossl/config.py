@@ -556,8 +556,12 @@ class ClusterJobConfig(Section):
 
 
 class ClusterSecrets(Section):
+    """Secret names. MLflow logins are per role (videossl.cluster.access): `mlflow` logs runs
+    (pretrain, probe-eval, the training job), `mlflow_register` writes the registry (register only);
+    the server's admin login (k8s/base/mlflow-access.yaml) is mounted in no pipeline pod."""
     s3: str = Field("videossl-s3", min_length=1)
     mlflow: str = Field("videossl-mlflow", min_length=1)
+    mlflow_register: str = Field("videossl-mlflow-register", min_length=1)
 
 
 class ClusterConfig(Section):

@@ -33,6 +33,7 @@ CLUSTER = [
     f"cluster.image={IMAGE}",
     "cluster.secrets.s3=team-s3-credentials",
     "cluster.secrets.mlflow=team-mlflow-credentials",
+    "cluster.secrets.mlflow_register=team-mlflow-registry-writer",
     "cluster.resources.ingest={cpu: '3', memory: 5Gi, retries: 4}",
     "cluster.resources.pretrain={cpu: 500m, memory: 1Gi, retries: 0}",
     "cluster.resources.probe_eval={cpu: '6', memory: 12Gi, retries: 1}",
@@ -104,8 +105,10 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
                                                       "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
                      ("team-s3-credentials", True): {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}}
         if step in LOGS_TO_MLFLOW:
-            # the tracking server authenticates every client: its user is required
-            want_envs |= {("team-mlflow-credentials", False): {k: k for k in (
+            # the tracking server authenticates every client: its user is required; only register's may
+            # write the registry (videossl.cluster.access)
+            login = "team-mlflow-registry-writer" if step == "register" else "team-mlflow-credentials"
+            want_envs |= {(login, False): {k: k for k in (
                 "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}}
         assert envs == want_envs, step
         if step in LOGS_TO_MLFLOW:  # their MLflow runs are children of one parent run per execution

@@ -72,14 +72,41 @@ def api(url: str, path: str, user: str | None = None, password: str | None = Non
         return e.code, {}
 
 
-def test_the_deployment_takes_every_credential_from_the_mlflow_secret():
+def test_the_deployment_takes_every_credential_from_the_admin_secret():
+    """The admin's login is the server's and the mlflow-access Job's only; the Job grants on the
+    experiment and model that params.yaml names."""
     container, env = deployment_env()
     for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "videossl-mlflow", name
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "videossl-mlflow-admin", name
         assert "optional" not in env[name]["valueFrom"]["secretKeyRef"], name
     assert "password" not in (ROOT / "k8s/base/basic_auth.ini").read_text().split("[mlflow]")[1].split("#")[0]
     assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith(
         next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "auth"))
+    from videossl.config import load_config
+
+    cfg, access = load_config(ROOT / "params.yaml"), load_config(ROOT / "k8s/base/access-params.yaml")
+    assert (access.tracking.experiment, access.register.model_name) == (cfg.tracking.experiment,
+                                                                          cfg.register.model_name)
+    assert cfg.cluster.secrets.mlflow != cfg.cluster.secrets.mlflow_register
+    (job,) = [d for d in yaml.safe_load_all((ROOT / "k8s/base/mlflow-access.yaml").read_text()) if d]
+    (grant,) = job["spec"]["template"]["spec"]["containers"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in grant["env"] if "valueFrom" in e}
+    assert secrets["MLFLOW_TRACKING_PASSWORD"] == "videossl-mlflow-admin"
+    assert secrets["VIDEOSSL_RUNS_PASSWORD"] == cfg.cluster.secrets.mlflow
+    assert secrets["VIDEOSSL_REGISTER_PASSWORD"] == cfg.cluster.secrets.mlflow_register
+    def secret_refs(node):  # every Secret a manifest mounts (secretKeyRef, secretRef)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("secretKeyRef", "secretRef") and isinstance(v, dict):
+                    yield v.get("name")
+                yield from secret_refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from secret_refs(v)
+
+    mounting = {(d["kind"], d["metadata"]["name"]) for f in (ROOT / "k8s").rglob("*.yaml")
+                for d in yaml.safe_load_all(f.read_text()) if d and "videossl-mlflow-admin" in secret_refs(d)}
+    assert mounting == {("Deployment", "mlflow"), ("Job", "mlflow-access")}  # the server and the grant only
 
 
 def test_anonymous_and_wrong_password_calls_are_refused(auth_server):
@@ -120,3 +147,62 @@ def test_a_server_that_never_answers_fails_in_one_line_naming_the_key():
     message = str(e.value)
     assert "\n" not in message and "tracking.uri" in message and "/health" in message
     assert "secret" not in message  # credentials in the URI are redacted
+
+
+def test_each_role_can_do_only_what_its_steps_do(auth_server, monkeypatch, tmp_path):
+    """`videossl grant-access` as the admin, then: the runs user (pretrain, probe-eval) logs runs but
+    cannot touch the registered model; the register user registers and gates for real."""
+    import subprocess
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tests.integration.test_registry import make_inputs
+    from videossl.cluster.access import ROLE_ENV
+    from videossl.config import Config
+    from videossl.steps.register import register
+
+    url, _ = auth_server
+    users = {"runs": ("videossl-runs", "runs-password-1"), "register": ("videossl-register", "register-password-1")}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"tracking": {"uri": url, "experiment": "roles", "artifacts": None},
+                                      "register": {"model_name": "roles-encoder", "gate_metrics": ["arrow_of_time.video"]}}))
+    env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+    for role, (user, password) in users.items():
+        env[ROLE_ENV[role][0]], env[ROLE_ENV[role][1]] = user, password
+    videossl = Path(sys.executable).with_name("videossl")
+    for _ in range(2):  # idempotent: a second grant changes nothing and does not fail
+        proc = subprocess.run([str(videossl), "grant-access", "--params", str(params)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["register"] == {"experiment 1": "EDIT", "registered_model roles-encoder": "MANAGE"}
+
+    def as_user(role: str) -> MlflowClient:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", users[role][0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", users[role][1])
+        return MlflowClient(tracking_uri=url, registry_uri=url)
+
+    cfg = Config.model_validate(yaml.safe_load(params.read_text()))
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    runs = as_user("runs")
+    with tracking.run(cfg.tracking, "pretrain") as active:  # the runs user logs its steps' runs
+        import mlflow
+
+        mlflow.log_metric("loss", 1.0)
+    assert runs.get_run(active.info.run_id).data.metrics == {"loss": 1.0}
+    assert runs.get_registered_model("roles-encoder").name == "roles-encoder"  # reads the registry
+    for write in (lambda: runs.create_model_version("roles-encoder", "models:/m-nope", run_id=active.info.run_id),
+                  lambda: runs.set_registered_model_alias("roles-encoder", "champion", "1"),
+                  lambda: runs.delete_registered_model("roles-encoder")):
+        with pytest.raises(MlflowException) as e:
+            write()
+        assert e.value.error_code == "PERMISSION_DENIED", e.value
+    with pytest.raises(Exception):  # nor can it register through the step
+        register(cfg, data, model, ev, tmp_path / "out-runs")
+    assert not as_user("register").search_model_versions("name='roles-encoder'")
+
+    as_user("register")
+    result = register(cfg, data, model, ev, tmp_path / "out")
+    assert result["promoted"] and result["version"] == "1"
+    assert MlflowClient(tracking_uri=url).get_model_version_by_alias("roles-encoder", "champion").version == "1"

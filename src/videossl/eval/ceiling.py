@@ -200,16 +200,23 @@ def _train_one(store: ClipStore, task: Task, pool: list, cfg: CeilingConfig, see
     return test, best[0], best[2]
 
 
+CEILING_THREADS = 1  # per task network: see _ceiling_job
+
+
 def _ceiling_job(job: tuple, log: Callable[[str], None] = print) -> tuple[np.ndarray, float, int]:
-    """One task's network, in this process or a worker's (one torch thread there: two small networks side
-    by side use two cores better than one network on two threads)."""
+    """One task's network, in this process or a worker's, on `threads` torch threads (restored after):
+    two small networks side by side use two cores better than one network on two threads, and under
+    bf16 autocast the thread count changes the sums' order, so the count is fixed wherever it runs."""
     store, task, speeds, max_objects, cfg, seed, index, threads = job
-    if threads:
-        torch.set_num_threads(threads)
-    cpu = torch.device("cpu")
-    autocast = precision.autocast(precision.autocast_dtype("bf16", cpu), cpu)  # 1.3x on AMX CPUs
-    pool = build_tasks(store, [task.name], speeds, cfg.windows, max_objects, seed, splits=("train",))[0].items["train"]
-    return _train_one(store, task, pool, cfg, seed, index, autocast, log)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cpu = torch.device("cpu")
+        autocast = precision.autocast(precision.autocast_dtype("bf16", cpu), cpu)  # 1.3x on AMX CPUs
+        pool = build_tasks(store, [task.name], speeds, cfg.windows, max_objects, seed, splits=("train",))[0].items["train"]
+        return _train_one(store, task, pool, cfg, seed, index, autocast, log)
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], max_objects: int, cfg: CeilingConfig,
@@ -217,11 +224,11 @@ def train_ceiling(store: ClipStore, tasks: list[Task], speeds: list[int], max_ob
     """One network per task (a shared trunk was measured worse: reversed and shuffled clips of one task
     shared batch-norm statistics and features with another's). A window task trains on
     `cfg.windows` windows of each training video; a matched task on its training sets. With several
-    `workers` the tasks train in spawned processes, one thread each; every task is seeded on its own,
-    so the result does not depend on `workers`."""
+    `workers` the tasks train in spawned processes; every task is seeded on its own and trains on one
+    thread wherever it runs, so the result does not depend on `workers`."""
     t0 = time.perf_counter()
     parallel = workers > 1 and len(tasks) > 1
-    jobs = [(store, task, speeds, max_objects, cfg, seed, i, 1 if parallel else 0) for i, task in enumerate(tasks)]
+    jobs = [(store, task, speeds, max_objects, cfg, seed, i, CEILING_THREADS) for i, task in enumerate(tasks)]
     if not parallel:
         results = [_ceiling_job(job, log) for job in jobs]
     else:
