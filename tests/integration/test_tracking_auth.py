@@ -176,7 +176,10 @@ def test_each_role_can_do_only_what_its_steps_do(auth_server, monkeypatch, tmp_p
         proc = subprocess.run([str(videossl), "grant-access", "--params", str(params)], env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["register"] == {"experiment 1": "EDIT", "registered_model roles-encoder": "MANAGE"}
+    granted = json.loads(proc.stdout)
+    experiment = api(url, "experiments/get-by-name?experiment_name=roles", ADMIN, PASSWORD)[1]["experiment"]["experiment_id"]
+    assert granted == {"runs": {f"experiment {experiment}": "EDIT"},
+                       "register": {f"experiment {experiment}": "EDIT", "registered_model roles-encoder": "MANAGE"}}
 
     def as_user(role: str) -> MlflowClient:
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", users[role][0])
