@@ -226,9 +226,11 @@ class IngestConfig(Section):
     def _known_sources(cls, sources: list[str]) -> list[str]:
         for s in sources:
             if not s or not isinstance(s, str):
-                raise ValueError("each source is 'synthetic', 'samples', a local directory or s3://bucket/prefix")
+                raise ValueError("each source is 'synthetic', 'samples', list:<file>, a local directory or s3://bucket/prefix")
             if s.startswith("s3://") and len(s) <= len("s3://"):
                 raise ValueError(f"source {s!r}: an s3 source needs a bucket (s3://bucket/prefix)")
+            if s.startswith("list:") and len(s) <= len("list:"):
+                raise ValueError(f"source {s!r}: a list source names its file (list:path/to/train.txt, local or s3://)")
         return sources
 
     _splits = field_validator("splits")(lambda s: split_fractions(s))
@@ -435,6 +437,12 @@ def _task_names() -> tuple[str, ...]:
     return TASK_NAMES
 
 
+def _default_tasks() -> tuple[str, ...]:
+    from videossl.eval.tasks import DEFAULT_TASKS
+
+    return DEFAULT_TASKS
+
+
 def known_tasks(tasks: list[str]) -> list[str]:
     """Benchmark task names (videossl.eval.tasks.TASKS and real_arrow_of_time), each once."""
     unknown = [t for t in tasks if t not in _task_names()]
@@ -444,7 +452,7 @@ def known_tasks(tasks: list[str]) -> list[str]:
 
 
 class ProbeEvalConfig(Section):
-    tasks: list[str] = Field(default_factory=lambda: list(_task_names()), min_length=1)  # all, in the registry's order
+    tasks: list[str] = Field(default_factory=lambda: list(_default_tasks()), min_length=1)  # the registry's order
     probes: list[Literal["linear", "attentive", "knn"]] = Field(default_factory=lambda: ["linear", "attentive", "knn"], min_length=1)
     speeds: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=2)
     l2_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], min_length=1)

@@ -27,6 +27,7 @@ SPLITS = ("train", "val", "test")
 # What a video is for (the manifest's `kind`): the synthetic benchmark world is evaluated on and never
 # pretrained on; the synthetic pool is pretrained on and never evaluated on; real footage is both.
 BENCHMARK, POOL, REAL = "benchmark", "pool", "real"
+LABELLED = "labelled"  # a labelled list's videos (data/lists.py): the classification task's, never pretraining's
 
 
 def split_of(group: str, fractions: dict[str, float], seed: int, assigned: str | None = None) -> str:

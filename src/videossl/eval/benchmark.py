@@ -10,7 +10,8 @@ the feature and ceiling caches under probe_eval.cache_dir.
   the same test clips, zero-shot (`video_heads`);
 - matched held-out tasks, where the objective predicts (mae, jepa): its surprise, zero-shot
   (`video_surprise`, eval/surprise.py);
-- content and controls: the same probes.
+- content and controls: the same probes;
+- classification (a labelled list's classes): the same probes, and per class each drawn model's recall.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ import numpy as np
 import torch
 
 from videossl.config import Config
-from videossl.data.shards import BENCHMARK, ClipStore
+from videossl.data.shards import BENCHMARK, LABELLED, ClipStore
 from videossl.eval import ceiling, features, probes, report, scores, suite
 from videossl.eval.stats import VideoBootstrap
-from videossl.eval.tasks import (ACCURACY, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, TASKS, Task, build_tasks, clip_pixels,
-                                 of_kind)
+from videossl.eval.probes import per_class
+from videossl.eval.scores import PER_CLASS
+from videossl.eval.tasks import (ACCURACY, CLASSIFICATION, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, TASKS, Task,
+                                 build_tasks, clip_pixels, of_kind)
 
 CONFUSION_MODELS = (scores.VIDEO, scores.FRAMES)  # the models whose confusion matrices are drawn
 # The objective's heads, as the diagnostic tasks' labels: task -> (head, how the head's class maps to the task's)
@@ -51,6 +54,10 @@ class BenchmarkError(ValueError):
 def check(tasks: list[Task]) -> None:
     for task in tasks:
         for split in ("train", "test"):
+            if not task.items[split] and task.spec.kind == CLASSIFICATION:
+                raise BenchmarkError(f"probe_eval.tasks: {task.name} has no clips in the {split} split; it reads a "
+                                     f"labelled list (ingest.sources: list:<file>, lines 'path label [split] "
+                                     f"[group]') whose videos are at least one clip long")
             if not task.items[split]:
                 raise BenchmarkError(f"probe_eval.tasks: {task.name} has no clips in the {split} split; ingest its "
                                      f"scene family '{task.spec.family}' (ingest.synthetic.benchmark.families) or "
@@ -151,7 +158,8 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
     t_feat = time.perf_counter() - t0
     print(f"probe_eval: features of {len(keys)} clips x {len(models)} models in {t_feat:.1f} s", flush=True)
 
-    boot = VideoBootstrap([v.source_id for v in store.videos_in("test", BENCHMARK)], ecfg.bootstrap, cfg.seed)
+    boot = VideoBootstrap([v.source_id for kind in (BENCHMARK, LABELLED) for v in store.videos_in("test", kind)],
+                          ecfg.bootstrap, cfg.seed)
     held = [t for t in tasks if t.spec.kind == HELD_OUT]
     workers = ecfg.workers or os.cpu_count() or 1
     ceil = (trained_ceiling or supervised_ceiling(cfg, store, held, digest)) if held else None
@@ -176,6 +184,8 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
             rec.confusions[task.name] = {m: probes.confusion_matrix(o.labels, o.predictions[m], len(task.classes))
                                          for m in CONFUSION_MODELS if m in o.predictions}
             rec.classes[task.name] = task.classes
+            if task.spec.kind == CLASSIFICATION:
+                rec.metrics.setdefault(PER_CLASS, {})[task.name] = per_class(task.classes, rec.confusions[task.name])
             if scores.VIDEO in o.predictions:
                 rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
     diagnostics = [t for t in tasks if t.spec.kind == DIAGNOSTIC]

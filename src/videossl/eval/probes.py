@@ -109,6 +109,16 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np
     return out
 
 
+def per_class(classes: list[str], confusions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per class: its test clips (`n`) and each model's recall (right / clips of the class), from the
+    models' confusion matrices (rows: true class)."""
+    out = {}
+    for i, name in enumerate(classes):
+        n = int(next(iter(confusions.values()))[i].sum()) if confusions else 0
+        out[name] = {"n": n, **{m: round(float(c[i, i]) / n, 4) if n else float("nan") for m, c in confusions.items()}}
+    return out
+
+
 # --- linear probe -------------------------------------------------------------------------------
 
 def _fit(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, iters: int,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HEADS, MODEL_LABELS, MODELS,
-                                  STRONGEST, SUPERVISED, SURPRISE, VIDEO, gap, interval)
-from videossl.eval.tasks import CONTENT, CONTROL, DIAGNOSTIC, HELD_OUT, TASKS
+                                  PER_CLASS, STRONGEST, SUPERVISED, SURPRISE, VIDEO, gap, interval)
+from videossl.eval.tasks import CLASSIFICATION, CONTENT, CONTROL, DIAGNOSTIC, HELD_OUT, TASKS
 
 PROBE_ABBREVIATIONS = {"linear": "lin", "attentive": "att", "knn": "knn"}
 KIND_SECTIONS = ((HELD_OUT, "Held-out tasks (the headline)",
@@ -25,6 +25,10 @@ KIND_SECTIONS = ((HELD_OUT, "Held-out tasks (the headline)",
                   "what the objective learnt to output. `heads` is the objective's own heads on the same test "
                   "clips, zero-shot (no probe)."),
                  (CONTENT, "Content controls", "Appearance, not time: what temporal training keeps of content."),
+                 (CLASSIFICATION, "Classification (your labelled videos)",
+                  "The labelled list's classes, every model read by the same probes (top-1 accuracy on test "
+                  "videos, intervals resampling test videos); the gap is to the strongest baseline. Per class "
+                  "below: each class's test clips and the linear probe's recall."),
                  (CONTROL, "Controls (every model must be at chance)",
                   "Questions the videos cannot answer: a model above chance here reads something other than physics."))
 
@@ -207,6 +211,8 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
         table = kind_table(metrics, models, kind)
         if table:
             sections.append(f"## {title}\n\n{text}\n\n{table}")
+        if kind == CLASSIFICATION:
+            sections += [per_class_table(task, rows) for task, rows in metrics.get(PER_CLASS, {}).items()]
     sections.append("![benchmark](plots/benchmark.png)")
     for suffix, title in PROBE_SECTIONS:
         table = markdown_table(metrics, models, suffix)
@@ -220,6 +226,15 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
         if task in TASKS:
             sections.append(f"**{task}** ({TASKS[task].kind.replace('_', '-')}): {TASKS[task].why}")
     return "\n\n".join(sections) + "\n"
+
+
+def per_class_table(task: str, rows: dict[str, dict]) -> str:
+    """One row per class of a classification task: its test clips and each model's recall."""
+    models = [m for m in next(iter(rows.values()), {}) if m != "n"]
+    head = f"**{task}, per class** (linear probe, recall on test clips)\n\n| class | test clips | " + \
+        " | ".join(MODEL_LABELS.get(m, m) for m in models) + " |\n|" + "---|" * (len(models) + 2)
+    body = [f"| {name} | {r['n']} | " + " | ".join(f"{r[m]:.3f}" for m in models) + " |" for name, r in rows.items()]
+    return "\n".join([head, *body])
 
 
 def conclusion(metrics: dict, models: list[str]) -> str:

@@ -27,6 +27,7 @@ INTERVAL = (CI_LOW, CI_HIGH)
 MINUS = "_minus_"
 VIDEO, FRAMES, SUPERVISED = "video", "frames", "supervised"
 HEADLINE = "temporal_score"
+PER_CLASS = "per_class"  # metrics.json: classification task -> class -> {n, <model>: recall}
 MODEL_LABELS = {VIDEO: "video model", FRAMES: "bag of frames", "ordered_frames": "ordered frames",
                 "random_init": "random init", "pixels": "raw pixels", "motion": "motion statistics"}
 MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines

@@ -32,11 +32,13 @@ from typing import Callable
 
 import numpy as np
 
-from videossl.data.shards import BENCHMARK, SPLITS, ClipStore, Video
+from videossl.data.lists import CLASS
+from videossl.data.shards import BENCHMARK, LABELLED, SPLITS, ClipStore, Video
 from videossl.data.synthetic import GRAVITY_NAMES, SHAPES
 from videossl.data.transforms import reverse
 
 HELD_OUT, DIAGNOSTIC, CONTENT, CONTROL = "held_out", "diagnostic", "content", "control"
+CLASSIFICATION = "classification"  # a labelled dataset's own classes (ingest.sources: list:<file>)
 ACCURACY, MATCHED = "accuracy", "matched"
 ARROW_CLASSES = ("backward", "forward")
 POSSIBLE_CLASSES = ("impossible", "possible")
@@ -236,6 +238,18 @@ def _int_label(key: str, offset: int = 0, valid: Callable[[int], bool] = lambda 
     return read
 
 
+def _windows_of_class(video: Video, cut: Cut) -> list[Item]:
+    """Forward windows of a labelled video, labelled by its class's index (`build_tasks` re-labels them
+    with the dataset's class list): here -1, the class is not known per video."""
+    return [Item(ClipKey(video.source_id, s), -1) for s in _windows(video, cut)]
+
+
+def class_names(videos: list[Video]) -> list[str]:
+    """The classes of labelled videos, sorted (index labels in numeric order)."""
+    names = {str(v.labels[CLASS]) for v in videos if CLASS in v.labels}
+    return sorted(names, key=lambda n: (0, int(n), "") if n.isdigit() else (1, 0, n))
+
+
 def _shape_label(labels: dict) -> int | None:
     return SHAPES.index(labels["shape"]) if labels.get("shape") in SHAPES else None
 
@@ -294,12 +308,19 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("reversible_arrow", CONTROL, ACCURACY, "reversible", ARROW_CLASSES, _arrow,
              "Arrow of time in a world of elastic collisions only: every video is as plausible backwards, so every "
              "model must be at chance."),
+    TaskSpec(CLASSIFICATION, CLASSIFICATION, ACCURACY, LABELLED, (), _windows_of_class,
+             "Your labelled videos' classes (a `path label` list): the field's frozen-backbone evaluation, each "
+             "model read by the same probes on clips of training videos, scored on test videos. What it measures "
+             "is whatever the labels are about; beside the bag of frames it shows what time adds."),
     TaskSpec("future_control", CONTROL, MATCHED, "future", POSSIBLE_CLASSES, _members(true=1, control=0),
              "The true continuation against itself re-simulated after an unobservable draw: the same frames, so "
              "every model scores exactly one half.", _true_against_each),
 )}
 REAL_TASK = "real_arrow_of_time"  # real footage, with the codec control (eval/real_video.py)
 TASK_NAMES = tuple(TASKS) + (REAL_TASK,)
+# what probe-eval runs unless told: every task of the benchmark world and its real footage (classification
+# needs a labelled list: -S probe_eval.tasks=[classification])
+DEFAULT_TASKS = tuple(n for n in TASK_NAMES if n != CLASSIFICATION)
 
 
 def of_kind(kind: str, names: list[str] | tuple[str, ...] = TASK_NAMES) -> list[str]:
@@ -325,16 +346,21 @@ def build_tasks(store: ClipStore, names: list[str], speeds: list[int], clips_per
     by_family: dict[str, list[Video]] = {}
     for v in store.videos_in(kind=BENCHMARK):
         by_family.setdefault(v.labels.get("family", ""), []).append(v)
+    by_family[LABELLED] = [v for v in store.videos_in(kind=LABELLED) if CLASS in v.labels]
     out = []
     for name in names:
         spec = TASKS[name]
-        task = Task(spec, task_classes(spec, speeds, max_objects), {s: [] for s in splits},
-                    {s: [] for s in splits} if spec.scoring == MATCHED else {})
+        classes = class_names(by_family[LABELLED]) if spec.kind == CLASSIFICATION else \
+            task_classes(spec, speeds, max_objects)
+        task = Task(spec, classes, {s: [] for s in splits}, {s: [] for s in splits} if spec.scoring == MATCHED else {})
         for video in by_family.get(spec.family, []):
             if video.split not in task.items:
                 continue
             cut = Cut(store.clip_frames, tuple(speeds), clips_per_video, seed)
-            items = [i for i in spec.cut(video, cut) if 0 <= i.label < len(task.classes)]
+            items = spec.cut(video, cut)
+            if spec.kind == CLASSIFICATION:  # the video's class, as an index of the dataset's classes
+                items = [Item(i.clip, classes.index(str(video.labels[CLASS]))) for i in items]
+            items = [i for i in items if 0 <= i.label < len(task.classes)]
             base = len(task.items[video.split])
             task.items[video.split] += items
             if spec.scoring == MATCHED:

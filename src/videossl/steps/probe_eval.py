@@ -28,7 +28,7 @@ from videossl.errors import StepError
 from videossl.eval import benchmark, features, report, scores, suite
 from videossl.eval.motion import motion_model
 from videossl.eval.scores import MODELS
-from videossl.eval.tasks import HELD_OUT, of_kind
+from videossl.eval.tasks import CLASSIFICATION, HELD_OUT, of_kind
 from videossl.models.checkpoint import CHECKPOINTS, load_encoder, state_digest
 from videossl.models.vit import VideoViT
 from videossl.storage import write_text_atomic
@@ -85,10 +85,11 @@ def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir
     except benchmark.BenchmarkError as e:
         raise ProbeEvalError(str(e)) from None
     shown = MODELS + [m.name for m in models if m.name not in MODELS and suite.model_group(m.name) == m.name]
-    flat = {**rec.metrics["tasks"], **({"footage": rec.metrics["footage"]} if "footage" in rec.metrics else {}),
+    flat = {**rec.metrics["tasks"], **{k: rec.metrics[k] for k in ("footage", scores.PER_CLASS) if k in rec.metrics},
             "dataset_digest": digest, scores.SCORED_WEIGHTS: weights, "clips_embedded": rec.n_clips}
     _write_outputs(out, rec, flat, digest, shown)
-    stages.write_metrics(out, scores.headline(flat, of_kind(HELD_OUT, cfg.probe_eval.tasks)), rec.timings)
+    stages.write_metrics(out, scores.headline(flat, of_kind(HELD_OUT, cfg.probe_eval.tasks)
+                                              + of_kind(CLASSIFICATION, cfg.probe_eval.tasks)), rec.timings)
     _log_to_mlflow(cfg, flat, out, started, (str(data_dir), digest))
     print(report.console_table(rec.metrics, shown))
     t = rec.timings
