@@ -50,3 +50,23 @@ def test_the_run_ends_with_what_happened_to_the_step(how, sig, status, tmp_path)
     run = MlflowClient(tracking_uri=store).get_run(ready.read_text())
     assert run.info.status == status
     assert run.info.end_time is not None
+
+
+def test_an_interrupt_a_library_swallows_still_ends_the_run_killed(tmp_path):
+    """A Ctrl-C caught inside a library call (the step then goes on to its end) still ends the run KILLED
+    and stops the process with an error: the step did not finish as asked."""
+    import os
+
+    from videossl import tracking
+    from videossl.config import TrackingConfig
+
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    with pytest.raises(tracking.Terminated, match="signal 2 arrived while the step ran"):
+        with tracking.run(TrackingConfig(uri=store, artifacts=None, experiment="status"), "step") as active:
+            try:  # what a library that catches KeyboardInterrupt does
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the signal lands here, as an exception the "library" swallows
+            except KeyboardInterrupt:
+                pass
+    assert MlflowClient(tracking_uri=store).get_run(active.info.run_id).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
