@@ -226,11 +226,13 @@ class IngestConfig(Section):
     def _known_sources(cls, sources: list[str]) -> list[str]:
         for s in sources:
             if not s or not isinstance(s, str):
-                raise ValueError("each source is 'synthetic', 'samples', list:<file>, a local directory or s3://bucket/prefix")
+                raise ValueError("each source is 'synthetic', 'samples', list:|ssv2:|kinetics:<file>, a local directory "
+                                 "or s3://bucket/prefix")
             if s.startswith("s3://") and len(s) <= len("s3://"):
                 raise ValueError(f"source {s!r}: an s3 source needs a bucket (s3://bucket/prefix)")
-            if s.startswith("list:") and len(s) <= len("list:"):
-                raise ValueError(f"source {s!r}: a list source names its file (list:path/to/train.txt, local or s3://)")
+            kind = s.split(":", 1)[0]
+            if kind in ("list", "ssv2", "kinetics") and not s[len(kind) + 1:]:
+                raise ValueError(f"source {s!r}: a labelled source names its file ({kind}:path/to/file, local or s3://)")
         return sources
 
     _splits = field_validator("splits")(lambda s: split_fractions(s))

@@ -15,6 +15,7 @@ import pytest
 
 from tests.tiny import tiny_config
 from videossl.config import ConfigError
+from videossl.data import lists
 from videossl.data.encode import write_video
 from videossl.data.shards import LABELLED, ClipStore
 from videossl.steps.ingest import ingest
@@ -114,3 +115,51 @@ def test_classification_on_a_labelled_list_scores_every_model_per_class_and_a_pe
     shuffled = _evaluate(tmp_path, tiny_models, _write_list(root, permuted, "permuted.txt"), "permuted")
     for model in ("video", "frames", "pixels"):
         assert shuffled["classification"][f"{model}_ci_low"] < 0.5 + 0.05 < task[f"{model}_ci_low"], model
+
+
+def test_ssv2_and_kinetics_annotations_are_read_as_their_datasets_ship_them(tmp_path, videos):
+    """SSv2's JSON with its labels file and Kinetics' CSV, over real encoded files laid out as the datasets
+    unpack: the class (SSv2's template, Kinetics' label), the group (the video, the YouTube id), Kinetics'
+    own split; a bad entry is quarantined naming its number, the rest ingested."""
+    import shutil
+
+    root, lines = videos
+    ssv2 = tmp_path / "ssv2"
+    (ssv2 / lists.SSV2_VIDEOS).mkdir(parents=True)
+    templates = {"bright_square": "Moving [something] up", "dark_disc": "Pushing [something] from left to right"}
+    entries = []
+    for i, (rel, label) in enumerate(lines[:4] + lines[-4:]):
+        shutil.copy(root / rel, ssv2 / lists.SSV2_VIDEOS / f"{1000 + i}.webm")
+        entries.append({"id": str(1000 + i), "label": "a thing", "template": templates[label], "placeholders": ["x"]})
+    entries.append({"id": "99", "template": "Not a template of SSv2"})
+    (ssv2 / "something-something-v2-train.json").write_text(json.dumps(entries))
+    (ssv2 / lists.SSV2_LABELS).write_text(json.dumps({t.replace("[", "").replace("]", ""): str(i)
+                                                       for i, t in enumerate(templates.values())}))
+    kinetics = tmp_path / "kinetics"
+    rows = ["label,youtube_id,time_start,time_end,split"]
+    for i, (rel, label) in enumerate(lines[:4] + lines[-4:]):
+        yid = f"yt{i // 2:03d}"  # two clips of each upload
+        stem = f"{yid}_{10 * i:06d}_{10 * i + 10:06d}.mp4"
+        (kinetics / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, kinetics / label / stem)
+        rows.append(f"{label},{yid},{10 * i},{10 * i + 10},{'train' if i % 4 < 2 else 'validate'}")
+    rows.append("dark_disc,ytmissing,0,10,train")
+    (kinetics / "kinetics_mine.csv").write_text("\n".join(rows) + "\n")
+
+    cfg = tiny_config(tmp_path, f"ingest.sources=[ssv2:{ssv2 / 'something-something-v2-train.json'}, "
+                                f"kinetics:{kinetics / 'kinetics_mine.csv'}]")
+    ingest(cfg, tmp_path / "data")
+    videos_ = ClipStore(tmp_path / "data").videos_in(kind=LABELLED)
+    by_source = {v.source_id.split("/")[0]: [] for v in videos_}
+    for v in videos_:
+        by_source[v.source_id.split("/")[0]].append(v)
+    assert sorted({v.labels["class"] for v in by_source["ssv2"]}) == ["Moving_something_up",
+                                                                       "Pushing_something_from_left_to_right"]
+    assert len(by_source["ssv2"]) == 8 and len(by_source["kinetics"]) == 8
+    assert sorted({v.labels["class"] for v in by_source["kinetics"]}) == list(CLASSES)
+    for group in {v.group for v in by_source["kinetics"]}:  # clips of one upload share a group and a split
+        assert len({v.split for v in by_source["kinetics"] if v.group == group}) == 1
+    assert {v.split for v in by_source["kinetics"]} == {"train", "val"}
+    reasons = json.dumps(json.loads((tmp_path / "data" / "quarantine.json").read_text()))
+    assert "entry 9 of something-something-v2-train.json: template 'Not a template of SSv2'" in reasons
+    assert "line 10 of kinetics_mine.csv: ytmissing_000000_000010.mp4 not found" in reasons

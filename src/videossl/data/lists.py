@@ -1,4 +1,5 @@
-"""Labelled datasets as the field lists them: the `path label` list of VideoMAE and V-JEPA.
+"""Labelled datasets as the field lists them: the `path label` list of VideoMAE and V-JEPA,
+Something-Something v2's JSON and Kinetics' CSV.
 
 An ingest source `list:<file>` (local or s3://) names one video a line:
 
@@ -12,8 +13,10 @@ An ingest source `list:<file>` (local or s3://) names one video a line:
   without one, each video is its own group.
 
 Blank lines and lines starting with `#` are skipped. A malformed line or a missing file is reported
-with its line number and quarantined; the other lines go on. Videos from a list are `LABELLED`:
-evaluation data for the `classification` task, never pretraining data.
+with its line number and quarantined; the other lines go on. `ssv2:<something-something-v2-train.json>`
+and `kinetics:<train.csv>` read the datasets' own files as they unpack (`expand_ssv2`,
+`expand_kinetics`). Videos from any of them are `LABELLED`: evaluation data for the `classification`
+task, never pretraining data.
 """
 from __future__ import annotations
 
@@ -27,8 +30,6 @@ PREFIX = "list:"
 CLASS = "class"  # the label key a list's class goes under in the manifest (eval/tasks.py reads it)
 
 
-def is_list(source: str) -> bool:
-    return source.startswith(PREFIX)
 
 
 def _resolve(base: str, path: str) -> str:
@@ -90,3 +91,116 @@ def expand_list(source: str, endpoint_url: str | None = None):
         labels = {CLASS: label, **({"split": split} if split else {})}
         inputs.append(VideoInput(sid, group, shards.LABELLED, video, labels))
     return inputs, rejected
+
+
+# --- the field's own annotation files ------------------------------------------------------------
+
+SSV2_PREFIX, KINETICS_PREFIX = "ssv2:", "kinetics:"
+PREFIXES = (PREFIX, SSV2_PREFIX, KINETICS_PREFIX)
+SSV2_LABELS = "something-something-v2-labels.json"  # template -> class index, beside the annotations
+SSV2_VIDEOS = "20bn-something-something-v2"         # the videos' folder as the dataset unpacks (<id>.webm)
+KINETICS_SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
+
+
+def is_list(source: str) -> bool:
+    """Any labelled-dataset source: list:, ssv2:, kinetics:."""
+    return source.startswith(PREFIXES)
+
+
+def _ssv2_class(template: str) -> str:
+    """SSv2's class: its template with the placeholders' brackets dropped (as its labels file keys it),
+    one token (spaces as underscores, like a list's labels)."""
+    return template.replace("[", "").replace("]", "").replace(" ", "_")
+
+
+def _local_or_s3_dir(uri: str) -> str:
+    return uri.rsplit("/", 1)[0] if storage.is_s3(uri) else str(Path(uri).parent)
+
+
+def _join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts) if storage.is_s3(base) else str(Path(base, *parts))
+
+
+def expand_ssv2(source: str, endpoint_url: str | None = None):
+    """Something-Something v2: `ssv2:<annotations.json>` (train or validation), its labels file
+    (SSV2_LABELS) and videos (SSV2_VIDEOS/<id>.webm) beside it. Class: the template; group: the video."""
+    import json
+
+    from videossl.data.sources import Rejected, VideoInput
+
+    uri = source[len(SSV2_PREFIX):]
+    name = posixpath.basename(uri)
+    base = _local_or_s3_dir(uri)
+    try:
+        entries = json.loads(read_text(uri, endpoint_url))
+        known = set(json.loads(read_text(_join(base, SSV2_LABELS), endpoint_url)))
+    except json.JSONDecodeError as e:
+        raise OSError(f"{uri} or its {SSV2_LABELS} is not valid JSON ({e})") from None
+    if not isinstance(entries, list):
+        raise OSError(f"{uri} holds a JSON {type(entries).__name__}, not SSv2's list of videos")
+    inputs, rejected = [], []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{uri}:{number}"
+        if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+            rejected.append(Rejected(where, f"entry {number} of {name}: 'id' and 'template' expected"))
+            continue
+        template = entry["template"].replace("[", "").replace("]", "")
+        if template not in known:
+            rejected.append(Rejected(where, f"entry {number} of {name}: template {entry['template']!r} is not in "
+                                            f"{SSV2_LABELS}"))
+            continue
+        video = _join(base, SSV2_VIDEOS, f"{entry['id']}.webm")
+        if not storage.is_s3(video) and not Path(video).is_file():
+            rejected.append(Rejected(video, f"entry {number} of {name}: file not found"))
+            continue
+        sid = f"ssv2/{entry['id']}"
+        inputs.append(VideoInput(sid, sid, shards.LABELLED, video, {CLASS: _ssv2_class(entry["template"])}))
+    return inputs, rejected
+
+
+def expand_kinetics(source: str, endpoint_url: str | None = None):
+    """Kinetics: `kinetics:<split.csv>` with its header (label, youtube_id, time_start, time_end[, split]);
+    videos `<youtube_id>_<start:06d>_<end:06d>.mp4` beside the CSV, in a folder per label or not.
+    Class: the label; group: the YouTube id (clips of one upload never straddle a split)."""
+    import csv
+    import io
+
+    from videossl.data.sources import Rejected, VideoInput
+
+    uri = source[len(KINETICS_PREFIX):]
+    name = posixpath.basename(uri)
+    base = _local_or_s3_dir(uri)
+    rows = csv.DictReader(io.StringIO(read_text(uri, endpoint_url)))
+    missing = {"label", "youtube_id", "time_start", "time_end"} - set(rows.fieldnames or ())
+    if missing:
+        raise OSError(f"{uri}: Kinetics' header needs {sorted(missing)} (label, youtube_id, time_start, time_end[, split])")
+    inputs, rejected = [], []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{uri}:{number}"
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        except (TypeError, ValueError):
+            rejected.append(Rejected(where, f"line {number} of {name}: time_start/time_end are not numbers"))
+            continue
+        split = KINETICS_SPLITS.get((row.get("split") or "").strip().lower())
+        label = (row["label"] or "").strip().replace(" ", "_")
+        stem = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
+        candidates = [_join(base, label, stem), _join(base, (row["label"] or "").strip(), stem), _join(base, stem)]
+        video = next((c for c in candidates if storage.is_s3(c) or Path(c).is_file()), None)
+        if not label or video is None:
+            rejected.append(Rejected(where, f"line {number} of {name}: " + ("no label" if not label else
+                                            f"{stem} not found (beside the CSV or in its label's folder)")))
+            continue
+        sid = f"kinetics/{stem}"
+        labels = {CLASS: label, **({"split": split} if split else {})}
+        inputs.append(VideoInput(sid, f"kinetics/{row['youtube_id']}", shards.LABELLED, video, labels))
+    return inputs, rejected
+
+
+def expand(source: str, endpoint_url: str | None = None):
+    """(VideoInputs, Rejected) of any annotated source: list:, ssv2:, kinetics:."""
+    if source.startswith(SSV2_PREFIX):
+        return expand_ssv2(source, endpoint_url)
+    if source.startswith(KINETICS_PREFIX):
+        return expand_kinetics(source, endpoint_url)
+    return expand_list(source, endpoint_url)

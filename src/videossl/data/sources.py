@@ -198,7 +198,7 @@ def expand_sources(cfg: IngestConfig, work_dir: Path, skipped: list[str] | None 
             if source == "synthetic":
                 inputs += expand_synthetic(cfg, work_dir)
             elif lists.is_list(source):
-                got, bad = lists.expand_list(source, cfg.s3_endpoint_url)
+                got, bad = lists.expand(source, cfg.s3_endpoint_url)
                 inputs, rejected = inputs + got, rejected + bad
             elif source == "samples":
                 inputs += expand_samples()
@@ -210,7 +210,7 @@ def expand_sources(cfg: IngestConfig, work_dir: Path, skipped: list[str] | None 
                 inputs, rejected = inputs + got, rejected + bad
         except OSError as e:
             hint = "" if storage.is_s3(source) or source in ("synthetic", "samples") or lists.is_list(source) else \
-                " (a source is 'synthetic', 'samples', list:<file>, an s3:// URI or a directory)"
+                " (a source is 'synthetic', 'samples', list:|ssv2:|kinetics:<file>, an s3:// URI or a directory)"
             raise SourceError(f"ingest.sources[{i}] = {source!r}: {e}{hint}") from None
     seen: set[str] = set()
     unique = []
