@@ -1,5 +1,6 @@
 """Your labelled videos: a `path label` list of real encoded files -> ingest -> probe-eval's
-classification task -> report with per-class scores and intervals.
+classification task -> report with per-class scores and intervals, for videossl's model and a tiny
+Hugging Face V-JEPA 2 (VJEPA2Model, built from its config: no hub) beside every baseline.
 
 The videos are written here as H.264 files: two classes that any frame tells apart (a bright square
 against a dark disc, each moving), so every reader of frames scores well above chance with the true
@@ -61,13 +62,16 @@ def _write_list(root, lines, name: str, extra: str = "") -> str:
     return f"list:{path}"
 
 
+VJEPA2 = "videossl.adapters.hf_vjepa2:factory"  # a tiny, randomly initialised HF V-JEPA 2 (no hub download)
+
+
 def _evaluate(tmp_path, tiny_models, source: str, name: str) -> dict:
     cfg = tiny_config(tmp_path, f"ingest.sources=[{source}]", "probe_eval.tasks=[classification]",
                       "register.gate_metrics=[classification.video]",
                       "probe_eval.clips_per_video=2")
     data = tmp_path / f"data-{name}"
     ingest(cfg, data)
-    probe_eval(cfg, data, tiny_models, tmp_path / f"eval-{name}")
+    probe_eval(cfg, data, tiny_models, tmp_path / f"eval-{name}", encoders=[VJEPA2])
     return json.loads((tmp_path / f"eval-{name}" / "scores.json").read_text())
 
 
@@ -97,12 +101,13 @@ def test_classification_on_a_labelled_list_scores_every_model_per_class_and_a_pe
     root, lines = videos
     true = _evaluate(tmp_path, tiny_models, _write_list(root, lines, "true.txt"), "true")
     task = true["classification"]
-    for model in ("video", "frames", "pixels"):
+    for model in ("video", "frames", "pixels", "ext_hf_vjepa2"):
         assert task[model] > 0.8, (model, task[model])  # a frame tells the class: every reader of frames sees it
         assert task[f"{model}_ci_low"] <= task[model] <= task[f"{model}_ci_high"]
     assert "random_init" in task and task["n_test_videos"] >= 4
     per_class = true["per_class"]["classification"]
     assert list(per_class) == list(CLASSES) and all(r["n"] > 0 for r in per_class.values())
+    assert all({"video", "frames", "ext_hf_vjepa2"} <= set(r) for r in per_class.values())
     report = (tmp_path / "eval-true" / "report.md").read_text()
     assert "## Classification (your labelled videos)" in report and "**classification, per class**" in report
     assert "| bright_square |" in report and "temporal_score" not in true
@@ -113,7 +118,7 @@ def test_classification_on_a_labelled_list_scores_every_model_per_class_and_a_pe
     labels = [label for _, label in lines]
     permuted = [(p, labels[(i + PER_CLASS // 2) % len(labels)]) for i, (p, _) in enumerate(lines)]
     shuffled = _evaluate(tmp_path, tiny_models, _write_list(root, permuted, "permuted.txt"), "permuted")
-    for model in ("video", "frames", "pixels"):
+    for model in ("video", "frames", "pixels", "ext_hf_vjepa2"):
         assert shuffled["classification"][f"{model}_ci_low"] < 0.5 + 0.05 < task[f"{model}_ci_low"], model
 
 

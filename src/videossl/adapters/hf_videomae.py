@@ -9,10 +9,8 @@ randomly initialised VideoMAE built for the benchmark's clip shape (a smoke test
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-# VideoMAE's image processor normalisation (ImageNet)
-HF_MEAN, HF_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from videossl.adapters.hf_common import NativeInput
 # the random smoke-test model: small enough for a CPU test
 TINY = {"patch_size": 8, "tubelet_size": 2, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 64}
@@ -26,15 +24,10 @@ class VideoMAETokens(torch.nn.Module):
         self.model = model
         c = model.config
         self.frames, self.size, self.tubelet, self.patch = c.num_frames, c.image_size, c.tubelet_size, c.patch_size
-        scale = torch.tensor(std) / torch.tensor(HF_STD)
-        shift = (torch.tensor(mean) - torch.tensor(HF_MEAN)) / torch.tensor(HF_STD)
-        self.register_buffer("scale", scale.view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("shift", shift.view(1, 3, 1, 1, 1), persistent=False)
+        self.native = NativeInput(mean, std, self.frames, self.size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.scale + self.shift  # videossl's normalisation -> the model's
-        if x.shape[2:] != (self.frames, self.size, self.size):
-            x = F.interpolate(x, size=(self.frames, self.size, self.size), mode="trilinear", align_corners=False)
+        x = self.native(x)  # videossl's normalisation -> the model's, at its frames and size
         hidden = self.model(pixel_values=x.transpose(1, 2)).last_hidden_state  # VideoMAE takes [B, T, 3, H, W]
         t, s = self.frames // self.tubelet, self.size // self.patch
         return hidden.reshape(hidden.shape[0], t, s, s, hidden.shape[-1])

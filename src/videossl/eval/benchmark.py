@@ -184,8 +184,9 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
             rec.confusions[task.name] = {m: probes.confusion_matrix(o.labels, o.predictions[m], len(task.classes))
                                          for m in CONFUSION_MODELS if m in o.predictions}
             rec.classes[task.name] = task.classes
-            if task.spec.kind == CLASSIFICATION:
-                rec.metrics.setdefault(PER_CLASS, {})[task.name] = per_class(task.classes, rec.confusions[task.name])
+            if task.spec.kind == CLASSIFICATION:  # per class, every model's recall (its linear probe)
+                every = {m: probes.confusion_matrix(o.labels, pred, len(task.classes)) for m, pred in o.predictions.items()}
+                rec.metrics.setdefault(PER_CLASS, {})[task.name] = per_class(task.classes, every)
             if scores.VIDEO in o.predictions:
                 rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
     diagnostics = [t for t in tasks if t.spec.kind == DIAGNOSTIC]

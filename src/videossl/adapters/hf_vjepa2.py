@@ -1,0 +1,47 @@
+"""Hugging Face transformers' VJEPA2Model (V-JEPA 2's encoder) behind the evaluate contract:
+`videossl evaluate --encoder videossl.adapters.hf_vjepa2:factory[=/local/weights/folder]`.
+
+With a folder: `VJEPA2Model.from_pretrained(folder, local_files_only=True)` (no hub download); clips go
+in at the model's native input: `frames_per_clip` frames of `crop_size`^2, ImageNet-normalised (as its
+video processor does). Only the encoder runs (`skip_predictor`); its tokens come back as
+[B, t, h, w, D] for the probes. Without a folder: a small, randomly initialised V-JEPA 2 built for
+the benchmark's clip shape (what the test runs).
+"""
+from __future__ import annotations
+
+import torch
+
+from videossl.adapters.hf_common import NativeInput
+
+# the random smoke-test model: small enough for a CPU test
+TINY = {"patch_size": 8, "tubelet_size": 2, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "pred_hidden_size": 32, "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2}
+
+
+class VJEPA2Tokens(torch.nn.Module):
+    """[B, 3, T, H, W] (videossl-normalised) -> the encoder's last hidden states as [B, t, h, w, D]."""
+
+    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        c = model.config
+        self.frames, self.size, self.tubelet, self.patch = c.frames_per_clip, c.crop_size, c.tubelet_size, c.patch_size
+        self.native = NativeInput(mean, std, self.frames, self.size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.native(x)
+        # V-JEPA 2 takes [B, T, 3, H, W]
+        hidden = self.model(pixel_values_videos=x.transpose(1, 2), skip_predictor=True).last_hidden_state
+        t, s = self.frames // self.tubelet, self.size // self.patch
+        return hidden.reshape(hidden.shape[0], t, s, s, hidden.shape[-1])
+
+
+def factory(spec, arg: str | None) -> torch.nn.Module:
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    if arg:
+        model = VJEPA2Model.from_pretrained(arg, local_files_only=True)
+    else:
+        torch.manual_seed(0)
+        model = VJEPA2Model(VJEPA2Config(crop_size=spec.size, frames_per_clip=spec.frames, **TINY))
+    return VJEPA2Tokens(model.eval(), spec.mean, spec.std)
