@@ -135,6 +135,12 @@ def render(name: str, uri: str, champion: Side, challenger: Side, gate_metrics: 
         out.append(f"v{a.info.version} is both champion and challenger: the newest version is the champion; "
                    "nothing else to compare.")
     out += [f"note: {n}" for n in a.notes + b.notes]
+    if b.info is not None:  # the decision first: what the gate did with the newest version, and on what
+        decision = b.info.tags.get("gate.decision", "—")
+        role = "the champion" if b.info.aliases and registry.CHAMPION in b.info.aliases else "not the champion"
+        out.append(f"decision: {b.label} is {role} (gate: {decision})")
+        out += [f"  {m}: champion {_score_cell(a.scores, m)}, challenger {_score_cell(b.scores, m)}, "
+                f"{_delta(a.scores, b.scores, m)}" for m in gate_metrics]
     if out[-1]:
         out.append("")
 
@@ -159,9 +165,13 @@ def render(name: str, uri: str, champion: Side, challenger: Side, gate_metrics: 
     if reasons:
         out += [*reasons, ""]
 
-    keys = sorted(k for k in set(a.scores) | set(b.scores) if not k.endswith(_HIDDEN_SUFFIXES))
+    every = sorted(k for k in set(a.scores) | set(b.scores) if not k.endswith(_HIDDEN_SUFFIXES))
+    # only what differs (and the gate metrics): ~340 rows of +0.000 hid the few that moved
+    keys = [k for k in every if k in gate_metrics or a.scores.get(k) != b.scores.get(k)]
     if keys:
-        out += ["## Scores: value [95% interval]; * = gate metric (register.gate_metrics)", ""]
+        same = len(every) - len(keys)
+        out += ["## Scores that differ: value [95% interval]; * = gate metric (register.gate_metrics)"
+                + (f"; {same} equal on both, not shown" if same else ""), ""]
         rows = [[k + (" *" if k in gate_metrics else ""), _score_cell(a.scores, k), _score_cell(b.scores, k),
                  _delta(a.scores, b.scores, k)] for k in keys]
         out += [table(["score", a.label, b.label, "challenger − champion"], rows), ""]
