@@ -27,13 +27,31 @@ def _step(sub, name: str, help: str, **folders: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help)
     _add_params(p)
     for option, default in folders.items():
-        p.add_argument(f"--{option}", default=default)
+        p.add_argument(f"--{option}", default=default, help=f"{FOLDER_HELP[option]} (default: {default})")
     return p
+
+
+# what each step's folder options are (the defaults are where dvc.yaml runs the steps)
+FOLDER_HELP = {"data": "the ingested dataset (ingest's output)", "models": "pretrain's output: encoder.pt and "
+               "frame_encoder.pt", "eval": "probe-eval's output (scores.json)", "out": "where this step writes"}
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every sub-command's --help page opens with what it does (its one-line help in the parent's list)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                sub.description = sub.description or helps.get(name)
+                _describe(sub)
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="videossl", description="Video-native SSL pipeline: ingest -> pretrain (and "
                                  "ceiling) -> probe-eval -> register")
+    from importlib.metadata import version
+
+    ap.add_argument("--version", action="version", version=f"videossl {version('videossl')}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     _step(sub, "ingest", "raw videos -> clip shards + manifest", out=DATA)
@@ -69,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files or folders")
 
     p = sub.add_parser("summary", help="print the benchmark table and where the registered model is")
-    p.add_argument("--eval", default=EVAL)
-    p.add_argument("--register", default=REGISTER)
+    p.add_argument("--eval", default=EVAL, help=f"{FOLDER_HELP['eval']} (default: {EVAL})")
+    p.add_argument("--register", default=REGISTER, help=f"register's output: registration.json (default: {REGISTER})")
 
     p = sub.add_parser("review", help="the registered champion and challenger side by side (scores, intervals, "
                        "digests, commits, differing params)")
@@ -91,11 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="pipeline_command", required=True)
     c = psub.add_parser("compile", help="write the pipeline IR YAML (image, resources, GPUs, Secrets from `cluster`)")
     _add_params(c)
-    c.add_argument("--out", default="pipeline.yaml")
+    c.add_argument("--out", default="pipeline.yaml", help="the IR file to write (default: pipeline.yaml)")
     s = psub.add_parser("submit", help="compile and create a run on the KFP endpoint (cluster.kfp_host or $KFP_HOST)")
     _add_params(s)
     s.add_argument("--host", default=None, help="KFP API endpoint (default: cluster.kfp_host, then $KFP_HOST)")
-    s.add_argument("--run-name", default=None)
+    s.add_argument("--run-name", default=None, help="the KFP run's name (default: 'videossl <params digest> <data version or ingest>')")
     s.add_argument("--out", default=None, help="also keep the compiled pipeline YAML here")
     s.add_argument("--dry-run", action="store_true", help="print what would be submitted; contact nothing")
     r = psub.add_parser("run-local", help="run the whole DAG with kfp.local's SubprocessRunner")
@@ -105,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                         "revision to use as cluster.data_version")
     _add_params(d)
     d.add_argument("--repo", default=".", help="the DVC/git checkout (default: .)")
+    _describe(ap)
     return ap
 
 
