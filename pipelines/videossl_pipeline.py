@@ -99,9 +99,9 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
     kubernetes.set_security_context(task, run_as_user=IMAGE_USER, run_as_group=IMAGE_USER, run_as_non_root=True)
     if step == SPLIT:  # reads nothing but its input: no credentials
         return task
-    kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_KEYS})
-    kubernetes.use_secret_as_env(task, secret_name=cl.secrets.s3, secret_key_to_env={k: k for k in S3_OPTIONAL_KEYS},
-                                 optional=True)
+    s3 = cl.secrets.s3_for(step)  # a step's own key where cluster.secrets.s3_steps names one
+    kubernetes.use_secret_as_env(task, secret_name=s3, secret_key_to_env={k: k for k in S3_KEYS})
+    kubernetes.use_secret_as_env(task, secret_name=s3, secret_key_to_env={k: k for k in S3_OPTIONAL_KEYS}, optional=True)
     if step in USES_MLFLOW:  # the registry is written by register alone, with its own login
         login = cl.secrets.mlflow_register if step == "register" else cl.secrets.mlflow
         kubernetes.use_secret_as_env(task, secret_name=login, secret_key_to_env={k: k for k in MLFLOW_KEYS})

@@ -570,8 +570,14 @@ class ClusterSecrets(Section):
     (pretrain, probe-eval, the training job), `mlflow_register` writes the registry (register only);
     the server's admin login (k8s/base/mlflow-access.yaml) is mounted in no pipeline pod."""
     s3: str = Field("videossl-s3", min_length=1)
+    # a step -> its own S3 Secret instead of `s3` (least privilege: ingest is the one step that reads the
+    # sources' buckets; the training job uses pretrain's)
+    s3_steps: dict[Literal["ingest", "pretrain", "ceiling", "probe_eval", "register"], str] = Field(default_factory=dict)
     mlflow: str = Field("videossl-mlflow", min_length=1)
     mlflow_register: str = Field("videossl-mlflow-register", min_length=1)
+
+    def s3_for(self, step: str) -> str:
+        return self.s3_steps.get(step, self.s3)
 
 
 class ClusterConfig(Section):

@@ -34,6 +34,7 @@ CLUSTER = [
     "cluster.secrets.s3=team-s3-credentials",
     "cluster.secrets.mlflow=team-mlflow-credentials",
     "cluster.secrets.mlflow_register=team-mlflow-registry-writer",
+    "cluster.secrets.s3_steps={ingest: team-s3-sources-reader}",
     "cluster.resources.ingest={cpu: '3', memory: 5Gi, retries: 4}",
     "cluster.resources.pretrain={cpu: 500m, memory: 1Gi, retries: 0}",
     "cluster.resources.probe_eval={cpu: '6', memory: 12Gi, retries: 1}",
@@ -101,9 +102,10 @@ def test_ir_trainjob_mode_takes_everything_from_params(tmp_path, monkeypatch):
         # Secrets as env: names from params, keys mapped to the variables boto3 / mlflow read
         envs = {(s["secretName"], s.get("optional", False)): {m["secretKey"]: m["envVar"] for m in s["keyToEnv"]}
                 for s in k8s[f"exec-{task}"]["secretAsEnv"]}
-        want_envs = {("team-s3-credentials", False): {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-                                                      "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
-                     ("team-s3-credentials", True): {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}}
+        s3 = "team-s3-sources-reader" if step == "ingest" else "team-s3-credentials"  # s3_steps
+        want_envs = {(s3, False): {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                                   "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+                     (s3, True): {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}}
         if step in LOGS_TO_MLFLOW:
             # the tracking server authenticates every client: its user is required; only register's may
             # write the registry (videossl.cluster.access)

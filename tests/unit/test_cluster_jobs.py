@@ -189,7 +189,9 @@ def test_job_runs_torchrun_on_the_worker_with_the_exact_params(launcher, tmp_pat
 
 @pytest.mark.parametrize("launcher", KINDS)
 def test_credentials_come_only_from_the_named_secrets(launcher, tmp_path):
-    cfg = cfg_for(tmp_path, launcher, "cluster.secrets={s3: team-s3, mlflow: team-mlflow}")
+    # the job reads pretrain's S3 key (cluster.secrets.s3_steps), not ingest's
+    cfg = cfg_for(tmp_path, launcher, "cluster.secrets={s3: team-s3-other, s3_steps: {pretrain: team-s3, "
+                  "ingest: team-s3-sources}, mlflow: team-mlflow}")
     container = trainer_container(render_job(cfg, DATA, OUT))
     literal = {e["name"] for e in container["env"] if "value" in e}
     assert literal == {PARAMS_ENV}, "no value other than the params text may be written into the manifest"

@@ -149,10 +149,16 @@ def _env(cfg: Config) -> list[dict]:
     return [{"name": PARAMS_ENV, "value": params.replace("$", "$$")}]
 
 
+def _secret_name(cfg: Config, secret: str) -> str:
+    """The Secret the training job's pods read for `secret` (a key of SECRET_KEYS): its S3 key is
+    pretrain's (cluster.secrets.s3_steps), its MLflow login the runs user's."""
+    return cfg.cluster.secrets.s3_for("pretrain") if secret == "s3" else getattr(cfg.cluster.secrets, secret)
+
+
 def _secret_key_refs(cfg: Config) -> list[dict]:
     refs = []
     for secret, keys in SECRET_KEYS.items():
-        name = getattr(cfg.cluster.secrets, secret)
+        name = _secret_name(cfg, secret)
         for key, optional in keys.items():
             ref = {"name": name, "key": key, **({"optional": True} if optional else {})}
             refs.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
@@ -214,7 +220,7 @@ def _render_pytorchjob(job: dict, cfg: Config, data_uri: str, out_uri: str) -> N
     _size_volumes(pod, cfg)
     (container,) = pod["containers"]
     container.update(image=cfg.cluster.trainer_image, resources=_resources(cfg), env=_env(cfg),
-                     envFrom=[{"secretRef": {"name": getattr(cfg.cluster.secrets, s)}} for s in SECRET_KEYS])
+                     envFrom=[{"secretRef": {"name": _secret_name(cfg, s)}} for s in SECRET_KEYS])
     container["args"] = container["args"] + _trainer_args(data_uri, out_uri)
     if cfg.pretrain.metrics_port:  # 0 (any free port) and null (off) give nothing to scrape
         container["ports"].append({"name": "metrics", "containerPort": cfg.pretrain.metrics_port})
