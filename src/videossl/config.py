@@ -230,9 +230,10 @@ class IngestConfig(Section):
                                  "or s3://bucket/prefix")
             if s.startswith("s3://") and len(s) <= len("s3://"):
                 raise ValueError(f"source {s!r}: an s3 source needs a bucket (s3://bucket/prefix)")
-            kind = s.split(":", 1)[0]
-            if kind in ("list", "ssv2", "kinetics") and not s[len(kind) + 1:]:
-                raise ValueError(f"source {s!r}: a labelled source names its file ({kind}:path/to/file, local or s3://)")
+            from videossl.data.lists import PREFIXES  # their one home (imported late: it imports config)
+
+            if s in PREFIXES:
+                raise ValueError(f"source {s!r}: a labelled source names its file ({s}path/to/file, local or s3://)")
         return sources
 
     _splits = field_validator("splits")(lambda s: split_fractions(s))
@@ -565,6 +566,9 @@ class ClusterJobConfig(Section):
         return v
 
 
+StepName = Literal["ingest", "pretrain", "ceiling", "probe_eval", "register"]  # the pipeline's steps (stages.STAGES)
+
+
 class ClusterSecrets(Section):
     """Secret names. MLflow logins are per role (videossl.cluster.access): `mlflow` logs runs
     (pretrain, probe-eval, the training job), `mlflow_register` writes the registry (register only);
@@ -572,7 +576,7 @@ class ClusterSecrets(Section):
     s3: str = Field("videossl-s3", min_length=1)
     # a step -> its own S3 Secret instead of `s3` (least privilege: ingest is the one step that reads the
     # sources' buckets; the training job uses pretrain's)
-    s3_steps: dict[Literal["ingest", "pretrain", "ceiling", "probe_eval", "register"], str] = Field(default_factory=dict)
+    s3_steps: dict[StepName, str] = Field(default_factory=dict)
     mlflow: str = Field("videossl-mlflow", min_length=1)
     mlflow_register: str = Field("videossl-mlflow-register", min_length=1)
 
@@ -594,7 +598,7 @@ class ClusterConfig(Section):
     data_repo: str | None = None
     secrets: ClusterSecrets = ClusterSecrets()
     job: ClusterJobConfig = ClusterJobConfig()
-    resources: dict[Literal["split_params", "ingest", "pretrain", "ceiling", "probe_eval", "register"], StepResources] = Field(
+    resources: dict[Literal["split_params", StepName], StepResources] = Field(
         default_factory=lambda: {
             "split_params": StepResources(cpu="500m", memory="512Mi", retries=2),
             "ingest": StepResources(cpu="2", memory="4Gi", retries=2),

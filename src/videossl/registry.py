@@ -301,22 +301,6 @@ def register_version(client, name: str, *, logged_model_uri: str, model_id: str 
                      tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
                      card=None, summary=None, frames_gap_low: dict[str, float | None] | None = None,
                      lock: LockSettings | None = None) -> Registration:
-    """Under `registry_lock`: `_register_version` (the gate, the version, the aliases)."""
-    if lock is None:
-        from videossl.config import RegisterConfig
-
-        lock = LockSettings.of(RegisterConfig())
-    ensure_registered_model(client, name, description="videossl video encoder (self-supervised); "
-                                                       "@champion is the gated best, @challenger the newest")
-    with registry_lock(client, name, lock_holder(run_id), lock):
-        return _register_version(client, name, logged_model_uri=logged_model_uri, model_id=model_id, run_id=run_id,
-                                 tags=tags, policy=policy, values=values, frames=frames, card=card, summary=summary,
-                                 frames_gap_low=frames_gap_low)
-
-
-def _register_version(client, name: str, *, logged_model_uri: str, model_id: str | None, run_id: str,
-                      tags: dict[str, str], policy: Policy, values: dict[str, float], frames: dict[str, float],
-                      card=None, summary=None, frames_gap_low: dict[str, float | None] | None = None) -> Registration:
     """Gate, create the version with its tags, move aliases. See the module docstring for the order.
 
     `values` / `frames`: each gate metric -> the new model's score / its bag-of-frames baseline's;
@@ -325,43 +309,51 @@ def _register_version(client, name: str, *, logged_model_uri: str, model_id: str
     `card(version: str, decision: GateDecision) -> str` renders the model card once the version number
     is known (returned on `Registration.card`; the step logs it whole as an artifact); `summary`, with
     the same arguments, the version's description (the card itself when no summary is given).
+    All of it holds `registry_lock` (`lock`: its settings, register's defaults when None).
     """
-    before = aliases_of(client, name)
-    prev_champion = before.get(CHAMPION)
-    champ_values: dict[str, float | None] = {}
-    if prev_champion is not None:
-        champ_values = recorded_scores(client, _info(client.get_model_version(name, prev_champion)), policy.metrics)
-    decision = decide(policy, values, frames, prev_champion, champ_values, frames_gap_low)
+    if lock is None:
+        from videossl.config import RegisterConfig
 
-    # flipped to "ready" once the challenger alias is set
-    tags = {**tags, **{k: v[:TAG_VALUE_LIMIT] for k, v in decision.tags().items()}, STATUS_TAG: "registering"}
-    mv = client.create_model_version(name=name, source=logged_model_uri, run_id=run_id, tags=tags,
-                                     model_id=model_id)
-    version = str(mv.version)
-    if model_id:
-        link_logged_model(client, model_id, name, version)
-    reg = Registration(name=name, version=version, model_uri=f"models:/{name}/{version}",
-                       logged_model_uri=logged_model_uri, decision=decision)
-    try:
-        if card is not None:
-            reg.card = card(version, decision)
-        text = summary(version, decision) if summary is not None else reg.card
-        if text:
-            if len(text) > DESCRIPTION_LIMIT:
-                raise RegisterError(f"the description of {name} v{version} has {len(text)} characters; MLflow's "
-                                    f"SQL store keeps {DESCRIPTION_LIMIT}: pass a shorter summary")
-            client.update_model_version(name, version, description=text)
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        client.set_model_version_tag(name, version, STATUS_TAG, "ready")
-        if decision.promote:
-            client.set_registered_model_alias(name, CHAMPION, version)  # the commit point
-    except BaseException:
-        _roll_back(client, name, version, before)
-        raise
-    after = aliases_of(client, name)
-    reg.aliases = sorted(a for a, v in after.items() if v == version)
-    reg.champion_version = after.get(CHAMPION)
-    return reg
+        lock = LockSettings.of(RegisterConfig())
+    ensure_registered_model(client, name, description="videossl video encoder (self-supervised); "
+                                                       "@champion is the gated best, @challenger the newest")
+    with registry_lock(client, name, lock_holder(run_id), lock):
+        before = aliases_of(client, name)
+        prev_champion = before.get(CHAMPION)
+        champ_values: dict[str, float | None] = {}
+        if prev_champion is not None:
+            champ_values = recorded_scores(client, _info(client.get_model_version(name, prev_champion)), policy.metrics)
+        decision = decide(policy, values, frames, prev_champion, champ_values, frames_gap_low)
+
+        # flipped to "ready" once the challenger alias is set
+        tags = {**tags, **{k: v[:TAG_VALUE_LIMIT] for k, v in decision.tags().items()}, STATUS_TAG: "registering"}
+        mv = client.create_model_version(name=name, source=logged_model_uri, run_id=run_id, tags=tags,
+                                         model_id=model_id)
+        version = str(mv.version)
+        if model_id:
+            link_logged_model(client, model_id, name, version)
+        reg = Registration(name=name, version=version, model_uri=f"models:/{name}/{version}",
+                           logged_model_uri=logged_model_uri, decision=decision)
+        try:
+            if card is not None:
+                reg.card = card(version, decision)
+            text = summary(version, decision) if summary is not None else reg.card
+            if text:
+                if len(text) > DESCRIPTION_LIMIT:
+                    raise RegisterError(f"the description of {name} v{version} has {len(text)} characters; MLflow's "
+                                        f"SQL store keeps {DESCRIPTION_LIMIT}: pass a shorter summary")
+                client.update_model_version(name, version, description=text)
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            client.set_model_version_tag(name, version, STATUS_TAG, "ready")
+            if decision.promote:
+                client.set_registered_model_alias(name, CHAMPION, version)  # the commit point
+        except BaseException:
+            _roll_back(client, name, version, before)
+            raise
+        after = aliases_of(client, name)
+        reg.aliases = sorted(a for a, v in after.items() if v == version)
+        reg.champion_version = after.get(CHAMPION)
+        return reg
 
 
 LOGGED_MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # what mlflow.register_model sets: the UI's link

@@ -27,3 +27,24 @@ class NativeInput(torch.nn.Module):
         if x.shape[2:] != (self.frames, self.size, self.size):
             x = F.interpolate(x, size=(self.frames, self.size, self.size), mode="trilinear", align_corners=False)
         return x
+
+
+class VideoTokens(torch.nn.Module):
+    """A Hugging Face video ViT as the contract wants it: [B, 3, T, H, W] (videossl-normalised) in, its
+    last hidden states as [B, t, h, w, D] out. A subclass says how its model is called (`hidden`)."""
+
+    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...], frames: int, size: int,
+                 tubelet: int, patch: int) -> None:
+        super().__init__()
+        self.model = model
+        self.frames, self.size, self.tubelet, self.patch = frames, size, tubelet, patch
+        self.native = NativeInput(mean, std, frames, size)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, 3, H, W] at the native input -> the model's last hidden states [B, N, D]."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.hidden(self.native(x).transpose(1, 2))  # both take [B, T, 3, H, W]
+        t, s = self.frames // self.tubelet, self.size // self.patch
+        return hidden.reshape(hidden.shape[0], t, s, s, hidden.shape[-1])

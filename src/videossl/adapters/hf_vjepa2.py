@@ -11,29 +11,20 @@ from __future__ import annotations
 
 import torch
 
-from videossl.adapters.hf_common import NativeInput
+from videossl.adapters.hf_common import VideoTokens
 
 # the random smoke-test model: small enough for a CPU test
 TINY = {"patch_size": 8, "tubelet_size": 2, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
         "pred_hidden_size": 32, "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2}
 
 
-class VJEPA2Tokens(torch.nn.Module):
-    """[B, 3, T, H, W] (videossl-normalised) -> the encoder's last hidden states as [B, t, h, w, D]."""
-
+class VJEPA2Tokens(VideoTokens):
     def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.model = model
         c = model.config
-        self.frames, self.size, self.tubelet, self.patch = c.frames_per_clip, c.crop_size, c.tubelet_size, c.patch_size
-        self.native = NativeInput(mean, std, self.frames, self.size)
+        super().__init__(model, mean, std, c.frames_per_clip, c.crop_size, c.tubelet_size, c.patch_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.native(x)
-        # V-JEPA 2 takes [B, T, 3, H, W]
-        hidden = self.model(pixel_values_videos=x.transpose(1, 2), skip_predictor=True).last_hidden_state
-        t, s = self.frames // self.tubelet, self.size // self.patch
-        return hidden.reshape(hidden.shape[0], t, s, s, hidden.shape[-1])
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values_videos=x, skip_predictor=True).last_hidden_state  # the encoder only
 
 
 def factory(spec, arg: str | None) -> torch.nn.Module:

@@ -26,19 +26,34 @@ from pathlib import Path
 from videossl import storage
 from videossl.data import shards
 
-PREFIX = "list:"
+PREFIX, SSV2_PREFIX, KINETICS_PREFIX = "list:", "ssv2:", "kinetics:"
+PREFIXES = (PREFIX, SSV2_PREFIX, KINETICS_PREFIX)  # every labelled-dataset source (config validates them)
 CLASS = "class"  # the label key a list's class goes under in the manifest (eval/tasks.py reads it)
+SSV2_LABELS = "something-something-v2-labels.json"  # template -> class index, beside the annotations
+SSV2_VIDEOS = "20bn-something-something-v2"         # the videos' folder as the dataset unpacks (<id>.webm)
+KINETICS_SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
 
 
+def is_list(source: str) -> bool:
+    """Any labelled-dataset source: list:, ssv2:, kinetics:."""
+    return source.startswith(PREFIXES)
+
+
+def _beside(uri: str, *parts: str) -> str:
+    """A path relative to the folder of `uri` (a local file or an s3:// object)."""
+    if storage.is_s3(uri):
+        return posixpath.join(uri.rsplit("/", 1)[0], *parts)
+    return str(Path(uri).parent.joinpath(*parts))
 
 
 def _resolve(base: str, path: str) -> str:
     """A list entry's path: absolute and s3:// as written, else relative to the list's folder."""
-    if storage.is_s3(path) or path.startswith("/"):
-        return path
-    if storage.is_s3(base):
-        return posixpath.join(base.rsplit("/", 1)[0], path)
-    return str(Path(base).parent / path)
+    return path if storage.is_s3(path) or path.startswith("/") else _beside(base, path)
+
+
+def _present(video: str) -> bool:
+    """A local video exists (an s3:// one is checked when it is fetched: a missing key is quarantined then)."""
+    return storage.is_s3(video) or Path(video).is_file()
 
 
 def read_text(uri: str, endpoint_url: str | None) -> str:
@@ -78,7 +93,7 @@ def expand_list(source: str, endpoint_url: str | None = None):
             rejected.append(Rejected(where, f"line {number} of {name}: {path!r} is not a video file "
                                             f"({', '.join(VIDEO_EXTENSIONS)})"))
             continue
-        if not storage.is_s3(video) and not Path(video).is_file():
+        if not _present(video):
             rejected.append(Rejected(video, f"line {number} of {name}: file not found"))
             continue
         if video in seen:
@@ -95,30 +110,10 @@ def expand_list(source: str, endpoint_url: str | None = None):
 
 # --- the field's own annotation files ------------------------------------------------------------
 
-SSV2_PREFIX, KINETICS_PREFIX = "ssv2:", "kinetics:"
-PREFIXES = (PREFIX, SSV2_PREFIX, KINETICS_PREFIX)
-SSV2_LABELS = "something-something-v2-labels.json"  # template -> class index, beside the annotations
-SSV2_VIDEOS = "20bn-something-something-v2"         # the videos' folder as the dataset unpacks (<id>.webm)
-KINETICS_SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
-
-
-def is_list(source: str) -> bool:
-    """Any labelled-dataset source: list:, ssv2:, kinetics:."""
-    return source.startswith(PREFIXES)
-
-
 def _ssv2_class(template: str) -> str:
     """SSv2's class: its template with the placeholders' brackets dropped (as its labels file keys it),
     one token (spaces as underscores, like a list's labels)."""
     return template.replace("[", "").replace("]", "").replace(" ", "_")
-
-
-def _local_or_s3_dir(uri: str) -> str:
-    return uri.rsplit("/", 1)[0] if storage.is_s3(uri) else str(Path(uri).parent)
-
-
-def _join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if storage.is_s3(base) else str(Path(base, *parts))
 
 
 def expand_ssv2(source: str, endpoint_url: str | None = None):
@@ -130,10 +125,9 @@ def expand_ssv2(source: str, endpoint_url: str | None = None):
 
     uri = source[len(SSV2_PREFIX):]
     name = posixpath.basename(uri)
-    base = _local_or_s3_dir(uri)
     try:
         entries = json.loads(read_text(uri, endpoint_url))
-        known = set(json.loads(read_text(_join(base, SSV2_LABELS), endpoint_url)))
+        known = set(json.loads(read_text(_beside(uri, SSV2_LABELS), endpoint_url)))
     except json.JSONDecodeError as e:
         raise OSError(f"{uri} or its {SSV2_LABELS} is not valid JSON ({e})") from None
     if not isinstance(entries, list):
@@ -149,8 +143,8 @@ def expand_ssv2(source: str, endpoint_url: str | None = None):
             rejected.append(Rejected(where, f"entry {number} of {name}: template {entry['template']!r} is not in "
                                             f"{SSV2_LABELS}"))
             continue
-        video = _join(base, SSV2_VIDEOS, f"{entry['id']}.webm")
-        if not storage.is_s3(video) and not Path(video).is_file():
+        video = _beside(uri, SSV2_VIDEOS, f"{entry['id']}.webm")
+        if not _present(video):
             rejected.append(Rejected(video, f"entry {number} of {name}: file not found"))
             continue
         sid = f"ssv2/{entry['id']}"
@@ -169,7 +163,6 @@ def expand_kinetics(source: str, endpoint_url: str | None = None):
 
     uri = source[len(KINETICS_PREFIX):]
     name = posixpath.basename(uri)
-    base = _local_or_s3_dir(uri)
     rows = csv.DictReader(io.StringIO(read_text(uri, endpoint_url)))
     missing = {"label", "youtube_id", "time_start", "time_end"} - set(rows.fieldnames or ())
     if missing:
@@ -185,8 +178,8 @@ def expand_kinetics(source: str, endpoint_url: str | None = None):
         split = KINETICS_SPLITS.get((row.get("split") or "").strip().lower())
         label = (row["label"] or "").strip().replace(" ", "_")
         stem = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
-        candidates = [_join(base, label, stem), _join(base, (row["label"] or "").strip(), stem), _join(base, stem)]
-        video = next((c for c in candidates if storage.is_s3(c) or Path(c).is_file()), None)
+        candidates = [_beside(uri, label, stem), _beside(uri, (row["label"] or "").strip(), stem), _beside(uri, stem)]
+        video = next((c for c in candidates if _present(c)), None)
         if not label or video is None:
             rejected.append(Rejected(where, f"line {number} of {name}: " + ("no label" if not label else
                                             f"{stem} not found (beside the CSV or in its label's folder)")))

@@ -180,13 +180,14 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
         rec.metrics["tasks"][task.name] = suite.score(o, boot, null, shown[1:], supervised.get(task.name),
                                                       ecfg.determinable if o.determinability is not None else None)
         if task.spec.scoring == ACCURACY:
-            # the video model beside the bag of frames (a grid of every model's took longer to draw than to score)
-            rec.confusions[task.name] = {m: probes.confusion_matrix(o.labels, o.predictions[m], len(task.classes))
-                                         for m in CONFUSION_MODELS if m in o.predictions}
+            # drawn: the video model beside the bag of frames (a grid of every model's took longer to draw than
+            # to score); a classification task's per-class table has every model's recall
+            counted = [m for m in o.predictions if task.spec.kind == CLASSIFICATION or m in CONFUSION_MODELS]
+            matrices = {m: probes.confusion_matrix(o.labels, o.predictions[m], len(task.classes)) for m in counted}
+            rec.confusions[task.name] = {m: matrices[m] for m in CONFUSION_MODELS if m in matrices}
             rec.classes[task.name] = task.classes
-            if task.spec.kind == CLASSIFICATION:  # per class, every model's recall (its linear probe)
-                every = {m: probes.confusion_matrix(o.labels, pred, len(task.classes)) for m, pred in o.predictions.items()}
-                rec.metrics.setdefault(PER_CLASS, {})[task.name] = per_class(task.classes, every)
+            if task.spec.kind == CLASSIFICATION:
+                rec.metrics.setdefault(PER_CLASS, {})[task.name] = per_class(task.classes, matrices)
             if scores.VIDEO in o.predictions:
                 rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
     diagnostics = [t for t in tasks if t.spec.kind == DIAGNOSTIC]

@@ -96,6 +96,7 @@ class Cut:
     speeds: tuple[int, ...]
     windows: int
     seed: int
+    classes: tuple[str, ...] = ()  # the task's classes where a video's label names one (classification)
 
     def rng(self, video: Video, purpose: str) -> np.random.Generator:
         return video_rng(video, self.seed, f"{purpose}|{self.windows}")
@@ -239,9 +240,9 @@ def _int_label(key: str, offset: int = 0, valid: Callable[[int], bool] = lambda 
 
 
 def _windows_of_class(video: Video, cut: Cut) -> list[Item]:
-    """Forward windows of a labelled video, labelled by its class's index (`build_tasks` re-labels them
-    with the dataset's class list): here -1, the class is not known per video."""
-    return [Item(ClipKey(video.source_id, s), -1) for s in _windows(video, cut)]
+    """Forward windows of a labelled video, labelled by its class's index among the dataset's classes."""
+    y = cut.classes.index(str(video.labels[CLASS]))
+    return [Item(ClipKey(video.source_id, s), y) for s in _windows(video, cut)]
 
 
 def class_names(videos: list[Video]) -> list[str]:
@@ -308,7 +309,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("reversible_arrow", CONTROL, ACCURACY, "reversible", ARROW_CLASSES, _arrow,
              "Arrow of time in a world of elastic collisions only: every video is as plausible backwards, so every "
              "model must be at chance."),
-    TaskSpec(CLASSIFICATION, CLASSIFICATION, ACCURACY, LABELLED, (), _windows_of_class,
+    TaskSpec(CLASSIFICATION, CLASSIFICATION, ACCURACY, LABELLED, lambda s: s["labelled"], _windows_of_class,
              "Your labelled videos' classes (a `path label` list): the field's frozen-backbone evaluation, each "
              "model read by the same probes on clips of training videos, scored on test videos. What it measures "
              "is whatever the labels are about; beside the bag of frames it shows what time adds."),
@@ -327,8 +328,11 @@ def of_kind(kind: str, names: list[str] | tuple[str, ...] = TASK_NAMES) -> list[
     return [n for n in names if n in TASKS and TASKS[n].kind == kind]
 
 
-def task_classes(spec: TaskSpec, speeds: list[int], max_objects: int) -> list[str]:
-    classes = spec.classes(dict(speeds=speeds, max_objects=max_objects)) if callable(spec.classes) else spec.classes
+def task_classes(spec: TaskSpec, speeds: list[int], max_objects: int, labelled: tuple[str, ...] = ()) -> list[str]:
+    """A task's classes: fixed, or a function of the settings (speeds, max_objects) and of the labelled
+    videos' classes (`labelled`, class_names)."""
+    settings = dict(speeds=speeds, max_objects=max_objects, labelled=labelled)
+    classes = spec.classes(settings) if callable(spec.classes) else spec.classes
     return list(classes)
 
 
@@ -347,20 +351,17 @@ def build_tasks(store: ClipStore, names: list[str], speeds: list[int], clips_per
     for v in store.videos_in(kind=BENCHMARK):
         by_family.setdefault(v.labels.get("family", ""), []).append(v)
     by_family[LABELLED] = [v for v in store.videos_in(kind=LABELLED) if CLASS in v.labels]
+    labelled = tuple(class_names(by_family[LABELLED]))
     out = []
     for name in names:
         spec = TASKS[name]
-        classes = class_names(by_family[LABELLED]) if spec.kind == CLASSIFICATION else \
-            task_classes(spec, speeds, max_objects)
-        task = Task(spec, classes, {s: [] for s in splits}, {s: [] for s in splits} if spec.scoring == MATCHED else {})
+        task = Task(spec, task_classes(spec, speeds, max_objects, labelled), {s: [] for s in splits},
+                    {s: [] for s in splits} if spec.scoring == MATCHED else {})
         for video in by_family.get(spec.family, []):
             if video.split not in task.items:
                 continue
-            cut = Cut(store.clip_frames, tuple(speeds), clips_per_video, seed)
-            items = spec.cut(video, cut)
-            if spec.kind == CLASSIFICATION:  # the video's class, as an index of the dataset's classes
-                items = [Item(i.clip, classes.index(str(video.labels[CLASS]))) for i in items]
-            items = [i for i in items if 0 <= i.label < len(task.classes)]
+            cut = Cut(store.clip_frames, tuple(speeds), clips_per_video, seed, labelled)
+            items = [i for i in spec.cut(video, cut) if 0 <= i.label < len(task.classes)]
             base = len(task.items[video.split])
             task.items[video.split] += items
             if spec.scoring == MATCHED:
