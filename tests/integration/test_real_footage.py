@@ -70,3 +70,43 @@ def test_the_gate_names_both_keys_when_it_disagrees_with_the_tasks(tmp_path):
     proc = videossl("validate", "--params", str(params), "-S", "probe_eval.tasks=[real_arrow_of_time]")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "register.gate_metrics" in proc.stderr and "probe_eval.tasks" in proc.stderr
+
+
+SHORT_FRAMES = 24  # 3 s at ingest.fps 8: room for test windows, too short to also validate on
+
+
+def test_short_footage_in_named_groups_is_refused_before_work_saying_what_is_needed(tmp_path, tiny_models):
+    """A user's own clips, all shorter than real_arrow_of_time needs: ingest honours the sidecars'
+    footage groups (cuts of one source on one side of the split), and probe-eval refuses before any
+    feature is extracted, with the length it needs, instead of failing after extraction."""
+    import numpy as np
+
+    from videossl.data.encode import write_video
+    from videossl.eval.real_video import min_val_frames
+
+    footage = tmp_path / "mine"
+    footage.mkdir()
+    rng = np.random.default_rng(0)
+    for i, group in enumerate(["take-a", "take-a", "take-b", "take-b"]):
+        frames = rng.integers(0, 255, (SHORT_FRAMES, 32, 32, 3), dtype=np.uint8)
+        write_video(frames, footage / f"cut{i}.mp4", fps=8, gop=8, crf=18)
+        (footage / f"cut{i}.json").write_text(json.dumps({"group": group}))
+    params = tmp_path / "params.yaml"
+    params.write_text(tiny_params_yaml(tmp_path, f"ingest.sources=[{footage}]", *REAL_ONLY[1:]))
+    proc = videossl("ingest", "--params", str(params), "--out", str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "data" / "manifest.jsonl").read_text().splitlines()]
+    groups = {r["source_id"]: r["group"] for r in rows}
+    assert set(groups.values()) == {"mine/take-a", "mine/take-b"}
+    splits = {}
+    for r in rows:
+        splits.setdefault(r["group"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits.values()), splits  # a group never straddles a split
+
+    proc = videossl("probe-eval", "--params", str(params), "--data", str(tmp_path / "data"),
+                    "--models", str(tiny_models), "--out", str(tmp_path / "eval"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    need = min_val_frames(8, 0.25)  # tiny params: 8-frame clips, the default val_fraction
+    assert SHORT_FRAMES < need and f"at least {need} frames ({need / 8:.1f} s at ingest.fps 8)" in proc.stderr
+    assert f"longest other video has {SHORT_FRAMES}" in proc.stderr
+    assert "features of" not in proc.stdout  # refused before extraction

@@ -44,6 +44,9 @@ class BadSidecar(ValueError):
     pass
 
 
+GROUP_KEY = "group"  # a sidecar's footage group: cuts of one source (takes, scenes) share it and one split
+
+
 def sidecar_labels(video: Path) -> dict:
     """Labels of a video from `<name>.json` beside it, when there is one; BadSidecar (the video is then
     quarantined, the others go on) when it is not a readable JSON object."""
@@ -56,6 +59,9 @@ def sidecar_labels(video: Path) -> dict:
         raise BadSidecar(f"{side.name} is not readable JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(labels, dict):
         raise BadSidecar(f"{side.name} holds a JSON {type(labels).__name__}, not an object of labels")
+    group = labels.get(GROUP_KEY)
+    if group is not None and not (isinstance(group, str) and group.strip()):
+        raise BadSidecar(f"{side.name}: {GROUP_KEY!r} must be a non-empty string, got {group!r}")
     return labels
 
 
@@ -120,7 +126,10 @@ def expand_local(root: str, skipped: list[str] | None = None) -> tuple[list[Vide
             else:
                 sid = f"{base.name}/{rel}"
                 try:
-                    inputs.append(VideoInput(sid, sid, shards.REAL, str(p), sidecar_labels(p)))
+                    labels = sidecar_labels(p)
+                    # a named group keeps cuts of one footage on one side of every split; else the file alone
+                    group = f"{base.name}/{labels[GROUP_KEY].strip()}" if labels.get(GROUP_KEY) else sid
+                    inputs.append(VideoInput(sid, group, shards.REAL, str(p), labels))
                 except BadSidecar as e:
                     rejected.append(Rejected(str(p), f"bad label sidecar: {e}"))
     return inputs, rejected

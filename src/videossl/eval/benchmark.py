@@ -25,7 +25,7 @@ import torch
 
 from videossl.config import Config
 from videossl.data.shards import BENCHMARK, LABELLED, ClipStore
-from videossl.eval import ceiling, features, probes, report, scores, suite
+from videossl.eval import ceiling, features, probes, real_video, report, scores, suite
 from videossl.eval.stats import VideoBootstrap
 from videossl.eval.probes import per_class
 from videossl.eval.scores import PER_CLASS
@@ -149,6 +149,13 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
         raise BenchmarkError(f"probe_eval.tasks: {REAL_TASK} needs real videos from at least 2 footage groups "
                              f"(ingest.sources: samples, a local folder or s3://); drop it from the tasks "
                              f"for synthetic-only data")
+    if REAL_TASK in ecfg.tasks:
+        try:  # the folds are cheap; finding them unusable after extraction costs minutes
+            real_video.check_folds(real_video.real_arrow_tasks(store, ecfg.real.clips_per_video, True,
+                                                               ecfg.real.val_fraction), store,
+                                   ecfg.real.val_fraction, cfg.ingest.fps)
+        except ValueError as e:
+            raise BenchmarkError(str(e)) from None
     shown = scores.MODELS + [m.name for m in models if m.name not in scores.MODELS and suite.model_group(m.name) == m.name]
     keys = sorted({k for t in tasks for k in t.keys()}, key=features.key_str)
     index = {k: i for i, k in enumerate(keys)}

@@ -114,6 +114,33 @@ def real_arrow_tasks(store: ClipStore, clips_per_video: int, control: bool, val_
     return folds
 
 
+def _has_val_windows(frames: int, t: int, val_fraction: float) -> bool:
+    cut = int(round(frames * (1 - val_fraction)))  # the same cut real_arrow_tasks makes
+    return cut - t >= 0 and frames - t >= cut
+
+
+def min_val_frames(t: int, val_fraction: float) -> int:
+    """The fewest frames a training video needs to give windows on both sides of its validation cut."""
+    return next(n for n in range(t, 100 * t + 2) if _has_val_windows(n, t, val_fraction))
+
+
+def check_folds(folds: list[Fold], store: ClipStore, val_fraction: float, fps: float) -> None:
+    """ValueError, before any feature is extracted, when a fold cannot choose its probe: no training
+    video of the other groups is long enough to hold validation windows (the probe's L2 is chosen there)."""
+    t = store.clip_frames
+    need = min_val_frames(t, val_fraction)
+    lengths = {v.source_id: v.frames for v in store.videos}
+    for fold in folds:
+        if fold.val and fold.train:
+            continue
+        longest = max((lengths[c.video] for c, _ in fold.train), default=0)
+        raise ValueError(
+            f"real_arrow_of_time: holding out footage group {fold.test_group!r} leaves no training video long enough "
+            f"to validate on: a video needs at least {need} frames ({need / fps:.1f} s at ingest.fps {fps:g}) to give "
+            f"{t}-frame windows on both sides of its last {val_fraction:g} (probe_eval.real.val_fraction); the longest "
+            f"other video has {longest}. Ingest longer footage, or more footage groups with one long video each")
+
+
 def real_clip_pixels(store: ClipStore, clip: RealClip, sigma: float, tau: float) -> np.ndarray:
     """uint8 [T, H, W, 3] as the model sees the clip. The control is order-free (it commutes with
     reversal), so applying it before reversing treats both directions identically."""
