@@ -22,6 +22,10 @@ def _add_params(p: argparse.ArgumentParser) -> None:
                    help="override one param (YAML value), like `dvc exp run -S`")
 
 
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text (for scripts)")
+
+
 def _step(sub, name: str, help: str, **folders: str) -> argparse.ArgumentParser:
     """A step's sub-command: the params options and one --<name> per folder it reads or writes."""
     p = sub.add_parser(name, help=help)
@@ -34,6 +38,9 @@ def _step(sub, name: str, help: str, **folders: str) -> argparse.ArgumentParser:
 # what each step's folder options are (the defaults are where dvc.yaml runs the steps)
 FOLDER_HELP = {"data": "the ingested dataset (ingest's output)", "models": "pretrain's output: encoder.pt and "
                "frame_encoder.pt", "eval": "probe-eval's output (scores.json)", "out": "where this step writes"}
+
+
+COMPLETION_SHELLS = ("bash", "zsh")  # shtab writes these from the parser
 
 
 def _describe(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the benchmark table and where the registered model is")
     p.add_argument("--eval", default=EVAL, help=f"{FOLDER_HELP['eval']} (default: {EVAL})")
     p.add_argument("--register", default=REGISTER, help=f"register's output: registration.json (default: {REGISTER})")
+    _add_json(p)
 
     p = sub.add_parser("review", help="the registered champion and challenger side by side (scores, intervals, "
                        "digests, commits, differing params)")
@@ -96,9 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, help="registered model (default: register.model_name)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: tracking.uri, or "
                    "MLFLOW_TRACKING_URI when tracking.uri is null)")
+    _add_json(p)
 
     p = sub.add_parser("validate", help="only validate params")
     _add_params(p)
+    _add_json(p)
+
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(videossl completion bash)\" "
+                       "(or put the zsh one on your fpath as _videossl)")
+    p.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
 
     p = sub.add_parser("grant-access", help="as the tracking server's admin: create the runs and register users "
                        "and grant each only what its steps do (videossl.cluster.access; the Job "
@@ -180,17 +194,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"embed: {index['shape'][0]} clips x {index['shape'][1]} -> {Path(args.out).with_suffix('.npy')} "
               f"(+ .json: source and time span per row); {len(index['failed'])} video(s) failed")
         return 0
+    if cmd == "completion":  # generated from the parser itself: it cannot drift from the options
+        import shtab
+
+        print(shtab.complete(_parser(), args.shell))
+        return 0
     if cmd == "summary":
         from videossl.summary import print_summary
 
-        return print_summary(Path(args.eval), Path(args.register))
-    cfg = load_config(args.params, args.overrides)  # before any work: bad params never start a step
+        return print_summary(Path(args.eval), Path(args.register), args.json)
+    try:
+        cfg = load_config(args.params, args.overrides)  # before any work: bad params never start a step
+    except ConfigError as e:
+        if getattr(args, "json", False):  # scripts read the answer from stdout, whatever it is
+            print(json.dumps({"valid": False, "error": str(e)}))
+        raise
     if cmd == "review":
         from videossl.review import review
 
-        return review(cfg, args.model_name, args.tracking_uri)
+        return review(cfg, args.model_name, args.tracking_uri, args.json)
     if cmd == "validate":
-        print("params ok")
+        print(json.dumps({"valid": True, "params": cfg.model_dump(mode="json")}, indent=2) if args.json
+              else "params ok")
         return 0
     if cmd == "grant-access":
         from videossl.cluster.access import grant, roles_from_env

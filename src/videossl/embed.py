@@ -117,19 +117,30 @@ def checkpoint_file(uri: str, tracking_uri: str | None = None) -> Iterator[tuple
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from videossl import local_store, tracking
     from videossl.registered_model import registered_digest
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if store:
+        store = tracking.reader_uri(store)  # a copied checkout reads its own artifacts
+        db = local_store.sqlite_file(store)
+        if db is not None and not db.is_file():  # opening it would create an empty store
+            raise EmbedError(f"{uri}: no MLflow store at {db} (--tracking-uri or MLFLOW_TRACKING_URI)")
+    where = store or "MLflow's default store"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     with tempfile.TemporaryDirectory(prefix="videossl-embed-") as dest:
         try:
             name = match["name"]
             mv = (client.get_model_version(name, match["version"]) if match["version"]
                   else client.get_model_version_by_alias(name, match["alias"]))
+        except MlflowException as e:
+            raise EmbedError(f"{uri} in {where}: {str(e).splitlines()[0]}") from None
+        try:
             path = Path(client.download_artifacts(mv.run_id, CHECKPOINT_ARTIFACT, dest))
             registered = registered_digest(mv.run_id, client)
-        except MlflowException as e:
-            where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default store"
-            raise EmbedError(f"{uri} in {where}: {str(e).splitlines()[0]}") from None
+        except (MlflowException, OSError) as e:
+            looked = f"{client.get_run(mv.run_id).info.artifact_uri.rstrip('/')}/{CHECKPOINT_ARTIFACT}"
+            raise EmbedError(f"{uri} in {where}: the checkpoint is not at {looked} ({str(e).splitlines()[0]})") from None
         yield path, registered
 
 

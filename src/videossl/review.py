@@ -194,26 +194,57 @@ def resolve_uri(cfg, override: str | None) -> str:
     MLFLOW_TRACKING_URI when tracking.uri is null (videossl.tracking)."""
     from videossl import tracking
 
-    return tracking._absolute_store(override) if override else tracking.tracking_uri(cfg.tracking)
+    return tracking.reader_uri(override or tracking.tracking_uri(cfg.tracking))
 
 
-def review(cfg, model_name: str | None = None, tracking_uri: str | None = None) -> int:
-    """Print the review; 1 when there is nothing to review (no store, no such model), else 0."""
+def _side_record(side: Side) -> dict | None:
+    if side.info is None:
+        return None
+    info = side.info
+    return {"version": info.version, "aliases": list(info.aliases), "status": info.status, "run": info.run_id,
+            "registered_ms": info.creation_time, "weights_sha256": side.weights, "tags": dict(info.tags),
+            "scores": side.scores, "notes": side.notes}
+
+
+def record(name: str, uri: str, champion: Side, challenger: Side, gate_metrics: list[str]) -> dict:
+    """The review as one JSON-ready object (`videossl review --json`): the same facts `render` prints,
+    every score rather than only those that differ."""
+    a, b = champion, challenger
+    differ = sorted(k for k in set(a.params) | set(b.params) if a.params.get(k) != b.params.get(k)) \
+        if a.info and b.info else []
+    return {
+        "model": name, "store": uri,
+        "decision": b.info.tags.get("gate.decision") if b.info else None,
+        "challenger_is_champion": bool(b.info and registry.CHAMPION in b.info.aliases),
+        "gate_metrics": {m: {"champion": a.scores.get(m), "challenger": b.scores.get(m)} for m in gate_metrics},
+        registry.CHAMPION: _side_record(a), registry.CHALLENGER: _side_record(b),
+        "params_that_differ": {k: [a.params.get(k), b.params.get(k)] for k in differ},
+    }
+
+
+def _nothing(why: str, as_json: bool) -> int:
+    print(json.dumps({"error": why}) if as_json else why)
+    return 1
+
+
+def review(cfg, model_name: str | None = None, tracking_uri: str | None = None, as_json: bool = False) -> int:
+    """Print the review (`as_json`: one JSON object); 1 when there is nothing to review (no store, no
+    such model), else 0."""
     from mlflow import MlflowClient
 
     name = model_name or cfg.register.model_name
     uri = resolve_uri(cfg, tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         # opening a missing sqlite file would create an empty store: say where we looked instead
-        print(f"no MLflow store at {uri} (set tracking.uri, MLFLOW_TRACKING_URI with tracking.uri: null, "
-              "or --tracking-uri)")
-        return 1
+        return _nothing(f"no MLflow store at {uri} (set tracking.uri, MLFLOW_TRACKING_URI with tracking.uri: null, "
+                        "or --tracking-uri)", as_json)
     client = MlflowClient(tracking_uri=uri)
     if not client.search_model_versions(f"name='{name}'", max_results=1):
-        print(f"no registered model '{name}' with any version in {uri}")
-        return 1
+        return _nothing(f"no registered model '{name}' with any version in {uri}", as_json)
     both = registry.champion_and_challenger(client, name)
     champion = _load_side(client, registry.CHAMPION, both[registry.CHAMPION])
     challenger = _load_side(client, registry.CHALLENGER, both[registry.CHALLENGER])
-    print(render(name, uri, champion, challenger, list(cfg.register.gate_metrics)))
+    gate = list(cfg.register.gate_metrics)
+    print(json.dumps(record(name, uri, champion, challenger, gate), indent=2) if as_json
+          else render(name, uri, champion, challenger, gate))
     return 0

@@ -4,18 +4,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from videossl import tracking
 from videossl.eval.report import console_table
 from videossl.eval.scores import CI_HIGH, CI_LOW, HEADLINE, MODELS, REPORT, SCORES, VIDEO
 from videossl.stages import REGISTRATION
 
 
-def print_summary(eval_dir: Path, register_dir: Path) -> int:
+def print_summary(eval_dir: Path, register_dir: Path, as_json: bool = False) -> int:
+    """The closing lines (or, `as_json`, one JSON object: the headline, each task's scores and the
+    registration with the store resolved for this checkout); 1 when there is no benchmark yet."""
     metrics_path = eval_dir / SCORES
     if not metrics_path.is_file():
-        print(f"no benchmark yet: {metrics_path} is missing (run `make run`)")
+        print(json.dumps({"error": f"{metrics_path} is missing"}) if as_json
+              else f"no benchmark yet: {metrics_path} is missing (run `make run`)")
         return 1
     flat = json.loads(metrics_path.read_text())
     tasks = {k: v for k, v in flat.items() if isinstance(v, dict) and ("n_test" in v or k == HEADLINE)}
+    reg_path = register_dir / REGISTRATION
+    reg = json.loads(reg_path.read_text()) if reg_path.is_file() else None
+    if reg and reg.get("tracking_uri"):
+        reg["tracking_uri"] = tracking.reader_uri(reg["tracking_uri"])  # this checkout's store, even in a copy
+    if as_json:
+        print(json.dumps({"eval": str(eval_dir), HEADLINE: flat.get(HEADLINE), "tasks": tasks, "registration": reg},
+                         indent=2))
+        return 0
     head = flat.get(HEADLINE, {})
     if VIDEO in head:
         print(f"\n{HEADLINE}: {head[VIDEO]:.3f} [{head.get(VIDEO + CI_LOW, float('nan')):.3f}, "
@@ -24,9 +36,7 @@ def print_summary(eval_dir: Path, register_dir: Path) -> int:
     print("\nBenchmark, test videos: the video model with its probe chosen on validation videos, each baseline "
           f"with its strongest probe (95% CIs and every probe in {eval_dir / REPORT})")
     print(console_table({"tasks": tasks}, MODELS))
-    reg_path = register_dir / REGISTRATION
-    if reg_path.is_file():
-        reg = json.loads(reg_path.read_text())
+    if reg is not None:
         if reg.get("registered") is False:
             print(f"\n{reg.get('reason')}")
             return 0

@@ -18,15 +18,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from videossl import secrets
+from videossl import local_store, secrets
 from videossl.config import TrackingConfig
 from videossl.errors import StepError
 
 
-def _absolute_store(uri: str) -> str:
+def absolute_store(uri: str) -> str:
     # A relative sqlite path would land wherever the process happens to run (KFP, torchrun): pin it.
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def reader_uri(uri: str) -> str:
+    """A store named by a user or a record, ready to read: a relative sqlite path pinned to the working
+    folder, its artifact paths rebased when the project was copied or moved (videossl.local_store)."""
+    uri = absolute_store(uri)
+    local_store.relocate(uri)
     return uri
 
 
@@ -40,13 +48,22 @@ def _artifact_root(uri: str, artifacts: str | None) -> str | None:
     return Path(artifacts or "mlartifacts").resolve().as_uri()
 
 
+def portable_uri(uri: str) -> str:
+    """`uri` as a record that stays true in a copy of the project: a sqlite store inside the working
+    folder relative to it (what params name), any other store as it is."""
+    db = local_store.sqlite_file(uri)
+    if db is not None and db.is_relative_to(Path.cwd().resolve()):
+        return local_store.SQLITE + db.relative_to(Path.cwd().resolve()).as_posix()
+    return uri
+
+
 def tracking_uri(cfg: TrackingConfig) -> str:
     """The store named in params; `tracking.uri: null` means the platform's MLFLOW_TRACKING_URI.
 
     Params win over the environment on purpose: mlflow.set_tracking_uri exports the variable to every
     child process, so an inherited value is not a reliable statement of where this run should log."""
     if cfg.uri:
-        return _absolute_store(cfg.uri)
+        return absolute_store(cfg.uri)
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if not env:
         raise StepError("tracking.uri is null but MLFLOW_TRACKING_URI is not set: name a store in params")
@@ -97,6 +114,7 @@ def configure(cfg: TrackingConfig) -> str:
 
     uri = tracking_uri(cfg)
     check_server(uri)
+    local_store.relocate(uri)  # a copied or moved checkout uses its own artifacts, never the original's
     mlflow.set_tracking_uri(uri)
     try:
         existing = mlflow.get_experiment_by_name(cfg.experiment)
@@ -112,6 +130,9 @@ def configure(cfg: TrackingConfig) -> str:
         except mlflow.exceptions.MlflowException:
             pass  # another process created it first
     experiment = mlflow.set_experiment(cfg.experiment)
+    root = local_store.root_of(uri)
+    if root and experiment.tags.get(local_store.ROOT_TAG) != root:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, local_store.ROOT_TAG, root)
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         # MLflow 3's UI opens an experiment without this tag in its GenAI overview; this one is a
         # model-training experiment, whose home is the runs table

@@ -82,6 +82,9 @@ def test_a_registered_checkpoint_is_downloaded_to_a_folder_that_goes_away(tmp_pa
             super().__init__(*a, **k)
             made.append(Path(self.name))
 
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/empty.db").search_experiments()  # an empty store
     monkeypatch.setattr(embed.tempfile, "TemporaryDirectory", Recording)
     with pytest.raises(embed.EmbedError):  # no such model in an empty store: the folder still goes
         with embed.checkpoint_file("models:/nope/1", f"sqlite:///{tmp_path}/empty.db"):

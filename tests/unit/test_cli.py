@@ -32,3 +32,33 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"videossl {version('videossl')}"
+
+
+@pytest.mark.parametrize("shell", cli.COMPLETION_SHELLS)
+def test_completion_scripts_complete_the_sub_commands(shell, capsys):
+    assert cli.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for name in ("probe-eval", "review", "--params"):
+        assert name in script, (shell, name)
+
+
+def test_completion_in_bash_offers_the_sub_commands(tmp_path, capsys):
+    import subprocess
+
+    assert cli.main(["completion", "bash"]) == 0
+    (tmp_path / "videossl.bash").write_text(capsys.readouterr().out)
+    proc = subprocess.run(["bash", "-c", f'source {tmp_path / "videossl.bash"}; COMP_WORDS=(videossl rev); '
+                           'COMP_CWORD=1; _shtab_videossl; echo "${COMPREPLY[@]}"'],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["review"], proc.stderr
+
+
+def test_validate_json_answers_on_stdout_either_way(tmp_path, capsys):
+    import json
+
+    assert cli.main(["validate", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["valid"] is True and got["params"]["pretrain"]["steps"] >= 1
+    assert cli.main(["validate", "--json", "-S", "pretrain.steps=x"]) == 2
+    got = json.loads(capsys.readouterr().out)
+    assert got["valid"] is False and "pretrain.steps" in got["error"]

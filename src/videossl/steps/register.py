@@ -280,7 +280,7 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
         "logged_model_uri": reg.logged_model_uri,
         "run_id": run_id,
         "experiment_id": experiment_id,
-        "tracking_uri": uri,
+        "tracking_uri": tracking.portable_uri(uri),  # a copied checkout's summary names its own store
         "aliases": reg.aliases,
         "champion_version": reg.champion_version,
         "previous_champion_version": d.champion_version,
