@@ -188,3 +188,33 @@ def test_a_video_beyond_the_limits_is_refused_from_its_header(synth, limits, rea
         decode_video(path, AutoDecoder(), 12, 32, limits)
     assert "ingest.max_" in str(e.value)
 
+
+
+class _MisStrided:
+    """A decord VideoReader as decord2 3.x behaves at 32 px: each frame's rows hold twice the bytes."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get_batch(self, indices):
+        class Batch:
+            def asnumpy(_self):
+                return np.zeros((len(indices), 32, 32, 6), np.uint8)
+        return Batch()
+
+
+def test_mis_strided_decord_frames_are_refused_and_pyav_decodes_instead(synth, monkeypatch):
+    """decord2 (the ARM dependency) returns (32, 32, 6) frames at 32 px: the decoder names the shape
+    and the automatic decoder reads the file with PyAV, never passing a wrong array on."""
+    from videossl.data.decode import AutoDecoder, DecodeError
+
+    path, _ = synth
+    monkeypatch.setattr(DecordDecoder, "_open", staticmethod(lambda p, size=None: _MisStrided(24)))
+    with pytest.raises(DecodeError, match=r"decord returned frames of shape \(32, 32, 6\) for 32x32"):
+        DecordDecoder().read(path, np.arange(12), (32, 32), frames=24)
+    auto = AutoDecoder()
+    frames, _ = decode_video(path, auto, 12, 32, LIMITS)
+    assert frames.shape == (12, 32, 32, 3) and auto.used == "pyav"

@@ -133,7 +133,12 @@ class DecordDecoder:
         try:
             for i in range(0, len(indices), CHUNK):  # each chunk cropped before the next is decoded
                 batch = vr.get_batch(list(map(int, indices[i:i + CHUNK]))).asnumpy()
+                if batch.shape[1:] != (size[1], size[0], 3):
+                    # decord2 3.0-3.4 returns mis-strided frames at some reduced widths (32 px among them)
+                    raise DecodeError(f"decord returned frames of shape {batch.shape[1:]} for {size[0]}x{size[1]}")
                 out.append(batch if crop is None else center_crop(batch, crop))
+        except DecodeError:
+            raise
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
             raise DecodeError(f"decord could not decode frames: {_first_line(e)}") from e
         return np.concatenate(out)
