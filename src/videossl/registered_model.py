@@ -24,6 +24,7 @@ FORMAT = "videossl.registered_model/1"
 WEIGHTS = "weights.safetensors"
 SPEC = "model.json"
 DIGEST_PARAM = "encoder_sha256"  # the register run's param: the weights' digest, immutable once logged
+SCORES_DIGEST_PARAM = "scores_sha256"  # and the digest of the scores.json it registered: both name the model
 
 
 class TamperedModel(StepError):

@@ -134,6 +134,24 @@ def aliases_of(client, name: str) -> dict[str, str]:
     return {a: str(v) for a, v in (rm.aliases or {}).items()}
 
 
+def same_model(client, experiment_id: str, name: str, params: dict[str, str]) -> VersionInfo | None:
+    """The version of `name` whose registration run logged exactly `params` (the weights' and the
+    scores' digests): a registration of the same model scored the same way. Runs' params are
+    immutable, so an edited tag cannot make another model look like this one."""
+    from mlflow.exceptions import MlflowException
+
+    query = " and ".join([f"tags.registered_model = '{name}'", *(f"params.{k} = '{v}'" for k, v in params.items())])
+    for run in client.search_runs([experiment_id], query, max_results=10):
+        version = run.data.tags.get("registered_version")
+        try:
+            mv = client.get_model_version(name, version) if version else None
+        except MlflowException:  # the version was deleted: register anew
+            continue
+        if mv is not None and mv.run_id == run.info.run_id:
+            return _info(mv)
+    return None
+
+
 def champion_and_challenger(client, name: str) -> dict[str, VersionInfo | None]:
     """{"champion": VersionInfo | None, "challenger": VersionInfo | None} of registered model `name`."""
     aliases = aliases_of(client, name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from videossl import registry
 from videossl.eval.scores import INTERVAL, SCORES, flatten
-from videossl.registered_model import DIGEST_PARAM
+from videossl.registered_model import DIGEST_PARAM, SCORES_DIGEST_PARAM
 
 # flattened keys shown beside their score (the interval) or not at all (probe hyperparameters)
 _INTERVAL = INTERVAL
@@ -55,6 +55,7 @@ def _load_side(client, role: str, info: registry.VersionInfo | None) -> Side:
     try:
         side.params = dict(client.get_run(info.run_id).data.params)
         side.weights = side.params.pop(DIGEST_PARAM, "—")[:_DIGEST_SHOWN]
+        side.params.pop(SCORES_DIGEST_PARAM, None)  # identity, not a setting: the scores are compared below
     except MlflowException as e:
         side.notes.append(f"v{info.version}: run {info.run_id} unreadable ({e.error_code}): no params")
     try:

@@ -706,3 +706,24 @@ def test_a_held_registration_lock_is_waited_for_and_a_dead_holders_is_broken(tmp
     breaks = make_config(sqlite_store, str(tmp_path / "mlartifacts"), model_name=name, lock_stale_s=1)
     assert register(breaks, data, model, ev, tmp_path / "out")["promoted"]
     assert not client.search_registered_models(f"name='{name}{registry.LOCK_SUFFIX}'")
+
+
+def test_the_same_model_registered_twice_is_recognised_not_versioned_again(tmp_path):
+    """Two runners (dvc repro, the KFP DAG) that produce the same weights with the same scores register
+    one version: the second names it. The same weights scored differently are a new version."""
+    cfg = make_config(f"sqlite:///{tmp_path / 'mlruns.db'}", str(tmp_path / "mlartifacts"))
+    data, model, ev = make_inputs(tmp_path / "in", 0.7)
+    first = register(cfg, data, model, ev, tmp_path / "out-1")
+    again = register(cfg, data, model, ev, tmp_path / "out-2")
+    assert again["same_model"] and again["version"] == first["version"] == "1"
+    assert again["aliases"] == first["aliases"] and "the same model as v1" in again["reason"]
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == ["1"]
+    submitted = [json.loads((tmp_path / o / "submitted.json").read_text()) for o in ("out-1", "out-2")]
+    assert submitted[0] == submitted[1]  # dvc sees the same bytes for the same model
+
+    scores = json.loads((ev / "scores.json").read_text())
+    scores["speed"]["video"] = 0.61  # the same weights, scored again differently
+    (ev / "scores.json").write_text(json.dumps(scores))
+    rescored = register(cfg, data, model, ev, tmp_path / "out-3")
+    assert rescored["version"] == "2" and "same_model" not in rescored

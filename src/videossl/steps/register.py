@@ -178,6 +178,27 @@ def _skip(out: Path, name: str, experiment: dict[str, str], digest: str, commit:
     return result
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _already(out: Path, existing: registry.VersionInfo, digest: str, weights: str, uri: str) -> dict:
+    """The same weights with the same scores are registered already: say which version, register nothing."""
+    reason = (f"the same model as v{existing.version}: weights sha256 {weights[:16]}... and its scores are "
+              "registered already; nothing new to register")
+    result = {"registered": True, "same_model": True, "model_name": existing.name, "version": existing.version,
+              "model_uri": f"models:/{existing.name}/{existing.version}", "run_id": existing.run_id,
+              "tracking_uri": uri, "aliases": list(existing.aliases), "reason": reason, "dataset_digest": digest}
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / CARD, existing.description or f"# {existing.name} v{existing.version}: {reason}\n")
+    write_text_atomic(out / REGISTRATION, json.dumps(result, indent=2) + "\n")
+    _write_submitted(out, existing.name, digest, True, weights)
+    print(f"register: {existing.name} v{existing.version}: {reason}")
+    return result
+
+
 def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir: str | Path,
              out_dir: str | Path) -> dict:
     """Register the encoder of `model_dir` with the scores of `eval_dir`; returns registration.json's content."""
@@ -213,7 +234,14 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
     # The whole registration holds this machine's lock (two first writes to a new sqlite store would
     # both migrate it); the gate's read of the champion and the alias moves also hold the registry's
     # own lock (registry.registry_lock), so registrations on different machines cannot both promote.
+    identity = {registered_model.DIGEST_PARAM: weights, registered_model.SCORES_DIGEST_PARAM: _sha256(metrics_path)}
     with registry.registration_lock(tracking.tracking_uri(cfg.tracking), rcfg.model_name):
+        tracking.configure(cfg.tracking)
+        client = MlflowClient()
+        existing = registry.same_model(client, mlflow.get_experiment_by_name(cfg.tracking.experiment).experiment_id,
+                                       rcfg.model_name, identity)
+        if existing is not None:  # another runner (dvc repro, the KFP DAG) already registered these
+            return _already(out, existing, str(digest), weights, tracking.portable_uri(mlflow.get_tracking_uri()))
         with tracking.run(cfg.tracking, "register", tags={"step": "register", "dataset_digest": str(digest)},
                           dataset=(str(data_dir), str(digest))) as active:
             run_id, experiment_id = active.info.run_id, active.info.experiment_id
@@ -229,8 +257,9 @@ def register(cfg: Config, data_dir: str | Path, model_dir: str | Path, eval_dir:
             # the checkpoint itself (tensors and plain values: it loads without unpickling code), for
             # videossl.embed.load_encoder('models:/<name>@<alias>') and `videossl embed`
             mlflow.log_artifact(str(model_dir / ENCODER), CHECKPOINT_ARTIFACT.rsplit("/", 1)[0])
-            # the weights' digest as a param: immutable once logged, what every load of this model checks
-            mlflow.log_param(registered_model.DIGEST_PARAM, weights)
+            # the weights' and the scores' digests as params: immutable once logged; every load of this
+            # model checks the first, and both together say whether a registration is the same model
+            mlflow.log_params(identity)
             with tempfile.TemporaryDirectory(prefix="videossl-model-") as tmp:
                 folder = Path(tmp) / "encoder"
                 registered_model.write(encoder, meta, folder)
