@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 	python benchmarks/bench_train_step.py
 	python benchmarks/bench_loader.py
+	python benchmarks/bench_ingest.py
 
 # A manual check, not a test: the MLflow registered-model and version pages of the registry `make run`
 # filled, as headless Chromium draws them (docs/registry-*.png). Chromium is too heavy for `make test`.

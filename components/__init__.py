@@ -18,18 +18,20 @@ from kfp import dsl
 from kfp.dsl.base_component import BaseComponent
 
 from components.ceiling import ceiling
-from components.ingest import ingest
+from components.ingest import ingest, ingest_merge, ingest_partition, plan_partitions
 from components.pretrain import pretrain
 from components.probe_eval import probe_eval
 from components.register import register
 from components.split_params import split_params
 
 SPLIT = "split_params"  # the first task: the params, validated whole, split into each step's share
-FUNCTIONS = {SPLIT: split_params, "ingest": ingest, "pretrain": pretrain, "ceiling": ceiling,
-             "probe_eval": probe_eval, "register": register}
+# a partitioned ingest's tasks (cluster.ingest_partitions): the plan, one task per partition, the merge
+PLAN, PARTITION, MERGE = "plan_partitions", "ingest_partition", "ingest_merge"
+FUNCTIONS = {SPLIT: split_params, "ingest": ingest, PLAN: plan_partitions, PARTITION: ingest_partition, MERGE: ingest_merge,
+             "pretrain": pretrain, "ceiling": ceiling, "probe_eval": probe_eval, "register": register}
 
 
 def make_components(image: str) -> dict[str, BaseComponent]:
-    """The six components, running in `image`. Only each function's source travels into the
+    """The components, running in `image`. Only each function's source travels into the
     component, which is why every import lives inside the function bodies."""
     return {step: dsl.component(fn, base_image=image, install_kfp_package=False) for step, fn in FUNCTIONS.items()}

@@ -36,7 +36,7 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import Dataset, Markdown, Metrics, Model
 
-from components import SPLIT, make_components
+from components import MERGE, PARTITION, PLAN, SPLIT, make_components
 from videossl.cluster.jobs import IMAGE_USER
 from videossl.config import TOLERATION_FIELDS, Config
 from videossl.tracking import PIPELINE_RUN_ENV
@@ -53,7 +53,7 @@ PipelineOutputs = NamedTuple("Outputs", [
 S3_KEYS, S3_OPTIONAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_ENDPOINT_URL",)
 MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 USES_MLFLOW = {"pretrain", "probe_eval", "register"}  # ingest logs nothing to MLflow
-CACHED = {SPLIT: True, "ingest": True, "pretrain": True, "ceiling": True, "probe_eval": True, "register": False}  # why: module docstring
+CACHED = {SPLIT: True, "ingest": True, PLAN: True, PARTITION: True, MERGE: True, "pretrain": True, "ceiling": True, "probe_eval": True, "register": False}  # why: module docstring
 # The MLflow runs of one pipeline execution are children of one parent run (videossl.tracking), named
 # by this environment variable: on the cluster, the Argo workflow's name, a label of every pod of the
 # run, read through the Downward API (environment, not a task input, so it is in no cache key).
@@ -69,7 +69,9 @@ def trains_in_pod(cfg: Config) -> bool:
     return cfg.cluster.job.launcher == "none"
 
 
-def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> dsl.PipelineTask:
+def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str, name: str | None = None) -> dsl.PipelineTask:
+    """`task` sized, retried, cached, secured and given its credentials as `step` is; `name`: the
+    component when it is not the step's own (a partitioned ingest's tasks are the ingest step)."""
     cl, job = cfg.cluster, cfg.cluster.job
     res = cl.resources[step]
     cpu, memory = res.cpu, res.memory
@@ -91,7 +93,7 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
         # Retries are for pods lost to the cluster (eviction, node failure, a storage outage). kfp.local
         # honours them too, but a local failure is bad input or a bug: rerunning it only waits.
         task.set_retry(num_retries=res.retries, **RETRY_BACKOFF)
-    task.set_caching_options(CACHED[step])
+    task.set_caching_options(CACHED[name or step])
 
     # The images' numeric non-root user. The KFP backend adds the rest of the restricted profile
     # (no privilege escalation, all capabilities dropped, RuntimeDefault seccomp); the SDK has no
@@ -107,6 +109,21 @@ def _configure(task: dsl.PipelineTask, step: str, cfg: Config, target: str) -> d
         kubernetes.use_secret_as_env(task, secret_name=login, secret_key_to_env={k: k for k in MLFLOW_KEYS})
         kubernetes.use_field_path_as_env(task, env_name=PIPELINE_RUN_ENV, field_path=f"metadata.labels['{RUN_LABEL}']")
     return task
+
+
+def _ingest(comps: dict, params, root, data_version, image: str, cfg: Config, target: str):
+    """The dataset: one ingest task, or (cluster.ingest_partitions > 1) that many partition tasks side by
+    side and a merge, which writes the same dataset at the same address. A data version is one task."""
+    count = cfg.cluster.ingest_partitions
+    if count == 1 or cfg.cluster.data_version:
+        task = comps["ingest"](params=params, root=root, data_version=data_version, image=image)
+        return _configure(task, "ingest", cfg, target).outputs["data"]
+    plan = _configure(comps[PLAN](params=params, count=count), SPLIT, cfg, target, PLAN)
+    with dsl.ParallelFor(items=plan.output, parallelism=count) as partition:
+        part = _configure(comps[PARTITION](partition=partition, root=root, image=image), "ingest", cfg, target,
+                          PARTITION)
+    merged = comps[MERGE](params=params, root=root, image=image, parts=dsl.Collected(part.output))
+    return _configure(merged, "ingest", cfg, target, MERGE).outputs["data"]
 
 
 def build_pipeline(cfg: Config, target: str = "cluster"):
@@ -133,9 +150,7 @@ def build_pipeline(cfg: Config, target: str = "cluster"):
                 "" = ingest in the run.
         """
         share = _configure(comps[SPLIT](params=params), SPLIT, cfg, target).outputs
-        ingest = _configure(comps["ingest"](params=share["ingest"], root=root, data_version=data_version, image=image),
-                            "ingest", cfg, target)
-        data = ingest.outputs["data"]
+        data = _ingest(comps, share["ingest"], root, data_version, image, cfg, target)
         pretrain = _configure(comps["pretrain"](params=share["pretrain"], data=data, root=root, launcher=launcher,
                                                 image=image), "pretrain", cfg, target)
         model = pretrain.outputs["model"]

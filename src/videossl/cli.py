@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"videossl {version('videossl')}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    _step(sub, "ingest", "raw videos -> clip shards + manifest", out=DATA)
+    p = _step(sub, "ingest", "raw videos -> clip shards + manifest", out=DATA)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--partition", default=None, metavar="I/N", help="ingest only partition I of N (chunks of "
+                     "ingest.chunk_videos videos) into --out, a parts folder shared by the N; a finished one is not redone")
+    how.add_argument("--merge", default=None, metavar="PARTS", help="merge the N finished partitions in PARTS into "
+                     "the dataset in --out (the same dataset and digest as one ingest)")
     _step(sub, "pretrain", "pretrain the video encoder and the bag-of-frames baseline (torchrun)", data=DATA, out=MODELS)
     _step(sub, "ceiling", "the held-out tasks' supervised ceiling: a small network trained with each task's labels, "
           "once per dataset", data=DATA, out=CEILING)
@@ -225,9 +230,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(granted, indent=2, sort_keys=True))
         return 0
     if cmd == "ingest":
-        from videossl.steps.ingest import ingest
+        from videossl.steps.ingest import ingest, ingest_partition, merge, parse_partition
 
-        ingest(cfg, args.out)
+        if args.partition:
+            ingest_partition(cfg, args.out, *parse_partition(args.partition))
+        elif args.merge:
+            merge(cfg, args.merge, args.out)
+        else:
+            ingest(cfg, args.out)
     elif cmd == "pretrain":
         from videossl.steps.pretrain import pretrain
 

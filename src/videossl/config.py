@@ -207,6 +207,7 @@ class IngestConfig(Section):
     splits: dict[Literal["train", "val", "test"], float] = Field(
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     shard_frames: int = Field(4096, ge=1)
+    chunk_videos: int = Field(4096, ge=1)
     max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
     workers: int = Field(2, ge=0, le=64)
     pushgateway: str | None = None
@@ -596,6 +597,7 @@ class ClusterConfig(Section):
     data_remote: str = "s3://videossl/dvc"
     data_version: str | None = None
     data_repo: str | None = None
+    ingest_partitions: int = Field(1, ge=1, le=1024)
     secrets: ClusterSecrets = ClusterSecrets()
     job: ClusterJobConfig = ClusterJobConfig()
     resources: dict[Literal["split_params", StepName], StepResources] = Field(

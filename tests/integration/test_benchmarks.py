@@ -36,3 +36,10 @@ def test_bench_loader_runs(tmp_path, tiny_data):
     out = run("bench_loader.py", "--data", str(tiny_data), "--steps", "2", "--train-steps", "1", "--run-steps", "2",
               *sets)
     assert "loader, 0 workers" in out and "loader / training" in out and "data-wait fraction" in out
+
+
+def test_bench_ingest_runs(tmp_path):
+    out = run("bench_ingest.py", "--videos", "6", "--size", "32", "--hd-videos", "1", "--json", str(tmp_path / "i.json"))
+    assert "partitions x decode processes" in out and "same dataset digest whatever the partitions: True" in out
+    assert "source frames/s" in out and "| pods |" in out
+    assert (tmp_path / "i.json").is_file()

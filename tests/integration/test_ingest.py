@@ -623,3 +623,64 @@ def test_unreachable_pushgateway_is_only_a_warning(tmp_path, caplog):
     assert rows and stats["clips"] == len(rows)
     assert (tmp_path / "out" / shards.MANIFEST).is_file()
     assert any("could not push metrics" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# partitioned ingest: chunks of the source list ingested independently, then merged
+
+
+def test_partitions_ingested_apart_merge_into_the_same_dataset(tmp_path):
+    """Three partitions (two at once, as pods or processes would run them), then a merge: the dataset
+    one ingest writes, byte for byte (manifest, shards, quarantine report, record), so the digest is the
+    same whatever the number of partitions. A finished partition is not redone; a merge with a
+    partition missing is refused, naming the command that makes it."""
+    bad = tmp_path / "mine"
+    bad.mkdir()
+    (bad / "broken.mp4").write_bytes(b"not a video at all")
+    overrides = [sources("synthetic", bad), "ingest.synthetic.benchmark.families={bounce: 9}", "ingest.chunk_videos=3"]
+    single, _, _ = run(tmp_path / "single", *overrides)
+
+    parts, merged = tmp_path / "parts", tmp_path / "merged"
+    at_once = [subprocess.Popen(_argv(tmp_path, overrides, "--partition", f"{i}/3", "--out", str(parts)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 2)]
+    for proc in at_once:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    refused = _cli(tmp_path, overrides, "--merge", str(parts), "--out", str(merged))
+    assert refused.returncode == 1 and f"--partition 1/3 --out {parts}" in refused.stderr, refused.stderr
+    assert not (merged / shards.MANIFEST).exists()
+    done = _cli(tmp_path, overrides, "--partition", "1/3", "--out", str(parts))
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = _cli(tmp_path, overrides, "--partition", "0/3", "--out", str(parts))
+    assert again.returncode == 0 and "already whole" in again.stdout, again.stdout + again.stderr
+
+    proc = _cli(tmp_path, overrides, "--merge", str(parts), "--out", str(merged))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((merged / STATS).read_text()) == json.loads((tmp_path / "single" / STATS).read_text())
+    assert json.loads((merged / STATS).read_text())["digest"] == single["digest"]
+    for name in (shards.MANIFEST, QUARANTINE):
+        assert (merged / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    quarantined = json.loads((merged / QUARANTINE).read_text())
+    assert [q["path"] for q in quarantined] == [str(bad / "broken.mp4")]
+    files = sorted(p.name for p in (merged / shards.SHARDS).iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "single" / shards.SHARDS).iterdir())
+    assert len({f.split("_")[1][:-len("00000.npy")] or "0" for f in files}) >= 3  # shards of several chunks
+    for f in files:
+        assert (merged / shards.SHARDS / f).read_bytes() == (tmp_path / "single" / shards.SHARDS / f).read_bytes()
+    assert not parts.exists()  # merged: the partitions are the dataset now
+    assert _clips_match_their_digests(merged)
+
+
+def _params(tmp_path: Path) -> Path:
+    path = tmp_path / "partition.params.yaml"
+    path.write_text(PARAMS)
+    return path
+
+
+def _argv(tmp_path: Path, overrides: list[str], *args: str) -> list[str]:
+    return [sys.executable, "-m", "videossl.cli", "ingest", "--params", str(_params(tmp_path)),
+            *(a for o in overrides for a in ("-S", o)), *args]
+
+
+def _cli(tmp_path: Path, overrides: list[str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_argv(tmp_path, overrides, *args), capture_output=True, text=True, timeout=300)

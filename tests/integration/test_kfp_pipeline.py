@@ -59,8 +59,11 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
     monkeypatch.setenv("VIDEOSSL_STAGING", str(staging))
     root = f"s3://{s3_server.make_bucket('dag-root')}/runs"
     store = f"sqlite:///{tmp_path}/mlruns.db"
+    # the ingest as 2 partition tasks side by side and a merge, each publishing to S3 (the one-task ingest
+    # runs in tests/integration/test_dvc_pipeline.py::test_the_kfp_dag_gives_what_dvc_repro_gave)
     cfg = parse_config((REPO / "params.yaml").read_text(),
-                       TINY + [f"tracking.uri={store}", f"tracking.artifacts={tmp_path}/mlartifacts", f"cluster.root={root}"])
+                       TINY + [f"tracking.uri={store}", f"tracking.artifacts={tmp_path}/mlartifacts", f"cluster.root={root}",
+                               "cluster.ingest_partitions=2", "ingest.chunk_videos=16"])
 
     t0 = time.perf_counter()
     result = run_local(cfg, root, kfp_root=tmp_path / "kfp-root")
@@ -82,6 +85,7 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
         # ingest: shards + manifest, split by source video, test split populated
         assert sorted(p.name for p in (data / "shards").iterdir())
         stats = json.loads((data / "ingest.json").read_text())
+        assert json.loads((data / "timings.json").read_text())["partitions"] == 2  # merged from both partitions
         worlds = cfg.ingest.synthetic
         assert stats["videos"] == sum(worlds.benchmark.families.values()) + sum(worlds.pool.families.values())
         assert json.loads((data / "quarantine.json").read_text()) == []

@@ -177,3 +177,30 @@ def test_compile_is_deterministic(tmp_path, cfg):
     assert (tmp_path / "c.yaml").read_bytes() == a
 
 
+
+
+def test_a_partitioned_ingest_is_partition_tasks_side_by_side_then_a_merge(tmp_path):
+    """cluster.ingest_partitions: that many ingest_partition tasks at once (a ParallelFor over their
+    numbers), a merge after all of them, and the rest of the DAG on the merged dataset; each task sized,
+    retried and given the ingest step's credentials, as the one-task ingest is."""
+    cfg = parse_config((REPO / "params.yaml").read_text(), ["cluster.ingest_partitions=3"])
+    path = compile_pipeline(cfg, tmp_path / "pipeline.yaml")
+    spec, platform = list(yaml.safe_load_all(Path(path).read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    [loop] = [n for n in tasks if n.startswith("for-loop")]
+    assert set(tasks) == TASKS - {"ingest"} | {"plan-partitions", loop, "ingest-merge"}
+    # the loop runs over the plan's items (one per partition: its params share, number and count)
+    assert tasks[loop]["dependentTasks"] == ["plan-partitions"]
+    assert tasks[loop]["parameterIterator"]["items"]["inputParameter"].startswith("pipelinechannel--plan-partitions")
+    assert tasks[loop]["iteratorPolicy"]["parallelismLimit"] == 3
+    assert tasks["plan-partitions"]["inputs"]["parameters"]["count"]["runtimeValue"]["constant"] == 3
+    assert loop in tasks["ingest-merge"]["dependentTasks"]
+    assert tasks["ingest-merge"]["inputs"]["parameters"]["parts"]["taskOutputParameter"]["producerTask"] == loop
+    assert "ingest-merge" in tasks["pretrain"]["dependentTasks"] and "ingest-merge" in tasks["ceiling"]["dependentTasks"]
+    inner = spec["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"]["ingest-partition"]
+    assert inner["retryPolicy"]["maxRetryCount"] == cfg.cluster.resources["ingest"].retries
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-ingest-partition", "exec-ingest-merge"):
+        res = spec["deploymentSpec"]["executors"][name]["container"]["resources"]
+        assert res["resourceMemoryLimit"] == cfg.cluster.resources["ingest"].memory, name
+        assert {s["secretName"] for s in executors[name]["secretAsEnv"]} == {cfg.cluster.secrets.s3_for("ingest")}, name

@@ -64,16 +64,22 @@ def manifest_digest(rows: list[dict]) -> str:
     return h.hexdigest()
 
 
-class ShardWriter:
-    """Appends whole videos to shard files of about `shard_frames` frames, written atomically."""
+# Shard numbers of ingest chunk k start at k * CHUNK_SHARDS: a chunk's shards are named the same
+# whichever partition wrote them (chunk 0's are shard_00000.npy, shard_00001.npy, ...).
+CHUNK_SHARDS = 100_000
 
-    def __init__(self, out_dir: Path, shard_frames: int):
+
+class ShardWriter:
+    """Appends whole videos to shard files of about `shard_frames` frames, written atomically;
+    `chunk`: the ingest chunk these videos are (its shards' numbers start at chunk * CHUNK_SHARDS)."""
+
+    def __init__(self, out_dir: Path, shard_frames: int, chunk: int = 0):
         self.dir = Path(out_dir) / SHARDS
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shard_frames = shard_frames
         self.pending: list[np.ndarray] = []
         self.pending_frames = 0
-        self.index = 0
+        self.index = self.first = chunk * CHUNK_SHARDS
 
     @property
     def current_name(self) -> str:
@@ -83,6 +89,8 @@ class ShardWriter:
         """Queue a video; returns (shard file name, frame offset of the video in it)."""
         if self.pending and self.pending_frames + len(frames) > self.shard_frames:
             self.flush()
+        if self.index - self.first >= CHUNK_SHARDS:
+            raise ValueError(f"an ingest chunk needs more than {CHUNK_SHARDS} shards: lower ingest.chunk_videos")
         loc = (self.current_name, self.pending_frames)
         self.pending.append(frames)
         self.pending_frames += len(frames)
