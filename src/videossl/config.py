@@ -552,6 +552,8 @@ class ClusterJobConfig(Section):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, str]] = Field(default_factory=list)
     scratch: str = Field("200Gi", pattern=QUANTITY)
+    stream_shards: bool = True
+    shard_cache_gib: float = Field(64.0, gt=0)
     shm: str = Field("16Gi", pattern=QUANTITY)
     timeout_s: int = Field(86400, ge=60)
     poll_s: float = Field(20.0, gt=0)

@@ -198,7 +198,7 @@ def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None, *, s
                                    tags={**trace, **(tags or {})}).info.run_id
     elif tags:
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    status = "FAILED"
+    status, signals = "FAILED", []
     try:
         with terminated_raises() as signals, mlflow.start_run(run_id=run_id) as active:
             if dataset is not None:
@@ -207,8 +207,10 @@ def run(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None, *, s
             if signals:  # a library swallowed the interrupt and the step went on: it was stopped all the same
                 raise Terminated(f"signal {signals[0]} arrived while the step ran")
         status = "FINISHED"
-    except (KeyboardInterrupt, Terminated):
-        status = "KILLED"
+    except BaseException as e:
+        # stopped, whatever the exception that reached here: a signal inside a library call can come back
+        # as that library's own error (an interrupted store write), not as the interrupt itself
+        status = "KILLED" if signals or isinstance(e, (KeyboardInterrupt, Terminated)) else "FAILED"
         raise
     finally:
         # The run's last word is ours, whatever MLflow's own exit managed: a Ctrl-C inside a logging call

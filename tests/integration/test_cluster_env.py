@@ -118,9 +118,13 @@ def test_trainer_runs_as_two_nodes_under_the_jobs_environment(launcher, s3_serve
             if proc.poll() is None:
                 kill_tree(proc)
 
-    # every node staged the dataset from S3 into its own disk
+    # every node streamed the dataset from S3 (cluster.job.stream_shards): the small files into its index,
+    # only the shards it read into its own bounded cache
     for rank in range(NODES):
-        assert list((tmp_path / f"node-{rank}" / "videossl-stage").glob("data-*/manifest.jsonl")), f"node {rank}"
+        stage = tmp_path / f"node-{rank}" / "videossl-stage"
+        assert list(stage.glob("index-*/manifest.jsonl")) and list(stage.glob("index-*/remote.json")), f"node {rank}"
+        cached = {p.name for p in stage.glob("shards-*/*.npy")}
+        assert cached and cached <= {p.name for p in (tiny_data / "shards").glob("*.npy")}, f"node {rank}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
     digest = json.loads((tiny_data / "ingest.json").read_text())["digest"]
     for variant, name in CHECKPOINTS.items():

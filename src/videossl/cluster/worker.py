@@ -2,9 +2,11 @@
 `torchrun -m videossl.cluster.worker --data s3://... --out s3://...`.
 
 A pod starts with neither a params file nor the dataset on its disk: the params text comes in the
-VIDEOSSL_PARAMS variable and the clip shards are under an s3:// prefix. This writes the one and
-downloads the other (once per pod: the first local process downloads while the others wait on a
-file lock), then runs the trainer entry point, videossl.train.main, on the local copies.
+VIDEOSSL_PARAMS variable and the clip shards are under an s3:// prefix. This writes the one and, for
+the other, fetches the dataset's small files and streams its shards into a bounded cache as training
+reads them (cluster.job.stream_shards; videossl.data.remote), or downloads it whole first (once per
+pod: the first local process fetches while the others wait on a file lock), then runs the trainer entry
+point, videossl.train.main, on the local folder.
 """
 from __future__ import annotations
 
@@ -57,6 +59,28 @@ def stage_data(uri: str, root: Path) -> Path:
     return dest
 
 
+def stream_data(uri: str, root: Path, cache_gib: float) -> Path:
+    """The dataset at `uri` with its shards streamed (videossl.data.remote): the small files now, each
+    shard on first use into this pod's cache of at most `cache_gib`. One index per pod, written by the
+    first local process while the others wait; the cache is shared by the pod's processes."""
+    from videossl.data.remote import stage_index
+
+    manifest = storage.read_complete(uri)  # raises StorageError if the folder is not complete
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:12]
+    dest = root / f"index-{digest}"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not dest.is_dir():
+            part = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=root))
+            try:
+                stage_index(uri, part, root / f"shards-{digest}", int(cache_gib * 2**30))
+                os.replace(part, dest)
+            finally:
+                shutil.rmtree(part, ignore_errors=True)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="videossl.cluster.worker", description=__doc__)
     ap.add_argument("--data", required=True, help="ingested dataset: s3://bucket/prefix (or a path in the pod)")
@@ -68,8 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = stage_root()
     config = stage_params(params, root)
+    from videossl.config import parse_config
+
+    job = parse_config(params).cluster.job
     try:
-        data = stage_data(args.data, root) if storage.is_s3(args.data) else Path(args.data)
+        if not storage.is_s3(args.data):
+            data = Path(args.data)
+        elif job.stream_shards:  # training starts once the manifest is here; shards follow as read
+            data = stream_data(args.data, root, job.shard_cache_gib)
+        else:
+            data = stage_data(args.data, root)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

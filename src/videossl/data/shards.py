@@ -159,6 +159,10 @@ class ClipStore:
                        for sid, r in sorted(first.items())]
         self.by_id = {v.source_id: v for v in self.videos}
         self._maps: dict[str, np.ndarray] = {}
+        from videossl.data import remote  # (it imports this module)
+
+        # shards streamed from where the dataset was published, into a bounded cache (data/remote.py)
+        self._remote = remote.ShardCache.read(self.dir) if (self.dir / remote.REMOTE).is_file() else None
         self._verify()
 
     def _verify(self) -> None:
@@ -168,6 +172,15 @@ class ClipStore:
         need: dict[str, int] = defaultdict(int)
         for v in self.videos:
             need[v.shard] = max(need[v.shard], v.offset + v.frames)
+        if self._remote is not None:  # streamed: checked against the published listing, nothing fetched
+            frame_bytes = self.size * self.size * 3
+            for name, frames in sorted(need.items()):
+                entry = self._remote.files.get(name)
+                if entry is None or int(entry["size"]) < frames * frame_bytes:
+                    raise DatasetError(f"{self.dir / MANIFEST} needs {frames} frames of shard {name}, which "
+                                       f"{self._remote.uri} {'does not list' if entry is None else 'is too small for'}: "
+                                       "the shards are not this manifest's")
+            return
         for name, frames in sorted(need.items()):
             try:  # the header only: nothing is kept mapped (a pickled store would carry every mapped shard)
                 have = np.load(self.dir / SHARDS / name, mmap_mode="r").shape[0]
@@ -187,8 +200,20 @@ class ClipStore:
     def _shard(self, name: str) -> np.ndarray:
         arr = self._maps.get(name)
         if arr is None:
-            arr = self._maps[name] = np.load(self.dir / SHARDS / name, mmap_mode="r")
+            if self._remote is None:
+                path = self.dir / SHARDS / name
+            else:
+                path = self._remote.path(name)
+                resident = self._remote.resident()
+                for evicted in [k for k in self._maps if k not in resident]:
+                    del self._maps[evicted]  # its file left the cache: let the map go, and the disk with it
+            arr = self._maps[name] = np.load(path, mmap_mode="r")
         return arr
+
+    @property
+    def fetches(self) -> int:
+        """Shards this process downloaded (0 for a local dataset)."""
+        return self._remote.fetches if self._remote is not None else 0
 
     def videos_in(self, split: str | None = None, kind: str | None = None) -> list[Video]:
         return [v for v in self.videos if (split is None or v.split == split) and (kind is None or v.kind == kind)]
