@@ -84,14 +84,14 @@ def run_config(work: Path, corpus: Path, size: int, partitions: int, workers: in
             "frames": stats["frames"], "digest": stats["digest"]}
 
 
-def decode_rate_720p(work: Path, size: int, n: int) -> float:
+def decode_rate_720p(work: Path, size: int, n: int, frames_per_file: int = 96) -> float:
     """Source frames/s one process decodes from 720p H.264, straight to `size` px (videossl's decoder)."""
     from videossl.data.decode import Limits, decode_video, make_decoder
     from videossl.data.encode import write_video
 
-    t = np.arange(96)[:, None, None]
+    t = np.arange(frames_per_file)[:, None, None]
     y, x = np.arange(720)[None, :, None], np.arange(1280)[None, None, :]
-    shape = (96, 720, 1280)
+    shape = (frames_per_file, 720, 1280)
     frames = np.stack([np.broadcast_to((x + 8 * t + y) % 256, shape), np.broadcast_to((x - 4 * t) % 256, shape),
                        np.broadcast_to((y + 6 * t) % 256, shape)], -1).astype(np.uint8)
     paths = []
@@ -102,7 +102,7 @@ def decode_rate_720p(work: Path, size: int, n: int) -> float:
     t0 = time.perf_counter()
     for p in paths:
         decode_video(p, make_decoder("auto"), 24, size, limits)
-    return n * 96 / (time.perf_counter() - t0)
+    return n * frames_per_file / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--corpus", type=Path, default=None, help="rendered corpus folder (kept; default: a temporary one)")
     ap.add_argument("--hd-videos", type=int, default=6, help="720p files the decode rate is measured on")
+    ap.add_argument("--hd-frames", type=int, default=96, help="frames per 720p file")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     print(f"machine: {machine()}; {now()}")
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       round(r["frames"] / r["wall_s"]), f"{base / r['wall_s']:.2f}x", r["digest"][:12]] for r in runs]))
         same = len({r["digest"] for r in runs}) == 1
         print(f"same dataset digest whatever the partitions: {same}")
-        rate = decode_rate_720p(work, args.size, args.hd_videos)
+        rate = decode_rate_720p(work, args.size, args.hd_videos, args.hd_frames)
         efficiency = base / runs[1]["wall_s"] / 2  # what 2 partitions deliver of 2x one
         source_frames = KINETICS["videos"] * KINETICS["seconds"] * KINETICS["fps"]
         rows = [[n, round(source_frames / (rate * n * (efficiency if n > 1 else 1)) / 3600, 2)] for n in (1, 8, 32, 128)]

@@ -39,7 +39,8 @@ def test_bench_loader_runs(tmp_path, tiny_data):
 
 
 def test_bench_ingest_runs(tmp_path):
-    out = run("bench_ingest.py", "--videos", "6", "--size", "32", "--hd-videos", "1", "--json", str(tmp_path / "i.json"))
+    out = run("bench_ingest.py", "--videos", "6", "--size", "32", "--hd-videos", "1", "--hd-frames", "8",
+              "--json", str(tmp_path / "i.json"))
     assert "partitions x decode processes" in out and "same dataset digest whatever the partitions: True" in out
     assert "source frames/s" in out and "| pods |" in out
     assert (tmp_path / "i.json").is_file()
