@@ -355,6 +355,7 @@ class PretrainConfig(Section):
     eval_batch: int = Field(64, ge=1)
     threads: int = Field(0, ge=0)
     num_workers: int = Field(0, ge=0)
+    shard_window: int = Field(0, ge=0)
     metrics_port: int | None = Field(9400, ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", min_length=1)
     system_metrics_interval: float | None = Field(10.0, gt=0)

@@ -68,6 +68,29 @@ def test_ranks_split_one_global_batch():
         GlobalBatchSampler(50, 7, 0, 2, 0, 0, 1)
 
 
+def test_a_shard_window_draws_a_few_shards_at_a_time_and_resumes_alike():
+    """pretrain.shard_window: each epoch takes the shards in a random order, N at a time; still a
+    permutation of every example, the same for every rank and for a resumed run. 0 is today's order."""
+    import numpy as np
+
+    groups = np.repeat(np.arange(6), 8)  # 6 shards of 8 examples
+    plain = GlobalBatchSampler(48, 8, 0, 1, seed=3, start_step=0, steps=6)
+    assert np.array_equal(plain._order(0), np.random.default_rng([3, 0]).permutation(48))
+    windowed = GlobalBatchSampler(48, 8, 0, 1, seed=3, start_step=0, steps=12, groups=groups, window=2)
+    for epoch in (0, 1):
+        order = windowed._order(epoch)
+        assert sorted(order) == list(range(48))
+        windows = [set(groups[order[i:i + 16]]) for i in range(0, 48, 16)]
+        assert all(len(w) == 2 for w in windows) and set().union(*windows) == set(range(6))
+    assert not np.array_equal(windowed._order(0), windowed._order(1))
+    batches = [[i.index for i in b] for b in windowed]
+    resumed = GlobalBatchSampler(48, 8, 0, 1, seed=3, start_step=7, steps=12, groups=groups, window=2)
+    assert [[i.index for i in b] for b in resumed] == batches[7:]
+    ranks = [list(GlobalBatchSampler(48, 8, r, 2, 3, 0, 12, groups, 2)) for r in range(2)]
+    for step in range(12):
+        assert sorted(i.index for i in ranks[0][step] + ranks[1][step]) == sorted(batches[step])
+
+
 def test_frame_dataset_covers_every_training_frame_once(tiny_data):
     store = ClipStore(tiny_data)
     ds = ClipDataset(store, "frames", Recipe(1), seed=0)

@@ -102,10 +102,11 @@ def test_streamed_clips_read_as_local_ones_through_a_cut_connection_in_a_bounded
 def test_training_on_streamed_shards_resumes_bit_exactly(published, s3_server, tiny_data, tmp_path, params,
                                                          monkeypatch):
     """The same weights from the local dataset, from streamed shards, and from streamed shards resumed
-    after a damaged newest checkpoint: what is sampled does not depend on where the shards come from."""
+    after a damaged newest checkpoint: what is sampled does not depend on where the shards come from
+    (here two shards at a time, pretrain.shard_window, as a cache of two shards wants)."""
     for k, v in s3_server.env.items():
         monkeypatch.setenv(k, v)
-    cfg = params(tmp_path)
+    cfg = params(tmp_path, "pretrain.shard_window=2")
     local, local_weights = run(cfg, tiny_data, tmp_path / "local", tmp_path / "ckpt-local")
     bound = sum(_shard_sizes(tiny_data)[-2:])
     index = stage_index(published, tmp_path / "index", tmp_path / "cache", bound, s3_server.endpoint_url)
@@ -117,3 +118,28 @@ def test_training_on_streamed_shards_resumes_bit_exactly(published, s3_server, t
     assert resumed["resumed_from"] == STEPS - 2 and resumed["weights_sha256"] == local["weights_sha256"]
     assert all(torch.equal(weights[k], v) for k, v in local_weights.items())
     assert json.loads((index / "ingest.json").read_text()) == json.loads((tiny_data / "ingest.json").read_text())
+
+
+def test_a_shard_window_fetches_each_shard_once_an_epoch_into_a_small_cache(published, s3_server, tiny_data, tmp_path):
+    """Uniform sampling over a cache of two shards fetches evicted shards again; pretrain.shard_window 2
+    (the sampler draws two shards at a time) fetches each shard once per epoch."""
+    from videossl.train.data import GlobalBatchSampler
+
+    bound = sum(_shard_sizes(tiny_data)[-2:])
+    fetches = {}
+    for window in (0, 2):
+        index = stage_index(published, tmp_path / f"index-{window}", tmp_path / f"cache-{window}", bound,
+                            s3_server.endpoint_url)
+        store = ClipStore(index)
+        keys = [(v, s) for v in store.videos for s in v.clip_starts]
+        names = sorted({v.shard for v in store.videos})
+        groups = [names.index(v.shard) for v, _ in keys]
+        batch = 8
+        sampler = GlobalBatchSampler(len(keys), batch, 0, 1, 0, 0, len(keys) // batch, groups, window)
+        for items in sampler:  # one epoch
+            for item in items:
+                video, start = keys[item.index]
+                store.window(video, start, store.clip_frames)
+        fetches[window] = store.fetches
+    assert fetches[2] == len(_shard_sizes(tiny_data))  # each shard once
+    assert fetches[0] > fetches[2]  # uniform draws keep re-fetching what the small cache evicted

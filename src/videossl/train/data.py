@@ -9,7 +9,7 @@ per sample from (seed, step, position in the global batch) for the same reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -26,16 +26,39 @@ class Item:
 
 
 class GlobalBatchSampler:
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, start_step: int, steps: int):
+    """The global batch of every step, a function of (seed, step) only: each rank takes its positions,
+    and a resumed run draws what the uninterrupted one would have.
+
+    `window` 0: each epoch is one permutation of every example. `window` N (pretrain.shard_window) with
+    `groups` (each example's shard): each epoch takes the shards in a random order, N at a time, and
+    permutes the examples of those N shards; training reads N shards at a time, so a streamed dataset
+    (data/remote.py) needs a cache of N shards, not of the whole dataset, and fetches each shard once an epoch."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, start_step: int, steps: int,
+                 groups: Sequence[int] | None = None, window: int = 0):
         if global_batch % world:
             raise ValueError(f"pretrain.batch_size ({global_batch}) must be divisible by the world size ({world})")
         self.n, self.batch, self.rank, self.world = n, global_batch, rank, world
         self.seed, self.start, self.steps = seed, start_step, steps
+        self.groups = None if groups is None or not window else np.asarray(groups)
+        self.window = window
+        self._epoch: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.groups is None:
+            return rng.permutation(self.n)
+        if self._epoch is None or self._epoch[0] != epoch:
+            shards = rng.permutation(np.unique(self.groups))
+            parts = [rng.permutation(np.flatnonzero(np.isin(self.groups, shards[i:i + self.window])))
+                     for i in range(0, len(shards), self.window)]
+            self._epoch = (epoch, np.concatenate(parts))
+        return self._epoch[1]
 
     def _global_indices(self, step: int) -> np.ndarray:
         per_epoch = max(1, self.n // self.batch)  # drop the ragged tail of each epoch
         epoch, k = divmod(step, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        order = self._order(epoch)
         if self.n < self.batch:  # tiny datasets (tests): repeat the permutation
             order = np.resize(order, self.batch)
         return order[k * self.batch:(k + 1) * self.batch]
@@ -76,6 +99,12 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def shards(self) -> list[int]:
+        """Each example's shard, numbered: what GlobalBatchSampler windows over (pretrain.shard_window)."""
+        names = sorted({video.shard for video in self.videos})
+        number = {name: i for i, name in enumerate(names)}
+        return [number[self.videos[v].shard] for v, _ in self.keys]
 
     def __getitem__(self, item: Item) -> tuple[Example, Item]:
         v, start = self.keys[item.index]

@@ -185,7 +185,8 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
 
     ddp = DDP(model) if env.world > 1 else model
     forward = torch.compile(ddp) if pcfg.compile else ddp
-    sampler = GlobalBatchSampler(len(dataset), split.global_batch, env.rank, env.world, cfg.seed, start, steps)
+    sampler = GlobalBatchSampler(len(dataset), split.global_batch, env.rank, env.world, cfg.seed, start, steps,
+                                 dataset.shards() if pcfg.shard_window else None, pcfg.shard_window)
     loader = make_loader(dataset, sampler, Collator(recipe, cfg.seed), pcfg.num_workers, pin_memory=on_gpu)
     heldout = HeldOut(store, variant, recipe, cfg.seed, pcfg.eval_batch, pcfg.real_footage) \
         if env.is_main and pcfg.eval_every else None
