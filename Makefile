@@ -56,13 +56,14 @@ test-unit: setup
 	pytest -q tests/unit
 
 # Peer benchmarks (benchmarks/): the `bench` extra of pyproject.toml, installed with torch held where it is.
-bench: setup
+bench: setup-test  # bench_stream.py starts moto, a test tool, as its S3 server
 	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))' > $(VENV)/bench-requirements.txt
 	$(BIN)/pip install -q -r $(VENV)/bench-requirements.txt -c <(echo torch==2.13.0)
 	$(BIN)/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 	python benchmarks/bench_train_step.py
 	python benchmarks/bench_loader.py
 	python benchmarks/bench_ingest.py
+	python benchmarks/bench_stream.py
 
 # A manual check, not a test: the MLflow registered-model and version pages of the registry `make run`
 # filled, as headless Chromium draws them (docs/registry-*.png). Chromium is too heavy for `make test`.

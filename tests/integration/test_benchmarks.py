@@ -44,3 +44,10 @@ def test_bench_ingest_runs(tmp_path):
     assert "partitions x decode processes" in out and "same dataset digest whatever the partitions: True" in out
     assert "source frames/s" in out and "| pods |" in out
     assert (tmp_path / "i.json").is_file()
+
+
+def test_bench_stream_runs(tmp_path):
+    sets = [a for o in TINY_MODEL for a in ("-S", o)]
+    out = run("bench_stream.py", *sets, "--steps", "2", "--train-steps", "1", "--json", str(tmp_path / "s.json"))
+    assert "seconds to the first batch" in out and "streamed loader / training" in out and "cache on disk" in out
+    assert (tmp_path / "s.json").is_file()

@@ -84,14 +84,17 @@ class ShardCache:
 
 
 def stage_index(uri: str, dest: Path, cache_dir: Path, max_bytes: int, endpoint_url: str | None = None) -> Path:
-    """The dataset published at `uri` as a local folder whose shards stream (REMOTE): every file but
-    the shards is fetched and checked now; the shards on first use. Refuses an incomplete folder."""
+    """The dataset published at `uri` as a local folder whose shards stream (REMOTE): its top-level
+    files (the manifest, the record) are fetched and checked now, the shards on first use, nothing
+    else (a dataset's `sources/` working folder is not read by training). Refuses an incomplete folder."""
     files = storage.read_complete(uri, endpoint_url)
     dest.mkdir(parents=True, exist_ok=True)
     shards = {}
     for rel, entry in sorted(files.items()):
         if rel.startswith(f"{SHARDS}/"):
             shards[rel[len(SHARDS) + 1:]] = entry
+            continue
+        if "/" in rel:
             continue
         target = dest / rel
         storage.download(entry.get("uri") or storage.join(uri, rel), target, endpoint_url)
