@@ -45,8 +45,7 @@ from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, make_
 # the issue's 16x112^2 clips, in videos long enough for the default objective's 4x-speed window (64 frames)
 SHAPE = ["ingest.size=112", "ingest.clip_frames=16", "ingest.synthetic.seconds=10"]
 # a pool of several shards' worth (the benchmark world, which training never reads, a token few)
-INGEST = ["ingest.sources=[synthetic]", "ingest.synthetic.pool.families={bounce: 64}",
-          "ingest.synthetic.benchmark.families={bounce: 4}"]
+INGEST = ["ingest.sources=[synthetic]", "ingest.synthetic.benchmark.families={bounce: 4}"]
 MOTO_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -103,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--s3-endpoint", default=None, help="an S3 endpoint to publish to (default: moto on loopback)")
     ap.add_argument("--steps", type=int, default=20, help="loader batches timed from S3")
     ap.add_argument("--shard-frames", type=int, default=512, help="frames per shard of the ingested set (several shards)")
+    ap.add_argument("--videos", type=int, default=64, help="pool videos of the ingested set")
     ap.add_argument("--train-steps", type=int, default=4, help="training steps timed for the consumption rate")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
             from videossl.steps.ingest import ingest
 
             data = scratch / "ingest"
-            ingest(load_config(args.params, overrides + INGEST + [f"ingest.shard_frames={args.shard_frames}"]), data)
+            ingest(load_config(args.params, overrides + INGEST + [f"ingest.shard_frames={args.shard_frames}",
+                                                                  f"ingest.synthetic.pool.families={{bounce: {args.videos}}}"]), data)
         shard_bytes = sorted(p.stat().st_size for p in (data / SHARDS).glob("*.npy"))
         dataset_bytes = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
         print(f"bench_stream {now()}: {machine()}")

@@ -48,6 +48,7 @@ def test_bench_ingest_runs(tmp_path):
 
 def test_bench_stream_runs(tmp_path):
     sets = [a for o in TINY_MODEL for a in ("-S", o)]
-    out = run("bench_stream.py", *sets, "--steps", "2", "--train-steps", "1", "--json", str(tmp_path / "s.json"))
+    out = run("bench_stream.py", *sets, "--videos", "8", "--shard-frames", "128", "--steps", "2", "--train-steps", "1",
+              "--json", str(tmp_path / "s.json"))
     assert "seconds to the first batch" in out and "streamed loader / training" in out and "cache on disk" in out
     assert (tmp_path / "s.json").is_file()

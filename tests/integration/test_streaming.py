@@ -131,7 +131,7 @@ def test_a_shard_window_fetches_each_shard_once_an_epoch_into_a_small_cache(publ
         index = stage_index(published, tmp_path / f"index-{window}", tmp_path / f"cache-{window}", bound,
                             s3_server.endpoint_url)
         store = ClipStore(index)
-        keys = [(v, s) for v in store.videos for s in v.clip_starts]
+        keys = [(v, v.clip_starts[0]) for v in store.videos]  # one clip a video: every shard, few reads
         names = sorted({v.shard for v in store.videos})
         groups = [names.index(v.shard) for v, _ in keys]
         batch = 8
