@@ -2,6 +2,8 @@
 videossl's normalisation to the model's, and to the model's own frames and size (its native input)."""
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 
@@ -29,22 +31,36 @@ class NativeInput(torch.nn.Module):
         return x
 
 
-class VideoTokens(torch.nn.Module):
+class VideoTokens(torch.nn.Module, abc.ABC):
     """A Hugging Face video ViT as the contract wants it: [B, 3, T, H, W] (videossl-normalised) in, its
-    last hidden states as [B, t, h, w, D] out. A subclass says how its model is called (`hidden`)."""
+    last hidden states as [B, t, h, w, D] out. A subclass names its config's shape fields (`SHAPE`:
+    frames, size, tubelet, patch) and says how its model is called (`hidden`)."""
 
-    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...], frames: int, size: int,
-                 tubelet: int, patch: int) -> None:
+    SHAPE: tuple[str, str, str, str]
+
+    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.model = model
-        self.frames, self.size, self.tubelet, self.patch = frames, size, tubelet, patch
-        self.native = NativeInput(mean, std, frames, size)
+        self.frames, self.size, self.tubelet, self.patch = (getattr(model.config, f) for f in self.SHAPE)
+        self.native = NativeInput(mean, std, self.frames, self.size)
 
+    @abc.abstractmethod
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, 3, H, W] at the native input -> the model's last hidden states [B, N, D]."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.hidden(self.native(x).transpose(1, 2))  # both take [B, T, 3, H, W]
         t, s = self.frames // self.tubelet, self.size // self.patch
         return hidden.reshape(hidden.shape[0], t, s, s, hidden.shape[-1])
+
+    @classmethod
+    def build(cls, model_class, config_class, spec, arg: str | None, tiny: dict) -> "VideoTokens":
+        """From a local folder of weights (`arg`: no hub download), or without one a small, randomly
+        initialised model for the benchmark's clip shape (seeded: the same one every time)."""
+        if arg:
+            model = model_class.from_pretrained(arg, local_files_only=True)
+        else:
+            torch.manual_seed(0)
+            frames, size = cls.SHAPE[:2]
+            model = model_class(config_class(**{frames: spec.frames, size: spec.size}, **tiny))
+        return cls(model.eval(), spec.mean, spec.std)

@@ -18,9 +18,7 @@ TINY = {"patch_size": 8, "tubelet_size": 2, "hidden_size": 32, "num_hidden_layer
 
 
 class VideoMAETokens(VideoTokens):
-    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        c = model.config
-        super().__init__(model, mean, std, c.num_frames, c.image_size, c.tubelet_size, c.patch_size)
+    SHAPE = ("num_frames", "image_size", "tubelet_size", "patch_size")
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=x).last_hidden_state
@@ -29,9 +27,4 @@ class VideoMAETokens(VideoTokens):
 def factory(spec, arg: str | None) -> torch.nn.Module:
     from transformers import VideoMAEConfig, VideoMAEModel
 
-    if arg:
-        model = VideoMAEModel.from_pretrained(arg, local_files_only=True)
-    else:
-        torch.manual_seed(0)
-        model = VideoMAEModel(VideoMAEConfig(image_size=spec.size, num_frames=spec.frames, **TINY))
-    return VideoMAETokens(model.eval(), spec.mean, spec.std)
+    return VideoMAETokens.build(VideoMAEModel, VideoMAEConfig, spec, arg, TINY)

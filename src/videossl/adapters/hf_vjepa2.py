@@ -19,9 +19,7 @@ TINY = {"patch_size": 8, "tubelet_size": 2, "hidden_size": 32, "num_hidden_layer
 
 
 class VJEPA2Tokens(VideoTokens):
-    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        c = model.config
-        super().__init__(model, mean, std, c.frames_per_clip, c.crop_size, c.tubelet_size, c.patch_size)
+    SHAPE = ("frames_per_clip", "crop_size", "tubelet_size", "patch_size")
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values_videos=x, skip_predictor=True).last_hidden_state  # the encoder only
@@ -30,9 +28,4 @@ class VJEPA2Tokens(VideoTokens):
 def factory(spec, arg: str | None) -> torch.nn.Module:
     from transformers import VJEPA2Config, VJEPA2Model
 
-    if arg:
-        model = VJEPA2Model.from_pretrained(arg, local_files_only=True)
-    else:
-        torch.manual_seed(0)
-        model = VJEPA2Model(VJEPA2Config(crop_size=spec.size, frames_per_clip=spec.frames, **TINY))
-    return VJEPA2Tokens(model.eval(), spec.mean, spec.std)
+    return VJEPA2Tokens.build(VJEPA2Model, VJEPA2Config, spec, arg, TINY)
