@@ -72,13 +72,15 @@ def _parser() -> argparse.ArgumentParser:
           "once per dataset", data=DATA, out=CEILING)
     for p in (_step(sub, "probe-eval", "temporal benchmark on frozen features", data=DATA, models=MODELS, out=EVAL),
               _step(sub, "evaluate", "the temporal benchmark of any encoder (package.module:factory[=arg]), beside "
-                    "this project's model and every baseline, in one report", data=DATA, models=MODELS,
-                    out="outputs/evaluate")):
+                    "this project's model and every baseline, in one report", data=DATA, out="outputs/evaluate")):
         p.add_argument("--ceiling", default=None, help=f"the ceiling step's output (dvc.yaml: {CEILING}), checked "
                        "against --data and the params; default: the ceiling is trained here (cached per dataset)")
     p = sub.choices["evaluate"]
     p.add_argument("--encoder", action="append", required=True,
                    help="package.module:factory[=argument] (repeatable); the contract: videossl.eval.external")
+    p.add_argument("--models", default=None, help=f"{FOLDER_HELP['models']} (default: {MODELS} when it holds them; "
+                   "without them the first --encoder is evaluated alone, against its own bag of frames, ordered "
+                   "frames and random initialisation)")
     _step(sub, "register", "log + register the encoder in MLflow, champion/challenger gate", data=DATA, models=MODELS,
           eval=EVAL, out=REGISTER)
 
@@ -251,9 +253,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         probe_eval(cfg, args.data, args.models, args.out, ceiling_dir=args.ceiling)
     elif cmd == "evaluate":
+        from videossl.models.checkpoint import CHECKPOINTS
         from videossl.steps.probe_eval import probe_eval
 
-        probe_eval(cfg, args.data, args.models, args.out, encoders=args.encoder, ceiling_dir=args.ceiling)
+        models = args.models
+        if models is None and (Path(MODELS) / CHECKPOINTS["video"]).is_file():
+            models = MODELS
+        elif models is None:
+            print(f"evaluate: no videossl models in {MODELS}: evaluating {args.encoder[0]} alone, against its own "
+                  "bag of frames, ordered frames and random initialisation")
+        probe_eval(cfg, args.data, models, args.out, encoders=args.encoder, ceiling_dir=args.ceiling)
     elif cmd == "register":
         from videossl.steps.register import register
 

@@ -29,10 +29,9 @@ from videossl.eval import ceiling, features, probes, real_video, report, scores,
 from videossl.eval.stats import VideoBootstrap
 from videossl.eval.probes import per_class
 from videossl.eval.scores import PER_CLASS
-from videossl.eval.tasks import (ACCURACY, CLASSIFICATION, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, TASKS, Task,
+from videossl.eval.tasks import (CLASSIFICATION, PER_CLASS_SCORING, DIAGNOSTIC, HELD_OUT, MATCHED, REAL_TASK, TASKS, Task,
                                  build_tasks, clip_pixels, of_kind)
 
-CONFUSION_MODELS = (scores.VIDEO, scores.FRAMES)  # the models whose confusion matrices are drawn
 # The objective's heads, as the diagnostic tasks' labels: task -> (head, how the head's class maps to the task's)
 HEAD_OF_TASK = {"arrow_of_time": "arrow", "speed": "speed", "order": "shuffle"}
 
@@ -40,7 +39,7 @@ HEAD_OF_TASK = {"arrow_of_time": "arrow", "speed": "speed", "order": "shuffle"}
 @dataclass
 class Record:
     metrics: dict                      # {"tasks": {task: scores}, "footage": [...]}
-    confusions: dict = field(default_factory=dict)  # task -> model (CONFUSION_MODELS) -> [C, C]
+    confusions: dict = field(default_factory=dict)  # task -> model (the subject, the bag of frames) -> [C, C]
     classes: dict = field(default_factory=dict)     # task -> class names
     predicted: dict = field(default_factory=dict)   # task -> DVC confusion rows of the video model
     n_clips: int = 0
@@ -138,7 +137,8 @@ def surprise_scores(objective, store: ClipStore, tasks: list[Task], batch: int, 
 def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], digest: str,
         objective_path: Path | None = None, real_pretrained: bool = False,
         trained_ceiling: ceiling.CeilingResult | None = None) -> Record:
-    """The benchmark of `models` (the first is the video model) on `store`; `real_pretrained`: the video
+    """The benchmark of `models` on `store`: the first is the subject (the video model, or an external
+    encoder evaluated alone), the others its baselines and peers; `real_pretrained`: the video
     model trained on the real footage it is scored on (pretrain.real_footage), which the record says;
     `trained_ceiling`: the held-out tasks' ceiling (the ceiling step's record), trained here when None."""
     ecfg = cfg.probe_eval
@@ -156,7 +156,8 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
                                    ecfg.real.val_fraction, cfg.ingest.fps)
         except ValueError as e:
             raise BenchmarkError(str(e)) from None
-    shown = scores.MODELS + [m.name for m in models if m.name not in scores.MODELS and suite.model_group(m.name) == m.name]
+    shown = suite.reported(models)
+    subject = shown[0]
     keys = sorted({k for t in tasks for k in t.keys()}, key=features.key_str)
     index = {k: i for i, k in enumerate(keys)}
     cache = features.FeatureCache(ecfg.cache_dir, digest)
@@ -178,25 +179,27 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
 
     rec = Record({"tasks": {}}, n_clips=len(keys))
     outcomes: dict[str, suite.Outcomes] = {}
-    classified, arrows = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, workers, real)
+    classified, arrows = suite.classify_all(tasks, feats, index, ecfg, cfg.seed, workers, real, subject)
     baselines = [m for m in shown if m in scores.BASELINES]
     for task in tasks:
         o, null = classified[task.name]
         outcomes[task.name] = o
         # gaps to every other model: the baselines and any external encoder
         rec.metrics["tasks"][task.name] = suite.score(o, boot, null, shown[1:], supervised.get(task.name),
-                                                      ecfg.determinable if o.determinability is not None else None)
-        if task.spec.scoring == ACCURACY:
-            # drawn: the video model beside the bag of frames (a grid of every model's took longer to draw than
+                                                      ecfg.determinable if o.determinability is not None else None,
+                                                      subject)
+        if task.spec.scoring in PER_CLASS_SCORING:
+            # drawn: the subject beside the bag of frames (a grid of every model's took longer to draw than
             # to score); a classification task's per-class table has every model's recall
-            counted = [m for m in o.predictions if task.spec.kind == CLASSIFICATION or m in CONFUSION_MODELS]
+            drawn = (subject, scores.FRAMES)
+            counted = [m for m in o.predictions if task.spec.kind == CLASSIFICATION or m in drawn]
             matrices = {m: probes.confusion_matrix(o.labels, o.predictions[m], len(task.classes)) for m in counted}
-            rec.confusions[task.name] = {m: matrices[m] for m in CONFUSION_MODELS if m in matrices}
+            rec.confusions[task.name] = {m: matrices[m] for m in drawn if m in matrices}
             rec.classes[task.name] = task.classes
             if task.spec.kind == CLASSIFICATION:
                 rec.metrics.setdefault(PER_CLASS, {})[task.name] = per_class(task.classes, matrices)
-            if scores.VIDEO in o.predictions:
-                rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[scores.VIDEO], task.classes)
+            if subject in o.predictions:
+                rec.predicted[task.name] = report.confusion_rows(o.labels, o.predictions[subject], task.classes)
     diagnostics = [t for t in tasks if t.spec.kind == DIAGNOSTIC]
     if (diagnostics or held) and objective_path is not None:  # the objective's own readings, no probe
         from videossl.eval.objective_heads import load_objective
@@ -210,7 +213,7 @@ def run(cfg: Config, store: ClipStore, models: list[features.FeatureModel], dige
         rec.metrics["tasks"][REAL_TASK] = {**suite.real_arrow(real, arrows, ecfg, cfg.seed),
                                            "pretrained_on_these_videos": int(real_pretrained)}
         rec.metrics["footage"] = suite.real_footage(store, cfg.ingest.fps)
-    headline = suite.temporal_score(outcomes, supervised, boot, shown, baselines, scaled)
+    headline = suite.temporal_score(outcomes, supervised, boot, shown, baselines, scaled, subject)
     if headline:
         unscaled = [t.name for t in held if t.name not in scaled]
         headline["unscaled"] = ",".join(f"{t}={ceil.val_accuracy[t]:.3f}" for t in unscaled)

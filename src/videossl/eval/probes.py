@@ -110,7 +110,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np
 
 
 def per_class(classes: list[str], confusions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per class: its test clips (`n`) and each model's recall (right / clips of the class), from the
+    """Per class: its test units (`n`: clips, or videos) and each model's recall (right / units of the class), from the
     models' confusion matrices (rows: true class)."""
     out = {}
     for i, name in enumerate(classes):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HEADS, MODEL_LABELS, MODELS,
-                                  PER_CLASS, STRONGEST, SUPERVISED, SURPRISE, VIDEO, gap, interval)
+from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HEADS, MODEL_LABELS,
+                                  PER_CLASS, STRONGEST, SUPERVISED, SURPRISE, TOP, TOP_K, VIDEO, gap, interval)
 from videossl.eval.tasks import CLASSIFICATION, CONTENT, CONTROL, DIAGNOSTIC, HELD_OUT, TASKS
 
 PROBE_ABBREVIATIONS = {"linear": "lin", "attentive": "att", "knn": "knn"}
@@ -26,9 +26,11 @@ KIND_SECTIONS = ((HELD_OUT, "Held-out tasks (the headline)",
                   "clips, zero-shot (no probe)."),
                  (CONTENT, "Content controls", "Appearance, not time: what temporal training keeps of content."),
                  (CLASSIFICATION, "Classification (your labelled videos)",
-                  "The labelled list's classes, every model read by the same probes (top-1 accuracy on test "
-                  "videos, intervals resampling test videos); the gap is to the strongest baseline. Per class "
-                  "below: each class's test clips and the linear probe's recall."),
+                  "The labelled list's classes, every model read by the same probes: top-1 accuracy per test "
+                  "video, a video's class the one its clips' mean score ranks first (several views of each "
+                  "video, as V-JEPA and VideoMAE score), intervals resampling test videos; the gap is to the "
+                  "strongest baseline. Top-5 below where there are more than five classes. Per class below: "
+                  "each class's test videos and the linear probe's recall."),
                  (CONTROL, "Controls (every model must be at chance)",
                   "Questions the videos cannot answer: a model above chance here reads something other than physics."))
 
@@ -80,24 +82,29 @@ def strongest_baseline(scores: dict, models: list[str]) -> str | None:
     return max(options, key=lambda m: scores[m + STRONGEST]) if options else None
 
 
+def model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
 def kind_table(metrics: dict, models: list[str], kind: str) -> str:
-    """The tasks of one kind: the ceiling, the video model (probe chosen on validation; the linear probe
-    and the objective's heads for diagnostics), every baseline with its strongest probe, the paired gap
-    to the strongest baseline, n and chance."""
+    """The tasks of one kind: the ceiling, the subject (`models[0]`, the video model: probe chosen on
+    validation; the linear probe and the objective's heads for diagnostics), every baseline with its
+    strongest probe, the paired gap to the strongest baseline, n and chance."""
     tasks = {t: s for t, s in metrics["tasks"].items() if t in TASKS and TASKS[t].kind == kind}
     if not tasks:
         return ""
-    lead = VIDEO if kind == DIAGNOSTIC else VIDEO + CHOSEN  # the video model's score the gap is taken from
-    video_cols = [(VIDEO, "video model (linear)"), (VIDEO + HEADS, "objective's heads, zero-shot")] \
-        if kind == DIAGNOSTIC else [(lead, "video model")]
-    if any(VIDEO + SURPRISE in s for s in tasks.values()):  # an objective that predicts, read with no probe
-        video_cols.append((VIDEO + SURPRISE, "video model's surprise, zero-shot"))
-    others = [m for m in models if m != VIDEO and m not in BASELINES]  # external encoders: their chosen probe
+    subject = models[0]
+    lead = subject if kind == DIAGNOSTIC else subject + CHOSEN  # the subject's score the gap is taken from
+    video_cols = [(subject, f"{model_label(subject)} (linear)"), (subject + HEADS, "objective's heads, zero-shot")] \
+        if kind == DIAGNOSTIC else [(lead, model_label(subject))]
+    if any(subject + SURPRISE in s for s in tasks.values()):  # an objective that predicts, read with no probe
+        video_cols.append((subject + SURPRISE, f"{model_label(subject)}'s surprise, zero-shot"))
+    others = [m for m in models[1:] if m not in BASELINES]  # other encoders: their chosen probe
     base = [m for m in models if m in BASELINES]
     ceiling = any(_is_num(s.get(SUPERVISED)) for s in tasks.values())
-    head = (["task"] + (["supervised ceiling"] if ceiling else []) + [label for _, label in video_cols]
-            + [MODEL_LABELS.get(m, m) for m in others] + [MODEL_LABELS[m] for m in base]
-            + ["video − strongest baseline (paired)", "n test (videos)", "chance [null 95%]"])
+    head = (["task"] + (["supervised ceiling"] if ceiling else []) + [name for _, name in video_cols]
+            + [model_label(m) for m in others] + [model_label(m) for m in base]
+            + [f"{model_label(subject)} − strongest baseline (paired)", "n test (videos)", "chance [null 95%]"])
     rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for task, s in tasks.items():
         b = strongest_baseline(s, base)
@@ -111,10 +118,10 @@ def kind_table(metrics: dict, models: list[str], kind: str) -> str:
 
 def markdown_table(metrics: dict, models: list[str], suffix: str = "", gaps: bool = False) -> str:
     """Every task with a score for probe `suffix`: each model's test score with its 95% interval, n and chance."""
-    head = "| task | " + " | ".join(MODEL_LABELS.get(m, m) for m in models) + " | n test | chance |"
+    head = "| task | " + " | ".join(model_label(m) for m in models) + " | n test | chance |"
     rows = [head, "|---" * (len(models) + 3) + "|"]
     for task, s in metrics["tasks"].items():
-        if f"video{suffix}" not in s:
+        if f"{models[0]}{suffix}" not in s:
             continue
         rows.append(f"| {task} | " + " | ".join(_cell(s, m + suffix) for m in models) + f" | {_n(s, suffix)} | {_chance(s)} |")
     return "\n".join(rows)
@@ -128,10 +135,11 @@ def headline_table(metrics: dict, models: list[str]) -> str:
     rows = ["| model | temporal score [95% CI] |", "|---|---|"]
     for m in models:
         if _is_num(s.get(m)):
-            rows.append(f"| {MODEL_LABELS.get(m, m)} | {_cell(s, m)} |")
+            rows.append(f"| {model_label(m)} | {_cell(s, m)} |")
     per_task = [t for t in s.get("tasks", "").split(",") if _is_num(s.get(t))]
     if per_task:
-        rows += ["", "| held-out task | video model's share of the headroom | strongest baseline (probe) |", "|---|---|---|"]
+        rows += ["", f"| held-out task | {model_label(models[0])}'s share of the headroom | strongest baseline (probe) |",
+                 "|---|---|---|"]
         bars = dict(kv.split("=", 1) for kv in s.get("baselines", "").split(",") if "=" in kv)
         rows += [f"| {t} | {s[t]:+.3f} | {bars.get(t, '—')} |" for t in per_task]
     return "\n".join(rows)
@@ -139,7 +147,7 @@ def headline_table(metrics: dict, models: list[str]) -> str:
 
 def console_table(metrics: dict, models: list[str]) -> str:
     """The terminal's table: per task the ceiling, the video model's chosen probe and each baseline's strongest."""
-    names = ["supervised"] + [MODEL_LABELS.get(m, m) for m in models]
+    names = ["supervised"] + [model_label(m) for m in models]
     tasks = metrics["tasks"]
     width = max(len(t) for t in tasks) + 2
     lines = ["task".ljust(width) + "".join(n.rjust(16) for n in names) + "   n test (videos)"]
@@ -162,7 +170,7 @@ def task_plot_rows(metrics: dict, models: list[str]) -> dict[str, list[dict]]:
     out = {}
     for task, s in metrics["tasks"].items():
         keys = [(SUPERVISED, "supervised ceiling")] + [
-            (m if task == HEADLINE else m + (STRONGEST if m in BASELINES else CHOSEN), MODEL_LABELS.get(m, m)) for m in models]
+            (m if task == HEADLINE else m + (STRONGEST if m in BASELINES else CHOSEN), model_label(m)) for m in models]
         rows = [{"model": label, "score": s[k], "ci_low": s.get(k + CI_LOW), "ci_high": s.get(k + CI_HIGH)}
                 for k, label in keys if _is_num(s.get(k))]
         if rows:
@@ -177,6 +185,7 @@ def confusion_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
 
 PROBE_SECTIONS = (("", "Linear probe on time-ordered features"), ("_attentive", "Attentive probe"),
                   ("_knn", "kNN (cosine)"),
+                  (CHOSEN + TOP, f"Top-{TOP_K} accuracy (probe chosen on validation; tasks with more than {TOP_K} classes)"),
                   ("_chosen_determinable", "Arrow of time on the clips whose direction is physically determinable "
                                            "(probe chosen on validation)"),
                   ("_no_control", "Real-video arrow of time WITHOUT the codec control (the shortcut left in)"))
@@ -194,6 +203,11 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
                 f"is the mean of the task's null (training labels permuted by video), with its 95% range: a score "
                 f"inside that range is indistinguishable from a model with nothing to say. Matched tasks score one "
                 f"comparison per set (possible members above impossible ones; a tie counts half).\n"]
+    if models and models[0] != VIDEO:  # an external encoder evaluated alone (eval/external.subject_baselines)
+        sections.append(f"No videossl model was evaluated: the subject is `{models[0]}`. Its bag of frames and ordered "
+                        f"frames are `{models[0]}` itself on each frame alone (the frame repeated into a still clip), "
+                        f"and random init is its own architecture re-initialised; raw pixels and motion statistics "
+                        f"are as always.")
     verdict = conclusion(metrics, models)
     if verdict:
         sections.append("## Conclusion\n\n" + verdict)
@@ -229,31 +243,32 @@ def markdown_report(metrics: dict, models: list[str], digest: str, n_clips: int,
 
 
 def per_class_table(task: str, rows: dict[str, dict]) -> str:
-    """One row per class of a classification task: its test clips and each model's recall."""
+    """One row per class of a classification task: its test videos and each model's recall."""
     models = [m for m in next(iter(rows.values()), {}) if m != "n"]
-    head = f"**{task}, per class** (linear probe, recall on test clips)\n\n| class | test clips | " + \
-        " | ".join(MODEL_LABELS.get(m, m) for m in models) + " |\n|" + "---|" * (len(models) + 2)
+    head = f"**{task}, per class** (linear probe, recall on test videos)\n\n| class | test videos | " + \
+        " | ".join(model_label(m) for m in models) + " |\n|" + "---|" * (len(models) + 2)
     body = [f"| {name} | {r['n']} | " + " | ".join(f"{r[m]:.3f}" for m in models) + " |" for name, r in rows.items()]
     return "\n".join([head, *body])
 
 
 def conclusion(metrics: dict, models: list[str]) -> str:
-    """What the numbers say, in words: the headline, and on which held-out tasks the video model beats
-    or loses to the strongest baseline (the paired gap's 95% interval above or below 0), and where
-    neither can be said."""
+    """What the numbers say, in words: the headline, and on which held-out tasks the subject (the video
+    model) beats or loses to the strongest baseline (the paired gap's 95% interval above or below 0),
+    and where neither can be said."""
     tasks = metrics["tasks"]
     held = [t for t in tasks if t in TASKS and TASKS[t].kind == HELD_OUT]
     if not held:
         return ""
     lines = []
+    subject = models[0]
     head = tasks.get(HEADLINE)
-    if head and VIDEO in head:
-        lines.append(f"The video model's temporal score is {_cell(head, VIDEO)} (0 = the strongest baseline, "
+    if head and subject in head:
+        lines.append(f"The {model_label(subject)}'s temporal score is {_cell(head, subject)} (0 = the strongest baseline, "
                      f"1 = the supervised ceiling).")
     won, lost, level = [], [], []
     for t in held:
         b = strongest_baseline(tasks[t], models)
-        key = gap(VIDEO + CHOSEN, b + STRONGEST) if b else None
+        key = gap(subject + CHOSEN, b + STRONGEST) if b else None
         if key is None or key + CI_LOW not in tasks[t]:
             continue
         (won if tasks[t][key + CI_LOW] > 0 else lost if tasks[t][key + CI_HIGH] < 0 else level).append(
@@ -277,7 +292,7 @@ def footage_section(metrics: dict, models: list[str]) -> str:
     real = metrics["tasks"].get("real_arrow_of_time", {})
     n = real.get("n_test_videos")
     if _is_num(n):
-        right = [f"{MODEL_LABELS.get(m, m)} {real[m + '_videos_right']} of {n}" for m in models
+        right = [f"{model_label(m)} {real[m + '_videos_right']} of {n}" for m in models
                  if _is_num(real.get(m + "_videos_right"))]
         lines += ["", f"Held-out real videos whose direction a model got right on most clips: {', '.join(right)}. "
                   f"With {n} videos this is a count, not an accuracy: a model at chance gets half of them right "
@@ -289,7 +304,7 @@ def footage_section(metrics: dict, models: list[str]) -> str:
     if groups:
         shown = [m for m in models if any(m in g for g in groups.values())]
         lines += ["", "Real-video arrow of time per held-out group (linear probe, with the codec control):", "",
-                  "| group | n test | " + " | ".join(MODEL_LABELS.get(m, m) for m in shown) + " |",
+                  "| group | n test | " + " | ".join(model_label(m) for m in shown) + " |",
                   "|---|---|" + "---|" * len(shown)]
         lines += [f"| {g} | {row['n_test']} | " + " | ".join(f"{row[m]:.3f}" if m in row else "—" for m in shown)
                   + " |" for g, row in groups.items()]
@@ -325,7 +340,7 @@ def bar_plot(metrics: dict, models: list[str], dest: Path) -> Path:
     its 95% interval; dashed: chance."""
     plt = _pyplot()
     cols = [SUPERVISED] + models
-    tasks = [t for t, s in metrics["tasks"].items() if t in TASKS and VIDEO + CHOSEN in s]
+    tasks = [t for t, s in metrics["tasks"].items() if t in TASKS and models[0] + CHOSEN in s]
     width = 0.8 / len(cols)
     fig, ax = plt.subplots(figsize=(1.8 + 1.5 * len(tasks), 3.8), dpi=120)
     for i, m in enumerate(cols):
@@ -342,7 +357,7 @@ def bar_plot(metrics: dict, models: list[str], dest: Path) -> Path:
     ax.set_xticks(np.arange(len(tasks)), [t.replace("_", "\n") for t in tasks], fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test score (95% CI)")
-    ax.set_title("Video model (probe chosen on validation) and baselines (strongest probe); dashed: chance",
+    ax.set_title(f"{model_label(models[0])} (probe chosen on validation) and baselines (strongest probe); dashed: chance",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper right", ncol=4)
     fig.tight_layout()
@@ -367,7 +382,7 @@ def confusion_plot(confusions: dict[str, dict[str, np.ndarray]], classes: dict[s
             ax.set_yticks(range(len(names)), names, fontsize=7)
             ax.set_xlabel("predicted", fontsize=7)
             if i == 0:
-                ax.set_title(MODEL_LABELS.get(model, model), fontsize=8)
+                ax.set_title(model_label(model), fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"{task}\ntruth", fontsize=7)
     if tasks:

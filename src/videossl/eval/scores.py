@@ -26,13 +26,17 @@ CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 INTERVAL = (CI_LOW, CI_HIGH)
 MINUS = "_minus_"
 VIDEO, FRAMES, SUPERVISED = "video", "frames", "supervised"
+ORDERED_FRAMES, RANDOM_INIT = "ordered_frames", "random_init"
 HEADLINE = "temporal_score"
 PER_CLASS = "per_class"  # metrics.json: classification task -> class -> {n, <model>: recall}
-MODEL_LABELS = {VIDEO: "video model", FRAMES: "bag of frames", "ordered_frames": "ordered frames",
-                "random_init": "random init", "pixels": "raw pixels", "motion": "motion statistics"}
+MODEL_LABELS = {VIDEO: "video model", FRAMES: "bag of frames", ORDERED_FRAMES: "ordered frames",
+                RANDOM_INIT: "random init", "pixels": "raw pixels", "motion": "motion statistics"}
 MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
 BASELINES = MODELS[1:]
 CHOSEN, STRONGEST = "_chosen", "_strongest"  # a model's probe chosen on validation; its best probe on test
+# a task scored by class with more classes than TOP_K also scores top-k accuracy: `<model><probe>_top5`
+TOP_K = 5
+TOP = f"_top{TOP_K}"
 # Zero-shot readings of the video model's own objective, no probe: its pretext heads on the trained-on
 # diagnostics; its predictor's surprise on the matched held-out tasks (objectives that predict)
 HEADS, SURPRISE = "_heads", "_surprise"
@@ -101,22 +105,23 @@ def lookup(tree: dict, key: str) -> Any:
     return node
 
 
-def headline(record: dict, tasks: tuple[str, ...] | list[str]) -> dict[str, dict[str, float]]:
+def headline(record: dict, tasks: tuple[str, ...] | list[str], subject: str = VIDEO) -> dict[str, dict[str, float]]:
     """metrics.json: the headline with its interval, and per task of `tasks` (the held-out ones) the
-    video model (its probe chosen on validation), the strongest baseline (any baseline, any probe) and
-    the supervised ceiling: a few dozen numbers that `dvc metrics diff` shows side by side."""
+    subject (the video model, or an external encoder evaluated alone; its probe chosen on validation),
+    the strongest baseline (any baseline, any probe) and the supervised ceiling: a few dozen numbers that
+    `dvc metrics diff` shows side by side, keyed by the subject's name."""
     out = {}
     for task, s in record.items():
         if not isinstance(s, dict) or "n_test_videos" not in s or (task != HEADLINE and task not in tasks):
             continue
         if task == HEADLINE:
-            row = {k: s[k] for k in (VIDEO, SUPERVISED) if _is_num(s.get(k))}
-            if interval(s, VIDEO):
-                row.update(zip((VIDEO + CI_LOW, VIDEO + CI_HIGH), interval(s, VIDEO)))
+            row = {k: s[k] for k in (subject, SUPERVISED) if _is_num(s.get(k))}
+            if interval(s, subject):
+                row.update(zip((subject + CI_LOW, subject + CI_HIGH), interval(s, subject)))
         else:
             bars = [s[b + STRONGEST] for b in BASELINES if _is_num(s.get(b + STRONGEST))]
-            row = {VIDEO: s.get(VIDEO + CHOSEN), STRONGEST_BASELINE: max(bars) if bars else None,
-                   SUPERVISED: s.get(SUPERVISED)}
+            row = {subject: s.get(subject + CHOSEN), subject + TOP: s.get(subject + CHOSEN + TOP),
+                   STRONGEST_BASELINE: max(bars) if bars else None, SUPERVISED: s.get(SUPERVISED)}
             row = {k: v for k, v in row.items() if _is_num(v)}
         if row:
             out[task] = row

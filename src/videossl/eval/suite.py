@@ -25,15 +25,14 @@ import numpy as np
 from videossl.config import ProbeEvalConfig
 from videossl.eval import attentive, probes, real_video, scores
 from videossl.eval.features import ClipFeatures, FeatureCache, FeatureModel
-from videossl.eval.scores import CHOSEN, FRAMES, STRONGEST, SUPERVISED, VIDEO
+from videossl.eval.scores import CHOSEN, FRAMES, RANDOM_INIT, STRONGEST, SUPERVISED, TOP, TOP_K, VIDEO
 from videossl.eval.stats import Estimate, Null, VideoBootstrap, null_scores, percentile_interval
-from videossl.eval.tasks import ACCURACY, MATCHED, ClipKey, Task
+from videossl.eval.tasks import ACCURACY, MATCHED, PER_CLASS_SCORING, VIEWS, ClipKey, Task
 from videossl.progress import Progress
 
 VAL_EVERY = 4  # no validation videos (tiny datasets): every 4th training item validates instead
 PRIMARY = ""   # the linear probe's suffix: the primary score keeps the model's bare name
 PROBE_SUFFIX = {"linear": PRIMARY, "attentive": "_attentive", "knn": "_knn"}
-RANDOM_INIT = "random_init"
 # A matched comparison whose two means differ by less than this share of the scores' scale is a tie:
 # order-free features of a spliced set are equal up to float rounding, and rounding must not decide.
 TIE_TOLERANCE = 1e-4
@@ -66,11 +65,30 @@ def splits_of(task: Task, index: dict[ClipKey, int]) -> dict[str, Rows]:
     return out
 
 
+def unit_scores(task: Task, split: str, item_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [units, classes], labels [units]) of a task scored by class: its items (ACCURACY), or its
+    videos, each the mean of its views' scores (VIEWS)."""
+    scores, labels = np.asarray(item_scores, np.float64), task.labels(split)
+    if task.spec.scoring != VIEWS:
+        return scores, labels
+    groups = task.views(split)
+    return (np.stack([scores[rows].mean(0) for _, rows in groups]) if groups else scores[:0],
+            np.array([labels[rows[0]] for _, rows in groups], dtype=np.int64))
+
+
+def top_k(task: Task, split: str, item_scores: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Per unit, 1 when its label is among the k classes it scores highest (ties broken by class order)."""
+    scores, labels = unit_scores(task, split, item_scores)
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return (ranked == labels[:, None]).any(1).astype(np.float64)
+
+
 def outcomes_of(task: Task, split: str, item_scores: np.ndarray) -> np.ndarray:
-    """Per test unit, 1 right / 0 wrong (0.5 a tie): items' predicted classes (accuracy) or the
-    comparisons of a matched task, from per-item scores [n, classes]."""
-    if task.spec.scoring == ACCURACY:
-        return (np.asarray(item_scores).argmax(1) == task.labels(split)).astype(np.float64)
+    """Per test unit, 1 right / 0 wrong (0.5 a tie): items' (ACCURACY) or videos' (VIEWS) predicted
+    classes, or the comparisons of a matched task, from per-item scores [n, classes]."""
+    if task.spec.scoring in PER_CLASS_SCORING:
+        scores, labels = unit_scores(task, split, item_scores)
+        return (scores.argmax(1) == labels).astype(np.float64)
     s = np.asarray(item_scores, np.float64)
     s = s[:, 1] - s[:, 0]  # how possible each item looks
     tol = TIE_TOLERANCE * (np.abs(s).mean() + 1e-12) if len(s) else 0.0
@@ -82,9 +100,11 @@ def outcomes_of(task: Task, split: str, item_scores: np.ndarray) -> np.ndarray:
 
 
 def unit_videos(task: Task, split: str = "test") -> list[str]:
-    """The source video of each test unit (item or comparison): what the bootstrap resamples."""
+    """The source video of each test unit (item, comparison or video): what the bootstrap resamples."""
     if task.spec.scoring == MATCHED:
         return [c.video for c in task.comparisons[split]]
+    if task.spec.scoring == VIEWS:
+        return [video for video, _ in task.views(split)]
     return [i.clip.video for i in task.items[split]]
 
 
@@ -93,13 +113,21 @@ def model_group(name: str) -> str:
     return RANDOM_INIT if name.startswith(RANDOM_INIT + "_") else name
 
 
+def reported(models: list[FeatureModel]) -> list[str]:
+    """The models as the tables show them: the subject (the first model: videossl's video model, or the
+    first external encoder when it is evaluated alone) first, then the baselines in scores.MODELS' order,
+    then any other encoder; random-init seeds as one."""
+    groups = list(dict.fromkeys(model_group(m.name) for m in models))
+    return groups[:1] + [m for m in scores.MODELS if m in groups[1:]] + [m for m in groups[1:] if m not in scores.MODELS]
+
+
 @dataclass
 class Outcomes:
     """One task's test units and every (reported model, probe)'s per-unit outcome on them."""
     task: str
     classes: list[str]
     videos: list[str]                   # each test unit's source video
-    labels: np.ndarray | None           # [n_test] items' labels (accuracy tasks)
+    labels: np.ndarray | None           # [n_units] units' labels (tasks scored by class)
     correct: dict[str, np.ndarray] = field(default_factory=dict)  # "<model><suffix>" -> [n_units] in [0, 1]
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # model -> linear-probe predicted classes
     selected: dict[str, float] = field(default_factory=dict)  # "<model><suffix>_<hyperparameter>" -> value
@@ -132,23 +160,29 @@ def _probe_model(task: Task, name: str, f: ClipFeatures, sp: dict[str, Rows], cf
         suffix = PROBE_SUFFIX[probe]
         if probe == "linear":
             s = probes.linear_probe(vec("train"), vec("val"), vec("test"), n_classes, cfg.l2_grid, cfg.epochs)
-            predictions = s.predictions
         elif probe == "attentive":
             s = attentive.attentive_probe(tok("train"), tok("val"), tok("test"), n_classes, cfg.attentive, seed=seed)
         else:
             s = probes.knn_probe(vec("train"), vec("val"), vec("test"), n_classes, cfg.knn)
         correct[name + suffix] = outcomes_of(task, "test", s.scores)
+        if task.spec.scoring in PER_CLASS_SCORING and n_classes > TOP_K:
+            correct[name + suffix + TOP] = top_k(task, "test", s.scores)
+        if probe == "linear" and task.spec.scoring in PER_CLASS_SCORING:
+            predictions = unit_scores(task, "test", s.scores)[0].argmax(1)
         val[probe] = -1.0 if s.val_accuracy is None else s.val_accuracy
         selected.update({f"{name}{suffix}_{k}": v for k, v in s.selected.items()})
     chosen = max(cfg.probes, key=lambda p: val[p])  # ties keep the earlier probe in probe_eval.probes
-    correct[name + CHOSEN] = correct[name + PROBE_SUFFIX[chosen]]
+    for extra in ("", TOP):
+        if name + PROBE_SUFFIX[chosen] + extra in correct:
+            correct[name + CHOSEN + extra] = correct[name + PROBE_SUFFIX[chosen] + extra]
     return correct, predictions, selected, chosen
 
 
 def _outcomes(task: Task, per_model: list[tuple[str, tuple]]) -> Outcomes:
     """Assemble one task's Outcomes from its models' `_probe_model` results (random-init seeds averaged)."""
     determ = np.array([i.determinability for i in task.items["test"]])
-    out = Outcomes(task.name, task.classes, unit_videos(task), task.labels("test") if task.spec.scoring == ACCURACY else None,
+    labels = unit_scores(task, "test", np.zeros((len(task.items["test"]), 1)))[1]
+    out = Outcomes(task.name, task.classes, unit_videos(task), labels if task.spec.scoring in PER_CLASS_SCORING else None,
                    determinability=determ if task.spec.scoring == ACCURACY and np.isfinite(determ).any() else None)
     correct: dict[str, np.ndarray] = {}
     for name, (c, predictions, selected, chosen) in per_model:
@@ -156,7 +190,7 @@ def _outcomes(task: Task, per_model: list[tuple[str, tuple]]) -> Outcomes:
         if model_group(name) == name:
             out.selected.update(selected)
             out.chosen[name] = chosen
-            if predictions is not None and task.spec.scoring == ACCURACY:
+            if predictions is not None:
                 out.predictions[name] = predictions
     out.correct = _average_seeds(correct)
     return out
@@ -178,17 +212,17 @@ def _job(job: tuple):
     """One unit of classify_all in a worker: a (task, model) probe run, a task's null, or one model's
     real-footage arrow of time (`task` is then its folds, `root` its features)."""
     kind, task, name, root, index, cfg, seed = job
-    if kind == "null":
-        return null_of(task, _mapped(root, VIDEO), index, cfg.null_permutations, seed)
+    if kind == "null":  # on the subject's features
+        return null_of(task, _mapped(root, name), index, cfg.null_permutations, seed)
     if kind == "real":
         return real_video.arrow_score(task, root, cfg.l2_grid, cfg.epochs)
     return _probe_model(task, name, _mapped(root, name), splits_of(task, index), cfg, seed)
 
 
 def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[ClipKey, int],
-                 cfg: ProbeEvalConfig, seed: int, workers: int, real: RealArrowInputs | None = None
-                 ) -> tuple[dict[str, tuple[Outcomes, Null]], dict]:
-    """`classify` and `null_of` of every task, one job per (task, model), and with `real` the real-footage
+                 cfg: ProbeEvalConfig, seed: int, workers: int, real: RealArrowInputs | None = None,
+                 subject: str = VIDEO) -> tuple[dict[str, tuple[Outcomes, Null]], dict]:
+    """`classify` and `null_of` (on the subject's features) of every task, one job per (task, model), and with `real` the real-footage
     probes (`real_arrow_scores`), in `workers` processes. Each probe runs on one thread
     (probes.single_thread), so processes are what uses the other cores; the results are the same as in
     one process (every probe is seeded). The workers are spawned, not forked (a fork of a process whose
@@ -203,7 +237,7 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
     if workers <= 1:
         out = {}
         for t in Progress(tasks, desc="probes", unit="tasks"):
-            out[t.name] = (classify(t, feats, index, cfg, seed), null_of(t, feats[VIDEO], index, cfg.null_permutations, seed))
+            out[t.name] = (classify(t, feats, index, cfg, seed), null_of(t, feats[subject], index, cfg.null_permutations, seed))
         return out, real_arrow_scores(real, cfg) if real else {}
     with tempfile.TemporaryDirectory(prefix="videossl-probes-") as tmp:
         root = Path(tmp)
@@ -211,7 +245,7 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
             np.save(root / f"{name}.vectors.npy", f.vectors)
             np.save(root / f"{name}.tokens.npy", f.tokens)
         jobs = [("probe", t, name, root, index, cfg, seed) for t in tasks for name in feats]
-        jobs += [("null", t, None, root, index, cfg, seed) for t in tasks]
+        jobs += [("null", t, subject, root, index, cfg, seed) for t in tasks]
         # the biggest tasks first, so the last job to finish is a small one
         jobs.sort(key=lambda j: -len(j[1].items["train"]) * len(j[1].classes))
         # the real-footage probes (small) last: they fill the gaps the big jobs leave
@@ -220,7 +254,7 @@ def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(Progress(pool.map(_job, jobs), total=len(jobs), desc="probes (task x model, nulls)",
                                     unit="jobs"))
-    done = {(j[0], j[1].name, j[2]): r for j, r in zip(jobs, results) if j[0] != "real"}
+    done = {(j[0], j[1].name, j[2] if j[0] == "probe" else None): r for j, r in zip(jobs, results) if j[0] != "real"}
     arrows = {j[2]: r for j, r in zip(jobs, results) if j[0] == "real"}
     return ({t.name: (_outcomes(t, [(name, done[("probe", t.name, name)]) for name in feats]), done[("null", t.name, None)])
              for t in tasks}, arrows)
@@ -244,16 +278,16 @@ def strongest(out: Outcomes, model: str) -> tuple[str, np.ndarray] | None:
 
 
 def score(out: Outcomes, boot: VideoBootstrap, null: Null | None, others: list[str], supervised: np.ndarray | None,
-          determinable: float | None) -> dict:
+          determinable: float | None, subject: str = VIDEO) -> dict:
     """metrics.json's dict of one task: every model's score with its interval, each model's chosen and
-    strongest probe, the video model's paired gap to each baseline's strongest probe, n, the null
-    (chance), the ceiling."""
+    strongest probe, the subject's (the video model's) paired gap to each other model's strongest probe,
+    n, the null (chance), the ceiling."""
     res: dict = {"n_test": len(out.videos), "n_test_videos": len(set(out.videos))}
     if null is not None:
         res.update({"chance": round(null.mean, 4), "null_low": round(null.low, 4), "null_high": round(null.high, 4)})
     else:
         res["chance"] = round(1.0 / len(out.classes), 4)
-    models = sorted({m for m in [VIDEO] + others} | {model_group(k.split(CHOSEN)[0]) for k in out.correct if k.endswith(CHOSEN)})
+    models = sorted({m for m in [subject] + others} | {model_group(k.split(CHOSEN)[0]) for k in out.correct if k.endswith(CHOSEN)})
     for m in models:
         best = strongest(out, m)
         if best is not None:
@@ -264,9 +298,9 @@ def score(out: Outcomes, boot: VideoBootstrap, null: Null | None, others: list[s
     if supervised is not None:
         res.update(boot.estimate(supervised, out.videos).keys(SUPERVISED))
     for b in others:
-        if b + STRONGEST in out.correct and VIDEO + CHOSEN in out.correct:
-            paired = boot.gap(out.correct[VIDEO + CHOSEN], out.correct[b + STRONGEST], out.videos)
-            res.update(paired.keys(scores.gap(VIDEO + CHOSEN, b + STRONGEST)))
+        if b + STRONGEST in out.correct and subject + CHOSEN in out.correct:
+            paired = boot.gap(out.correct[subject + CHOSEN], out.correct[b + STRONGEST], out.videos)
+            res.update(paired.keys(scores.gap(subject + CHOSEN, b + STRONGEST)))
     if determinable is not None and out.determinability is not None:
         keep = out.determinability >= determinable
         res["n_test_determinable"] = int(keep.sum())
@@ -280,13 +314,13 @@ def score(out: Outcomes, boot: VideoBootstrap, null: Null | None, others: list[s
 
 
 def temporal_score(outcomes: dict[str, Outcomes], supervised: dict[str, np.ndarray], boot: VideoBootstrap,
-                   models: list[str], baselines: list[str], tasks: list[str]) -> dict:
+                   models: list[str], baselines: list[str], tasks: list[str], subject: str = VIDEO) -> dict:
     """The headline: per model, the mean over the held-out tasks of (model - strongest baseline) /
     max(ceiling - strongest baseline, MIN_CEILING_LEAD). Each model is read with its probe chosen on
     validation; the strongest baseline is the best (baseline, probe) on each task's test units, so 0 is
     the best any baseline reached with any probe and 1 the supervised ceiling (a baseline's own score is
-    at most 0). Intervals, and the video model's paired gap to the bag of frames, come from the same
-    bootstrap draws for every task and model."""
+    at most 0). Intervals, and the subject's (the video model's) paired gap to the bag of frames, come
+    from the same bootstrap draws for every task and model; per task, the subject's share."""
     used = [t for t in tasks if t in outcomes and t in supervised]
     if not used:
         return {}
@@ -309,13 +343,13 @@ def temporal_score(outcomes: dict[str, Outcomes], supervised: dict[str, np.ndarr
             points.append((m.mean() - b.mean()) / max(c.mean() - b.mean(), MIN_CEILING_LEAD))
             per_task.append((boot.replicates(m, o.videos) - rb)
                             / np.maximum(boot.replicates(c, o.videos) - rb, MIN_CEILING_LEAD))
-            if model == VIDEO:
+            if model == subject:
                 res[t] = round(float(points[-1]), 4)
         reps[model] = np.mean(np.stack(per_task), axis=0)
         res.update(Estimate(float(np.mean(points)), *percentile_interval(reps[model])).keys(model))
-    if VIDEO in reps and FRAMES in reps:
-        diff = reps[VIDEO] - reps[FRAMES]
-        res.update(Estimate(res[VIDEO] - res[FRAMES], *percentile_interval(diff)).keys(scores.gap(VIDEO, FRAMES)))
+    if subject in reps and FRAMES in reps:
+        diff = reps[subject] - reps[FRAMES]
+        res.update(Estimate(res[subject] - res[FRAMES], *percentile_interval(diff)).keys(scores.gap(subject, FRAMES)))
     return res
 
 

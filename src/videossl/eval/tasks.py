@@ -11,6 +11,9 @@ What a task is for (`kind`) decides where it is reported:
 
 How it is scored (`scoring`):
 - ACCURACY: one label per clip, accuracy of the predicted class;
+- VIEWS: one label per video, several clips (views) of it: a video's class is the one its clips' mean
+  score ranks first (the field's multi-view protocol: V-JEPA, VideoMAE), accuracy per video (top-1,
+  and top-5 where there are more than five classes);
 - MATCHED: clips come in matched sets of possible (label 1) and impossible or counterfactual (label 0)
   members; a model is right on a comparison when its mean score of the possible members is above that
   of the others (a tie counts half). A probe learns the score as possible-vs-impossible on training
@@ -39,7 +42,8 @@ from videossl.data.transforms import reverse
 
 HELD_OUT, DIAGNOSTIC, CONTENT, CONTROL = "held_out", "diagnostic", "content", "control"
 CLASSIFICATION = "classification"  # a labelled dataset's own classes (ingest.sources: list:<file>)
-ACCURACY, MATCHED = "accuracy", "matched"
+ACCURACY, MATCHED, VIEWS = "accuracy", "matched", "views"
+PER_CLASS_SCORING = (ACCURACY, VIEWS)  # scored by a predicted class (confusion matrices, per-class recall)
 ARROW_CLASSES = ("backward", "forward")
 POSSIBLE_CLASSES = ("impossible", "possible")
 
@@ -140,6 +144,13 @@ class Task:
 
     def labels(self, split: str) -> np.ndarray:
         return np.array([i.label for i in self.items[split]], dtype=np.int64)
+
+    def views(self, split: str) -> list[tuple[str, list[int]]]:
+        """VIEWS scoring: each video of the split (in order of first appearance) and its items' indices."""
+        out: dict[str, list[int]] = {}
+        for n, item in enumerate(self.items[split]):
+            out.setdefault(item.clip.video, []).append(n)
+        return list(out.items())
 
 
 # --- cutting items ---------------------------------------------------------------------------
@@ -309,7 +320,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("reversible_arrow", CONTROL, ACCURACY, "reversible", ARROW_CLASSES, _arrow,
              "Arrow of time in a world of elastic collisions only: every video is as plausible backwards, so every "
              "model must be at chance."),
-    TaskSpec(CLASSIFICATION, CLASSIFICATION, ACCURACY, LABELLED, lambda s: s["labelled"], _windows_of_class,
+    TaskSpec(CLASSIFICATION, CLASSIFICATION, VIEWS, LABELLED, lambda s: s["labelled"], _windows_of_class,
              "Your labelled videos' classes (a `path label` list): the field's frozen-backbone evaluation, each "
              "model read by the same probes on clips of training videos, scored on test videos. What it measures "
              "is whatever the labels are about; beside the bag of frames it shows what time adds."),

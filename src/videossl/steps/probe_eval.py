@@ -27,7 +27,6 @@ from videossl.data.shards import ClipStore, dataset_digest
 from videossl.errors import StepError
 from videossl.eval import benchmark, features, report, scores, suite
 from videossl.eval.motion import motion_model
-from videossl.eval.scores import MODELS
 from videossl.eval.tasks import CLASSIFICATION, HELD_OUT, of_kind
 from videossl.models.checkpoint import CHECKPOINTS, load_encoder, state_digest
 from videossl.models.vit import VideoViT
@@ -39,9 +38,9 @@ class ProbeEvalError(StepError):
 
 
 def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureModel], bool, dict[str, str]]:
-    """The models beside each other, whether the video model was pretrained on real footage, and the
-    digest of the weights of each checkpoint scored (scores.SCORED_WEIGHTS: register refuses scores of
-    other weights)."""
+    """videossl's models (the video model, its frame encoder's two readings, random init), whether the
+    video model was pretrained on real footage, and the digest of the weights of each checkpoint scored
+    (scores.SCORED_WEIGHTS: register refuses scores of other weights)."""
     cells = cfg.probe_eval.pool_grid
     video_path, frames_path = model_dir / CHECKPOINTS["video"], model_dir / CHECKPOINTS["frames"]
     if not frames_path.is_file():
@@ -51,45 +50,54 @@ def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureM
     # features are cached by the weights, not the file: equal weights are equal features
     video_digest, frames_digest = state_digest(video.state_dict()), state_digest(frame_encoder.state_dict())
     models = [
-        features.encoder_model("video", video, video_digest, cells),
-        features.encoder_model("frames", frame_encoder, frames_digest, cells, features.MEAN_FRAMES),
-        features.encoder_model("ordered_frames", frame_encoder, frames_digest, cells, features.ORDERED_FRAMES),
+        features.encoder_model(scores.VIDEO, video, video_digest, cells),
+        features.encoder_model(scores.FRAMES, frame_encoder, frames_digest, cells, features.MEAN_FRAMES),
+        features.encoder_model(scores.ORDERED_FRAMES, frame_encoder, frames_digest, cells, features.ORDERED_FRAMES),
     ]
     for i in range(cfg.probe_eval.random_init_seeds):
         torch.manual_seed(cfg.seed + i)
-        models.append(features.encoder_model(f"{suite.RANDOM_INIT}_{i}", VideoViT(video.shape),
+        models.append(features.encoder_model(f"{scores.RANDOM_INIT}_{i}", VideoViT(video.shape),
                                               f"random-init|{video.shape}|seed={cfg.seed + i}", cells))
-    return (models + [features.pixel_model(cells), motion_model()], bool(meta["config"]["pretrain"].get("real_footage")),
-            {"video": video_digest, "frames": frames_digest})
+    return models, bool(meta["config"]["pretrain"].get("real_footage")), {"video": video_digest, "frames": frames_digest}
 
 
-def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
+def probe_eval(cfg: Config, data_dir: str | Path, model_dir: str | Path | None, out_dir: str | Path,
                encoders: list[str] = (), ceiling_dir: str | Path | None = None) -> dict:
     """The benchmark of the encoder in `model_dir` beside its baselines; `encoders` (specs of
-    videossl.eval.external, `videossl evaluate --encoder`) join as further columns of every table;
+    videossl.eval.external, `videossl evaluate --encoder`) join as further columns of every table.
+    With no `model_dir`, the first encoder is the subject and its own bag of frames, ordered frames
+    and random initialisation are its baselines (eval/external.subject_baselines).
     `ceiling_dir`: the ceiling step's output (None: the ceiling is trained here)."""
+    if model_dir is None and not encoders:
+        raise ProbeEvalError("nothing to evaluate: give videossl's models (--models) or an encoder (--encoder)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     store = ClipStore(data_dir)
     digest = dataset_digest(data_dir)
     trained_ceiling = ceiling.read(cfg, store, digest, ceiling_dir) if ceiling_dir is not None else None
-    models, real_pretrained, weights = feature_models(cfg, Path(model_dir))
+    models, real_pretrained, weights = feature_models(cfg, Path(model_dir)) if model_dir is not None else ([], False, {})
     if encoders:
         from videossl.eval.external import external_models
 
-        models += external_models(list(encoders), cfg.ingest.clip_frames, cfg.ingest.size, cfg.probe_eval.pool_grid)
+        alone = (None if models else
+                 ([cfg.seed + i for i in range(cfg.probe_eval.random_init_seeds)],
+                  (scores.FRAMES, scores.ORDERED_FRAMES, scores.RANDOM_INIT)))
+        models += external_models(list(encoders), cfg.ingest.clip_frames, cfg.ingest.size, cfg.probe_eval.pool_grid,
+                                  baselines=alone)
+    models += [features.pixel_model(cfg.probe_eval.pool_grid), motion_model()]  # the non-learned baselines
     try:
-        rec = benchmark.run(cfg, store, models, digest, Path(model_dir) / CHECKPOINTS["video"], real_pretrained,
-                            trained_ceiling)
+        rec = benchmark.run(cfg, store, models, digest,
+                            Path(model_dir) / CHECKPOINTS["video"] if model_dir is not None else None,
+                            real_pretrained, trained_ceiling)
     except benchmark.BenchmarkError as e:
         raise ProbeEvalError(str(e)) from None
-    shown = MODELS + [m.name for m in models if m.name not in MODELS and suite.model_group(m.name) == m.name]
+    shown = suite.reported(models)
     flat = {**rec.metrics["tasks"], **{k: rec.metrics[k] for k in ("footage", scores.PER_CLASS) if k in rec.metrics},
             "dataset_digest": digest, scores.SCORED_WEIGHTS: weights, "clips_embedded": rec.n_clips}
     _write_outputs(out, rec, flat, digest, shown)
     stages.write_metrics(out, scores.headline(flat, of_kind(HELD_OUT, cfg.probe_eval.tasks)
-                                              + of_kind(CLASSIFICATION, cfg.probe_eval.tasks)), rec.timings)
+                                              + of_kind(CLASSIFICATION, cfg.probe_eval.tasks), shown[0]), rec.timings)
     _log_to_mlflow(cfg, flat, out, started, (str(data_dir), digest))
     print(report.console_table(rec.metrics, shown))
     t = rec.timings
