@@ -94,7 +94,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="one time-ordered embedding per clip of each video, from a registered "
                        "model or a checkpoint: <out>.npy + <out>.json")
-    p.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a checkpoint")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="models:/<name>@<alias>, models:/<name>/<version> or a checkpoint (its own "
+                       "config says how videos are decoded: no params file)")
+    which.add_argument("--encoder", help="package.module:factory[=argument], any encoder of `videossl evaluate`'s "
+                       "contract; videos are decoded at the params' ingest.fps and ingest.size, in clips of "
+                       "ingest.clip_frames")
+    _add_params(p)
     p.add_argument("--tracking-uri", default=None, help="MLflow store of a models:/ URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--out", required=True, help="output path without extension")
     p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: one clip length)")
@@ -190,17 +196,23 @@ def _user_error(e: BaseException) -> str | None:
     return None
 
 
+def _embed(args: argparse.Namespace, encoder) -> int:
+    from videossl.embed import embed_files
+    from videossl.progress import Progress
+
+    index = embed_files(encoder, args.videos, args.out, args.stride,
+                        lambda files: Progress(files, desc="embed", unit="videos"))
+    print(f"embed: {index['shape'][0]} clips x {index['shape'][1]} -> {Path(args.out).with_suffix('.npy')} "
+          f"(+ .json: source and time span per row); {len(index['failed'])} video(s) failed")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
-    if cmd == "embed":  # the checkpoint carries its own config: no params file
-        from videossl.embed import embed_files, load_encoder
-        from videossl.progress import Progress
+    if cmd == "embed" and args.model:  # the checkpoint carries its own config: no params file
+        from videossl.embed import load_encoder
 
-        index = embed_files(load_encoder(args.model, args.tracking_uri), args.videos, args.out, args.stride,
-                            lambda files: Progress(files, desc="embed", unit="videos"))
-        print(f"embed: {index['shape'][0]} clips x {index['shape'][1]} -> {Path(args.out).with_suffix('.npy')} "
-              f"(+ .json: source and time span per row); {len(index['failed'])} video(s) failed")
-        return 0
+        return _embed(args, load_encoder(args.model, args.tracking_uri))
     if cmd == "completion":  # generated from the parser itself: it cannot drift from the options
         import shtab
 
@@ -216,6 +228,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         if getattr(args, "json", False):  # scripts read the answer from stdout, whatever it is
             print(json.dumps({"valid": False, "error": str(e)}))
         raise
+    if cmd == "embed":  # --encoder: the params say how videos are decoded
+        from videossl.embed import load_external
+
+        return _embed(args, load_external(args.encoder, cfg))
     if cmd == "review":
         from videossl.review import review
 

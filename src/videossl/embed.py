@@ -12,6 +12,10 @@ names the expected shape (position embeddings are fixed at training time).
     from videossl.embed import load_encoder
     enc = load_encoder("models:/videossl-encoder@champion", tracking_uri="sqlite:///mlruns.db")
     emb = enc.embed("clip.mp4")          # emb.vectors [n_clips, T' * D], emb.clips [{source, start_s, end_s}]
+
+Any encoder behind `videossl evaluate`'s contract embeds the same way (`load_external`, `videossl embed
+--encoder package.module:factory[=arg]`): videos decoded at the params' ingest.fps and ingest.size, cut
+into clips of ingest.clip_frames, and the vector the benchmark's probes read of it.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +38,9 @@ from videossl.data.sources import VIDEO_EXTENSIONS
 from videossl.errors import StepError
 from videossl.models.vit import VideoViT
 from videossl.storage import write_text_atomic
+
+if TYPE_CHECKING:
+    from videossl.config import Config
 
 CHECKPOINT_ARTIFACT = "checkpoint/encoder.pt"  # where register logs the checkpoint beside the MLflow model
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
@@ -50,18 +57,22 @@ class Embedding:
 
 
 class Encoder:
-    """A frozen encoder with the preprocessing it was trained with."""
+    """A frozen encoder with the preprocessing it was trained with: `embedder` takes uint8 clips
+    [B, clip_frames, size, size, 3] and returns one vector per clip."""
 
-    def __init__(self, model: VideoViT, meta: dict):
-        self.model = model.eval()
-        self.embedder = ClipEmbedder(self.model)
-        ingest = (meta.get("config") or {}).get("ingest", {})
-        self.clip_frames = model.shape.frames
-        self.size = model.shape.img_size
-        self.fps = float(ingest.get("fps", 8.0))
-        self.decoder = str(ingest.get("decoder", "auto"))
+    def __init__(self, embedder: Callable[[torch.Tensor], torch.Tensor], clip_frames: int, size: int, fps: float,
+                 decoder: str, meta: dict, model: VideoViT | None = None):
+        self.embedder, self.model, self.meta = embedder, model, meta
+        self.clip_frames, self.size, self.fps, self.decoder = clip_frames, size, float(fps), decoder
         self.limits = Limits.of(IngestConfig())  # what a video may be (ingest's defaults): refused unread beyond
-        self.meta = meta
+
+    @classmethod
+    def of_checkpoint(cls, model: VideoViT, meta: dict) -> "Encoder":
+        """videossl's encoder at the fps and decoder its training data was ingested with."""
+        ingest = (meta.get("config") or {}).get("ingest", {})
+        model = model.eval()
+        return cls(ClipEmbedder(model), model.shape.frames, model.shape.img_size, float(ingest.get("fps", 8.0)),
+                   str(ingest.get("decoder", "auto")), meta, model)
 
     @property
     def expected(self) -> str:
@@ -158,7 +169,21 @@ def load_encoder(uri: str, tracking_uri: str | None = None) -> Encoder:
     if registered is not None and (actual := state_digest(model.state_dict())) != registered:
         raise EmbedError(f"{uri}: its checkpoint holds weights sha256 {actual}, but its registration recorded "
                          f"{registered}: these are not the registered weights; refusing to load them")
-    return Encoder(model, meta)
+    return Encoder.of_checkpoint(model, meta)
+
+
+def load_external(spec: str, cfg: "Config") -> Encoder:
+    """Any encoder behind evaluate's contract (videossl.eval.external), fed clips of the params' ingest
+    shape (clip_frames at fps, size), embedded as the benchmark's probes read it."""
+    from videossl.eval.external import ExternalEncoderError, external_models
+
+    ingest = cfg.ingest
+    try:
+        (model,) = external_models([spec], ingest.clip_frames, ingest.size, cfg.probe_eval.pool_grid)
+    except ExternalEncoderError as e:
+        raise EmbedError(str(e)) from None
+    return Encoder(lambda clips: model.featurize(clips)[0], ingest.clip_frames, ingest.size, ingest.fps, ingest.decoder,
+                   {"encoder": spec})
 
 
 def video_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:

@@ -39,7 +39,8 @@ LIMITS = """\
 def _task_table(metrics: dict) -> str:
     """The benchmark's tables as the probe-eval report has them: the headline, then held-out tasks,
     trained-on diagnostics, content and controls (every model present, intervals when given)."""
-    from videossl.eval.report import KIND_SECTIONS, MODELS, headline_table, kind_table
+    from videossl.eval.report import KIND_SECTIONS, headline_table, kind_table
+    from videossl.eval.scores import MODELS
 
     tasks = {t: v for t, v in metrics.items() if isinstance(v, dict) and "n_test_videos" in v}
     if not tasks:

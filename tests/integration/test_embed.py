@@ -33,6 +33,36 @@ def test_embed_cli_writes_one_time_ordered_vector_per_clip_of_real_footage(tiny_
     assert "clips x" in capsys.readouterr().out
 
 
+def test_embed_takes_any_encoder_of_the_evaluate_contract(tmp_path, capsys):
+    """`videossl embed --encoder` with the spec `videossl evaluate` takes (a tiny Hugging Face VideoMAE):
+    real footage decoded at the params' clip shape, the vector the benchmark's probes read of each clip."""
+    from videossl.embed import load_external
+    from videossl.eval.external import external_models
+
+    spec = "videossl.adapters.hf_videomae:factory"
+    params = tmp_path / "params.yaml"
+    params.write_text("ingest: {size: 32, fps: 8, clip_frames: 8}\n")
+    out = tmp_path / "emb"
+    assert main(["embed", "--encoder", spec, "--params", str(params), "--stride", "4", "--out", str(out),
+                 str(samples_dir() / REAL_CLIP)]) == 0
+    vectors, index = np.load(out.with_suffix(".npy")), json.loads(out.with_suffix(".json").read_text())
+    assert vectors.shape == (len(index["clips"]), 4 * 32) and len(index["clips"]) >= 3  # 4 time slices x 32 dims
+    assert (index["clip_frames"], index["fps"], index["size"]) == (8, 8.0, 32)
+    cfg = tiny_config(tmp_path, "ingest.size=32", "ingest.fps=8", "ingest.clip_frames=8")
+    enc = load_external(spec, cfg)
+    frames, _ = enc.frames_of(samples_dir() / REAL_CLIP)
+    (model,) = external_models([spec], 8, 32, cfg.probe_eval.pool_grid)
+    import torch
+
+    with torch.inference_mode():  # as evaluate's feature extraction runs it
+        first = model.featurize(torch.from_numpy(frames[None, :8].copy()))[0].numpy()
+    np.testing.assert_allclose(vectors[:1], first, rtol=1e-5, atol=1e-6)  # what evaluate's probes read
+    with pytest.raises(SystemExit):  # one of --model / --encoder
+        main(["embed", "--out", str(out), str(samples_dir() / REAL_CLIP)])
+    with pytest.raises(EmbedError, match="cannot import"):
+        load_external("videossl.nope:factory", cfg)
+
+
 def test_the_embedding_keeps_the_order_of_time(tiny_models):
     enc = load_encoder(str(tiny_models / "encoder.pt"))
     frames, _ = enc.frames_of(samples_dir() / REAL_CLIP)
