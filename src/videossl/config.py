@@ -369,6 +369,9 @@ class PretrainConfig(Section):
     resume: bool = True
     baseline_objective: Literal["mae", "contrastive"] = "mae"
     real_footage: bool = False
+    # the video encoder's initial weights (train/init_from.py): a videossl encoder.pt, models:/<name>/<version> or
+    # models:/<name>@<alias>, or a published V-JEPA / VideoMAE .pth of this architecture; null = a random draw
+    init_from: str | None = None
     jepa: JepaConfig = JepaConfig()
     pretext: PretextConfig = PretextConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()

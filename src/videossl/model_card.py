@@ -82,6 +82,9 @@ def render_card(*, name: str, version: str | None, metrics: dict, decision: Gate
               f"- git commit: `{git_commit}`",
               f"- checkpoint: variant `{checkpoint.get('variant', 'video')}`, step {checkpoint.get('step', '?')}, "
               f"{checkpoint.get('num_frames', '?')} frames × {checkpoint.get('img_size', '?')} px"]
+    init = (checkpoint.get("result") or {}).get("init_from")
+    lines.append(f"- initialised from: `{init['from']}` ({init['kind']}, weights sha256 `{init['sha256'][:16]}`)"
+                 if init else "- initialised from: a random draw (pretrain.init_from: null)")
     if run_id:
         lines.append(f"- MLflow run: `{run_id}`")
     shown = {k: v for k, v in params.items() if k.split(".")[0] in ("seed", "model", "pretrain")

@@ -262,6 +262,7 @@ def test_gate_moves_champion_only_on_strictly_better_scores(tmp_path, sqlite_sto
     assert "**not promoted**" in card and "ab" * 32 in card and "## Limits" in card
     assert "- `arrow_of_time.video` **fail**: arrow_of_time.video 0.75 vs champion v2 0.8: gain -0.05, needs more than 0: fail" in card
     assert "frame_encoder.pt" in (tmp_path / "out1" / "model_card.md").read_text()
+    assert "- initialised from: a random draw (pretrain.init_from: null)" in card
 
     # each logged model links its registered version (as mlflow.register_model would)
     for r in (r1, r2, r3):

@@ -35,6 +35,10 @@ class CheckpointError(StepError):
     pass
 
 
+class ForeignCheckpointError(CheckpointError):
+    """A readable weights file, but not one videossl wrote (a published checkpoint, for example)."""
+
+
 def export_config(cfg) -> dict:
     """What the exported model records of its config: what decides the weights (seed, model, the
     objective's settings) and the preprocessing a user must repeat (ingest's fps, size, decoder);
@@ -134,7 +138,7 @@ def load_checkpoint(src: str | os.PathLike) -> dict:
     except Exception as e:
         raise CheckpointError(f"checkpoint {src} is unreadable or corrupt: {type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{src} is not a videossl checkpoint (format {FORMAT} expected)")
+        raise ForeignCheckpointError(f"{src} is not a videossl checkpoint (format {FORMAT} expected)")
     return state
 
 

@@ -16,8 +16,9 @@ from videossl import processes, stages
 from videossl.config import Config, dump_config
 from videossl.data.shards import ClipStore
 from videossl.errors import StepError
-from videossl.models.checkpoint import CHECKPOINTS, load_checkpoint, timings_path
+from videossl.models.checkpoint import CHECKPOINTS, encoder_shape, load_checkpoint, timings_path
 from videossl.storage import write_text_atomic
+from videossl.train.init_from import InitError, initial_weights
 from videossl.train.loop import TrainingError, check_world
 
 
@@ -39,8 +40,11 @@ def pretrain(cfg: Config, data_dir: str | Path, out_dir: str | Path,
              variants: tuple[str, ...] = tuple(CHECKPOINTS)) -> dict:
     """Train `variants` (default: the video encoder and the frame-encoder baseline) into `out_dir`."""
     try:  # params that cannot work on this dataset fail here, before torchrun starts
-        check_world(cfg, cfg.pretrain.nproc, ClipStore(data_dir))
-    except (TrainingError, ValueError, FileNotFoundError) as e:
+        store = ClipStore(data_dir)
+        check_world(cfg, cfg.pretrain.nproc, store)
+        if cfg.pretrain.init_from and "video" in variants:  # readable, and this run's architecture
+            initial_weights(cfg, encoder_shape(cfg.model, "video", store.clip_frames, store.size))
+    except (TrainingError, InitError, ValueError, FileNotFoundError) as e:
         raise PretrainError(str(e)) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

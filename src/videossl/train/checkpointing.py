@@ -72,11 +72,13 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def run_spec(cfg: Config, variant: str, steps: int, dataset_digest: str) -> dict:
-    """What decides a run's trajectory, as plain data (stored in every checkpoint)."""
+def run_spec(cfg: Config, variant: str, steps: int, dataset_digest: str, init: dict | None = None) -> dict:
+    """What decides a run's trajectory, as plain data (stored in every checkpoint); `init`: the initial
+    weights' record (train/init_from.py: another file under the same name is another run)."""
     pretrain = {k: v for k, v in cfg.pretrain.model_dump(mode="json").items() if k not in OPERATIONAL}
     return {"variant": variant, "steps": steps, "seed": cfg.seed, "dataset_digest": dataset_digest,
-            "model": cfg.model.model_dump(mode="json"), "pretrain": pretrain, "code": code_digest()}
+            "model": cfg.model.model_dump(mode="json"), "pretrain": pretrain, "code": code_digest(),
+            **({"init": init} if init else {})}
 
 
 def run_id(spec: dict) -> str:

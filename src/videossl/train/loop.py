@@ -35,6 +35,7 @@ from videossl.train import distributed, precision
 from videossl.train.batching import BatchSplit, objectives_of, split_batch
 from videossl.train.checkpointing import Checkpointer, checkpoint_dir_for, run_spec, set_rng_state
 from videossl.train.data import ClipDataset, Collator, GlobalBatchSampler, Item, make_loader
+from videossl.train.init_from import initial_weights
 from videossl.train.optim import build_optimizer
 from videossl.train.telemetry import Telemetry
 
@@ -153,7 +154,14 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
     shape = encoder_shape(cfg.model, variant, store.clip_frames, store.size)
-    model, recipe = objectives.build(cfg, VideoViT(shape), variant)
+    encoder, init = VideoViT(shape), None
+    if pcfg.init_from and variant == "video":  # the frame-encoder baseline always starts from a random draw
+        state, init = initial_weights(cfg, shape)
+        encoder.load_state_dict(state)  # after the random draw: every other part's initialisation is unchanged
+        if env.is_main:
+            print(f"pretrain[{variant}]: initialised from {init['from']} ({init['kind']}, sha256 {init['sha256'][:12]})",
+                  flush=True)
+    model, recipe = objectives.build(cfg, encoder, variant)
     model.to(device)
     if pcfg.activation_checkpointing:
         recompute_in_backward(model.encoder.blocks)
@@ -168,7 +176,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
 
     # resume: weights, optimizer, scaler, RNG and the step, which is also the data position
     digest = dataset_digest(data_dir)
-    spec = run_spec(cfg, variant, steps, digest)  # what this run computes: its checkpoints are its own
+    spec = run_spec(cfg, variant, steps, digest, init)  # what this run computes: its checkpoints are its own
     ckpt = Checkpointer.for_run(checkpoint_dir_for(checkpoint_dir, str(out_path).rsplit("/", 1)[0]), spec,
                                 pcfg.keep_last, env)
     start, loss_val = 0, float("nan")
@@ -192,7 +200,8 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
         if env.is_main and pcfg.eval_every else None
 
     # local rank 0 of every node reports (console, Prometheus); global rank 0 also logs to MLflow
-    tracker = (Telemetry(cfg, variant, env, shape, count_params(model.encoder), dataset=(str(data_dir), digest))
+    tracker = (Telemetry(cfg, variant, env, shape, count_params(model.encoder), dataset=(str(data_dir), digest),
+                         init=init)
                if env.local_rank == 0 else nullcontext())
     with tracker:  # an exception ends the MLflow run as FAILED
         t_start = t_log = t_fetch = time.perf_counter()
@@ -253,7 +262,7 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
         result = {"variant": variant, "steps": steps, "resumed_from": start, "final_loss": loss_val,
                   "params": count_params(model.encoder), "encoder_gflops_per_clip": round(flops_per_clip(shape) / 1e9, 3),
                   "world_size": env.world, "weights_sha256": replicas,  # every rank's whole model: DDP kept them equal
-                  "encoder_sha256": state_digest(model.encoder.state_dict())}
+                  "encoder_sha256": state_digest(model.encoder.state_dict()), **({"init_from": init} if init else {})}
         timings = {"seconds": round(elapsed, 2), "clips_per_second": round((steps - start) * pcfg.batch_size / elapsed, 2),
                    "data_wait_fraction": round(wait / elapsed, 4)}
         if env.is_main:

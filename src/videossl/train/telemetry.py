@@ -100,7 +100,7 @@ class Telemetry:
     """Console progress + /metrics (local rank 0 of each node) + the MLflow run (global rank 0)."""
 
     def __init__(self, cfg: Config, variant: str, env: DistEnv, shape: VitShape, n_params: int,
-                 dataset: tuple[str, str] | None = None):
+                 dataset: tuple[str, str] | None = None, init: dict | None = None):
         self.variant, self.env, self.cfg = variant, env, cfg
         self.node = node_rank(env)
         self.step_ema: float | None = None
@@ -128,7 +128,8 @@ class Telemetry:
             self.ctx = tracking.run(cfg.tracking, f"pretrain-{variant}", tags={"step": "pretrain", "variant": variant},
                                     dataset=dataset)
             self.params = {**tracking.flat_params(cfg.model_dump(mode="json")), "variant": variant,
-                           "world_size": env.world, "encoder_params": n_params, "tokens_per_clip": shape.num_tokens}
+                           "world_size": env.world, "encoder_params": n_params, "tokens_per_clip": shape.num_tokens,
+                           **({"init_sha256": init["sha256"]} if init else {})}  # pretrain.init_from's weights
 
     @property
     def metrics_port(self) -> int | None:
