@@ -65,10 +65,10 @@ def _write_list(root, lines, name: str, extra: str = "") -> str:
 VJEPA2 = "videossl.adapters.hf_vjepa2:factory"  # a tiny, randomly initialised HF V-JEPA 2 (no hub download)
 
 
-def _evaluate(tmp_path, tiny_models, source: str, name: str) -> dict:
+def _evaluate(tmp_path, tiny_models, source: str, name: str, *extra: str) -> dict:
     cfg = tiny_config(tmp_path, f"ingest.sources=[{source}]", "probe_eval.tasks=[classification]",
                       "register.gate_metrics=[classification.video]",
-                      "probe_eval.clips_per_video=2")
+                      "probe_eval.clips_per_video=2", *extra)
     data = tmp_path / f"data-{name}"
     ingest(cfg, data)
     probe_eval(cfg, data, tiny_models, tmp_path / f"eval-{name}", encoders=[VJEPA2])
@@ -99,7 +99,11 @@ def test_a_labelled_list_is_ingested_with_its_classes_and_bad_lines_are_quaranti
 def test_classification_on_a_labelled_list_scores_every_model_per_class_and_a_permuted_list_is_chance(
         tmp_path, videos, tiny_models):
     root, lines = videos
-    true = _evaluate(tmp_path, tiny_models, _write_list(root, lines, "true.txt"), "true")
+    # ingested at its own clip shape, not the one the models were trained at (32 px, 8 frames): every
+    # encoder reads it at its own input (videossl's resized to 32 x 8, V-JEPA 2 to its native one)
+    true = _evaluate(tmp_path, tiny_models, _write_list(root, lines, "true.txt"), "true",
+                     "ingest.size=48", "ingest.clip_frames=16")
+    assert ClipStore(tmp_path / "data-true").size == 48 and ClipStore(tmp_path / "data-true").clip_frames == 16
     task = true["classification"]
     for model in ("video", "frames", "pixels", "ext_hf_vjepa2"):
         assert task[model] > 0.8, (model, task[model])  # a frame tells the class: every reader of frames sees it

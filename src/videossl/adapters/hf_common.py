@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 
 import torch
-import torch.nn.functional as F
+
+from videossl.data.transforms import resize_clip
 
 # the image processors' normalisation of VideoMAE and V-JEPA 2 (ImageNet)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -25,10 +26,7 @@ class NativeInput(torch.nn.Module):
         self.register_buffer("shift", shift.view(1, 3, 1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.scale + self.shift
-        if x.shape[2:] != (self.frames, self.size, self.size):
-            x = F.interpolate(x, size=(self.frames, self.size, self.size), mode="trilinear", align_corners=False)
-        return x
+        return resize_clip(x * self.scale + self.shift, self.frames, self.size)
 
 
 class VideoTokens(torch.nn.Module, abc.ABC):

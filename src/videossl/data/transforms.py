@@ -23,6 +23,15 @@ def to_model_input(frames: torch.Tensor, device: torch.device | str | None = Non
     return x.sub_(mean).div_(std)
 
 
+def resize_clip(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
+    """Model input [B, 3, T, H, W] at another clip shape -> [B, 3, frames, size, size] (trilinear: time
+    and space resampled together); unchanged when it already has it. How an encoder reads a dataset
+    ingested at another clip length or resolution than it takes (its position table is fixed)."""
+    if x.shape[2:] == (frames, size, size):
+        return x
+    return torch.nn.functional.interpolate(x, size=(frames, size, size), mode="trilinear", align_corners=False)
+
+
 def reverse(frames: np.ndarray) -> np.ndarray:
     """The clip played backwards (time axis 0)."""
     return np.ascontiguousarray(frames[::-1])

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from videossl.data.shards import ClipStore
-from videossl.data.transforms import to_model_input
+from videossl.data.transforms import resize_clip, to_model_input
 from videossl.eval.tasks import ClipKey, clip_pixels
 from videossl.models.vit import VideoViT, pool_space
 from videossl.progress import Progress
@@ -78,15 +78,18 @@ def encoder_model(name: str, encoder: VideoViT, identity: str, cells: int,
                   frames: str = MEAN_FRAMES) -> FeatureModel:
     """A video encoder (or the frame encoder, whose frames combine by `frames`) as a FeatureModel.
     Clips run under bf16 autocast where the device multiplies bf16 natively (4x faster on this
-    project's AMX CPU); single frames (16 tokens) stay fp32, which is faster for sequences that short."""
+    project's AMX CPU); single frames (16 tokens) stay fp32, which is faster for sequences that short.
+    A dataset of another clip shape (a labelled list ingested at its own size and length) is resampled
+    to the encoder's own frames and size, as the external adapters resample to theirs."""
     encoder.eval()
     per_frame = frames if encoder.shape.frames == 1 else None
     device = next(encoder.parameters()).device
     autocast = precision.autocast(None if per_frame else precision.autocast_dtype("bf16", device), device)
 
     def featurize(clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = resize_clip(to_model_input(clips), encoder.shape.frames, encoder.shape.img_size)  # a dataset of another clip shape
         with autocast:
-            tokens = encoder(to_model_input(clips)).float()  # [B, N, D]
+            tokens = encoder(x).float()  # [B, N, D]
         t = encoder.shape.grid[0]
         vectors = pool_space(tokens, t).flatten(1)  # time order kept
         return vectors, grid_pool(tokens, encoder.shape.grid, cells)
