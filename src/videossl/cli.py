@@ -84,10 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     _step(sub, "register", "log + register the encoder in MLflow, champion/challenger gate", data=DATA, models=MODELS,
           eval=EVAL, out=REGISTER)
 
-    p = _step(sub, "study", "every pretraining objective at equal training time, several budgets, scored by the "
-              "benchmark: a table and a plot", data=DATA, out="outputs/study")
-    p.add_argument("--budgets", default="60,135,270", help="training seconds per run, comma separated (270: "
-                   "what make run's default trains for on 2 cores)")
+    p = _step(sub, "study", "every pretraining objective at equal training compute (FLOPs), several budgets, scored "
+              "by the benchmark: a table and a plot", data=DATA, out="outputs/study")
+    p.add_argument("--budgets", default="3,6,12", help="training TFLOP per run (forward + backward, counted by "
+                   "torch's FLOP counter: the same steps on any machine), comma separated (12: about make run's "
+                   "600 steps of the default objective)")
     p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")
     p.add_argument("--seeds", default=None, help="pretraining seeds, comma separated (default: the params' seed); "
                    "the benchmark keeps the params' seed")

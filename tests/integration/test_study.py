@@ -1,4 +1,5 @@
-"""`videossl study`: objectives at equal training time, scored by the real steps, tabled and plotted."""
+"""`videossl study`: objectives at equal training compute (counted FLOPs), scored by the real steps,
+tabled and plotted; rows of the seconds-budgeted study join on the same axis."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import yaml
 
 from tests.tiny import tiny_config
 from videossl.eval.scores import HEADLINE
-from videossl.study import study
+from videossl.study import OBJECTIVES, _with, study
+from videossl.train.loop import step_flops
 
 
 def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(tiny_data, tmp_path):
@@ -15,31 +17,42 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     cfg = tiny_config(tmp_path, "pretrain.metrics_port=null", "probe_eval.tasks=[gravity_law]",
                       "probe_eval.probes=[linear]", "register.gate_metrics=[gravity_law.video_chosen]")
     out = tmp_path / "study"
-    rows = study(cfg, tiny_data, out, budgets=[1.0], objectives=["pretext"], calibration_steps=4)
-    assert [r["objective"] for r in rows] == ["pretext"]
-    for r in rows:
-        assert r["steps"] >= 1 and r["train_seconds"] > 0 and r[HEADLINE] is not None
-        assert r[f"{HEADLINE}_ci_low"] <= r[HEADLINE] <= r[f"{HEADLINE}_ci_high"]
-        assert (out / "runs" / f"{r['objective']}-1s" / "eval" / "metrics.json").is_file()
+    out.mkdir()
+    old = {"objective": "pretext", "budget_seconds": 60.0, "seed": 0, "steps": 7, "compute_seconds": 60.0,
+           HEADLINE: 0.1, f"{HEADLINE}_ci_low": 0.0, f"{HEADLINE}_ci_high": 0.2}  # a row of the seconds-budgeted study
+    (out / "study.json").write_text(json.dumps([old]))
+    per_step = step_flops(_with(cfg, OBJECTIVES["pretext"]), tiny_data)
+    assert per_step == step_flops(_with(cfg, OBJECTIVES["pretext"]), tiny_data) > 0  # a count, not a timing
+    budget = 3 * per_step / 1e12  # three steps' worth, in TFLOP
+    rows = study(cfg, tiny_data, out, budgets=[budget], objectives=["pretext"])
+    assert [(r["objective"], r["budget"]) for r in rows] == [("pretext", "60 s"), ("pretext", f"{budget:g} TFLOP")]
+    assert rows[0]["compute_tflop"] == round(7 * per_step / 1e12, 3)  # the old row counted the same way
+    r = rows[1]
+    assert r["steps"] == 3 and r["train_seconds"] > 0 and r[HEADLINE] is not None
+    assert r["compute_tflop"] == round(3 * per_step / 1e12, 3) and r["gflop_per_step"] == round(per_step / 1e9, 4)
+    assert r[f"{HEADLINE}_ci_low"] <= r[HEADLINE] <= r[f"{HEADLINE}_ci_high"]
+    assert (out / "runs" / f"pretext-{budget:g}tflop" / "eval" / "metrics.json").is_file()
     assert json.loads((out / "study.json").read_text()) == rows
     plot = json.loads((out / "plots" / "study.json").read_text())
-    assert [p["objective"] for p in plot] == ["pretext"] and all(p["compute_seconds"] > 0 for p in plot)
+    assert [p["objective"] for p in plot] == ["pretext"] * 2 and all(p["compute_tflop"] >= 0 for p in plot)
     table = (out / "study.md").read_text()
-    assert table.count("\n") == 2 + len(rows) and "| pretext | 1 | 0 |" in table
+    assert table.count("\n") == 2 + len(rows) and f"| pretext | {budget:g} TFLOP | 0 | 3 |" in table
+    assert rows[0]["precision"] == "fp32" and rows[1]["precision"] in ("fp32", "bf16")
     assert (out / "plots" / "study.png").stat().st_size > 0
+    rows = rows[1:]
 
     # a later invocation adds its rows beside the committed ones (same objective, budget and seed: replaced),
     # one per pretraining seed; every seed's model is scored on the same benchmark (the params' seed)
     shared = "pretext+contrastive/shared(1:2)"
-    more = study(cfg, tiny_data, out, budgets=[1.0], objectives=[shared], calibration_steps=4, seeds=[0, 1])
-    assert [(r["objective"], r["seed"]) for r in more] == [("pretext", 0), (shared, 0), (shared, 1)]
-    assert more[:1] == rows
-    trained = yaml.safe_load((out / "runs" / f"{shared}-1s" / "pretrain" / "config.yaml").read_text())
+    more = study(cfg, tiny_data, out, budgets=[budget], objectives=[shared], seeds=[0, 1])
+    assert [(r["objective"], r["seed"]) for r in more] == [("pretext", 0), ("pretext", 0), (shared, 0), (shared, 1)]
+    assert more[1:2] == rows
+    trained = yaml.safe_load((out / "runs" / f"{shared}-{budget:g}tflop" / "pretrain" / "config.yaml").read_text())
     assert trained["pretrain"]["contrastive"]["pretext_views"] is True
     assert trained["pretrain"]["objective"] == {"pretext": 0.5, "contrastive": 1.0} and trained["seed"] == 0
-    assert yaml.safe_load((out / "runs" / f"{shared}-1s-seed1" / "pretrain" / "config.yaml").read_text())["seed"] == 1
-    first = json.loads((out / "runs" / "pretext-1s" / "eval" / "scores.json").read_text())["gravity_law"]
-    for run in (f"{shared}-1s", f"{shared}-1s-seed1"):  # the same benchmark clips: the same units, ceiling, baselines
+    assert yaml.safe_load((out / "runs" / f"{shared}-{budget:g}tflop-seed1" / "pretrain" / "config.yaml").read_text())["seed"] == 1
+    first = json.loads((out / "runs" / f"pretext-{budget:g}tflop" / "eval" / "scores.json").read_text())["gravity_law"]
+    for run in (f"{shared}-{budget:g}tflop", f"{shared}-{budget:g}tflop-seed1"):  # the same benchmark clips: the same units, ceiling, baselines
         scored = json.loads((out / "runs" / run / "eval" / "scores.json").read_text())["gravity_law"]
         assert {k: scored[k] for k in ("n_test", "supervised", "frames")} == {k: first[k] for k in ("n_test", "supervised", "frames")}
     assert "| seed |" in (out / "study.md").read_text()

@@ -137,6 +137,41 @@ class HeldOut:
         return {"heldout_loss": float(loss), **{f"heldout_{k}": float(v) for k, v in logs.items()}}
 
 
+def build(cfg: Config, store: ClipStore, variant: str):
+    """The objective (its encoder for the data's clip shape, from pretrain.init_from or a random draw),
+    its data recipe, the encoder's shape and the initial weights' record (None: a random draw)."""
+    shape = encoder_shape(cfg.model, variant, store.clip_frames, store.size)
+    encoder, init = VideoViT(shape), None
+    if cfg.pretrain.init_from and variant == "video":  # the frame-encoder baseline always starts from a random draw
+        state, init = initial_weights(cfg, shape)
+        encoder.load_state_dict(state)  # after the random draw: every other part's initialisation is unchanged
+    model, recipe = objectives.build(cfg, encoder, variant)
+    return model, recipe, shape, init
+
+
+def step_flops(cfg: Config, data_dir: str | Path, variant: str = "video", steps: int = 2) -> float:
+    """Floating-point operations of one training step (forward and backward over the global batch),
+    counted by torch's FLOP counter on this objective, model and data: the same on every machine and
+    in every precision, so a compute budget in FLOPs buys the same steps anywhere (the study's unit).
+    The mean over `steps` batches (masks and views are drawn per batch)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    store = ClipStore(data_dir)
+    torch.manual_seed(cfg.seed)
+    model, recipe, _, _ = build(cfg, store, variant)
+    data = ClipDataset(store, variant, recipe, cfg.seed, real=cfg.pretrain.real_footage)
+    collate, batch_size = Collator(recipe, cfg.seed), cfg.pretrain.batch_size
+    off = torch.amp.GradScaler("cpu", enabled=False)
+    total = 0
+    for step in range(steps):
+        batch = collate([data[Item(step, i, (step * batch_size + i) % len(data))] for i in range(batch_size)])
+        with FlopCounterMode(display=False) as counter:
+            forward_backward(model, model, batch, batch_size, nullcontext(), off, torch.device("cpu"))
+        total += counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+    return total / steps
+
+
 def _threads(cfg: Config, env: distributed.DistEnv) -> int:
     return cfg.pretrain.threads or max(1, (os.cpu_count() or 1) // env.local_world)
 
@@ -153,15 +188,10 @@ def train(cfg: Config, data_dir: str | Path, out_path: str, variant: str, checkp
     torch.set_num_threads(_threads(cfg, env))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
-    shape = encoder_shape(cfg.model, variant, store.clip_frames, store.size)
-    encoder, init = VideoViT(shape), None
-    if pcfg.init_from and variant == "video":  # the frame-encoder baseline always starts from a random draw
-        state, init = initial_weights(cfg, shape)
-        encoder.load_state_dict(state)  # after the random draw: every other part's initialisation is unchanged
-        if env.is_main:
-            print(f"pretrain[{variant}]: initialised from {init['from']} ({init['kind']}, sha256 {init['sha256'][:12]})",
-                  flush=True)
-    model, recipe = objectives.build(cfg, encoder, variant)
+    model, recipe, shape, init = build(cfg, store, variant)
+    if init and env.is_main:
+        print(f"pretrain[{variant}]: initialised from {init['from']} ({init['kind']}, sha256 {init['sha256'][:12]})",
+              flush=True)
     model.to(device)
     if pcfg.activation_checkpointing:
         recompute_in_backward(model.encoder.blocks)
