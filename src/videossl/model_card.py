@@ -52,6 +52,14 @@ def _task_table(metrics: dict) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
+def initialised_from(checkpoint: dict) -> str:
+    """Where the encoder's training started, from its checkpoint's record (train/init_from.py)."""
+    init = (checkpoint.get("result") or {}).get("init_from")
+    if not init:
+        return "a random draw (pretrain.init_from: null)"
+    return f"`{init['from']}` ({init['kind']}, weights sha256 `{init['sha256'][:16]}`)"
+
+
 def render_card(*, name: str, version: str | None, metrics: dict, decision: GateDecision,
                 dataset_digest: str, git_commit: str, checkpoint: dict, params: dict[str, str],
                 frame_encoder: str | None = None, run_id: str | None = None) -> str:
@@ -82,9 +90,7 @@ def render_card(*, name: str, version: str | None, metrics: dict, decision: Gate
               f"- git commit: `{git_commit}`",
               f"- checkpoint: variant `{checkpoint.get('variant', 'video')}`, step {checkpoint.get('step', '?')}, "
               f"{checkpoint.get('num_frames', '?')} frames × {checkpoint.get('img_size', '?')} px"]
-    init = (checkpoint.get("result") or {}).get("init_from")
-    lines.append(f"- initialised from: `{init['from']}` ({init['kind']}, weights sha256 `{init['sha256'][:16]}`)"
-                 if init else "- initialised from: a random draw (pretrain.init_from: null)")
+    lines.append(f"- initialised from: {initialised_from(checkpoint)}")
     if run_id:
         lines.append(f"- MLflow run: `{run_id}`")
     shown = {k: v for k, v in params.items() if k.split(".")[0] in ("seed", "model", "pretrain")
