@@ -403,6 +403,7 @@ class AttentiveProbeConfig(Section):
     weight_decays: list[float] = Field(default_factory=lambda: [0.5, 0.05, 0.005], min_length=1)
     max_dim: int | None = Field(None, ge=1)
     position: bool = True
+    blocks: int = Field(1, ge=1)  # V-JEPA's probe depth: 1 = the cross-attention pooler alone; N adds N-1 blocks
 
 
 class KnnProbeConfig(Section):

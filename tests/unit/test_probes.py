@@ -130,3 +130,14 @@ def test_every_probe_returns_test_scores_whose_argmax_is_its_prediction(order_ta
                   attentive_probe((xtr, ytr), (xva, yva), (xte, yte), 2, AttentiveProbeConfig(epochs=3), seed=0)):
         assert score.scores.shape == (len(yte), 2)
         assert np.array_equal(score.scores.argmax(1), score.predictions)
+
+
+def test_probe_blocks_make_a_deeper_probe_of_the_same_tokens(order_task):
+    """V-JEPA 2's deeper probe (probe_eval.attentive.blocks = N): N-1 self-attention blocks over the
+    tokens before the pooler, one copy per weight decay. It reads what the pooler reads (time order),
+    is another function of the tokens, and is seeded like the rest; blocks = 1 is the pooler alone."""
+    cfg = AttentiveProbeConfig(blocks=2)
+    deep, again = (attentive_probe(*order_task, 2, cfg, seed=0) for _ in range(2))
+    flat = attentive_probe(*order_task, 2, AttentiveProbeConfig(), seed=0)
+    assert deep.accuracy >= 0.9 and np.array_equal(deep.scores, again.scores)
+    assert not np.allclose(deep.scores, flat.scores)

@@ -12,7 +12,46 @@ from videossl.config import AttentiveProbeConfig
 from videossl.eval.probes import ProbeScore, Split, probe_score, single_thread, standardiser
 
 INIT_STD = 0.02            # std of the initial query scores and position embeddings (ViT convention)
+MLP_RATIO = 4              # the self-attention blocks' hidden width, as in V-JEPA's probe blocks
 PCA_SAMPLE_TOKENS = 8192   # training tokens the optional PCA (max_dim) is fit on
+
+
+def _member_param(generator: torch.Generator, members: int, *shape: int, std: float) -> torch.nn.Parameter:
+    """A parameter with one copy per member (weight decay), each starting from the same draw: the grid
+    compares regularisation, not luck. The member axis is first (the per-member decay scales it)."""
+    draw = torch.randn(*shape, generator=generator) * std
+    return torch.nn.Parameter(draw.expand(members, *shape).clone())
+
+
+class TokenBlocks(torch.nn.Module):
+    """`depth` pre-norm transformer blocks (self-attention over a clip's tokens, then a GELU MLP) before
+    the pooler, one independent copy per member: V-JEPA 2's deeper probe (num_probe_blocks = depth + 1),
+    which can relate tokens to each other before a query pools them. [N, L, D] (shared) or
+    [G, N, L, D] (per member) in, [G, N, L, D] out."""
+
+    def __init__(self, depth: int, dim: int, heads: int, members: int, generator: torch.Generator) -> None:
+        super().__init__()
+        hidden, out_std = MLP_RATIO * dim, INIT_STD / math.sqrt(2 * depth)  # residual branches start small
+        param = lambda *shape, std: _member_param(generator, members, depth, *shape, std=std)  # noqa: E731
+        self.heads, self.depth, self.members = heads, depth, members
+        self.qkv, self.out = param(dim, 3 * dim, std=INIT_STD), param(dim, dim, std=out_std)
+        self.fc1, self.fc2 = param(dim, hidden, std=INIT_STD), param(hidden, dim, std=out_std)
+        self.qkv_bias, self.out_bias = param(3 * dim, std=0.0), param(dim, std=0.0)
+        self.fc1_bias, self.fc2_bias = param(hidden, std=0.0), param(dim, std=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.expand(self.members, *x.shape)
+        g, n, length, dim = x.shape
+        heads = self.heads
+        norm = lambda t: torch.nn.functional.layer_norm(t, (dim,))  # noqa: E731  (affine: absorbed downstream)
+        for b in range(self.depth):
+            at = lambda w, bias, t: torch.einsum("gnld,gde->gnle", t, w[:, b]) + bias[:, b, None, None]  # noqa: E731
+            q, k, v = at(self.qkv, self.qkv_bias, norm(x)).view(g, n, length, 3, heads, dim // heads).unbind(3)
+            attn = torch.softmax(torch.einsum("gnlhe,gnmhe->gnhlm", q, k) / math.sqrt(dim // heads), dim=-1)
+            x = x + at(self.out, self.out_bias, torch.einsum("gnhlm,gnmhe->gnlhe", attn, v).reshape(g, n, length, dim))
+            x = x + at(self.fc2, self.fc2_bias, torch.nn.functional.gelu(at(self.fc1, self.fc1_bias, norm(x))))
+        return norm(x)
 
 
 class AttentivePooler(torch.nn.Module):
@@ -44,13 +83,9 @@ class AttentivePooler(torch.nn.Module):
     difference)."""
 
     def __init__(self, tokens: int, dim: int, heads: int, classes: int, position: bool,
-                 generator: torch.Generator, members: int = 1) -> None:
+                 generator: torch.Generator, members: int = 1, blocks: int = 1) -> None:
         super().__init__()
-
-        def param(*shape: int, std: float) -> torch.nn.Parameter:
-            # every member starts from the same draw: the grid compares regularisation, not luck
-            draw = torch.randn(*shape, generator=generator) * std
-            return torch.nn.Parameter(draw.expand(members, *shape).clone())
+        param = lambda *shape, std: _member_param(generator, members, *shape, std=std)  # noqa: E731
 
         # Per head, one column u_h (attention scores) then `classes` columns M_h (class scores),
         # side by side so a single matrix product gives both and slicing them needs no copy.
@@ -63,14 +98,22 @@ class AttentivePooler(torch.nn.Module):
         self.scale = 1.0 / math.sqrt(dim)
         self.bias = torch.nn.Parameter(torch.zeros(members, classes))
         self.position = param(tokens, heads, 1 + classes, std=INIT_STD) if position else None
+        # drawn last: a pooler without blocks is the same draw as before they existed
+        self.blocks = (TokenBlocks(blocks - 1, dim, heads if dim % heads == 0 else 1, members, generator)
+                       if blocks > 1 else None)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [members, N, classes] from layer-normed tokens [N, L, D]."""
-        n, length, dim = tokens.shape
         weights = torch.cat([self.scores * self.scale, self.values], dim=3)  # [G, D, H, 1 + C]
         members, _, heads, width = weights.shape
-        proj = tokens.reshape(n * length, dim) @ weights.permute(1, 0, 2, 3).reshape(dim, -1)
-        proj = proj.view(n, length, members, heads, width)
+        if self.blocks is not None:  # each member's own tokens: one product per member
+            tokens = self.blocks(tokens)
+            n, length, _ = tokens.shape[1:]
+            proj = torch.einsum("gnld,gdk->nlgk", tokens, weights.flatten(2)).reshape(n, length, members, heads, width)
+        else:  # tokens shared by every member: one [N*L, D] x [D, G*H*(1+C)] product
+            n, length, dim = tokens.shape
+            proj = tokens.reshape(n * length, dim) @ weights.permute(1, 0, 2, 3).reshape(dim, -1)
+            proj = proj.view(n, length, members, heads, width)
         if self.position is not None:
             proj = proj + self.position.transpose(0, 1)  # [L, G, H, 1 + C]
         attn = torch.softmax(proj[..., 0], dim=1)  # [N, L, G, H], over tokens
@@ -93,7 +136,7 @@ def _token_projection(train: np.ndarray, max_dim: int | None, seed: int) -> torc
 
 def _train_attentive(ztr: torch.Tensor, ytr: torch.Tensor, zva: torch.Tensor, yva: np.ndarray, classes: int,
                      heads: int, epochs: int, batch_size: int, lr: float, weight_decays: list[float],
-                     position: bool, seed: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], float, dict]:
+                     position: bool, seed: int, blocks: int = 1) -> tuple[Callable[[torch.Tensor], torch.Tensor], float, dict]:
     """(predict, validation accuracy, {"weight_decay", "epochs"}) of the best checkpoint on validation.
 
     One member per weight decay, trained side by side on the same seeded mini-batches; that is the
@@ -103,7 +146,7 @@ def _train_attentive(ztr: torch.Tensor, ytr: torch.Tensor, zva: torch.Tensor, yv
     decay, then the earlier epoch."""
     has_val = len(yva) > 0
     generator = torch.Generator().manual_seed(seed)
-    model = AttentivePooler(ztr.shape[1], ztr.shape[2], heads, classes, position, generator, len(weight_decays))
+    model = AttentivePooler(ztr.shape[1], ztr.shape[2], heads, classes, position, generator, len(weight_decays), blocks)
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     shrink = 1.0 - lr * torch.tensor(weight_decays, dtype=torch.float32)
@@ -173,7 +216,7 @@ def attentive_probe(train: Split, val: Split, test: Split, classes: int,
 
         ztr, zva, zte = prepare(xtr_n), prepare(xva_n), prepare(xte_n)
         predict, best_acc, best_sel = _train_attentive(ztr, ytr_t, zva, np.asarray(yva), classes, heads, epochs,
-                                                       batch_size, lr, grid, position, seed)
+                                                       batch_size, lr, grid, position, seed, cfg.blocks)
         with torch.no_grad():
             logits = predict(zte).numpy()
     return probe_score(logits.argmax(1), yte, best_acc if has_val else None, best_sel, logits)
