@@ -41,6 +41,7 @@ def dvc_project(tmp_path_factory):
     # the project's DVC settings: the offline plots page and the study's plot template
     for name in ("config", "plots_page.html", "plots"):
         (shutil.copytree if (REPO / ".dvc" / name).is_dir() else shutil.copy)(REPO / ".dvc" / name, root / ".dvc" / name)
+    shutil.copytree(REPO / "outputs/study/plots", root / "outputs/study/plots")  # committed: dvc.yaml's top-level plots
     return root
 
 
@@ -114,6 +115,10 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert confusion["content"]["facet"]["column"]["field"] == "rev"  # DVC's confusion template
     cells = {(r["actual"], r["predicted"]) for r in confusion["content"]["data"]["values"]}
     assert {a for a, _ in cells} == {"forward", "backward"}, cells
+    # the committed objective study: one line per objective against training TFLOP (.dvc/plots/study.json)
+    study = plots["data"]["outputs/study/plots/study.json"][0]
+    assert study["content"]["encoding"]["color"]["field"] == "objective"
+    assert {r["objective"] for r in study["content"]["data"]["values"]} >= {"pretext", "contrastive"}
     # the HTML page draws offline: vega, vega-lite and vega-embed inline, nothing fetched from a network
     page = _run([str(BIN / "dvc"), "plots", "diff", "HEAD", "-o", "rendered"], dvc_project, stdout_only=True)
     html = (dvc_project / "rendered" / "index.html").read_text()
