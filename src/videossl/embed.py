@@ -158,12 +158,14 @@ def checkpoint_file(uri: str, tracking_uri: str | None = None) -> Iterator[tuple
 def load_encoder(uri: str, tracking_uri: str | None = None) -> Encoder:
     """The encoder of a checkpoint file or a registered version; a registered version's weights must
     be the ones its registration recorded (EmbedError naming both digests otherwise)."""
-    from videossl.models.checkpoint import CheckpointError, state_digest
+    from videossl.models.checkpoint import CheckpointError, check_recorded, state_digest
     from videossl.models.checkpoint import load_encoder as load
 
     try:
         with checkpoint_file(uri, tracking_uri) as (path, registered):
             model, meta = load(path)
+            if registered is None:  # a local file: the digest its pretraining recorded beside it, where there is one
+                check_recorded(path, state_digest(model.state_dict()))
     except CheckpointError as e:
         raise EmbedError(str(e)) from None
     if registered is not None and (actual := state_digest(model.state_dict())) != registered:

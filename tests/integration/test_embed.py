@@ -72,12 +72,20 @@ def test_the_embedding_keeps_the_order_of_time(tiny_models):
     assert cosine < 0.999, cosine  # the mean over all tokens (a bag of frames) would give 1.0
 
 
-def test_input_of_another_shape_fails_in_one_line_naming_the_expected_one(tiny_models):
+def test_input_of_another_shape_fails_in_one_line_naming_the_expected_one(tiny_models, tmp_path):
     enc = load_encoder(str(tiny_models / "encoder.pt"))
     with pytest.raises(EmbedError, match=rf"takes uint8 frames \[T >= {enc.clip_frames}, {enc.size}, {enc.size}, 3\]"):
         enc.embed(np.zeros((enc.clip_frames, 2 * enc.size, 2 * enc.size, 3), np.uint8))
     with pytest.raises(EmbedError, match="neither a checkpoint file nor models:/"):
         load_encoder("no/such/encoder.pt")
+    # a checkpoint swapped beside its pretraining record (pretrain.json) is refused, naming both digests
+    import shutil
+
+    for name in ("frame_encoder.pt", "pretrain.json"):
+        shutil.copy(tiny_models / name, tmp_path / name)
+    shutil.copy(tiny_models / "frame_encoder.pt", tmp_path / "encoder.pt")  # the wrong weights under the name
+    with pytest.raises(EmbedError, match=r"encoder.pt holds weights sha256 [0-9a-f]{64}, but its pretraining recorded"):
+        load_encoder(str(tmp_path / "encoder.pt"))
 
 
 def test_a_registered_model_embeds_by_alias(tiny_data, tiny_models, tmp_path):

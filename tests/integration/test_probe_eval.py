@@ -221,6 +221,25 @@ def test_missing_baseline_checkpoint_is_a_clear_error(tiny_cfg, tiny_data, tiny_
         probe_eval(tiny_cfg, tiny_data, tmp_path, tmp_path / "out")
 
 
+def test_a_checkpoint_that_is_not_what_pretraining_recorded_is_refused(tiny_cfg, tiny_data, tiny_models, tmp_path):
+    """pretrain.json records each encoder's weights' digest: an encoder.pt swapped or edited afterwards
+    (here: another run's weights under the same name) is refused before any work, naming both digests."""
+    import shutil
+
+    import torch
+
+    from videossl.models.checkpoint import load_checkpoint, save_checkpoint, state_digest
+
+    for name in ("encoder.pt", "frame_encoder.pt", "pretrain.json"):
+        shutil.copy(tiny_models / name, tmp_path / name)
+    state = load_checkpoint(tmp_path / "encoder.pt")
+    state["encoder"] = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state["encoder"].items()}
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, tmp_path / "encoder.pt")
+    with pytest.raises(ProbeEvalError, match=rf"encoder.pt holds weights sha256 {state_digest(state['encoder'])}, "
+                                             r"but its pretraining recorded [0-9a-f]{64}"):
+        probe_eval(tiny_cfg, tiny_data, tmp_path, tmp_path / "out")
+
+
 def test_probe_eval_scores_against_the_ceiling_steps_record_and_refuses_another(tiny_root, tiny_data, tiny_models,
                                                                              tmp_path):
     """The ceiling step (dvc.yaml's stage, the KFP task beside pretraining) trains once per dataset; probe-eval

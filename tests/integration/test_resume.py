@@ -4,6 +4,7 @@ keep-last pruning, other params never resuming, s3://.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from tests.tiny import tiny_config, tracking_overrides
 from videossl import objectives
-from videossl.models.checkpoint import CheckpointError, load_checkpoint
+from videossl.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from videossl.train.loop import TrainingError, train
 
 STEPS = 6
@@ -72,6 +73,15 @@ def test_resume_is_bit_exact_and_skips_a_damaged_newest_checkpoint(params, tiny_
     assert result["weights_sha256"] == first["weights_sha256"]
     assert all(torch.equal(resumed[k], v) for k, v in weights.items())
     assert load_checkpoint(newest(ckpts))["step"] == STEPS  # the damaged file was replaced by a good one
+
+    # weights changed after they were written (a whole, loadable file): its recorded digest says so
+    edited = load_checkpoint(newest(ckpts))
+    edited["objective"] = {k: v + 1 if v.is_floating_point() else v for k, v in edited["objective"].items()}
+    save_checkpoint({k: v for k, v in edited.items() if k != "format"}, newest(ckpts))
+    result, resumed = run(cfg, tiny_data, tmp_path / "b2", ckpts)
+    assert re.search(r"step_00000006\.pt holds weights sha256 [0-9a-f]{64}, not the [0-9a-f]{64} written with them",
+                     capsys.readouterr().out)
+    assert result["resumed_from"] == 4 and result["weights_sha256"] == first["weights_sha256"]
 
     result, _ = run(cfg, tiny_data, tmp_path / "c", ckpts)  # a finished run resumes at its end: no step
     assert result["resumed_from"] == STEPS and result["weights_sha256"] == first["weights_sha256"]

@@ -14,6 +14,7 @@ need nothing but the file. The run's timings go beside it
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ from videossl.errors import StepError
 FORMAT = "videossl.checkpoint/1"
 # variant -> file name: the video model, and the frame encoder (T=1) of the bag-of-frames baseline
 CHECKPOINTS = {"video": "encoder.pt", "frames": "frame_encoder.pt"}
+RECORD = "pretrain.json"  # beside them: each variant's result (steps, loss, size, weights' digest); stages.py says why three files
 
 
 class CheckpointError(StepError):
@@ -140,6 +142,21 @@ def load_checkpoint(src: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ForeignCheckpointError(f"{src} is not a videossl checkpoint (format {FORMAT} expected)")
     return state
+
+
+def check_recorded(path: str | os.PathLike, digest: str) -> None:
+    """The encoder checkpoint at `path` holds the weights its pretraining recorded beside it (RECORD,
+    written with them): a swapped or edited file is refused, naming both digests. A checkpoint without
+    the record beside it (weights from elsewhere) has nothing to check against."""
+    path = Path(path)
+    record = path.parent / RECORD
+    variant = next((v for v, name in CHECKPOINTS.items() if name == path.name), None)
+    if variant is None or not record.is_file():
+        return
+    expected = (json.loads(record.read_text()).get(variant) or {}).get("encoder_sha256")
+    if expected and expected != digest:
+        raise CheckpointError(f"{path} holds weights sha256 {digest}, but its pretraining recorded {expected} "
+                              f"({record}): not the weights that run trained; refusing them")
 
 
 def load_encoder(src: str | os.PathLike) -> tuple[VideoViT, dict]:

@@ -16,13 +16,12 @@ from videossl import processes, stages
 from videossl.config import Config, dump_config
 from videossl.data.shards import ClipStore
 from videossl.errors import StepError
-from videossl.models.checkpoint import CHECKPOINTS, encoder_shape, load_checkpoint, timings_path
+from videossl.models.checkpoint import CHECKPOINTS, RECORD, encoder_shape, load_checkpoint, timings_path
 from videossl.storage import write_text_atomic
 from videossl.train.init_from import InitError, initial_weights
 from videossl.train.loop import TrainingError, check_world
 
 
-RECORD = "pretrain.json"  # each variant's result (steps, loss, size, weight digests); stages.py says why three files
 
 
 class PretrainError(StepError):

@@ -28,7 +28,7 @@ from videossl.errors import StepError
 from videossl.eval import benchmark, features, report, scores, suite
 from videossl.eval.motion import motion_model
 from videossl.eval.tasks import CLASSIFICATION, HELD_OUT, of_kind
-from videossl.models.checkpoint import CHECKPOINTS, load_encoder, state_digest
+from videossl.models.checkpoint import CHECKPOINTS, CheckpointError, check_recorded, load_encoder, state_digest
 from videossl.models.vit import VideoViT
 from videossl.storage import write_text_atomic
 
@@ -49,6 +49,11 @@ def feature_models(cfg: Config, model_dir: Path) -> tuple[list[features.FeatureM
     frame_encoder, _ = load_encoder(frames_path)
     # features are cached by the weights, not the file: equal weights are equal features
     video_digest, frames_digest = state_digest(video.state_dict()), state_digest(frame_encoder.state_dict())
+    try:  # the weights pretraining recorded beside them (pretrain.json), not a file swapped since
+        check_recorded(video_path, video_digest)
+        check_recorded(frames_path, frames_digest)
+    except CheckpointError as e:
+        raise ProbeEvalError(str(e)) from None
     models = [
         features.encoder_model(scores.VIDEO, video, video_digest, cells),
         features.encoder_model(scores.FRAMES, frame_encoder, frames_digest, cells, features.MEAN_FRAMES),

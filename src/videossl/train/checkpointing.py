@@ -20,6 +20,8 @@ Crash safety:
   trajectory (the result is unchanged; only `checkpoint_every` steps are redone). Failing instead
   would make every automatic restart of a cluster job fail the same way. When checkpoints exist but
   none loads, resume fails with a list of what is wrong with each (never a silent restart from 0).
+- each checkpoint records its weights' sha256 (`objective_sha256`); one whose weights no longer match
+  (changed after they were written) is skipped like a damaged one, naming both digests.
 
 Only rank 0 touches storage; what it loads is broadcast to the other ranks, so nodes need no shared
 filesystem. On a cluster, point `pretrain.checkpoint_dir` at s3:// or a persistent volume: after a
@@ -41,11 +43,12 @@ import torch
 from videossl import storage
 from videossl.stages import STAGES
 from videossl.config import Config
-from videossl.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from videossl.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
 from videossl.train import distributed
 from videossl.train.distributed import DistEnv
 
 KIND = "train"  # training checkpoints, as opposed to the exported encoder.pt / frame_encoder.pt
+WEIGHTS_DIGEST = "objective_sha256"  # the checkpoint's weights' digest, recorded beside them
 NAME = re.compile(r"step_(\d{8})\.pt$")
 # pretrain knobs that change how a run executes, not what it computes: not part of the run's identity.
 # A knob missing here only makes a changed value start a new run (safe); never list one that changes
@@ -157,8 +160,9 @@ class Checkpointer:
         rngs = distributed.all_gather(rng_state())
         if not self.env.is_main:
             return None
+        # the weights' digest, written with them: a resume refuses weights changed after they were written
         dest = save_checkpoint({"kind": KIND, "run": self.run, "step": step, "rng": rngs, "world": self.env.world,
-                                **state}, self.path(step))
+                                **state, WEIGHTS_DIGEST: state_digest(state["objective"])}, self.path(step))
         # prune only after the new file is complete; checkpoints past `step` (left by a run that got
         # further before a restart from an older checkpoint) are not ours to judge: leave them
         done = [s for s in self.steps() if s <= step]
@@ -188,6 +192,11 @@ class Checkpointer:
                 continue
             if state.get("kind") != KIND or state.get("run") != self.run or state.get("step") != step:
                 problems.append(f"{path} is not the training checkpoint of run {self.run} at step {step}")
+                print(f"warning: skipping checkpoint {path}: {problems[-1]}", flush=True)
+                continue
+            recorded, actual = state.get(WEIGHTS_DIGEST), state_digest(state["objective"])
+            if recorded != actual:
+                problems.append(f"{path} holds weights sha256 {actual}, not the {recorded} written with them")
                 print(f"warning: skipping checkpoint {path}: {problems[-1]}", flush=True)
                 continue
             return state, None
