@@ -8,8 +8,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.setup-$(LOCK_HASH)
 TEST_STAMP := $(VENV)/.setup-test-$(shell cat requirements-test.lock | sha256sum | cut -c1-12)
-# Debian packages the tests start for real on loopback (Prometheus server + pushgateway).
-TEST_DEBS := prometheus prometheus-pushgateway
+# Debian packages the tests start for real on loopback (Prometheus server + pushgateway, an image registry).
+TEST_DEBS := prometheus prometheus-pushgateway docker-registry
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="pretraining seeds, comma separated (default: the params' seed); "
                    "the benchmark keeps the params' seed")
 
+    p = sub.add_parser("pin-images", help="pin cluster.image and cluster.trainer_image (and kustomize overlays' "
+                       "images) by the digest their tags name now, asked of their registries: the pipeline, the "
+                       "training jobs and the manifests then run those bytes")
+    p.add_argument("--params", default="params.yaml", help="params file rewritten in place (default: params.yaml)")
+    p.add_argument("--overlay", action="append", default=[], metavar="DIR",
+                   help="a kustomize overlay whose images: to pin too (repeatable), e.g. k8s/overlays/prod")
+
     p = sub.add_parser("embed", help="one time-ordered embedding per clip of each video, from a registered "
                        "model or a checkpoint: <out>.npy + <out>.json")
     which = p.add_mutually_exclusive_group(required=True)
@@ -214,6 +221,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from videossl.embed import load_encoder
 
         return _embed(args, load_encoder(args.model, args.tracking_uri))
+    if cmd == "pin-images":  # rewrites the params file: read after, to check what it wrote
+        from videossl.cluster.images import pin_overlay, pin_params
+
+        pinned = {f"cluster.{k}": v for k, v in pin_params(args.params).items()}
+        for folder in args.overlay:
+            pinned.update({f"{folder}: {k}": v for k, v in pin_overlay(folder).items()})
+        load_config(args.params, [])
+        print("\n".join(f"pinned {k} -> {v}" for k, v in pinned.items()))
+        return 0
     if cmd == "completion":  # generated from the parser itself: it cannot drift from the options
         import shtab
 

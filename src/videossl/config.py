@@ -594,6 +594,7 @@ class ClusterSecrets(Section):
 
 class ClusterConfig(Section):
     """Read only on Kubernetes (`videossl pipeline submit`, the KFP DAG, the job launcher)."""
+    require_digests: bool = False  # declared first: the image checks below read it
     image: str = Field("ghcr.io/videossl/pipeline:0.1.0", min_length=1)
     trainer_image: str = Field("ghcr.io/videossl/trainer:0.1.0-cuda12.8", min_length=1)
     namespace: str = Field("videossl", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -621,6 +622,16 @@ class ClusterConfig(Section):
         "the KFP client's own credentials (KF_PIPELINES_SA_TOKEN_PATH, or kfp's credentials file)")(v)))
     _s3 = field_validator("root", "data_remote")(lambda v: s3_uri(no_credentials(S3_CREDENTIALS)(v)))
     _repo = field_validator("data_repo")(lambda v: no_credentials("a git credential helper or a deploy key")(v))
+
+    @field_validator("image", "trainer_image")
+    @classmethod
+    def _pinned(cls, ref: str, info: ValidationInfo) -> str:
+        from videossl.cluster.images import is_pinned
+
+        if info.data.get("require_digests") and not is_pinned(ref):
+            raise ValueError(f"{ref!r} is a tag, and cluster.require_digests is on: pin it by digest "
+                             "(`videossl pin-images` writes repo:tag@sha256:... here)")
+        return ref
 
 
 NOT_GIVEN = "_videossl_not_given"  # marks a section a step was not handed (videossl.step_params)
