@@ -207,6 +207,7 @@ class IngestConfig(Section):
     splits: dict[Literal["train", "val", "test"], float] = Field(
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     shard_frames: int = Field(4096, ge=1)
+    shard_format: str = "npy"  # one of data/shards.SHARD_FORMATS
     chunk_videos: int = Field(4096, ge=1)
     max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
     workers: int = Field(2, ge=0, le=64)
@@ -220,6 +221,15 @@ class IngestConfig(Section):
     max_frames: int = Field(500_000, ge=1)
     _endpoint = field_validator("s3_endpoint_url")(lambda v: http_url(no_credentials(S3_CREDENTIALS)(v)))
     _pushgateway = field_validator("pushgateway")(lambda v: host_port(v))
+
+    @field_validator("shard_format")
+    @classmethod
+    def _shard_format(cls, fmt: str) -> str:
+        from videossl.data.shards import SHARD_FORMATS
+
+        if fmt not in SHARD_FORMATS:
+            raise ValueError(f"{fmt!r} is not one of {', '.join(SHARD_FORMATS)}")
+        return fmt
     _secrets = field_validator("sources")(lambda v: no_credentials(S3_CREDENTIALS)(v))
 
     @field_validator("sources")

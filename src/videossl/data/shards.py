@@ -1,6 +1,9 @@
-"""Clip shards: uint8 frames in .npy shard files plus a manifest with one row per clip.
+"""Clip shards: uint8 frames in shard files plus a manifest with one row per clip.
 
-A shard holds whole videos (resampled, resized, cropped), one after another, as [F, H, W, 3] uint8.
+A shard holds whole videos (resampled, resized, cropped), one after another, as [F, H, W, 3] uint8:
+one .npy array (`ingest.shard_format: npy`), or a tar of WebDataset-style samples, one per video
+(`tar`: `<key>.npy` its frames, `<key>.json` its source, kind, split, group and labels), which `tar`,
+`webdataset` and any tar reader open as they are; both are memory-mapped the same way for reading.
 A manifest row points at a clip: the video's frame offset in its shard plus the clip's start. Storing
 videos rather than cut clips keeps overlapping clips from being stored twice and lets readers take
 the same window at another playback speed (every 2nd/4th frame) or a later clip of the same video.
@@ -8,9 +11,12 @@ The dataset's identity is the digest of its manifest, which includes each clip's
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
+import io
 import json
 import os
+import tarfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,30 +75,37 @@ def manifest_digest(rows: list[dict]) -> str:
 CHUNK_SHARDS = 100_000
 
 
+SHARD_FORMATS = ("npy", "tar")  # ingest.shard_format: one array per shard, or WebDataset-style samples in a tar
+
+
 class ShardWriter:
     """Appends whole videos to shard files of about `shard_frames` frames, written atomically;
-    `chunk`: the ingest chunk these videos are (its shards' numbers start at chunk * CHUNK_SHARDS)."""
+    `chunk`: the ingest chunk these videos are (its shards' numbers start at chunk * CHUNK_SHARDS);
+    `fmt`: one of SHARD_FORMATS. A video's place is its frame offset in the shard either way."""
 
-    def __init__(self, out_dir: Path, shard_frames: int, chunk: int = 0):
+    def __init__(self, out_dir: Path, shard_frames: int, chunk: int = 0, fmt: str = "npy"):
+        if fmt not in SHARD_FORMATS:
+            raise ValueError(f"shard format {fmt!r} is not one of {SHARD_FORMATS}")
         self.dir = Path(out_dir) / SHARDS
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.shard_frames = shard_frames
-        self.pending: list[np.ndarray] = []
+        self.shard_frames, self.fmt = shard_frames, fmt
+        self.pending: list[tuple[np.ndarray, dict]] = []
         self.pending_frames = 0
         self.index = self.first = chunk * CHUNK_SHARDS
 
     @property
     def current_name(self) -> str:
-        return f"shard_{self.index:05d}.npy"
+        return f"shard_{self.index:05d}.{self.fmt}"
 
-    def add(self, frames: np.ndarray) -> tuple[str, int]:
-        """Queue a video; returns (shard file name, frame offset of the video in it)."""
+    def add(self, frames: np.ndarray, sample: dict | None = None) -> tuple[str, int]:
+        """Queue a video (`sample`: what a tar shard's `<key>.json` says of it); returns (shard file
+        name, frame offset of the video in it)."""
         if self.pending and self.pending_frames + len(frames) > self.shard_frames:
             self.flush()
         if self.index - self.first >= CHUNK_SHARDS:
             raise ValueError(f"an ingest chunk needs more than {CHUNK_SHARDS} shards: lower ingest.chunk_videos")
         loc = (self.current_name, self.pending_frames)
-        self.pending.append(frames)
+        self.pending.append((frames, sample or {}))
         self.pending_frames += len(frames)
         return loc
 
@@ -100,10 +113,57 @@ class ShardWriter:
         if not self.pending:
             return
         with atomic_path(self.dir / self.current_name) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.concatenate(self.pending))
+            if self.fmt == "npy":
+                with open(tmp, "wb") as f:
+                    np.save(f, np.concatenate([frames for frames, _ in self.pending]))
+            else:
+                _write_tar(tmp, self.pending)
         self.index += 1
         self.pending, self.pending_frames = [], 0
+
+
+def _write_tar(path: Path, samples: list[tuple[np.ndarray, dict]]) -> None:
+    """A tar of WebDataset samples: per video `<key>.npy` (its frames) then `<key>.json`, keys in order."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for k, (frames, sample) in enumerate(samples):
+            array = io.BytesIO()
+            np.save(array, frames)
+            for suffix, data in (("npy", array.getvalue()), ("json", json.dumps(sample, sort_keys=True).encode())):
+                info = tarfile.TarInfo(f"{k:06d}.{suffix}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644  # no clock in the bytes: reruns are identical
+                tar.addfile(info, io.BytesIO(data))
+
+
+class TarFrames:
+    """A tar shard's videos as one frame axis, like a .npy shard's: the file is memory-mapped once and
+    each `<key>.npy` member is a view into it (one mapping per shard, not per video)."""
+
+    def __init__(self, path: str | os.PathLike):
+        whole = np.memmap(path, dtype=np.uint8, mode="r")
+        self.starts, self.parts, start = [], [], 0
+        with tarfile.open(path) as tar, open(path, "rb") as f:
+            for member in (m for m in tar if m.name.endswith(".npy")):
+                f.seek(member.offset_data)
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)(f)
+                data = f.tell()
+                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                self.starts.append(start)
+                self.parts.append(whole[data:data + nbytes].view(dtype).reshape(shape))
+                start += shape[0]
+        self.shape = (start, *(self.parts[0].shape[1:] if self.parts else ()))
+
+    def __getitem__(self, window: slice) -> np.ndarray:
+        """Frames start:stop:step of one video (a window never crosses videos)."""
+        i = bisect.bisect_right(self.starts, window.start) - 1
+        base = self.starts[i]
+        return self.parts[i][window.start - base:window.stop - base:window.step]
+
+
+def open_shard(path: str | os.PathLike) -> "np.ndarray | TarFrames":
+    """A shard's frames, memory-mapped: [F, H, W, 3] of a .npy shard, or a tar shard's TarFrames."""
+    return TarFrames(path) if str(path).endswith(".tar") else np.load(path, mmap_mode="r")
 
 
 def write_manifest(out_dir: Path, rows: list[dict]) -> str:
@@ -183,7 +243,7 @@ class ClipStore:
             return
         for name, frames in sorted(need.items()):
             try:  # the header only: nothing is kept mapped (a pickled store would carry every mapped shard)
-                have = np.load(self.dir / SHARDS / name, mmap_mode="r").shape[0]
+                have = open_shard(self.dir / SHARDS / name).shape[0]
             except (OSError, ValueError) as e:
                 raise DatasetError(f"{self.dir / MANIFEST} names shard {name}, which cannot be read "
                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): run the ingest step "
@@ -207,7 +267,7 @@ class ClipStore:
                 resident = self._remote.resident()
                 for evicted in [k for k in self._maps if k not in resident]:
                     del self._maps[evicted]  # its file left the cache: let the map go, and the disk with it
-            arr = self._maps[name] = np.load(path, mmap_mode="r")
+            arr = self._maps[name] = open_shard(path)
         return arr
 
     @property

@@ -261,7 +261,7 @@ def _partition(cfg: Config, target: Path, index: int, count: int, work: Path, st
             if writer is None or writer.first != chunk_of[video.source_id] * shards.CHUNK_SHARDS:
                 if writer is not None:
                     writer.flush()  # a chunk's last shard: the next chunk's shards are numbered from its own start
-                writer = shards.ShardWriter(target, icfg.shard_frames, chunk_of[video.source_id])
+                writer = shards.ShardWriter(target, icfg.shard_frames, chunk_of[video.source_id], icfg.shard_format)
             if reason is not None:
                 if "NoSuchBucket" in reason:  # the bucket went away mid-run: every later video would fail too
                     raise IngestError(f"{video.uri}: the bucket no longer exists (deleted mid-run?); the previous "
@@ -277,7 +277,9 @@ def _partition(cfg: Config, target: Path, index: int, count: int, work: Path, st
                 _quarantine(quarantine, video.uri, f"bad label sidecar: {e}")
                 quarantine[-1]["order"] = order[video.source_id]
                 continue
-            rows += _rows(video, frames, split, *writer.add(frames), icfg)
+            sample = {"source_id": video.source_id, "kind": video.kind, "split": split, "group": video.group,
+                      "labels": video.labels, "fps": icfg.fps}  # a tar shard's <key>.json
+            rows += _rows(video, frames, split, *writer.add(frames, sample), icfg)
             n_videos += 1
             n_frames += len(frames)
             seconds += len(frames) / icfg.fps
@@ -354,7 +356,7 @@ def _merge(cfg: Config, parts: Path, out: Path, stage: Path) -> dict:
     quarantine: list[dict] = []
     for i in range(count):
         part = partition_dir(parts, i, count)
-        for f in sorted((part / shards.SHARDS).glob("*.npy")) if (part / shards.SHARDS).is_dir() else []:
+        for f in sorted(f for fmt in shards.SHARD_FORMATS for f in (part / shards.SHARDS).glob(f"*.{fmt}")):
             _link_or_copy(f, stage / shards.SHARDS / f.name)
         rows += [json.loads(line) for line in (part / ROWS).read_text().splitlines() if line.strip()]
         for q in json.loads((part / QUARANTINE).read_text()):
