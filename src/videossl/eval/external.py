@@ -83,7 +83,7 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _views(spec: str, out) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int] | None]:
+def _views(spec: str, out) -> tuple[torch.Tensor, tuple[int, int, int] | None]:
     """The module's output as (tokens [B, t*h*w, D], grid) or, for a [B, F] output, (vectors, None)."""
     if isinstance(out, (tuple, list)):
         out = out[0]

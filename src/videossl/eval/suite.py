@@ -222,8 +222,8 @@ def _job(job: tuple):
 def classify_all(tasks: list[Task], feats: dict[str, ClipFeatures], index: dict[ClipKey, int],
                  cfg: ProbeEvalConfig, seed: int, workers: int, real: RealArrowInputs | None = None,
                  subject: str = VIDEO) -> tuple[dict[str, tuple[Outcomes, Null]], dict]:
-    """`classify` and `null_of` (on the subject's features) of every task, one job per (task, model), and with `real` the real-footage
-    probes (`real_arrow_scores`), in `workers` processes. Each probe runs on one thread
+    """`classify` and `null_of` (on the subject's features) of every task, one job per (task, model),
+    and with `real` the real-footage probes (`real_arrow_scores`), in `workers` processes. Each probe runs on one thread
     (probes.single_thread), so processes are what uses the other cores; the results are the same as in
     one process (every probe is seeded). The workers are spawned, not forked (a fork of a process whose
     OpenMP pool has run hangs in the child), and read the features memory-mapped from .npy files
