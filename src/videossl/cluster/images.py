@@ -52,7 +52,8 @@ def split(ref: str) -> tuple[str, str, str]:
 
 
 def _scheme(host: str) -> str:
-    return "http" if host.split(":")[0] in LOOPBACK or host.startswith("[::1]") else "https"
+    """Plain HTTP to a loopback registry (with or without a port), TLS to every other."""
+    return "http" if any(host == h or host.startswith(h + ":") for h in LOOPBACK) else "https"
 
 
 def _anonymous_token(challenge: str) -> str:

@@ -112,10 +112,12 @@ def external_model(name: str, spec: str, encoder: torch.nn.Module, cells: int) -
     return FeatureModel(name, identity, featurize)
 
 
-def frame_model(name: str, spec: str, encoder: torch.nn.Module, frames: int, cells: int, how: str) -> FeatureModel:
+def frame_model(name: str, spec: str, encoder: torch.nn.Module, frames: int, cells: int, how: str,
+                digest: str | None = None) -> FeatureModel:
     """The encoder on each frame alone: the frame repeated `frames` times (a still clip, what it takes),
     its tokens averaged over time; a clip is then the mean of its frames' features (MEAN_FRAMES, the
-    bag of frames: order-free by construction) or their concatenation in order (ORDERED_FRAMES)."""
+    bag of frames: order-free by construction) or their concatenation in order (ORDERED_FRAMES).
+    `digest`: the encoder's weights_digest, when the caller has it (hashing a large model takes seconds)."""
     def featurize(single: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         still = single.expand(-1, frames, -1, -1, -1)  # [B, 1, H, W, 3] -> [B, T, H, W, 3], no copy
         tokens, grid = _views(spec, encoder(to_model_input(still)))
@@ -125,7 +127,7 @@ def frame_model(name: str, spec: str, encoder: torch.nn.Module, frames: int, cel
         space = tokens.view(b, grid[0], -1, d).mean(1)  # [B, h*w, D]: one time slice, the still frame's
         return space.mean(1), grid_pool(space, (1, *grid[1:]), cells)
 
-    table = f"external-frames|{spec}|{weights_digest(encoder)}|frames={frames}|cells={cells}"
+    table = f"external-frames|{spec}|{digest or weights_digest(encoder)}|frames={frames}|cells={cells}"
     return FeatureModel(name, f"{table}|{how}|v{FEATURE_VERSION}", featurize, per_frame=how, frame_table=table)
 
 
@@ -153,8 +155,9 @@ def subject_baselines(spec: str, encoder: torch.nn.Module, frames: int, cells: i
     frames, its ordered frames and its architecture at random initialisation (one model per seed, named
     `<names[2]>_<i>`)."""
     bag, ordered, random_init = names
-    return ([frame_model(bag, spec, encoder, frames, cells, MEAN_FRAMES),
-             frame_model(ordered, spec, encoder, frames, cells, ORDERED_FRAMES)]
+    digest = weights_digest(encoder)  # once for both readings of its frames
+    return ([frame_model(bag, spec, encoder, frames, cells, MEAN_FRAMES, digest),
+             frame_model(ordered, spec, encoder, frames, cells, ORDERED_FRAMES, digest)]
             + [external_model(f"{random_init}_{i}", spec, reinitialised(encoder, seed), cells)
                for i, seed in enumerate(seeds)])
 

@@ -68,12 +68,17 @@ def splits_of(task: Task, index: dict[ClipKey, int]) -> dict[str, Rows]:
 def unit_scores(task: Task, split: str, item_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(scores [units, classes], labels [units]) of a task scored by class: its items (ACCURACY), or its
     videos, each the mean of its views' scores (VIEWS)."""
-    scores, labels = np.asarray(item_scores, np.float64), task.labels(split)
-    if task.spec.scoring != VIEWS:
-        return scores, labels
-    groups = task.views(split)
-    return (np.stack([scores[rows].mean(0) for _, rows in groups]) if groups else scores[:0],
-            np.array([labels[rows[0]] for _, rows in groups], dtype=np.int64))
+    scores = np.asarray(item_scores, np.float64)
+    if task.spec.scoring == VIEWS:
+        groups = task.views(split)
+        scores = np.stack([scores[rows].mean(0) for _, rows in groups]) if groups else scores[:0]
+    return scores, unit_labels(task, split)
+
+
+def unit_labels(task: Task, split: str = "test") -> np.ndarray:
+    """Each unit's label: an item's (ACCURACY), or a video's, the label its views share (VIEWS)."""
+    labels = task.labels(split)
+    return labels if task.spec.scoring != VIEWS else np.array([labels[rows[0]] for _, rows in task.views(split)], np.int64)
 
 
 def top_k(task: Task, split: str, item_scores: np.ndarray, k: int = TOP_K) -> np.ndarray:
@@ -181,8 +186,7 @@ def _probe_model(task: Task, name: str, f: ClipFeatures, sp: dict[str, Rows], cf
 def _outcomes(task: Task, per_model: list[tuple[str, tuple]]) -> Outcomes:
     """Assemble one task's Outcomes from its models' `_probe_model` results (random-init seeds averaged)."""
     determ = np.array([i.determinability for i in task.items["test"]])
-    labels = unit_scores(task, "test", np.zeros((len(task.items["test"]), 1)))[1]
-    out = Outcomes(task.name, task.classes, unit_videos(task), labels if task.spec.scoring in PER_CLASS_SCORING else None,
+    out = Outcomes(task.name, task.classes, unit_videos(task), unit_labels(task) if task.spec.scoring in PER_CLASS_SCORING else None,
                    determinability=determ if task.spec.scoring == ACCURACY and np.isfinite(determ).any() else None)
     correct: dict[str, np.ndarray] = {}
     for name, (c, predictions, selected, chosen) in per_model:

@@ -97,7 +97,7 @@ def sinusoid_table(tokens: int, dim: int) -> torch.Tensor:
     return torch.from_numpy(angles).float()[None]
 
 
-def videossl_state(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+def videossl_state(state: dict[str, torch.Tensor], layout: str, depth: int) -> dict[str, torch.Tensor]:
     """Their encoder's weights under VideoViT's names (no position table: a buffer of its own)."""
     out = {}
     for key, value in state.items():
@@ -111,7 +111,7 @@ def videossl_state(state: dict[str, torch.Tensor], layout: str) -> dict[str, tor
             continue
         out[key] = value
     if layout == VIDEOMAE:
-        for i in range(1 + max(int(m.group(1)) for k in state if (m := _BLOCK.match(k)))):
+        for i in range(depth):
             q, v = state[f"blocks.{i}.attn.q_bias"], state[f"blocks.{i}.attn.v_bias"]
             out[f"blocks.{i}.attn.qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
     return out
@@ -125,7 +125,7 @@ def load_published(path: str | os.PathLike, frames: int, size: int, heads: int |
     shape = shape_of(state, frames, size, heads)
     model = VideoViT(shape)
     try:
-        model.load_state_dict(videossl_state(state, layout))
+        model.load_state_dict(videossl_state(state, layout, shape.depth))
     except RuntimeError as e:
         raise PublishedCheckpointError(f"{path}: its {layout} weights do not fit {shape}: {str(e).splitlines()[0]}") from None
     table = state.get("pos_embed") if layout == VJEPA else sinusoid_table(shape.num_tokens, shape.dim)
