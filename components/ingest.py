@@ -89,19 +89,12 @@ def ingest_merge(params: str, root: str, image: str, parts: list, data: Output[D
     Returns:
         data: The dataset, as the one-task ingest returns it.
     """
-    import tempfile
-    from pathlib import Path
-
     from videossl.artifact_locations import publish
     from videossl.data.versioning import output_uri
     from videossl.step_params import parse_step_params
-    from videossl.steps.ingest import merge
-    from videossl.storage import staged
+    from videossl.steps.ingest import merge_published
 
     cfg = parse_step_params(params, "ingest")
     out_uri = output_uri(root, "ingest", params, image, "")  # the one-task ingest's address: the same dataset
-    with staged(list(parts), out_uri) as (local, out), tempfile.TemporaryDirectory(prefix="videossl-parts-") as tmp:
-        for uri, folder in zip(parts, local):  # each partition under its own name, as merge finds them
-            (Path(tmp) / uri.rstrip("/").rsplit("/", 1)[-1]).symlink_to(folder, target_is_directory=True)
-        stats = merge(cfg, tmp, out)
+    stats = merge_published(cfg, list(parts), out_uri)
     publish(data, out_uri, digest=str(stats.get("digest", "")), videos=stats.get("videos"), clips=stats.get("clips"))

@@ -196,6 +196,13 @@ class SyntheticConfig(Section):
     workers: int = Field(2, ge=0, le=64)
 
 
+class H264Config(Section):
+    """How `ingest.shard_format: h264` encodes each video (libx264, yuv420p, data/encode.h264_bytes)."""
+
+    crf: int = Field(18, ge=0, le=51)  # x264's quality scale: 0 lossless, 18 visually lossless, 23 its default
+    gop: int = Field(16, ge=1, le=250)  # frames between keyframes: a window decodes from the keyframe before it
+
+
 class IngestConfig(Section):
     sources: list[str] = Field(default_factory=lambda: ["synthetic", "samples"], min_length=1)
     s3_endpoint_url: str | None = None
@@ -208,6 +215,7 @@ class IngestConfig(Section):
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     shard_frames: int = Field(4096, ge=1)
     shard_format: str = "npy"  # one of data/shards.SHARD_FORMATS
+    h264: H264Config = H264Config()
     chunk_videos: int = Field(4096, ge=1)
     max_quarantined_fraction: float = Field(0.5, ge=0, le=1)
     workers: int = Field(2, ge=0, le=64)
@@ -248,6 +256,12 @@ class IngestConfig(Section):
         return sources
 
     _splits = field_validator("splits")(lambda s: split_fractions(s))
+
+    @model_validator(mode="after")
+    def _h264_even_size(self) -> "IngestConfig":
+        if self.shard_format == "h264" and self.size % 2:  # yuv420p halves chroma: libx264 refuses odd sizes
+            raise ValueError(f"ingest.size ({self.size}) must be even for ingest.shard_format h264")
+        return self
 
 
 class ModelConfig(Section):

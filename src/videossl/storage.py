@@ -307,12 +307,14 @@ def verify_objects(uri: str, files: dict[str, dict], endpoint_url: str | None = 
                                f"{'' if md5 is None else f', md5 {md5} vs ' + entry['md5']}): {COMPLETE} not written")
 
 
-def upload_dir(local: Path, uri: str, endpoint_url: str | None = None) -> str:
+def upload_dir(local: Path, uri: str, endpoint_url: str | None = None, referenced: dict[str, dict] | None = None) -> str:
     """Publish a local folder at an s3 prefix: the old manifest is deleted first (so nobody pairs it
-    with a half-replaced folder), then every file is uploaded, then the new manifest, last."""
+    with a half-replaced folder), then every file is uploaded, then the new manifest, last.
+    `referenced`: more files of the folder, already published elsewhere ({rel: {"md5", "size", "uri"}}):
+    listed, checked present, not copied."""
     local = Path(local)
     remove(join(uri, COMPLETE), endpoint_url)
-    files = {}
+    files = dict(referenced or {})
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         rel = path.relative_to(local).as_posix()
         files[rel] = {"md5": file_md5(path), "size": path.stat().st_size}
@@ -322,12 +324,14 @@ def upload_dir(local: Path, uri: str, endpoint_url: str | None = None) -> str:
     return uri
 
 
-def download_dir(uri: str, dest: Path, endpoint_url: str | None = None) -> Path:
+def download_dir(uri: str, dest: Path, endpoint_url: str | None = None, skip: str | None = None) -> Path:
     """Materialise a folder published by `upload_dir` (or `versioning.resolve_data`) under `dest`,
-    every file checked against its manifest md5. Raises StorageError when the folder is incomplete
-    or a file does not match (and leaves no unchecked file under `dest`)."""
+    every file checked against its manifest md5 (but those under the folder `skip`). Raises StorageError
+    when the folder is incomplete or a file does not match (and leaves no unchecked file under `dest`)."""
     dest = Path(dest)
     for rel, entry in sorted(read_complete(uri, endpoint_url).items()):
+        if skip is not None and rel.startswith(f"{skip}/"):
+            continue
         src, target = entry.get("uri") or join(uri, rel), dest / rel
         if target.is_file() and file_md5(target) == entry["md5"]:
             continue  # already here (a retried task): nothing to fetch

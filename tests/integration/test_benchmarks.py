@@ -1,6 +1,7 @@
 """The benchmarks run (a step or two, tiny model): they print their tables. No timing is asserted."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -49,6 +50,8 @@ def test_bench_ingest_runs(tmp_path):
 def test_bench_stream_runs(tmp_path):
     sets = [a for o in TINY_MODEL for a in ("-S", o)]
     out = run("bench_stream.py", *sets, "--videos", "8", "--shard-frames", "128", "--steps", "2", "--train-steps", "1",
-              "--json", str(tmp_path / "s.json"))
-    assert "seconds to the first batch" in out and "streamed loader / training" in out and "cache on disk" in out
-    assert (tmp_path / "s.json").is_file()
+              "--run-steps", "2", "--json", str(tmp_path / "s.json"))
+    assert "first batch: copied s" in out and "cache MiB" in out
+    for fmt in ("npy", "h264"):  # decoded and compressed shards, each also read by a real streamed run
+        assert f"{fmt}: streamed loader / training" in out and f"{fmt}: a real run on streamed shards, 2 steps" in out
+    assert [r["format"] for r in json.loads((tmp_path / "s.json").read_text())["formats"]] == ["npy", "h264"]

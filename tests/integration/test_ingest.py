@@ -502,11 +502,11 @@ def test_a_failed_ingest_leaves_the_previous_dataset_whole(failure, tmp_path, mo
     calls = {"n": 0}
     real_add = shards.ShardWriter.add
 
-    def failing_add(self, frames, sample=None):  # the disk fills up (or the user presses Ctrl-C) after one video
+    def failing_add(self, *args, **kwargs):  # the disk fills up (or the user presses Ctrl-C) after one video
         calls["n"] += 1
         if calls["n"] > 1:
             raise failure
-        return real_add(self, frames, sample)
+        return real_add(self, *args, **kwargs)
 
     monkeypatch.setattr(shards.ShardWriter, "add", failing_add)
     with pytest.raises(type(failure)):

@@ -74,6 +74,10 @@ def test_run_local_runs_the_whole_dag_through_s3_and_registers_the_model(tmp_pat
         address = uri.removeprefix(f"{root}/{STAGES[step].out}/")
         assert len(address) == 16 and int(address, 16) >= 0, uri
         assert storage.read_complete(uri)
+    # the merge moved no shard: the dataset lists the partitions' shard objects where they are
+    listed = {rel: e for rel, e in storage.read_complete(loc["ingest"]).items() if rel.startswith("shards/")}
+    assert listed and all("/part-" in e["uri"] and not e["uri"].startswith(loc["ingest"]) for e in listed.values()), listed
+    assert not storage.list_s3(f"{loc['ingest']}/shards/")
     assert not any(staging.iterdir())  # every staging folder was removed
     # data stayed in S3; the one local copy is the registry's own (MLflow's artifact store, tracking.artifacts)
     local = [p for p in (*tmp_path.rglob("*.npy"), *tmp_path.rglob("encoder.pt")) if tmp_path / "mlartifacts" not in p.parents]

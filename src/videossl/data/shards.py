@@ -4,6 +4,9 @@ A shard holds whole videos (resampled, resized, cropped), one after another, as 
 one .npy array (`ingest.shard_format: npy`), or a tar of WebDataset-style samples, one per video
 (`tar`: `<key>.npy` its frames, `<key>.json` its source, kind, split, group and labels), which `tar`,
 `webdataset` and any tar reader open as they are; both are memory-mapped the same way for reading.
+`h264` keeps each video compressed in such a tar (`<key>.mp4`: H.264 at the dataset's size and fps,
+a keyframe every `ingest.h264.gop` frames), decoded where it is read (the loader's workers): about a
+hundredth of the bytes at real resolution, for a decode per window.
 A manifest row points at a clip: the video's frame offset in its shard plus the clip's start. Storing
 videos rather than cut clips keeps overlapping clips from being stored twice and lets readers take
 the same window at another playback speed (every 2nd/4th frame) or a later clip of the same video.
@@ -75,13 +78,17 @@ def manifest_digest(rows: list[dict]) -> str:
 CHUNK_SHARDS = 100_000
 
 
-SHARD_FORMATS = ("npy", "tar")  # ingest.shard_format: one array per shard, or WebDataset-style samples in a tar
+# ingest.shard_format -> its files' suffix: one array per shard; WebDataset-style samples in a tar, each
+# video's frames as .npy or compressed as .mp4 (H.264)
+SHARD_SUFFIX = {"npy": ".npy", "tar": ".tar", "h264": ".h264.tar"}
+SHARD_FORMATS = tuple(SHARD_SUFFIX)
 
 
 class ShardWriter:
     """Appends whole videos to shard files of about `shard_frames` frames, written atomically;
     `chunk`: the ingest chunk these videos are (its shards' numbers start at chunk * CHUNK_SHARDS);
-    `fmt`: one of SHARD_FORMATS. A video's place is its frame offset in the shard either way."""
+    `fmt`: one of SHARD_FORMATS. A video's place is its frame offset in the shard in every format.
+    An h264 shard's videos come encoded (`payload`, made where they were decoded: data/encode.h264_bytes)."""
 
     def __init__(self, out_dir: Path, shard_frames: int, chunk: int = 0, fmt: str = "npy"):
         if fmt not in SHARD_FORMATS:
@@ -95,17 +102,22 @@ class ShardWriter:
 
     @property
     def current_name(self) -> str:
-        return f"shard_{self.index:05d}.{self.fmt}"
+        return f"shard_{self.index:05d}{SHARD_SUFFIX[self.fmt]}"
 
-    def add(self, frames: np.ndarray, sample: dict | None = None) -> tuple[str, int]:
-        """Queue a video (`sample`: what a tar shard's `<key>.json` says of it); returns (shard file
-        name, frame offset of the video in it)."""
+    def add(self, frames: np.ndarray, sample: dict | None = None, payload: bytes | None = None) -> tuple[str, int]:
+        """Queue a video (`sample`: what a tar shard's `<key>.json` says of it; `payload`: the video as
+        an mp4, for an h264 shard); returns (shard file name, frame offset of the video in it)."""
+        if (payload is None) == (self.fmt == "h264"):
+            raise ValueError(f"a {self.fmt} shard {'needs' if payload is None else 'takes no'} encoded video")
         if self.pending and self.pending_frames + len(frames) > self.shard_frames:
             self.flush()
         if self.index - self.first >= CHUNK_SHARDS:
             raise ValueError(f"an ingest chunk needs more than {CHUNK_SHARDS} shards: lower ingest.chunk_videos")
         loc = (self.current_name, self.pending_frames)
-        self.pending.append((frames, sample or {}))
+        sample = dict(sample or {})
+        if payload is not None:  # the frame count, which the mp4 would give only by parsing it
+            sample["frames"] = len(frames)
+        self.pending.append((frames if payload is None else payload, sample))
         self.pending_frames += len(frames)
         return loc
 
@@ -122,13 +134,18 @@ class ShardWriter:
         self.pending, self.pending_frames = [], 0
 
 
-def _write_tar(path: Path, samples: list[tuple[np.ndarray, dict]]) -> None:
-    """A tar of WebDataset samples: per video `<key>.npy` (its frames) then `<key>.json`, keys in order."""
+def _write_tar(path: Path, samples: list[tuple[np.ndarray | bytes, dict]]) -> None:
+    """A tar of WebDataset samples: per video `<key>.npy` (its frames) or `<key>.mp4` (its encoded
+    bytes), then `<key>.json`, keys in order."""
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for k, (frames, sample) in enumerate(samples):
-            array = io.BytesIO()
-            np.save(array, frames)
-            for suffix, data in (("npy", array.getvalue()), ("json", json.dumps(sample, sort_keys=True).encode())):
+        for k, (video, sample) in enumerate(samples):
+            if isinstance(video, bytes):
+                body, ext = video, "mp4"
+            else:
+                array = io.BytesIO()
+                np.save(array, video)
+                body, ext = array.getvalue(), "npy"
+            for suffix, data in ((ext, body), ("json", json.dumps(sample, sort_keys=True).encode())):
                 info = tarfile.TarInfo(f"{k:06d}.{suffix}")
                 info.size, info.mtime, info.mode = len(data), 0, 0o644  # no clock in the bytes: reruns are identical
                 tar.addfile(info, io.BytesIO(data))
@@ -161,8 +178,77 @@ class TarFrames:
         return self.parts[i][window.start - base:window.stop - base:window.step]
 
 
-def open_shard(path: str | os.PathLike) -> "np.ndarray | TarFrames":
-    """A shard's frames, memory-mapped: [F, H, W, 3] of a .npy shard, or a tar shard's TarFrames."""
+class H264Frames:
+    """An h264 shard's videos as one frame axis: the tar is memory-mapped once, and a window is decoded
+    from its video's `<key>.mp4` member when it is read (decord, or PyAV where decord is missing). The
+    last few videos' readers are kept open: windows of one video come in runs (pretrain.shard_window)."""
+
+    READERS = 8  # open readers kept per shard (each holds its video's compressed bytes and a decoder)
+
+    def __init__(self, path: str | os.PathLike):
+        self.whole = np.memmap(path, dtype=np.uint8, mode="r")
+        self.starts, self.spans, start = [], [], 0
+        with tarfile.open(path) as tar:
+            members = {m.name: m for m in tar}
+            for name in sorted(n for n in members if n.endswith(".mp4")):
+                mp4, meta = members[name], members[name[:-len("mp4")] + "json"]
+                frames = int(json.loads(tar.extractfile(meta).read())["frames"])
+                self.starts.append(start)
+                self.spans.append((mp4.offset_data, mp4.offset_data + mp4.size, frames))
+                start += frames
+        self._readers: dict[int, object] = {}
+        self.shape = (start,)
+
+    def __getitem__(self, window: slice) -> np.ndarray:
+        """Frames start:stop:step of one video (a window never crosses videos), decoded."""
+        i = bisect.bisect_right(self.starts, window.start) - 1
+        base = self.starts[i]
+        indices = range(window.start - base, window.stop - base, window.step or 1)
+        return decode_h264(self._reader(i), indices)
+
+    def _reader(self, i: int):
+        reader = self._readers.pop(i, None)
+        if reader is None:
+            begin, end, _ = self.spans[i]
+            reader = h264_reader(bytes(self.whole[begin:end]))
+            if len(self._readers) >= self.READERS:
+                self._readers.pop(next(iter(self._readers)))  # the least recently used
+        self._readers[i] = reader
+        return reader
+
+
+def h264_reader(mp4: bytes):
+    """A random-access reader of an mp4's frames: decord's, or the bytes themselves for PyAV."""
+    try:
+        import decord
+    except ImportError:
+        return mp4
+    return decord.VideoReader(io.BytesIO(mp4), num_threads=1)
+
+
+def decode_h264(reader, indices) -> np.ndarray:
+    """Frames `indices` [n, H, W, 3] uint8 of an h264_reader (PyAV decodes from the start, as it must
+    without an index; decord seeks to the keyframe before the first)."""
+    indices = list(indices)
+    if not isinstance(reader, bytes):
+        return reader.get_batch(indices).asnumpy()
+    import av
+
+    wanted, last, out = set(indices), max(indices), {}
+    with av.open(io.BytesIO(reader)) as container:
+        for k, frame in enumerate(container.decode(video=0)):
+            if k in wanted:
+                out[k] = frame.to_ndarray(format="rgb24")
+            if k >= last:
+                break
+    return np.stack([out[k] for k in indices])
+
+
+def open_shard(path: str | os.PathLike) -> "np.ndarray | TarFrames | H264Frames":
+    """A shard's frames, memory-mapped: [F, H, W, 3] of a .npy shard, a tar shard's TarFrames, or an
+    h264 shard's H264Frames (decoded on read)."""
+    if str(path).endswith(SHARD_SUFFIX["h264"]):
+        return H264Frames(path)
     return TarFrames(path) if str(path).endswith(".tar") else np.load(path, mmap_mode="r")
 
 
@@ -192,6 +278,11 @@ class Video:
     group: str = ""  # split group: videos of one footage (e.g. carphone pristine/distorted) share it
 
 
+# Shard readers a forked process inherited from its parent, kept alive and unused: an h264 shard's decord
+# readers own decoder threads that fork did not copy, and destroying one in the child waits on them forever.
+_INHERITED: list[dict] = []
+
+
 class DatasetError(StepError, ValueError):
     """An ingested dataset that cannot be read as its manifest says (the message names what and why)."""
 
@@ -219,6 +310,7 @@ class ClipStore:
                        for sid, r in sorted(first.items())]
         self.by_id = {v.source_id: v for v in self.videos}
         self._maps: dict[str, np.ndarray] = {}
+        self._pid = os.getpid()  # whose maps these are: a forked loader worker opens its own
         from videossl.data import remote  # (it imports this module)
 
         # shards streamed from where the dataset was published, into a bounded cache (data/remote.py)
@@ -236,7 +328,8 @@ class ClipStore:
             frame_bytes = self.size * self.size * 3
             for name, frames in sorted(need.items()):
                 entry = self._remote.files.get(name)
-                if entry is None or int(entry["size"]) < frames * frame_bytes:
+                compressed = name.endswith(SHARD_SUFFIX["h264"])  # its size says nothing of its frames
+                if entry is None or (not compressed and int(entry["size"]) < frames * frame_bytes):
                     raise DatasetError(f"{self.dir / MANIFEST} needs {frames} frames of shard {name}, which "
                                        f"{self._remote.uri} {'does not list' if entry is None else 'is too small for'}: "
                                        "the shards are not this manifest's")
@@ -258,6 +351,9 @@ class ClipStore:
         return {**self.__dict__, "_maps": {}}
 
     def _shard(self, name: str) -> np.ndarray:
+        if self._pid != os.getpid():  # forked (a DataLoader worker): open this process's own
+            _INHERITED.append(self._maps)  # never destroyed here: see _INHERITED
+            self._maps, self._pid = {}, os.getpid()
         arr = self._maps.get(name)
         if arr is None:
             if self._remote is None:
@@ -291,8 +387,3 @@ class ClipStore:
             raise IndexError(f"window {start}:{end}:{step} outside {video.source_id} ({video.frames} frames)")
         shard = self._shard(video.shard)
         return np.array(shard[video.offset + start: video.offset + end: step])
-
-    def __getstate__(self):  # memmaps are reopened in each DataLoader worker, not pickled
-        state = self.__dict__.copy()
-        state["_maps"] = {}
-        return state

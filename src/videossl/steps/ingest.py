@@ -59,20 +59,28 @@ def _load_frames(video: sources.VideoInput, icfg: IngestConfig, decoder, cache: 
     return frames
 
 
-def _decode_job(job: tuple[sources.VideoInput, IngestConfig, Path]) -> tuple[np.ndarray | None, str | None, bool]:
-    """(frames, None, _) of one video, or (None, the reason it cannot be used, whether the reason is a
-    decoding verdict): run in decode worker processes, so every failure comes back as a value."""
+def _decode_job(job: tuple[sources.VideoInput, IngestConfig, Path]) -> tuple[np.ndarray | None, bytes | None, str | None, bool]:
+    """(frames, payload, None, _) of one video, or (None, None, the reason it cannot be used, whether the
+    reason is a decoding verdict): run in decode worker processes, so every failure comes back as a value.
+    For h264 shards the video is encoded here too (payload: its mp4), and `frames` are what readers will
+    decode from it, which the manifest's digests describe."""
     video, icfg, cache = job
     try:
-        return _load_frames(video, icfg, make_decoder(icfg.decoder), cache), None, True
+        frames = _load_frames(video, icfg, make_decoder(icfg.decoder), cache)
     except (DecodeError, OSError) as e:
-        return None, str(e), True
+        return None, None, str(e), True
     except Exception as e:  # botocore errors while downloading, etc.: quarantine, keep going
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", False
+        return None, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", False
+    if icfg.shard_format != "h264":
+        return frames, None, None, True
+    from videossl.data.encode import h264_bytes  # (PyAV, only for h264 shards)
+
+    payload = h264_bytes(frames, icfg.fps, icfg.h264.gop, icfg.h264.crf)
+    return shards.decode_h264(shards.h264_reader(payload), range(len(frames))), payload, None, True
 
 
 def decoded(inputs: list[sources.VideoInput], icfg: IngestConfig, cache: Path, workers: int):
-    """Yields (video, frames, reason, decode_verdict) in input order, decoding in `workers` processes
+    """Yields (video, frames, payload, reason, decode_verdict) in input order, decoding in `workers` processes
     (spawned: the caller may hold threads a fork would copy mid-lock) a few videos ahead of the writer."""
     jobs = [(v, icfg, cache) for v in inputs]  # the ingest section only: a step's share of the params pickles
     if workers <= 1 or len(jobs) < 2:
@@ -256,7 +264,7 @@ def _partition(cfg: Config, target: Path, index: int, count: int, work: Path, st
     chunk_of = {v.source_id: k for k, chunk in chunks for v in chunk}
     writer = None
     with progress as bar:
-        for video, frames, reason, verdict in decoded(mine, icfg, target / DOWNLOADS, workers):
+        for video, frames, payload, reason, verdict in decoded(mine, icfg, target / DOWNLOADS, workers):
             bar.update(1)
             if writer is None or writer.first != chunk_of[video.source_id] * shards.CHUNK_SHARDS:
                 if writer is not None:
@@ -279,7 +287,7 @@ def _partition(cfg: Config, target: Path, index: int, count: int, work: Path, st
                 continue
             sample = {"source_id": video.source_id, "kind": video.kind, "split": split, "group": video.group,
                       "labels": video.labels, "fps": icfg.fps}  # a tar shard's <key>.json
-            rows += _rows(video, frames, split, *writer.add(frames, sample), icfg)
+            rows += _rows(video, frames, split, *writer.add(frames, sample, payload), icfg)
             n_videos += 1
             n_frames += len(frames)
             seconds += len(frames) / icfg.fps
@@ -334,6 +342,38 @@ def merge(cfg: Config, parts_dir: str | Path, out_dir: str | Path) -> dict:
         return _merge(cfg, Path(parts_dir), out, stage)
 
 
+def merge_published(cfg: Config, parts: list[str], out_uri: str) -> dict:
+    """merge() of partitions published where the cluster's tasks put them (s3:// or local folders, each
+    named part-I-of-N) into the dataset at `out_uri`. From S3 no shard moves: each partition's small
+    files are fetched and merged, and the dataset's `_COMPLETE` names the partitions' shard objects
+    where they are (entries with a "uri", which every reader follows), so the merge costs the manifests,
+    not the dataset, and the partitions' shards stay as long as the dataset does."""
+    import tempfile
+
+    from videossl import storage
+
+    remote = [u for u in parts if storage.is_s3(u)]
+    with tempfile.TemporaryDirectory(prefix="videossl-parts-", dir=os.environ.get("VIDEOSSL_STAGING")) as tmp:
+        referenced: dict[str, dict] = {}
+        for uri in parts:  # each partition under its own name, as merge finds them
+            named = Path(tmp) / uri.rstrip("/").rsplit("/", 1)[-1]
+            if not storage.is_s3(uri):
+                named.symlink_to(Path(uri).resolve(), target_is_directory=True)
+                continue
+            storage.download_dir(uri, named, skip=shards.SHARDS)
+            referenced.update({rel: {**entry, "uri": entry.get("uri") or storage.join(uri, rel)}
+                               for rel, entry in storage.read_complete(uri).items() if rel.startswith(f"{shards.SHARDS}/")})
+        if not remote:
+            with storage.staged([], out_uri) as (_, out):
+                return merge(cfg, tmp, out)
+        if len(remote) != len(parts) or not storage.is_s3(out_uri):
+            raise IngestError(f"partitions {parts} and the dataset {out_uri}: all on S3, or all local")
+        with tempfile.TemporaryDirectory(prefix="videossl-merged-", dir=os.environ.get("VIDEOSSL_STAGING")) as out:
+            stats = merge(cfg, tmp, out)
+            storage.upload_dir(Path(out), out_uri, referenced=referenced)
+        return stats
+
+
 def _merge(cfg: Config, parts: Path, out: Path, stage: Path) -> dict:
     icfg = cfg.ingest
     found = sorted(parts.glob("part-*-of-*")) if parts.is_dir() else []
@@ -356,7 +396,7 @@ def _merge(cfg: Config, parts: Path, out: Path, stage: Path) -> dict:
     quarantine: list[dict] = []
     for i in range(count):
         part = partition_dir(parts, i, count)
-        for f in sorted(f for fmt in shards.SHARD_FORMATS for f in (part / shards.SHARDS).glob(f"*.{fmt}")):
+        for f in sorted(f for f in (part / shards.SHARDS).glob("*") if f.name.endswith(tuple(shards.SHARD_SUFFIX.values()))):
             _link_or_copy(f, stage / shards.SHARDS / f.name)
         rows += [json.loads(line) for line in (part / ROWS).read_text().splitlines() if line.strip()]
         for q in json.loads((part / QUARANTINE).read_text()):
