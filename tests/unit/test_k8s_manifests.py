@@ -37,13 +37,13 @@ CFG = load_config(ROOT / "params.yaml")
 # ---- rendering and schemas ---------------------------------------------------------------------
 
 @functools.cache
-def render(overlay: str) -> tuple[dict, ...]:
+def render(overlay: str, root: Path = K8S) -> tuple[dict, ...]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl (with its built-in kustomize) is not on PATH: install kubectl >= 1.27 to test k8s/")
-    proc = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+    proc = subprocess.run([kubectl, "kustomize", str(root / "overlays" / overlay)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{proc.stderr}"
+    assert proc.returncode == 0, f"kubectl kustomize {root}/overlays/{overlay} failed:\n{proc.stderr}"
     return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
 
 
@@ -186,17 +186,54 @@ def test_policy_catches_each_violation():
     assert policy_violations(mlflow) == []
 
 
+def image_parts(ref: str) -> tuple[str, str | None, str | None]:
+    """(name, tag, digest) of an image reference: repo[:tag][@sha256:...] (a registry port is not a tag)."""
+    ref, _, digest = ref.partition("@")
+    name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
+    return name, tag or None, digest or None
+
+
+def image_mismatches(docs, overlay_dir: Path, param_image: str) -> list[str]:
+    """Where the rendered workloads' images are not what the overlay's `images:` sets (its digest once
+    pinned, else its tag), or the MLflow server's is not params.yaml's cluster.image (the same digest
+    once pinned; kustomize writes a pinned image as name@digest)."""
+    pinned = {i["name"]: i for i in yaml.safe_load((overlay_dir / "kustomization.yaml").read_text())["images"]}
+    images = {c["image"] for w in docs if w["kind"] in WORKLOAD_KINDS
+              for c in pod_template(w)[1]["containers"] + pod_template(w)[1].get("initContainers", [])}
+    wrong = []
+    for image in sorted(images):
+        name, tag, digest = image_parts(image)
+        entry = pinned.get(name, {})
+        if not entry or (entry.get("digest") != digest if "digest" in entry else entry.get("newTag") != tag):
+            wrong.append(f"{image} is not set by {overlay_dir.name}'s images:")
+    served, wanted = image_parts(by_kind(docs, "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]["image"]), image_parts(param_image)
+    if served[0] != wanted[0] or (served[2] != wanted[2] if wanted[2] else served[1:] != wanted[1:]):
+        wrong.append(f"the MLflow server runs {served}, params.yaml's cluster.image is {wanted}")
+    return wrong
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_images_are_set_in_one_place_and_match_params(overlay):
     # Each overlay's `images:` list names every image it deploys; the pipeline image is params.yaml's.
-    pinned = {i["name"]: i for i in yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())["images"]}
-    images = {c["image"] for w in render(overlay) if w["kind"] in WORKLOAD_KINDS
-              for c in pod_template(w)[1]["containers"] + pod_template(w)[1].get("initContainers", [])}
-    for image in images:
-        name, _, tag = image.rpartition(":")
-        assert name in pinned and pinned[name].get("newTag") == tag, f"{image} is not set by {overlay}'s images:"
-    mlflow = by_kind(render(overlay), "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]
-    assert mlflow["image"] == CFG.cluster.image
+    assert image_mismatches(render(overlay), K8S / "overlays" / overlay, CFG.cluster.image) == []
+
+
+def test_a_pinned_overlay_renders_digests_that_match_pinned_params(tmp_path):
+    """After `videossl pin-images`, kustomize renders name@digest: the image check reads digests, and a
+    pinned overlay beside tag-only params (or another digest) is a mismatch."""
+    from videossl.cluster.images import pin_overlay
+
+    root = tmp_path / "k8s"
+    shutil.copytree(K8S, root)
+    digest = "sha256:" + "ab" * 32
+    pin_overlay(root / "overlays" / "prod", resolve=lambda ref: f"{ref}@{digest}")
+    docs = render("prod", root)
+    assert all("@" + digest in c["image"] for w in docs if w["kind"] in WORKLOAD_KINDS for c in pod_template(w)[1]["containers"])
+    assert image_mismatches(docs, root / "overlays" / "prod", f"{CFG.cluster.image}@{digest}") == []
+    assert image_mismatches(docs, root / "overlays" / "prod", CFG.cluster.image)  # tag-only params: refused
+    assert image_mismatches(docs, root / "overlays" / "prod", f"{CFG.cluster.image}@sha256:{'cd' * 32}")
+    assert image_parts("localhost:5000/videossl:0.1@" + digest) == ("localhost:5000/videossl", "0.1", digest)
+    assert image_parts("localhost:5000/videossl") == ("localhost:5000/videossl", None, None)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
