@@ -684,3 +684,14 @@ def _argv(tmp_path: Path, overrides: list[str], *args: str) -> list[str]:
 
 def _cli(tmp_path: Path, overrides: list[str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(_argv(tmp_path, overrides, *args), capture_output=True, text=True, timeout=300)
+
+
+def test_a_merge_of_partitions_on_s3_and_local_is_refused_before_anything_is_fetched(tmp_path):
+    from tests.tiny import tiny_config
+    from videossl.steps.ingest import IngestError, merge_published
+
+    cfg = tiny_config(tmp_path)
+    for parts, out in ((["s3://nowhere/p/part-0-of-2", str(tmp_path / "part-1-of-2")], "s3://nowhere/out"),
+                       (["s3://nowhere/p/part-0-of-1"], str(tmp_path / "out"))):
+        with pytest.raises(IngestError, match="all on S3, or the partitions local"):
+            merge_published(cfg, parts, out)  # no S3 server here: refused before any request

@@ -5,8 +5,8 @@ one .npy array (`ingest.shard_format: npy`), or a tar of WebDataset-style sample
 (`tar`: `<key>.npy` its frames, `<key>.json` its source, kind, split, group and labels), which `tar`,
 `webdataset` and any tar reader open as they are; both are memory-mapped the same way for reading.
 `h264` keeps each video compressed in such a tar (`<key>.mp4`: H.264 at the dataset's size and fps,
-a keyframe every `ingest.h264.gop` frames), decoded where it is read (the loader's workers): about a
-hundredth of the bytes at real resolution, for a decode per window.
+a keyframe every `ingest.h264.gop` frames), decoded where it is read (the loader's workers): a 27th
+to a 40th of the bytes (measured: docs/performance.md), for a decode per window.
 A manifest row points at a clip: the video's frame offset in its shard plus the clip's start. Storing
 videos rather than cut clips keeps overlapping clips from being stored twice and lets readers take
 the same window at another playback speed (every 2nd/4th frame) or a later clip of the same video.

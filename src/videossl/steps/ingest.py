@@ -353,6 +353,8 @@ def merge_published(cfg: Config, parts: list[str], out_uri: str) -> dict:
     from videossl import storage
 
     remote = [u for u in parts if storage.is_s3(u)]
+    if remote and (len(remote) != len(parts) or not storage.is_s3(out_uri)):  # before anything is fetched
+        raise IngestError(f"partitions {parts} and the dataset {out_uri}: all on S3, or the partitions local")
     with tempfile.TemporaryDirectory(prefix="videossl-parts-", dir=os.environ.get("VIDEOSSL_STAGING")) as tmp:
         referenced: dict[str, dict] = {}
         for uri in parts:  # each partition under its own name, as merge finds them
@@ -366,8 +368,6 @@ def merge_published(cfg: Config, parts: list[str], out_uri: str) -> dict:
         if not remote:
             with storage.staged([], out_uri) as (_, out):
                 return merge(cfg, tmp, out)
-        if len(remote) != len(parts) or not storage.is_s3(out_uri):
-            raise IngestError(f"partitions {parts} and the dataset {out_uri}: all on S3, or all local")
         with tempfile.TemporaryDirectory(prefix="videossl-merged-", dir=os.environ.get("VIDEOSSL_STAGING")) as out:
             stats = merge(cfg, tmp, out)
             storage.upload_dir(Path(out), out_uri, referenced=referenced)
