@@ -141,7 +141,7 @@ def measure(args, cfg, overrides: list[str], fmt: str, endpoint: str, scratch: P
     return {"format": fmt, "ingest_seconds": seconds, "videos": len(store.videos), "frames": sum(v.frames for v in store.videos),
             "shards": len(sizes), "dataset_bytes": dataset_bytes, "copy_first_batch_s": copy_first,
             "stream_first_batch_s": stream_first, "stream_clips_per_second": rate, "cache_bytes": cached,
-            "fetches": streamed.fetches, "epochs": epochs, "real_run": run, "store": store}
+            "fetches": streamed.fetches, "epochs": epochs, "real_run": run, "data": str(data)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -173,9 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
             with contextlib.suppress(Exception):
                 storage.s3_client(endpoint).create_bucket(Bucket=BUCKET)
             results = [measure(args, cfg, overrides, fmt, endpoint, scratch) for fmt in formats]
-        consume = training_clips_per_second(cfg, results[0].pop("store"), args.train_steps)
-        for r in results[1:]:
-            r.pop("store")
+        consume = training_clips_per_second(cfg, ClipStore(Path(results[0]["data"])), args.train_steps)
     first = results[0]
     print(f"clips {cfg.ingest.clip_frames}x{cfg.ingest.size}^2; {first['videos']} pool videos, {first['frames']} frames; batch {cfg.pretrain.batch_size}; "
           f"training consumes {consume:.1f} clips/s (default model and precision)")

@@ -77,8 +77,8 @@ def ingest_partition(partition: dict, root: str, image: str) -> str:
 
 
 def ingest_merge(params: str, root: str, image: str, parts: list, data: Output[Dataset]):
-    """The partitions, merged into the dataset one ingest writes (`videossl.steps.ingest.merge`): the
-    same folder address, the same digest.
+    """The partitions, merged into the dataset one ingest writes (`videossl.steps.ingest.merge_published`:
+    the same folder address, the same digest; from S3 no shard moves).
 
     Args:
         params: The ingest step's share of the params.

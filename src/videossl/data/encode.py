@@ -48,7 +48,8 @@ def h264_bytes(frames: np.ndarray, fps: float, gop: int, crf: int) -> bytes:
     Deterministic bytes: one thread, no scene-cut keyframes, no B-frames (decode order = display
     order), no macroblock tree (with it, the same frames gave other bytes after the process had decoded
     other videos: 13 of 130 tiny-world videos at crf 18; without it none did), and the frames arrive as
-    YUV made by rgb_to_yuv420p (no colour conversion in the encoder). `crf` 0 is lossless: no quality pattern inside a GOP that a reversed clip would show reversed."""
+    YUV made by rgb_to_yuv420p (no colour conversion in the encoder). `crf` 0 is lossless: no quality
+    pattern inside a GOP that a reversed clip would show reversed."""
     n_frames, height, width, _ = frames.shape
     if height % 2 or width % 2:  # yuv420p subsamples chroma 2x2, libx264 refuses odd sizes
         raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height} (use an even size)")

@@ -194,7 +194,7 @@ class H264Frames:
                 mp4, meta = members[name], members[name[:-len("mp4")] + "json"]
                 frames = int(json.loads(tar.extractfile(meta).read())["frames"])
                 self.starts.append(start)
-                self.spans.append((mp4.offset_data, mp4.offset_data + mp4.size, frames))
+                self.spans.append((mp4.offset_data, mp4.offset_data + mp4.size))
                 start += frames
         self._readers: dict[int, object] = {}
         self.shape = (start,)
@@ -209,7 +209,7 @@ class H264Frames:
     def _reader(self, i: int):
         reader = self._readers.pop(i, None)
         if reader is None:
-            begin, end, _ = self.spans[i]
+            begin, end = self.spans[i]
             reader = h264_reader(bytes(self.whole[begin:end]))
             if len(self._readers) >= self.READERS:
                 self._readers.pop(next(iter(self._readers)))  # the least recently used
