@@ -354,6 +354,7 @@ class ContrastiveConfig(Section):
     proj_dim: int = Field(128, ge=8)
     flip: bool = False
     colour: float = Field(0.3, ge=0, lt=1)
+    background: Literal["keep", "swap"] = "keep"
     pretext_views: bool = True
 
     _crop_scale = field_validator("crop_scale")(lambda r: _unit_range(r))

@@ -16,7 +16,7 @@ from videossl.masks import multiblock_masks
 from videossl.models.checkpoint import encoder_shape
 from videossl.models.vit import VideoViT, VitShape
 from videossl.objectives.base import Combined
-from videossl.objectives.contrastive import Contrastive, View, augment, draw_view, info_nce
+from videossl.objectives.contrastive import PAIR, STATIC, Contrastive, View, augment, draw_view, info_nce
 from videossl.objectives.jepa import JEPA, JEPARecipe
 from videossl.objectives.mae import MAE
 from videossl.objectives.pretext import IGNORE, Pretext, PretextRecipe
@@ -286,6 +286,46 @@ def test_colour_views_permute_channels_and_scale_brightness(store):
         assert np.abs(augment(clip, view).astype(np.float32) - expected).max() <= 1  # rounding only
         seen.add(view.channels)
     assert len(seen) > 2  # colour is not what two clips of a video share
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "{pretext: 1.0, contrastive: 1.0}"])
+def test_background_swap_trades_what_does_not_move_between_clips_of_a_batch(tmp_path, store, objective):
+    """background: swap: every clip of a pair gets another clip's static part in place of its own (a
+    different partner for each clip of the pair), so a pair no longer shares its video's background; what
+    moves is kept; the clips themselves are the ones `keep` cuts."""
+    common = (f"pretrain.objective={objective}", "pretrain.contrastive.crop_scale=[1.0, 1.0]", "pretrain.contrastive.colour=0")
+    _, model, swap = _build(tmp_path, store, *common, "pretrain.contrastive.background=swap")
+    keep = _build(tmp_path, store, *common)[2]
+    videos = store.videos_in("train")[:5]
+    examples = [swap.example(store, v, 0, np.random.default_rng(i)) for i, v in enumerate(videos)]
+    kept = [keep.example(store, v, 0, np.random.default_rng(i)) for i, v in enumerate(videos)]
+    clips = {k: [e[k] for e in examples] for k in PAIR}
+    statics = {k: [e[k + STATIC].astype(np.float32) for e in examples] for k in PAIR}
+    for i, (e, k) in enumerate(zip(examples, kept)):
+        assert sorted(e) == sorted([*k, *(key + STATIC for key in PAIR)])
+        for key in PAIR:
+            assert np.array_equal(e[key], k[key])  # the same draws as keep: only the static part is added
+            # the static part is the video's own background: most of its frames' pixels, not another video's
+            own, other = ((np.abs(clips[key][i].astype(np.float32) - statics[key][j]) <= 8).mean() for j in (i, i - 1))
+            assert own > 0.75 and other < own - 0.2, (own, other)
+
+    def moved(key, i, j):
+        return np.clip(np.rint(clips[key][i].astype(np.float32) - statics[key][i] + statics[key][j]), 0, 255)
+
+    rngs = [np.random.default_rng(100 + i) for i in range(len(videos))]
+    again = [{k: v.copy() for k, v in e.items()} for e in examples]
+    batch = swap.collate(examples, rngs)
+    assert sorted(batch) == sorted(keep.collate(kept, rngs))  # the static parts do not reach the model
+    for i in range(len(videos)):
+        partners = [[j for j in range(len(videos)) if np.array_equal(batch[key][i].numpy(), moved(key, i, j))]
+                    for key in PAIR]
+        assert all(len(p) == 1 and p[0] != i for p in partners), partners
+        assert partners[0] != partners[1]
+    # the partners are drawn from each example's own generator: the same batch again, the same clips
+    replay = swap.collate(again, [np.random.default_rng(100 + i) for i in range(len(videos))])
+    assert all(torch.equal(batch[k], replay[k]) for k in batch)
+    losses, _ = _overfit(model, _batch(store, swap, n=4), steps=15)
+    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_info_nce_prefers_matching_views():

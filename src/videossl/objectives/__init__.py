@@ -48,7 +48,7 @@ def _pretext(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
 def _contrastive(cfg: Config, encoder: VideoViT) -> tuple[Objective, Recipe]:
     c = cfg.pretrain.contrastive
     return (Contrastive(encoder, c.proj_dim, c.temperature),
-            ContrastiveRecipe(encoder.shape.frames, c.max_gap, c.crop_scale, c.flip, c.colour))
+            ContrastiveRecipe(encoder.shape.frames, c.max_gap, c.crop_scale, c.flip, c.colour, c.background))
 
 
 BUILDERS = {"mae": _mae, "jepa": _jepa, "pretext": _pretext, "contrastive": _contrastive}

@@ -8,6 +8,10 @@ the other videos' clips in the batch are negatives (symmetric InfoNCE).
   flip), drawn once per clip and applied identically to all its frames, so the augmentation adds no
   motion; done on uint8 frames with numpy + torch on the CPU side (no torchvision);
 - the frame encoder (T=1) trains the same way: the two "clips" are single frames `gap` apart;
+- with `background: swap`, each clip's static part (its per-pixel temporal median) is replaced by
+  another clip's of the batch, a different one for each of the pair (`swap_backgrounds`, in the collate
+  function): a video's clips share its static background, so without this InfoNCE can pair them by the
+  background alone and learn nothing about motion (the shortcut FAME and Background Erasing remove);
 - objective: mean-pooled encoder features -> projection MLP -> L2-normalised; InfoNCE at
   `temperature`, both directions averaged. Negatives are the clips of the same rank's batch (under
   DDP each rank contrasts its own per-rank batch; gradients are then averaged as usual).
@@ -25,7 +29,7 @@ from torch import nn
 from videossl.data.shards import ClipStore, Video
 from videossl.data.transforms import to_model_input
 from videossl.models.vit import VideoViT, init_weights
-from videossl.objectives.base import Batch, Example, Objective, Recipe
+from videossl.objectives.base import Batch, Example, Objective, Recipe, stack
 
 ASPECT = (3 / 4, 4 / 3)  # crop aspect-ratio range (SimCLR/CVRL's)
 
@@ -81,12 +85,59 @@ def augment(frames: np.ndarray, view: View) -> np.ndarray:
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+BACKGROUNDS = ("keep", "swap")  # pretrain.contrastive.background
+PAIR = ("view1", "view2")
+STATIC = "_static"  # an example's key + this: that clip's static part, under the clip's own view
+# The static part of a clip is the per-pixel median of STATIC_SAMPLES frames spread over STATIC_SPAN frames
+# of its video around it: a clip's own 8 frames keep any object that moves less than its size in them
+# (and would hand it to another clip); a few seconds at the ingest rate see nearly every object move on.
+# One median per example (both clips of a pair share it): 16 frames cost ~0.5 ms at 32 px.
+STATIC_SPAN = 48
+STATIC_SAMPLES = 16
+
+
+def static_part(store: ClipStore, video: Video, first: int, last: int) -> np.ndarray:
+    """uint8 [1, H, W, 3]: the per-pixel median of frames of `video` spread over STATIC_SPAN frames
+    centred on frames first..last: what does not move there (the background of a still camera)."""
+    span = min(video.frames, STATIC_SPAN)
+    start = min(max(0, (first + last) // 2 - span // 2), video.frames - span)
+    stride = max(1, span // STATIC_SAMPLES)
+    frames = store.window(video, start, (span - 1) // stride + 1, stride)
+    return np.median(frames, axis=0, keepdims=True).round().astype(np.uint8)
+
+
+def swap_backgrounds(examples: list[Example], rngs: list[np.random.Generator], keys: tuple[str, ...] = PAIR) -> None:
+    """In place: each example's clip under `key` trades its static part (`key` + STATIC, which this
+    removes) for another example's, a different partner for each key where the batch allows: clip - its
+    static part + the partner's. Partners are drawn from each example's own generator, so a sample draws
+    the same partners wherever its batch is collated."""
+    n = len(examples)
+    statics = {k: [e.pop(k + STATIC).astype(np.float32) for e in examples] for k in keys}
+    if n < 2:
+        return  # no other clip to take a background from
+    for i, (example, rng) in enumerate(zip(examples, rngs)):
+        taken = {i}
+        for k in keys:
+            others = [j for j in range(n) if j not in taken] or [j for j in range(n) if j != i]
+            j = others[int(rng.integers(len(others)))]
+            taken.add(j)
+            moved = example[k].astype(np.float32) - statics[k][i] + statics[k][j]
+            example[k] = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
+
+
 class ContrastiveRecipe(Recipe):
     def __init__(self, frames: int, max_gap: int, crop_scale: tuple[float, float], flip: bool = True,
-                 colour: float = 0.0):
+                 colour: float = 0.0, background: str = "keep"):
         super().__init__(frames)
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background {background!r}: one of {BACKGROUNDS}")
         self.max_gap, self.crop_scale = max_gap, tuple(crop_scale)
-        self.flip, self.colour = flip, colour
+        self.flip, self.colour, self.background = flip, colour, background
+
+    def collate(self, examples, rngs: list[np.random.Generator]) -> Batch:
+        if self.background == "swap":
+            swap_backgrounds(examples, rngs)
+        return stack(examples)
 
     @property
     def frames_needed(self) -> int:
@@ -99,10 +150,13 @@ class ContrastiveRecipe(Recipe):
                              f"({video.frames} frames)")
         gap = int(rng.integers(min(self.max_gap, room) + 1))
         out = {}
-        for key, s in (("view1", start), ("view2", start + gap)):
+        static = static_part(store, video, start, start + gap + self.frames) if self.background == "swap" else None
+        for key, s in zip(PAIR, (start, start + gap)):
             clip = store.window(video, s, self.frames)
             view = draw_view(clip.shape[1], clip.shape[2], self.crop_scale, rng, self.flip, self.colour)
             out[key] = augment(clip, view)
+            if static is not None:  # under the clip's own crop and colour
+                out[key + STATIC] = augment(static, view)
         out["gap"] = np.array(gap, dtype=np.int64)
         return out
 

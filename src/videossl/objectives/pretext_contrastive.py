@@ -22,7 +22,8 @@ from videossl.data.shards import ClipStore, Video
 from videossl.data.transforms import to_model_input
 from videossl.models.vit import VideoViT, pool_space
 from videossl.objectives.base import Batch, Example, Objective, Recipe
-from videossl.objectives.contrastive import Contrastive, ContrastiveRecipe, augment, draw_view, info_nce
+from videossl.objectives.contrastive import (PAIR, STATIC, Contrastive, ContrastiveRecipe, augment, draw_view, info_nce,
+                                             static_part)
 from videossl.objectives.pretext import Pretext, PretextRecipe
 
 PRETEXT, CONTRASTIVE = "pretext", "contrastive"
@@ -50,12 +51,20 @@ class PretextContrastiveRecipe(Recipe):
         gap = int(rng.integers(min(self.contrastive.max_gap, room) + 1))
         out: Example = {}
         c = self.contrastive
-        for key, s in (("view1", start), ("view2", start + gap)):
+        # what does not move: the same under any temporal transformation
+        static = static_part(store, video, start, start + gap + span) if c.background == "swap" else None
+        for key, s in zip(PAIR, (start, start + gap)):
             clip = self.pretext.apply(store, video, s, t)
-            out[key] = augment(clip, draw_view(clip.shape[1], clip.shape[2], c.crop_scale, rng, c.flip, c.colour))
+            view = draw_view(clip.shape[1], clip.shape[2], c.crop_scale, rng, c.flip, c.colour)
+            out[key] = augment(clip, view)
+            if static is not None:  # under the clip's own crop and colour
+                out[key + STATIC] = augment(static, view)
         out.update({k: np.array(v, dtype=np.int64) for k, v in self.pretext.labels(t).items()})
         out["gap"] = np.array(gap, dtype=np.int64)
         return out
+
+    def collate(self, examples, rngs: list[np.random.Generator]) -> Batch:
+        return self.contrastive.collate(examples, rngs)  # the pair's own background treatment, then stacked
 
 
 class PretextContrastive(Objective):
