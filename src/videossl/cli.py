@@ -93,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="pretraining seeds, comma separated (default: the params' seed); "
                    "the benchmark keeps the params' seed")
 
+    p = _step(sub, "tune", "one objective's settings chosen on the development split: every combination of the "
+              "--grid values trained for --budget TFLOP and scored by the benchmark; the best validation score "
+              "(never test) is recorded in <out>/tuned.json, which `videossl study` then trains that objective with",
+              data=DATA, out="outputs/study")
+    p.add_argument("--objective", required=True, help="one of videossl.study.OBJECTIVES, e.g. jepa/future")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2]",
+                   help="a param and the YAML list of values to try (repeatable; the grid is every combination), "
+                   "e.g. --grid 'pretrain.lr=[5.0e-4, 1.0e-3]'")
+    p.add_argument("--budget", type=float, default=12.0, help="training TFLOP per trial (12: about make run's 600 "
+                   "steps of the default objective)")
+
     p = sub.add_parser("pin-images", help="pin cluster.image and cluster.trainer_image (and kustomize overlays' "
                        "images) by the digest their tags name now, asked of their registries: the pipeline, the "
                        "training jobs and the manifests then run those bytes")
@@ -306,9 +317,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         study(cfg, args.data, args.out, [float(b) for b in args.budgets.split(",")],
               args.objectives.split(",") if args.objectives else None,
               seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None)
+    elif cmd == "tune":
+        from videossl.study import tune
+
+        tune(cfg, args.data, args.out, args.objective, _grid(args.grid), args.budget)
     elif cmd == "pipeline":
         return _pipeline(args, cfg)
     return 0
+
+
+def _grid(specs: list[str]) -> dict[str, list]:
+    """--grid KEY=[V1, V2] (a YAML list) -> {KEY: [V1, V2]}, in the order given."""
+    import yaml
+
+    grid = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--grid {spec!r}: expected KEY=[V1, V2]")
+        grid[key.strip()] = yaml.safe_load(values)
+    return grid
 
 
 def _pipeline(args: argparse.Namespace, cfg) -> int:

@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from videossl import registry
-from videossl.eval.scores import INTERVAL, SCORES, flatten
+from videossl.eval.scores import INTERVAL, SCORES, VALIDATION, flatten
 from videossl.registered_model import DIGEST_PARAM, SCORES_DIGEST_PARAM
 
-# flattened keys shown beside their score (the interval) or not at all (probe hyperparameters)
+# flattened keys shown beside their score (the interval) or not at all (probe hyperparameters, the validation
+# accuracy a probe was chosen by)
 _INTERVAL = INTERVAL
-_HIDDEN_SUFFIXES = _INTERVAL + ("_l2",)
+_HIDDEN_SUFFIXES = _INTERVAL + ("_l2", VALIDATION)
 _CELL_LIMIT = 60
 _DIGEST_SHOWN = 16  # hex digits of a weights digest: enough to tell two apart at a glance
 

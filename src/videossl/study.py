@@ -24,27 +24,29 @@ step), so every row sits on the same axis.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from videossl.config import Config, dump_config, parse_config
+from videossl.config import Config, ConfigError, dump_config, parse_config
 from videossl.eval.tasks import CONTENT, HELD_OUT, of_kind
-from videossl.eval.scores import (CI_HIGH, CI_LOW, HEADLINE, STRONGEST_BASELINE, SUPERVISED, SURPRISE, VIDEO,
-                                  headline)
+from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, STRONGEST_BASELINE, SUPERVISED, SURPRISE, VALIDATION,
+                                  VIDEO, headline)
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
 
 if TYPE_CHECKING:
     from typing import Callable
 
-def _objective(objective, shared_clips: bool = False, masking: str = "tubes") -> list[str]:
+def _objective(objective, shared_clips: bool = False, masking: str = "tubes", background: str = "keep") -> list[str]:
     """The overrides of one study row: pretrain.objective (a name, or the weights of several sharing the
-    encoder), whether pretext and contrastive share their clips (objectives/pretext_contrastive.py) and
-    how mae / jepa mask (tubes, or future: the clip's second half predicted from its first)."""
+    encoder), whether pretext and contrastive share their clips (objectives/pretext_contrastive.py), how
+    mae / jepa mask (tubes, or future: the clip's second half predicted from its first) and whether the
+    contrastive pair keeps its video's background or swaps it (objectives/contrastive.swap_backgrounds)."""
     return [f"pretrain.objective={json.dumps(objective)}", f"pretrain.contrastive.pretext_views={str(shared_clips).lower()}",
-            f"pretrain.masking={masking}"]
+            f"pretrain.masking={masking}", f"pretrain.contrastive.background={background}"]
 
 
 # name -> its overrides
@@ -62,8 +64,15 @@ OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"),
               # both on one pass: the contrastive pair carries the pretext transformation
               "pretext+contrastive/shared(1:0.5)": _objective({"pretext": 1.0, "contrastive": 0.5}, shared_clips=True),
               "pretext+contrastive/shared(1:1)": _objective({"pretext": 1.0, "contrastive": 1.0}, shared_clips=True),
-              "pretext+contrastive/shared(1:2)": _objective({"pretext": 0.5, "contrastive": 1.0}, shared_clips=True)}
+              "pretext+contrastive/shared(1:2)": _objective({"pretext": 0.5, "contrastive": 1.0}, shared_clips=True),
+              # the default with each clip of a pair on another clip's background: the pair can no longer
+              # be matched by the video's static bed, only by what moves (FAME, Background Erasing)
+              "pretext+contrastive/shared(1:1)/swap": _objective({"pretext": 1.0, "contrastive": 1.0}, shared_clips=True,
+                                                                background="swap"),
+              "contrastive/swap": _objective("contrastive", background="swap")}
 TERA = 1e12
+TUNED = "tuned.json"  # the settings `tune` chose per objective, read by `study`
+VALIDATION_SCORE = "validation_score"
 SECONDS_STUDY_PRECISION = "fp32"  # the seconds-budgeted study ran on a CPU without bf16 (docs/study.md)
 
 
@@ -71,46 +80,55 @@ def _with(cfg: Config, overrides: list[str]) -> Config:
     return parse_config(dump_config(cfg), overrides)
 
 
-def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[float],
-          objectives: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
-    """Each objective at each budget (training TFLOP) and seed: pretrained, scored, tabled and plotted."""
-    from videossl.steps.pretrain import pretrain
-    from videossl.steps.probe_eval import probe_eval
-    import torch
+class Trainer:
+    """What every run of the study and of its tuning shares: the data, the frame encoder (trained once:
+    the bag-of-frames baseline does not depend on the objective), the precision, and each objective's
+    FLOPs per step. `run` is one row: pretrained (the real pretrain step) and scored (the real probe-eval
+    step, every probe)."""
 
-    from videossl.train.loop import step_flops
-    from videossl.train.precision import autocast_dtype
+    def __init__(self, cfg: Config, data_dir: Path, out: Path):
+        import torch
 
-    data_dir, out = Path(data_dir), Path(out_dir)
-    names = objectives or list(OBJECTIVES)
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if unknown:
-        raise ValueError(f"unknown objective(s) {unknown}: choose from {list(OBJECTIVES)}")
-    flops = {n: step_flops(_with(cfg, OBJECTIVES[n]), data_dir) for n in names}
-    # the same steps train other weights in bf16 than in fp32 (and score differently): each row says which
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    trained_in = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[autocast_dtype(cfg.pretrain.precision, device)]
-    print("study: GFLOP per step " + ", ".join(f"{n} {f / 1e9:.2f}" for n, f in flops.items()), flush=True)
-    # the frame encoder (bag-of-frames baseline) does not depend on the objective: trained once, shared
-    frames_dir = out / "frames"
-    pretrain(cfg, data_dir, frames_dir, variants=("frames",))
-    rows = _committed(out, lambda name: flops.get(name) or step_flops(_with(cfg, OBJECTIVES[name]), data_dir))
-    for budget, name, seed in ((b, n, sd) for b in sorted(budgets) for n in names for sd in seeds or [cfg.seed]):
-        steps = max(1, int(round(budget * TERA / flops[name])))
-        run = _with(cfg, [*OBJECTIVES[name], f"pretrain.steps={steps}"])
-        tag = f"{name}-{budget:g}tflop" + ("" if seed == cfg.seed else f"-seed{seed}")
+        from videossl.steps.pretrain import pretrain
+        from videossl.train.precision import autocast_dtype
+
+        self.cfg, self.data_dir, self.out = cfg, data_dir, out
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # the same steps train other weights in bf16 than in fp32 (and score differently): each row says which
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[
+            autocast_dtype(cfg.pretrain.precision, device)]
+        self.frames_dir = out / "frames"
+        pretrain(cfg, data_dir, self.frames_dir, variants=("frames",))
+        self._flops: dict[tuple[str, ...], float] = {}
+
+    def flops(self, overrides: list[str]) -> float:
+        from videossl.train.loop import step_flops
+
+        key = tuple(overrides)
+        if key not in self._flops:
+            self._flops[key] = step_flops(_with(self.cfg, overrides), self.data_dir)
+        return self._flops[key]
+
+    def run(self, name: str, overrides: list[str], budget: float, seed: int, tag: str) -> tuple[dict, dict]:
+        """(the row of `name` trained under `overrides` for `budget` TFLOP from `seed`, its metrics)."""
+        from videossl.steps.pretrain import pretrain
+        from videossl.steps.probe_eval import probe_eval
+
+        per_step = self.flops(overrides)
+        steps = max(1, int(round(budget * TERA / per_step)))
+        run = _with(self.cfg, [*overrides, f"pretrain.steps={steps}"])
         print(f"study: {tag}: {steps} steps", flush=True)
-        models = out / "runs" / tag / "pretrain"
-        summary = pretrain(_with(run, [f"seed={seed}"]), data_dir, models, variants=("video",))
-        shutil.copyfile(frames_dir / CHECKPOINTS["frames"], models / CHECKPOINTS["frames"])
-        metrics = probe_eval(run, data_dir, models, out / "runs" / tag / "eval")
+        models = self.out / "runs" / tag / "pretrain"
+        summary = pretrain(_with(run, [f"seed={seed}"]), self.data_dir, models, variants=("video",))
+        shutil.copyfile(self.frames_dir / CHECKPOINTS["frames"], models / CHECKPOINTS["frames"])
+        metrics = probe_eval(run, self.data_dir, models, self.out / "runs" / tag / "eval")
         head = metrics.get(HEADLINE, {})
         row = {"objective": name, "budget": f"{budget:g} TFLOP", "seed": seed, "steps": steps,
-               "gflop_per_step": round(flops[name] / 1e9, 4), "precision": trained_in,
-               "compute_tflop": round(steps * flops[name] / TERA, 3),  # the x axis
+               "gflop_per_step": round(per_step / 1e9, 4), "precision": self.precision,
+               "compute_tflop": round(steps * per_step / TERA, 3),  # the x axis
                "train_seconds": summary["video"]["seconds"],  # as measured in this run, on this machine
                HEADLINE: head.get("video"), HEADLINE + CI_LOW: head.get("video" + CI_LOW),
-               HEADLINE + CI_HIGH: head.get("video" + CI_HIGH)}
+               HEADLINE + CI_HIGH: head.get("video" + CI_HIGH), VALIDATION_SCORE: validation_score(metrics)}
         per_task = headline(metrics, STUDIED)  # the video model, the strongest baseline, the ceiling
         for task in STUDIED:
             if task in per_task:
@@ -119,9 +137,104 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
                 row[f"{task}_strongest_baseline"] = per_task[task].get(STRONGEST_BASELINE)
             if task in metrics and VIDEO + SURPRISE in metrics[task]:  # the predictor's own reading, zero-shot
                 row[f"{task}_surprise"] = metrics[task][VIDEO + SURPRISE]
+        return row, metrics
+
+
+def validation_score(metrics: dict) -> float | None:
+    """What tuning chooses settings by, never test: the mean over the headline's tasks of the video model's
+    validation accuracy with the probe it was chosen by (validation videos of the benchmark's development
+    split: the same for every run)."""
+    tasks = metrics.get(HEADLINE, {}).get("tasks", "")
+    values = [metrics[t].get(VIDEO + CHOSEN + VALIDATION) for t in tasks.split(",") if t in metrics]
+    return round(sum(values) / len(values), 4) if values and None not in values else None
+
+
+def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[float],
+          objectives: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
+    """Each objective at each budget (training TFLOP) and seed: pretrained, scored, tabled and plotted.
+    An objective tuned before (`tune`, out/tuned.json) trains with the settings its tuning chose."""
+    data_dir, out = Path(data_dir), Path(out_dir)
+    names = objectives or list(OBJECTIVES)
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise ValueError(f"unknown objective(s) {unknown}: choose from {list(OBJECTIVES)}")
+    tuned = _tuned(out)
+    overrides = {n: [*OBJECTIVES[n], *_settings(tuned.get(n, {}).get("settings", {}))] for n in names}
+    trainer = Trainer(cfg, data_dir, out)
+    print("study: GFLOP per step " + ", ".join(f"{n} {trainer.flops(overrides[n]) / 1e9:.2f}" for n in names), flush=True)
+    rows = _committed(out, lambda name: trainer.flops(overrides.get(name) or OBJECTIVES[name]))
+    for budget, name, seed in ((b, n, sd) for b in sorted(budgets) for n in names for sd in seeds or [cfg.seed]):
+        tag = f"{name}-{budget:g}tflop" + ("" if seed == cfg.seed else f"-seed{seed}")
+        row, _ = trainer.run(name, overrides[name], budget, seed, tag)
+        if name in tuned:
+            row["settings"] = tuned[name]["settings"]
         rows = [r for r in rows if _key(r) != _key(row)] + [row]
         _write(out, rows)
     return rows
+
+
+def tune(cfg: Config, data_dir: str | Path, out_dir: str | Path, objective: str, grid: dict[str, list],
+         budget: float, seed: int | None = None) -> dict:
+    """`objective` under every combination of `grid`'s values (param key -> the values to try) for
+    `budget` TFLOP each, scored by the benchmark; the settings with the best validation score
+    (`validation_score`, the development split, never test) are chosen and recorded in out/tuned.json,
+    which later `study` runs of the objective train with. Every trial's test headline is recorded beside
+    its validation score, to show what choosing on validation costs, never to choose."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}: choose from {list(OBJECTIVES)}")
+    if not grid:
+        raise ConfigError("tune needs at least one --grid KEY=[values]")
+    data_dir, out = Path(data_dir), Path(out_dir)
+    for key, values in grid.items():  # every value must be valid before anything trains
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"--grid {key}: a YAML list of the values to try, e.g. {key}=[1, 2]")
+        for v in values:
+            _with(cfg, [*OBJECTIVES[objective], *_settings({key: v})])
+    trainer = Trainer(cfg, data_dir, out)
+    seed = cfg.seed if seed is None else seed
+    trials = []
+    for i, values in enumerate(itertools.product(*grid.values())):
+        settings = dict(zip(grid, values))
+        row, _ = trainer.run(objective, [*OBJECTIVES[objective], *_settings(settings)], budget, seed,
+                             f"tune/{objective}-{budget:g}tflop-{i}")
+        trials.append({"settings": settings, **row})
+        print(f"tune: {objective} {settings}: validation {row[VALIDATION_SCORE]}, test headline {row[HEADLINE]}",
+              flush=True)
+    scored = [t for t in trials if t[VALIDATION_SCORE] is not None]
+    if not scored:
+        raise ValueError(f"no trial of {objective} has a validation score: probe_eval.tasks holds no headline task")
+    best = max(scored, key=lambda t: t[VALIDATION_SCORE])  # ties keep the earlier trial (the grid's order)
+    tuned = _tuned(out)
+    tuned[objective] = {"settings": best["settings"], "budget": f"{budget:g} TFLOP", "seed": seed,
+                        VALIDATION_SCORE: best[VALIDATION_SCORE], "trials": trials}
+    write_text_atomic(out / TUNED, json.dumps(tuned, indent=2) + "\n")
+    _write_tuned(out, tuned)
+    print(f"tune: {objective}: chose {best['settings']} (validation {best[VALIDATION_SCORE]}); {out / TUNED}", flush=True)
+    return tuned[objective]
+
+
+def _settings(settings: dict) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+
+
+def _tuned(out: Path) -> dict:
+    path = out / TUNED
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_tuned(out: Path, tuned: dict) -> None:
+    """tuned.md: per objective, every trial's settings, validation score and test headline."""
+    lines = []
+    for name, t in tuned.items():
+        lines += [f"### {name} ({t['budget']}, seed {t['seed']}): chose {_settings(t['settings'])}", "",
+                  "| settings | validation score (chooses) | " + HEADLINE + " on test [95% CI] |", "|---|---|---|"]
+        for trial in t["trials"]:
+            head = "—" if trial[HEADLINE] is None else (f"{trial[HEADLINE]:.3f} [{trial[HEADLINE + CI_LOW]:.2f}, "
+                                                         f"{trial[HEADLINE + CI_HIGH]:.2f}]")
+            mark = " **(chosen)**" if trial["settings"] == t["settings"] else ""
+            lines.append(f"| {', '.join(_settings(trial['settings']))}{mark} | {trial[VALIDATION_SCORE]} | {head} |")
+        lines.append("")
+    write_text_atomic(out / "tuned.md", "\n".join(lines))
 
 
 def _key(row: dict) -> tuple:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from tests.tiny import tiny_config
+from videossl.config import ConfigError
 from videossl.eval.scores import HEADLINE
-from videossl.study import OBJECTIVES, _with, study
+from videossl.study import OBJECTIVES, VALIDATION_SCORE, _with, study, tune, validation_score
 from videossl.train.loop import step_flops
 
 
@@ -56,3 +58,28 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
         scored = json.loads((out / "runs" / run / "eval" / "scores.json").read_text())["gravity_law"]
         assert {k: scored[k] for k in ("n_test", "supervised", "frames")} == {k: first[k] for k in ("n_test", "supervised", "frames")}
     assert "| seed |" in (out / "study.md").read_text()
+
+    # tune: every combination of the grid, chosen by the validation score (never test); the study then trains
+    # the objective with the chosen settings. A bad value fails before anything trains, naming the key.
+    with pytest.raises(ConfigError, match="pretrain.lr"):
+        tune(cfg, tiny_data, out, "pretext", {"pretrain.lr": [1e-3, -1.0]}, budget)
+    assert not (out / "runs" / "tune").exists()
+    chosen = tune(cfg, tiny_data, out, "pretext", {"pretrain.lr": [1e-3, 3e-2], "pretrain.warmup_steps": [1]}, budget)
+    trials = chosen["trials"]
+    assert [t["settings"] for t in trials] == [{"pretrain.lr": 1e-3, "pretrain.warmup_steps": 1},
+                                               {"pretrain.lr": 3e-2, "pretrain.warmup_steps": 1}]
+    for i, t in enumerate(trials):
+        run = out / "runs" / "tune" / f"pretext-{budget:g}tflop-{i}"
+        assert yaml.safe_load((run / "pretrain" / "config.yaml").read_text())["pretrain"]["lr"] == t["settings"]["pretrain.lr"]
+        metrics = json.loads((run / "eval" / "scores.json").read_text())
+        val = metrics["gravity_law"]["video_chosen_val"]  # the one headline task's validation accuracy
+        assert 0 <= val <= 1 and t[VALIDATION_SCORE] == validation_score(metrics) == val and t[HEADLINE] is not None
+    best = max(trials, key=lambda t: t[VALIDATION_SCORE])
+    assert chosen["settings"] == best["settings"] and chosen[VALIDATION_SCORE] == best[VALIDATION_SCORE]
+    assert json.loads((out / "tuned.json").read_text())["pretext"] == chosen
+    assert "(chosen)" in (out / "tuned.md").read_text()
+    again = study(cfg, tiny_data, out, budgets=[budget], objectives=["pretext"])
+    row = next(r for r in again if r["objective"] == "pretext" and r["budget"] == f"{budget:g} TFLOP")
+    assert row["settings"] == chosen["settings"]
+    trained = yaml.safe_load((out / "runs" / f"pretext-{budget:g}tflop" / "pretrain" / "config.yaml").read_text())
+    assert trained["pretrain"]["lr"] == chosen["settings"]["pretrain.lr"] and trained["pretrain"]["warmup_steps"] == 1

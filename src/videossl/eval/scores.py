@@ -34,6 +34,7 @@ MODEL_LABELS = {VIDEO: "video model", FRAMES: "bag of frames", ORDERED_FRAMES: "
 MODELS = list(MODEL_LABELS)  # the model, its bag-of-frames baseline, and the other baselines
 BASELINES = MODELS[1:]
 CHOSEN, STRONGEST = "_chosen", "_strongest"  # a model's probe chosen on validation; its best probe on test
+VALIDATION = "_val"  # <model>_chosen_val: the validation accuracy its probe was chosen by (what tuning may read)
 # a task scored by class with more classes than TOP_K also scores top-k accuracy: `<model><probe>_top5`
 TOP_K = 5
 TOP = f"_top{TOP_K}"

@@ -25,7 +25,7 @@ import numpy as np
 from videossl.config import ProbeEvalConfig
 from videossl.eval import attentive, probes, real_video, scores
 from videossl.eval.features import ClipFeatures, FeatureCache, FeatureModel
-from videossl.eval.scores import CHOSEN, FRAMES, RANDOM_INIT, STRONGEST, SUPERVISED, TOP, TOP_K, VIDEO
+from videossl.eval.scores import CHOSEN, FRAMES, RANDOM_INIT, STRONGEST, SUPERVISED, TOP, TOP_K, VALIDATION, VIDEO
 from videossl.eval.stats import Estimate, Null, VideoBootstrap, null_scores, percentile_interval
 from videossl.eval.tasks import ACCURACY, MATCHED, PER_CLASS_SCORING, VIEWS, ClipKey, Task
 from videossl.progress import Progress
@@ -177,6 +177,7 @@ def _probe_model(task: Task, name: str, f: ClipFeatures, sp: dict[str, Rows], cf
         val[probe] = -1.0 if s.val_accuracy is None else s.val_accuracy
         selected.update({f"{name}{suffix}_{k}": v for k, v in s.selected.items()})
     chosen = max(cfg.probes, key=lambda p: val[p])  # ties keep the earlier probe in probe_eval.probes
+    selected[name + CHOSEN + VALIDATION] = round(val[chosen], 4)  # what the study's tuning chooses settings by
     for extra in ("", TOP):
         if name + PROBE_SUFFIX[chosen] + extra in correct:
             correct[name + CHOSEN + extra] = correct[name + PROBE_SUFFIX[chosen] + extra]
