@@ -319,6 +319,7 @@ def _plot(rows: list[dict], dest: Path) -> None:
         if frames:
             ax.axhline(frames[0], color="k", linewidth=0.8, linestyle="dashed", label="strongest baseline")
         ax.set_title(key.replace("_", " "), fontsize=10)
+        ax.set_xscale("log", base=2)  # budgets double: 3 to 96 TFLOP would crowd the small ones into a corner
         ax.set_xlabel("training compute (TFLOP, forward + backward)", fontsize=8)
         ax.tick_params(labelsize=8)
     axes[0].set_ylabel("score (temporal score: 0 = strongest baseline, 1 = ceiling)", fontsize=8)
