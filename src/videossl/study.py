@@ -69,7 +69,11 @@ OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"),
               # be matched by the video's static bed, only by what moves (FAME, Background Erasing)
               "pretext+contrastive/shared(1:1)/swap": _objective({"pretext": 1.0, "contrastive": 1.0}, shared_clips=True,
                                                                 background="swap"),
-              "contrastive/swap": _objective("contrastive", background="swap")}
+              "contrastive/swap": _objective("contrastive", background="swap"),
+              # the default beside a predictor of the clip's second half: a loss that depends on acceleration
+              # (which gravity_law asks about) on the encoder the default trains
+              "pretext+contrastive/shared(1:1)+jepa/future": _objective({"pretext": 1.0, "contrastive": 1.0, "jepa": 0.5},
+                                                                         shared_clips=True, masking="future")}
 TERA = 1e12
 TUNED = "tuned.json"  # the settings `tune` chose per objective, read by `study`
 VALIDATION_SCORE = "validation_score"
