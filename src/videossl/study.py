@@ -113,8 +113,8 @@ class Trainer:
             self._flops[key] = step_flops(_with(self.cfg, overrides), self.data_dir)
         return self._flops[key]
 
-    def run(self, name: str, overrides: list[str], budget: float, seed: int, tag: str) -> tuple[dict, dict]:
-        """(the row of `name` trained under `overrides` for `budget` TFLOP from `seed`, its metrics)."""
+    def run(self, name: str, overrides: list[str], budget: float, seed: int, tag: str) -> dict:
+        """The row of `name` trained under `overrides` for `budget` TFLOP from `seed`."""
         from videossl.steps.pretrain import pretrain
         from videossl.steps.probe_eval import probe_eval
 
@@ -141,7 +141,7 @@ class Trainer:
                 row[f"{task}_strongest_baseline"] = per_task[task].get(STRONGEST_BASELINE)
             if task in metrics and VIDEO + SURPRISE in metrics[task]:  # the predictor's own reading, zero-shot
                 row[f"{task}_surprise"] = metrics[task][VIDEO + SURPRISE]
-        return row, metrics
+        return row
 
 
 def validation_score(metrics: dict) -> float | None:
@@ -166,10 +166,11 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
     overrides = {n: [*OBJECTIVES[n], *_settings(tuned.get(n, {}).get("settings", {}))] for n in names}
     trainer = Trainer(cfg, data_dir, out)
     print("study: GFLOP per step " + ", ".join(f"{n} {trainer.flops(overrides[n]) / 1e9:.2f}" for n in names), flush=True)
-    rows = _committed(out, lambda name: trainer.flops(overrides.get(name) or OBJECTIVES[name]))
+    # a committed seconds-budgeted row trained before any tuning: its compute is counted untuned
+    rows = _committed(out, lambda name: trainer.flops(OBJECTIVES[name]))
     for budget, name, seed in ((b, n, sd) for b in sorted(budgets) for n in names for sd in seeds or [cfg.seed]):
         tag = f"{name}-{budget:g}tflop" + ("" if seed == cfg.seed else f"-seed{seed}")
-        row, _ = trainer.run(name, overrides[name], budget, seed, tag)
+        row = trainer.run(name, overrides[name], budget, seed, tag)
         if name in tuned:
             row["settings"] = tuned[name]["settings"]
         rows = [r for r in rows if _key(r) != _key(row)] + [row]
@@ -188,6 +189,8 @@ def tune(cfg: Config, data_dir: str | Path, out_dir: str | Path, objective: str,
         raise ConfigError(f"unknown objective {objective!r}: choose from {list(OBJECTIVES)}")
     if not grid:
         raise ConfigError("tune needs at least one --grid KEY=[values]")
+    if not of_kind(HELD_OUT, cfg.probe_eval.tasks):  # the validation score averages the headline's tasks
+        raise ConfigError(f"probe_eval.tasks: tune chooses by held-out tasks, and {cfg.probe_eval.tasks} has none")
     data_dir, out = Path(data_dir), Path(out_dir)
     for key, values in grid.items():  # every value must be valid before anything trains
         if not isinstance(values, list) or not values:
@@ -199,14 +202,15 @@ def tune(cfg: Config, data_dir: str | Path, out_dir: str | Path, objective: str,
     trials = []
     for i, values in enumerate(itertools.product(*grid.values())):
         settings = dict(zip(grid, values))
-        row, _ = trainer.run(objective, [*OBJECTIVES[objective], *_settings(settings)], budget, seed,
-                             f"tune/{objective}-{budget:g}tflop-{i}")
+        row = trainer.run(objective, [*OBJECTIVES[objective], *_settings(settings)], budget, seed,
+                          f"tune/{objective}-{budget:g}tflop-{i}")
         trials.append({"settings": settings, **row})
         print(f"tune: {objective} {settings}: validation {row[VALIDATION_SCORE]}, test headline {row[HEADLINE]}",
               flush=True)
     scored = [t for t in trials if t[VALIDATION_SCORE] is not None]
     if not scored:
-        raise ValueError(f"no trial of {objective} has a validation score: probe_eval.tasks holds no headline task")
+        raise ValueError(f"no trial of {objective} has a validation score: no held-out task's ceiling reached "
+                         f"probe_eval.headline_ceiling, so the headline has no task")
     best = max(scored, key=lambda t: t[VALIDATION_SCORE])  # ties keep the earlier trial (the grid's order)
     tuned = _tuned(out)
     tuned[objective] = {"settings": best["settings"], "budget": f"{budget:g} TFLOP", "seed": seed,

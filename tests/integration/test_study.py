@@ -63,6 +63,9 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     # the objective with the chosen settings. A bad value fails before anything trains, naming the key.
     with pytest.raises(ConfigError, match="pretrain.lr"):
         tune(cfg, tiny_data, out, "pretext", {"pretrain.lr": [1e-3, -1.0]}, budget)
+    no_headline = _with(cfg, ["probe_eval.tasks=[arrow_of_time]", "register.gate_metrics=[arrow_of_time.video_chosen]"])
+    with pytest.raises(ConfigError, match="tune chooses by held-out tasks"):
+        tune(no_headline, tiny_data, out, "pretext", {"pretrain.lr": [1e-3]}, budget)
     assert not (out / "runs" / "tune").exists()
     chosen = tune(cfg, tiny_data, out, "pretext", {"pretrain.lr": [1e-3, 3e-2], "pretrain.warmup_steps": [1]}, budget)
     trials = chosen["trials"]
