@@ -99,6 +99,12 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert not any(k.startswith(("arrow_of_time.", "content_count.")) for k in scores)  # the full record has those
     assert set(scores["permanence.video"]) >= {"old", "new"}
     assert "clips_per_split.train" in diff["data/ingest/metrics.json"]
+    # `dvc exp show` leads with the held-out headline, before the data and training numbers (dvc.yaml's
+    # top-level metrics list): the first columns a terminal shows
+    header = _run([str(BIN / "dvc"), "exp", "show", "--csv"], dvc_project, stdout_only=True).splitlines()[0].split(",")
+    metrics = header[header.index("parent") + 1:]
+    assert metrics[:2] == ["temporal_score.video", "temporal_score.supervised"], header[:8]
+    assert metrics.index("gravity_law.video") < metrics.index("clips_per_split.train"), metrics
     # the full record and the timings are still written, beside the headline
     assert "video_attentive" in json.loads((dvc_project / "outputs/eval/scores.json").read_text())["arrow_of_time"]
     assert "total" in json.loads((dvc_project / "outputs/eval/timings.json").read_text())
