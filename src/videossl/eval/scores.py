@@ -116,9 +116,11 @@ def headline(record: dict, tasks: tuple[str, ...] | list[str], subject: str = VI
         if not isinstance(s, dict) or "n_test_videos" not in s or (task != HEADLINE and task not in tasks):
             continue
         if task == HEADLINE:
-            row = {k: s[k] for k in (subject, SUPERVISED) if _is_num(s.get(k))}
-            if interval(s, subject):
+            row = {subject: s[subject]} if _is_num(s.get(subject)) else {}
+            if interval(s, subject):  # beside the score, where `dvc exp show`'s first columns show it
                 row.update(zip((subject + CI_LOW, subject + CI_HIGH), interval(s, subject)))
+            if _is_num(s.get(SUPERVISED)):
+                row[SUPERVISED] = s[SUPERVISED]
         else:
             bars = [s[b + STRONGEST] for b in BASELINES if _is_num(s.get(b + STRONGEST))]
             row = {subject: s.get(subject + CHOSEN), subject + TOP: s.get(subject + CHOSEN + TOP),
