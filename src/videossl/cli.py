@@ -11,6 +11,7 @@ from pathlib import Path
 
 from videossl.config import ConfigError, load_config
 from videossl.stages import STAGES
+from videossl.study_trend import MAKE_RUN_TFLOP
 
 # each step's default folder: where dvc.yaml runs it
 DATA, MODELS, CEILING, EVAL, REGISTER = (STAGES[s].out for s in ("ingest", "pretrain", "ceiling", "probe_eval", "register"))
@@ -87,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p = _step(sub, "study", "every pretraining objective at equal training compute (FLOPs), several budgets, scored "
               "by the benchmark: a table and a plot", data=DATA, out="outputs/study")
     p.add_argument("--budgets", default="3,6,12", help="training TFLOP per run (forward + backward, counted by "
-                   "torch's FLOP counter: the same steps on any machine), comma separated (12: about make run's "
-                   "600 steps of the default objective)")
+                   "torch's FLOP counter: the same steps on any machine), comma separated "
+                   f"({MAKE_RUN_TFLOP:g}: about "
+                   "make run's 600 steps of the default objective)")
     p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")
     p.add_argument("--seeds", default=None, help="pretraining seeds, comma separated (default: the params' seed); "
                    "the benchmark keeps the params' seed")
@@ -101,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2]",
                    help="a param and the YAML list of values to try (repeatable; the grid is every combination), "
                    "e.g. --grid 'pretrain.lr=[5.0e-4, 1.0e-3]'")
-    p.add_argument("--budget", type=float, default=12.0, help="training TFLOP per trial (12: about make run's 600 "
-                   "steps of the default objective)")
+    p.add_argument("--budget", type=float, default=MAKE_RUN_TFLOP, help=f"training TFLOP per trial "
+                   f"({MAKE_RUN_TFLOP:g}: about make run's 600 steps of the default objective)")
 
     p = sub.add_parser("pin-images", help="pin cluster.image and cluster.trainer_image (and kustomize overlays' "
                        "images) by the digest their tags name now, asked of their registries: the pipeline, the "

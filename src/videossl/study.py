@@ -17,8 +17,9 @@ encoder's initialisation, batch order and masks); the benchmark keeps the params
 run is scored on the same clips against the same ceiling.
 
 Writes `out/study.json` (one row per objective, budget and seed), `out/study.md` (the table),
-`out/plots/study.json` (DVC plot data: temporal score against training TFLOP) and
-`out/plots/study.png`. Rows of earlier invocations are kept; rows from the seconds-budgeted version
+`out/plots/study.json` (DVC plot data: temporal score against training TFLOP),
+`out/plots/study.png` and `out/trend.md` (study_trend.py: what a doubling of compute buys each objective
+on each held-out task, and the compute at which its line reaches the targets). Rows of earlier invocations are kept; rows from the seconds-budgeted version
 keep their planned seconds as their budget and get their compute counted in TFLOP (steps x FLOPs per
 step), so every row sits on the same axis.
 """
@@ -36,6 +37,7 @@ from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, STRONGEST_B
                                   VIDEO, headline)
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
+from videossl.study_trend import seed_means, trend_markdown, trends
 
 if TYPE_CHECKING:
     from typing import Callable
@@ -174,7 +176,7 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
         if name in tuned:
             row["settings"] = tuned[name]["settings"]
         rows = [r for r in rows if _key(r) != _key(row)] + [row]
-        _write(out, rows)
+        _write(out, rows, cfg.probe_eval.headline_ceiling)
     return rows
 
 
@@ -269,7 +271,7 @@ STUDIED = (*of_kind(HELD_OUT), *of_kind(CONTENT))  # the held-out tasks, then th
 PLOTTED = (HEADLINE, *of_kind(HELD_OUT))
 
 
-def _write(out: Path, rows: list[dict]) -> None:
+def _write(out: Path, rows: list[dict], headline_ceiling: float) -> None:
     write_text_atomic(out / "study.json", json.dumps(rows, indent=2) + "\n")
     write_text_atomic(out / "plots" / "study.json", json.dumps(
         [{"objective": r["objective"], "compute_tflop": r["compute_tflop"], **{k: r.get(k) for k in PLOTTED}}
@@ -284,19 +286,8 @@ def _write(out: Path, rows: list[dict]) -> None:
         lines.append(f"| {r['objective']} | {r['budget']} | {r.get('seed', 0)} | {r['steps']} | {r['compute_tflop']:g} | {r.get('precision', '—')} | {head} | "
                      + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + f" | {surprise or '—'} |")
     write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "trend.md", trend_markdown(trends(rows, of_kind(HELD_OUT), headline_ceiling)))
     _plot(rows, out / "plots" / "study.png")
-
-
-def _seed_means(rows: list[dict], key: str) -> list[dict]:
-    """One point per budget, in order of compute: `key` (and its interval) averaged over the seeds' rows."""
-    import numpy as np
-
-    by_budget: dict = {}
-    for r in rows:
-        by_budget.setdefault(r["budget"], []).append(r)
-    keys = [k for k in (key, key + CI_LOW, key + CI_HIGH, "compute_tflop") if all(k in r for r in rows)]
-    return sorted(({k: float(np.mean([r[k] for r in same])) for k in keys} for same in by_budget.values()),
-                  key=lambda r: r["compute_tflop"])
 
 
 def _plot(rows: list[dict], dest: Path) -> None:
@@ -309,7 +300,7 @@ def _plot(rows: list[dict], dest: Path) -> None:
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.4), dpi=110, sharex=True)
     for ax, key in zip(axes, PLOTTED):
         for name in dict.fromkeys(r["objective"] for r in rows):
-            mine = _seed_means([r for r in rows if r["objective"] == name and r.get(key) is not None], key)
+            mine = seed_means([r for r in rows if r["objective"] == name and r.get(key) is not None], key)
             if not mine:
                 continue
             x, y = [r["compute_tflop"] for r in mine], [r[key] for r in mine]

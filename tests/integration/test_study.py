@@ -41,6 +41,8 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     assert table.count("\n") == 2 + len(rows) and f"| pretext | {budget:g} TFLOP | 0 | 3 |" in table
     assert rows[0]["precision"] == "fp32" and rows[1]["precision"] in ("fp32", "bf16")
     assert (out / "plots" / "study.png").stat().st_size > 0
+    # the trend table (tests/unit/test_study_trend.py): one budget per objective here, so no line yet
+    assert (out / "trend.md").read_text().count("\n") == 2
     rows = rows[1:]
 
     # a later invocation adds its rows beside the committed ones (same objective, budget and seed: replaced),
