@@ -7,7 +7,8 @@ Where the line rises, the compute at which it would reach a target is where it c
 - level with the strongest baseline (any baseline, its strongest probe): the issue's first target is
   the video model's lower bound above it, so this is a lower bound on that compute;
 - 90% of the supervised ceiling.
-A target already met at a measured budget is reported as measured. Beyond the largest budget the
+An extrapolated compute is also given in hours of training at the rate the rows themselves measured
+(their `train_seconds`): the machine that ran them, not a GPU. A target already met at a measured budget is reported as measured. Beyond the largest budget the
 line is an extrapolation from a few points, not a measurement: it says which order of magnitude of
 compute to try next, not that it will suffice.
 """
@@ -35,8 +36,10 @@ def seed_means(rows: list[dict], key: str) -> list[dict]:
                   key=lambda r: r["compute_tflop"])
 
 
-def _crossing(points: list[dict], key: str, slope: float, intercept: float, target: float) -> str:
-    """Where the fitted line reaches `target`: measured if a budget's mean already does."""
+def _crossing(points: list[dict], key: str, slope: float, intercept: float, target: float,
+              seconds_per_tflop: float | None) -> str:
+    """Where the fitted line reaches `target`: measured if a budget's mean already does; an extrapolated
+    compute also in hours at the rows' own measured training rate (`seconds_per_tflop`)."""
     met = [p["compute_tflop"] for p in points if p[key] >= target]
     if met:
         return f"first measured at {_tflop(min(met))}"
@@ -46,7 +49,8 @@ def _crossing(points: list[dict], key: str, slope: float, intercept: float, targ
     if beyond > MAX_DOUBLINGS:
         return f"> {MAX_DOUBLINGS} doublings past {_tflop(points[-1]['compute_tflop'])}"
     tflop = points[-1]["compute_tflop"] * 2 ** beyond
-    return f"~{_tflop(tflop)} ({_number(tflop / MAKE_RUN_TFLOP)}x make run)"
+    hours = f", ~{_number(tflop * seconds_per_tflop / 3600)} h here" if seconds_per_tflop else ""
+    return f"~{_tflop(tflop)} ({_number(tflop / MAKE_RUN_TFLOP)}x make run{hours})"
 
 
 def _number(v: float) -> str:
@@ -79,11 +83,14 @@ def trends(rows: list[dict], tasks: tuple[str, ...], min_ceiling: float) -> list
                 ceiling = float(np.mean([r[f"{key}_supervised"] for r in have]))
                 if ceiling < min_ceiling:  # not a headline task: no target to reach
                     continue
+            timed = [r["train_seconds"] / r["compute_tflop"] for r in have if r.get("train_seconds") and r["compute_tflop"]]
+            rate = float(np.mean(timed)) if timed else None  # seconds per TFLOP on the machines that ran them
             out.append({"objective": objective, "precision": precision, "task": key,
                         "budgets": [p["compute_tflop"] for p in points], "largest": points[-1][key],
                         "per_doubling": slope, "strongest_baseline": baseline,
-                        "reaches_baseline": _crossing(points, key, slope, intercept, baseline),
-                        "reaches_ceiling_share": _crossing(points, key, slope, intercept, CEILING_SHARE * ceiling)})
+                        "reaches_baseline": _crossing(points, key, slope, intercept, baseline, rate),
+                        "reaches_ceiling_share": _crossing(points, key, slope, intercept, CEILING_SHARE * ceiling,
+                                                           rate)})
     return out
 
 
