@@ -18,8 +18,9 @@ run is scored on the same clips against the same ceiling.
 
 Writes `out/study.json` (one row per objective, budget and seed), `out/study.md` (the table),
 `out/plots/study.json` (DVC plot data: temporal score against training TFLOP),
-`out/plots/study.png` and `out/trend.md` (study_trend.py: what a doubling of compute buys each objective
-on each held-out task, and the compute at which its line reaches the targets). Rows of earlier invocations are kept; rows from the seconds-budgeted version
+`out/plots/study.png`, `out/seeds.md` (the seed means of every objective and budget trained with several
+seeds) and `out/trend.md` (what a doubling of compute buys each objective on each held-out task, and the
+compute at which its line reaches the targets; both study_trend.py). Rows of earlier invocations are kept; rows from the seconds-budgeted version
 keep their planned seconds as their budget and get their compute counted in TFLOP (steps x FLOPs per
 step), so every row sits on the same axis.
 """
@@ -37,7 +38,7 @@ from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, STRONGEST_B
                                   VIDEO, headline)
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
-from videossl.study_trend import seed_means, trend_markdown, trends
+from videossl.study_trend import seed_means, seed_table, trend_markdown, trends
 
 if TYPE_CHECKING:
     from typing import Callable
@@ -286,6 +287,7 @@ def _write(out: Path, rows: list[dict], headline_ceiling: float) -> None:
         lines.append(f"| {r['objective']} | {r['budget']} | {r.get('seed', 0)} | {r['steps']} | {r['compute_tflop']:g} | {r.get('precision', '—')} | {head} | "
                      + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + f" | {surprise or '—'} |")
     write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "seeds.md", seed_table(rows, tasks))
     write_text_atomic(out / "trend.md", trend_markdown(trends(rows, of_kind(HELD_OUT), headline_ceiling)))
     _plot(rows, out / "plots" / "study.png")
 

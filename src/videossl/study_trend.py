@@ -1,4 +1,8 @@
-"""How the study's scores move with training compute, and what compute would reach the targets.
+"""The study's summaries across rows: what several seeds agree on, how the scores move with training
+compute, and what compute would reach the targets.
+
+`seed_table`: per objective, budget and precision trained with two seeds or more, each seed's headline
+and the seed means of the headline and every task, best mean first within a budget.
 
 For every objective (and precision: the same steps train other weights in bf16 than in fp32) measured
 at three or more budgets, each held-out task's score (the mean over seeds at each budget) is fitted by
@@ -34,6 +38,26 @@ def seed_means(rows: list[dict], key: str) -> list[dict]:
     keys = [k for k in (key, key + CI_LOW, key + CI_HIGH, "compute_tflop") if all(k in r for r in rows)]
     return sorted(({k: float(np.mean([r[k] for r in same])) for k in keys} for same in by_budget.values()),
                   key=lambda r: r["compute_tflop"])
+
+
+def seed_table(rows: list[dict], tasks: list[str]) -> str:
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["budget"], r.get("precision", "—"), r["objective"]), []).append(r)
+    found = [(k, sorted(v, key=lambda r: r.get("seed", 0))) for k, v in groups.items() if len(v) >= 2]
+    def order(kv):  # budgets in order ("12 TFLOP", "60 s": unit, amount), the best mean first within one
+        (budget, precision, _), same = kv
+        amount, unit = budget.split()
+        return unit, float(amount), precision, -np.mean([r[HEADLINE] for r in same])
+    found.sort(key=order)
+    lines = [f"| budget | precision | objective | {HEADLINE} per seed | mean | " + " | ".join(tasks) + " |",
+             "|---" * (5 + len(tasks)) + "|"]
+    for (budget, precision, objective), same in found:
+        per_seed = ", ".join(f"{r[HEADLINE]:.3f} ({r.get('seed', 0)})" for r in same)
+        means = [np.mean([r[t] for r in same]) if all(r.get(t) is not None for r in same) else None for t in tasks]
+        lines.append(f"| {budget} | {precision} | {objective} | {per_seed} | {np.mean([r[HEADLINE] for r in same]):.3f} | "
+                     + " | ".join("—" if m is None else f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _crossing(points: list[dict], key: str, slope: float, intercept: float, target: float,

@@ -60,6 +60,8 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
         scored = json.loads((out / "runs" / run / "eval" / "scores.json").read_text())["gravity_law"]
         assert {k: scored[k] for k in ("n_test", "supervised", "frames")} == {k: first[k] for k in ("n_test", "supervised", "frames")}
     assert "| seed |" in (out / "study.md").read_text()
+    seeds = (out / "seeds.md").read_text().splitlines()  # the objective trained with two seeds: their means
+    assert len(seeds) == 3 and seeds[2].startswith(f"| {budget:g} TFLOP | {more[2]['precision']} | {shared} |"), seeds
 
     # tune: every combination of the grid, chosen by the validation score (never test); the study then trains
     # the objective with the chosen settings. A bad value fails before anything trains, naming the key.

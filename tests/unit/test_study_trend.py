@@ -2,7 +2,7 @@
 the targets (measured, extrapolated, or not at all)."""
 import pytest
 
-from videossl.study_trend import MAKE_RUN_TFLOP, trend_markdown, trends
+from videossl.study_trend import MAKE_RUN_TFLOP, seed_table, trend_markdown, trends
 
 BUDGETS = (12.0, 24.0, 48.0)
 
@@ -49,3 +49,13 @@ def test_flat_falling_far_and_unscored_lines():
     assert found[("crawling", "gravity_law")]["reaches_baseline"] == "> 20 doublings past 48 TFLOP"
     # a task whose ceiling is below the headline's bar has no target; two budgets make no line
     assert ("low_ceiling", "future") not in found and not any(o == "two_budgets" for o, _ in found)
+
+
+def test_the_seed_table_averages_seeds_and_puts_the_best_mean_first_within_a_budget():
+    rows = (_rows("worse", {"temporal_score": [-0.3, -0.2, -0.1], "gravity_law": [0.2, 0.3, 0.4]}, seeds=2)
+            + _rows("better", {"temporal_score": [0.1, 0.2, 0.3], "gravity_law": [0.5, 0.5, 0.5]}, seeds=2)
+            + _rows("one_seed", {"temporal_score": [0.9, 0.9, 0.9]}))
+    lines = seed_table(rows, ["gravity_law"]).splitlines()
+    assert len(lines) == 2 + 2 * len(BUDGETS)  # one row per objective and budget with two seeds; one seed: none
+    assert lines[2] == "| 12 TFLOP | bf16 | better | 0.080 (0), 0.120 (1) | 0.100 | 0.500 |"
+    assert lines[3].startswith("| 12 TFLOP | bf16 | worse |") and lines[-1].startswith("| 48 TFLOP | bf16 | worse |")
