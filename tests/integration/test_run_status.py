@@ -61,12 +61,18 @@ def test_an_interrupt_a_library_swallows_still_ends_the_run_killed(tmp_path):
     from videossl.config import TrackingConfig
 
     store = f"sqlite:///{tmp_path}/mlruns.db"
-    with pytest.raises(tracking.Terminated, match="signal 2 arrived while the step ran"):
-        with tracking.run(TrackingConfig(uri=store, artifacts=None, experiment="status"), "step") as active:
-            try:  # what a library that catches KeyboardInterrupt does
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(5)  # the signal lands here, as an exception the "library" swallows
-            except KeyboardInterrupt:
-                pass
-    assert MlflowClient(tracking_uri=store).get_run(active.info.run_id).info.status == "KILLED"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    # Ctrl-C as a foreground process has it: a job started in the background of a script (nohup ... &)
+    # inherits SIGINT ignored, and Python then installs no handler of its own
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(tracking.Terminated, match="signal 2 arrived while the step ran"):
+            with tracking.run(TrackingConfig(uri=store, artifacts=None, experiment="status"), "step") as active:
+                try:  # what a library that catches KeyboardInterrupt does
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)  # the signal lands here, as an exception the "library" swallows
+                except KeyboardInterrupt:
+                    pass
+        assert MlflowClient(tracking_uri=store).get_run(active.info.run_id).info.status == "KILLED"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    finally:
+        signal.signal(signal.SIGINT, outside)
