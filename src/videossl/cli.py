@@ -89,8 +89,7 @@ def _parser() -> argparse.ArgumentParser:
               "by the benchmark: a table and a plot", data=DATA, out="outputs/study")
     p.add_argument("--budgets", default="3,6,12", help="training TFLOP per run (forward + backward, counted by "
                    "torch's FLOP counter: the same steps on any machine), comma separated "
-                   f"({MAKE_RUN_TFLOP:g}: about "
-                   "make run's 600 steps of the default objective)")
+                   f"({MAKE_RUN_TFLOP:g}: about make run's 600 steps of the default objective)")
     p.add_argument("--objectives", default=None, help="comma separated (default: all of videossl.study.OBJECTIVES)")
     p.add_argument("--seeds", default=None, help="pretraining seeds, comma separated (default: the params' seed); "
                    "the benchmark keeps the params' seed")

@@ -20,9 +20,9 @@ Writes `out/study.json` (one row per objective, budget and seed), `out/study.md`
 `out/plots/study.json` (DVC plot data: temporal score against training TFLOP),
 `out/plots/study.png`, `out/seeds.md` (the seed means of every objective and budget trained with several
 seeds) and `out/trend.md` (what a doubling of compute buys each objective on each held-out task, and the
-compute at which its line reaches the targets; both study_trend.py). Rows of earlier invocations are kept; rows from the seconds-budgeted version
-keep their planned seconds as their budget and get their compute counted in TFLOP (steps x FLOPs per
-step), so every row sits on the same axis.
+compute at which its line reaches the targets; both study_trend.py). Rows of earlier invocations are
+kept; rows from the seconds-budgeted version keep their planned seconds as their budget and get their
+compute counted in TFLOP (steps x FLOPs per step), so every row sits on the same axis.
 """
 from __future__ import annotations
 

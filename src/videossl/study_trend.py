@@ -10,7 +10,7 @@ a straight line against log2 of the training compute: its slope is what one doub
 Where the line rises, the compute at which it would reach a target is where it crosses it:
 - level with the strongest baseline (any baseline, its strongest probe): the issue's first target is
   the video model's lower bound above it, so this is a lower bound on that compute;
-- 90% of the supervised ceiling.
+- 90% of the supervised ceiling (for the headline, whose 1 is the ceiling by construction: 0.9).
 An extrapolated compute is also given in hours of training at the rate the rows themselves measured
 (their `train_seconds`): the machine that ran them, not a GPU. A target already met at a measured budget is reported as measured. Beyond the largest budget the
 line is an extrapolation from a few points, not a measurement: it says which order of magnitude of
