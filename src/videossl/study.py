@@ -17,7 +17,7 @@ encoder's initialisation, batch order and masks); the benchmark keeps the params
 run is scored on the same clips against the same ceiling.
 
 Writes `out/study.json` (one row per objective, budget and seed), `out/study.md` (the table),
-`out/plots/study.json` (DVC plot data: temporal score against training TFLOP),
+`out/plots/study.json` (DVC plot data: per objective and precision, the seed means at each budget),
 `out/plots/study.png`, `out/seeds.md` (the seed means of every objective and budget trained with several
 seeds) and `out/trend.md` (what a doubling of compute buys each objective on each held-out task, and the
 compute at which its line reaches the targets; both study_trend.py). Rows of earlier invocations are
@@ -38,7 +38,7 @@ from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, STRONGEST_B
                                   VIDEO, headline)
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
-from videossl.study_trend import seed_means, seed_table, trend_markdown, trends
+from videossl.study_trend import plot_points, seed_table, trend_markdown, trends
 
 if TYPE_CHECKING:
     from typing import Callable
@@ -76,7 +76,11 @@ OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"),
               # the default beside a predictor of the clip's second half: a loss that depends on acceleration
               # (which gravity_law asks about) on the encoder the default trains
               "pretext+contrastive/shared(1:1)+jepa/future": _objective({"pretext": 1.0, "contrastive": 1.0, "jepa": 0.5},
-                                                                         shared_clips=True, masking="future")}
+                                                                         shared_clips=True, masking="future"),
+              # the same with MAE's predictor of the second half, the one objective whose gravity_law rises
+              # with compute (docs/study.md): the default carries dye_arrow and permanence, it gravity
+              "pretext+contrastive/shared(1:1)+mae/future": _objective({"pretext": 1.0, "contrastive": 1.0, "mae": 0.5},
+                                                                        shared_clips=True, masking="future")}
 TERA = 1e12
 TUNED = "tuned.json"  # the settings `tune` chose per objective, read by `study`
 VALIDATION_SCORE = "validation_score"
@@ -274,9 +278,7 @@ PLOTTED = (HEADLINE, *of_kind(HELD_OUT))
 
 def _write(out: Path, rows: list[dict], headline_ceiling: float) -> None:
     write_text_atomic(out / "study.json", json.dumps(rows, indent=2) + "\n")
-    write_text_atomic(out / "plots" / "study.json", json.dumps(
-        [{"objective": r["objective"], "compute_tflop": r["compute_tflop"], **{k: r.get(k) for k in PLOTTED}}
-         for r in rows], indent=1) + "\n")
+    write_text_atomic(out / "plots" / "study.json", json.dumps(plot_points(rows, PLOTTED), indent=1) + "\n")
     tasks = [t for t in STUDIED if any(t in r for r in rows)]
     lines = ["| objective | budget | seed | steps | compute (TFLOP) | precision | " + HEADLINE + " [95% CI] | "
              + " | ".join(tasks) + " | surprise, zero-shot |", "|---" * (8 + len(tasks)) + "|"]
@@ -293,24 +295,31 @@ def _write(out: Path, rows: list[dict], headline_ceiling: float) -> None:
 
 
 def _plot(rows: list[dict], dest: Path) -> None:
-    """The headline and each temporal task against training compute, one line per objective."""
+    """The headline and each temporal task against training compute: one line per objective and precision
+    (the seed means at each budget), an objective's colour shared by its precisions (bf16 solid, others
+    dashed), and one legend beside the panels, where it hides no point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.4), dpi=110, sharex=True)
+    points = plot_points(rows, PLOTTED)
+    names = list(dict.fromkeys(p["objective"] for p in points))
+    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.6), dpi=110, sharex=True)
     for ax, key in zip(axes, PLOTTED):
-        for name in dict.fromkeys(r["objective"] for r in rows):
-            mine = seed_means([r for r in rows if r["objective"] == name and r.get(key) is not None], key)
+        for line in dict.fromkeys(p["line"] for p in points):
+            mine = [p for p in points if p["line"] == line and p[key] is not None]
             if not mine:
                 continue
-            x, y = [r["compute_tflop"] for r in mine], [r[key] for r in mine]
-            if key == HEADLINE:
-                err = [[r[key] - r[key + CI_LOW] for r in mine], [r[key + CI_HIGH] - r[key] for r in mine]]
-                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+            x, y = [p["compute_tflop"] for p in mine], [p[key] for p in mine]
+            style = dict(marker="o", markersize=3.5, color=colours(names.index(mine[0]["objective"]) % colours.N),
+                         linestyle="-" if mine[0]["precision"] == "bf16" else "--", label=line)
+            if key == HEADLINE and all(p[HEADLINE + CI_LOW] is not None for p in mine):
+                err = [[p[key] - p[key + CI_LOW] for p in mine], [p[key + CI_HIGH] - p[key] for p in mine]]
+                ax.errorbar(x, y, yerr=err, capsize=2, elinewidth=0.6, **style)
             else:
-                ax.plot(x, y, marker="o", label=name)
+                ax.plot(x, y, **style)
         ceiling = [r.get(f"{key}_supervised") for r in rows if r.get(f"{key}_supervised") is not None]
         frames = [r.get(f"{key}_strongest_baseline") for r in rows if r.get(f"{key}_strongest_baseline") is not None]
         if key == HEADLINE:
@@ -324,8 +333,14 @@ def _plot(rows: list[dict], dest: Path) -> None:
         ax.set_xlabel("training compute (TFLOP, forward + backward)", fontsize=8)
         ax.tick_params(labelsize=8)
     axes[0].set_ylabel("score (temporal score: 0 = strongest baseline, 1 = ceiling)", fontsize=8)
-    axes[-1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    for ax in axes[:-1]:  # a line missing from the last panel still has a legend entry
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest)
+    fig.savefig(dest, bbox_inches="tight")
     plt.close(fig)

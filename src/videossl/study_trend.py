@@ -40,6 +40,25 @@ def seed_means(rows: list[dict], key: str) -> list[dict]:
                   key=lambda r: r["compute_tflop"])
 
 
+def plot_points(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """The study's lines, as its plots draw them: one per objective and precision (the same steps train other
+    weights in bf16 than in fp32, so an objective's fp32 and bf16 rows are two lines, not one), one point
+    per budget: `keys` (and the headline's interval) averaged over the seeds, None where a seed lacks it."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["objective"], r.get("precision", "—")), {}).setdefault(r["budget"], []).append(r)
+    out = []
+    for (objective, precision), budgets in groups.items():
+        for same in budgets.values():
+            point = {"objective": objective, "precision": precision, "line": f"{objective} ({precision})",
+                     "seeds": len(same), "compute_tflop": round(float(np.mean([r["compute_tflop"] for r in same])), 3)}
+            for k in (*keys, HEADLINE + CI_LOW, HEADLINE + CI_HIGH):
+                values = [r.get(k) for r in same]
+                point[k] = None if None in values else round(float(np.mean(values)), 4)
+            out.append(point)
+    return sorted(out, key=lambda p: (p["line"], p["compute_tflop"]))
+
+
 def seed_table(rows: list[dict], tasks: list[str]) -> str:
     groups: dict = {}
     for r in rows:

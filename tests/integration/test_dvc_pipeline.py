@@ -121,10 +121,13 @@ def test_repro_runs_all_stages_then_only_what_changed(dvc_project):
     assert confusion["content"]["facet"]["column"]["field"] == "rev"  # DVC's confusion template
     cells = {(r["actual"], r["predicted"]) for r in confusion["content"]["data"]["values"]}
     assert {a for a, _ in cells} == {"forward", "backward"}, cells
-    # the committed objective study: one line per objective against training TFLOP (.dvc/plots/study.json)
+    # the committed objective study: one line per objective and precision against training TFLOP, a point
+    # per budget (.dvc/plots/study.json)
     study = plots["data"]["outputs/study/plots/study.json"][0]
-    assert study["content"]["encoding"]["color"]["field"] == "objective"
-    assert {r["objective"] for r in study["content"]["data"]["values"]} >= {"pretext", "contrastive"}
+    assert study["content"]["encoding"]["color"]["field"] == "line"
+    values = [r for r in study["content"]["data"]["values"] if r["rev"] == "HEAD"]
+    assert {r["objective"] for r in values} >= {"pretext", "contrastive"}
+    assert len({(r["line"], r["compute_tflop"]) for r in values}) == len(values)
     # the HTML page draws offline: vega, vega-lite and vega-embed inline, nothing fetched from a network
     page = _run([str(BIN / "dvc"), "plots", "diff", "HEAD", "-o", "rendered"], dvc_project, stdout_only=True)
     html = (dvc_project / "rendered" / "index.html").read_text()

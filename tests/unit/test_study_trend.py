@@ -2,7 +2,7 @@
 the targets (measured, extrapolated, or not at all)."""
 import pytest
 
-from videossl.study_trend import MAKE_RUN_TFLOP, seed_table, trend_markdown, trends
+from videossl.study_trend import MAKE_RUN_TFLOP, plot_points, seed_table, trend_markdown, trends
 
 BUDGETS = (12.0, 24.0, 48.0)
 
@@ -55,7 +55,22 @@ def test_the_seed_table_averages_seeds_and_puts_the_best_mean_first_within_a_bud
     rows = (_rows("worse", {"temporal_score": [-0.3, -0.2, -0.1], "gravity_law": [0.2, 0.3, 0.4]}, seeds=2)
             + _rows("better", {"temporal_score": [0.1, 0.2, 0.3], "gravity_law": [0.5, 0.5, 0.5]}, seeds=2)
             + _rows("one_seed", {"temporal_score": [0.9, 0.9, 0.9]}))
-    lines = seed_table(rows, ["gravity_law"]).splitlines()
-    assert len(lines) == 2 + 2 * len(BUDGETS)  # one row per objective and budget with two seeds; one seed: none
-    assert lines[2] == "| 12 TFLOP | bf16 | better | 0.080 (0), 0.120 (1) | 0.100 | 0.500 |"
-    assert lines[3].startswith("| 12 TFLOP | bf16 | worse |") and lines[-1].startswith("| 48 TFLOP | bf16 | worse |")
+    table = seed_table(rows, ["gravity_law"]).splitlines()
+    assert len(table) == 2 + 2 * len(BUDGETS)  # one row per objective and budget with two seeds; one seed: none
+    assert table[2] == "| 12 TFLOP | bf16 | better | 0.080 (0), 0.120 (1) | 0.100 | 0.500 |"
+    assert table[3].startswith("| 12 TFLOP | bf16 | worse |") and table[-1].startswith("| 48 TFLOP | bf16 | worse |")
+
+
+def test_plot_lines_keep_precisions_apart_and_average_seeds():
+    # one objective trained in bf16 (two seeds) and in fp32 (one seed) at the same budgets: two lines, one
+    # point per budget each, never one line zigzagging between precisions or seeds
+    bf16 = _rows("mae", {"temporal_score": [-0.3, -0.2, -0.1], "gravity_law": [0.2, 0.3, 0.4]}, seeds=2)
+    fp32 = [{**r, "precision": "fp32"} for r in _rows("mae", {"temporal_score": [0.0, 0.1, 0.2]})]
+    for r in bf16 + fp32:
+        r["temporal_score_ci_low"], r["temporal_score_ci_high"] = r["temporal_score"] - 0.1, r["temporal_score"] + 0.1
+    found = plot_points(bf16 + fp32, ("temporal_score", "gravity_law", "permanence"))
+    assert [(p["line"], p["compute_tflop"], p["seeds"]) for p in found] == (
+        [("mae (bf16)", b, 2) for b in BUDGETS] + [("mae (fp32)", b, 1) for b in BUDGETS])
+    assert found[0]["temporal_score"] == pytest.approx(-0.3) and found[0]["temporal_score_ci_low"] == pytest.approx(-0.4)
+    assert found[3]["temporal_score"] == pytest.approx(0.0) and found[3]["gravity_law"] is None  # fp32: not measured
+    assert all(p["permanence"] is None for p in found)  # no row measured it
