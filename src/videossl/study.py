@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from videossl.config import Config, ConfigError, dump_config, parse_config
 from videossl.eval.tasks import CONTENT, HELD_OUT, of_kind
-from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, STRONGEST_BASELINE, SUPERVISED, SURPRISE, VALIDATION,
+from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HELD_FRAME, STRONGEST_BASELINE, SUPERVISED, SURPRISE, VALIDATION,
                                   VIDEO, headline)
 from videossl.models.checkpoint import CHECKPOINTS
 from videossl.storage import write_text_atomic
@@ -148,6 +148,7 @@ class Trainer:
                 row[f"{task}_strongest_baseline"] = per_task[task].get(STRONGEST_BASELINE)
             if task in metrics and VIDEO + SURPRISE in metrics[task]:  # the predictor's own reading, zero-shot
                 row[f"{task}_surprise"] = metrics[task][VIDEO + SURPRISE]
+                row[f"{task}_held_frame_surprise"] = metrics[task].get(HELD_FRAME + SURPRISE)  # no learning
         return row
 
 

@@ -46,6 +46,8 @@ def test_jepa_pretraining_end_to_end_writes_a_loadable_checkpoint(tmp_path, tiny
     read = surprise_scores(objective, store, tasks, 16, boot)
     assert set(read) == {"permanence"}  # a matched task; gravity_law has classes, not sets
     s = read["permanence"]
-    assert 0 <= s["video_surprise_ci_low"] <= s["video_surprise"] <= s["video_surprise_ci_high"] <= 1
+    for key in ("video_surprise", "held_frame_surprise"):  # the predictor, and the last seen frame held beside it
+        assert 0 <= s[key + "_ci_low"] <= s[key] <= s[key + "_ci_high"] <= 1
     table = kind_table({"tasks": {"permanence": s}}, MODELS, HELD_OUT)
     assert "surprise, zero-shot" in table and f"{s['video_surprise']:.3f}" in table
+    assert "last frame held's surprise" in table and f"{s['held_frame_surprise']:.3f}" in table

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from videossl.data.transforms import to_model_input
-from videossl.eval.surprise import predictive_part, surprise
+from videossl.eval.surprise import held_frame_surprise, predictive_part, surprise
 from videossl.masks import future_masks, tube_masks
 from videossl.models.vit import VideoViT, VitShape
 from videossl.objectives.base import Combined
@@ -65,6 +65,17 @@ def test_surprise_is_the_error_of_the_second_half():
     tokens = patchify(to_model_input(clips), SHAPE.tubelet, SHAPE.patch)
     half = tokens.shape[1] // 2
     np.testing.assert_allclose(surprise(mae, clips, batch=2), (tokens[:, half:] ** 2).mean((1, 2)).numpy(), rtol=1e-5)
+
+
+def test_the_held_frame_predictor_is_surprised_by_what_changes_after_the_last_seen_frame():
+    """The non-learned baseline: the last frame of the seen half (2 time slices x tubelet 2 = frame 3)
+    held through frames 4-7; a still clip surprises it not at all, a gliding square does, a clip that
+    changes only before frame 3 does not."""
+    mae = MAE(VideoViT(SHAPE), 16, 1, 2, normalize_targets=False)
+    clips = torch.zeros(3, SHAPE.frames, 16, 16, 3, dtype=torch.uint8)
+    clips[1, 4:, :4, :4] = 255   # a square appears in the unseen half: 16 of 256 pixels in every frame
+    clips[2, :3, :4, :4] = 255   # it vanishes before the last seen frame
+    np.testing.assert_allclose(held_frame_surprise(clips, mae), [0.0, 16 / 256, 0.0], atol=1e-7)
 
 
 def test_only_objectives_that_predict_have_surprise():

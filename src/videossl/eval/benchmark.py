@@ -120,17 +120,22 @@ def head_scores(objective, info, store: ClipStore, tasks: list[Task], speeds: li
 def surprise_scores(objective, store: ClipStore, tasks: list[Task], batch: int, boot: VideoBootstrap) -> dict[str, dict]:
     """Per matched held-out task, the objective's predictor zero-shot (eval/surprise.py): a set is right
     when its possible members surprise it less than its impossible ones: `video_surprise` (with its
-    interval). Nothing when the objective does not predict."""
-    from videossl.eval.surprise import predictive_part, surprise
+    interval), and `held_frame_surprise`, the same reading of the last seen frame held (no learning).
+    Nothing when the objective does not predict."""
+    from videossl.eval.surprise import held_frame_surprise, predictive_part, surprise
 
     part = predictive_part(objective)
     if part is None:
         return {}
     out = {}
     for task in (t for t in tasks if t.spec.scoring == MATCHED):
-        s = surprise(part, _test_clips(store, task), batch)
-        correct = suite.outcomes_of(task, "test", np.stack([s, np.zeros_like(s)], 1))  # possible = less surprise
-        out[task.name] = boot.estimate(correct, suite.unit_videos(task)).keys(scores.VIDEO + scores.SURPRISE)
+        clips = _test_clips(store, task)
+        out[task.name] = {}
+        # the predictor's reading, and beside it a predictor that learned nothing (the last seen frame held)
+        for key, s in ((scores.VIDEO + scores.SURPRISE, surprise(part, clips, batch)),
+                       (scores.HELD_FRAME + scores.SURPRISE, held_frame_surprise(clips, part))):
+            correct = suite.outcomes_of(task, "test", np.stack([s, np.zeros_like(s)], 1))  # possible = less surprise
+            out[task.name].update(boot.estimate(correct, suite.unit_videos(task)).keys(key))
     return out
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from videossl.eval.scores import (BASELINES, CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HEADS, MODEL_LABELS,
-                                  PER_CLASS, STRONGEST, SUPERVISED, SURPRISE, TOP, TOP_K, VIDEO, gap, interval)
+                                  HELD_FRAME, PER_CLASS, STRONGEST, SUPERVISED, SURPRISE, TOP, TOP_K, VIDEO, gap, interval)
 from videossl.eval.tasks import CLASSIFICATION, CONTENT, CONTROL, DIAGNOSTIC, HELD_OUT, TASKS
 
 PROBE_ABBREVIATIONS = {"linear": "lin", "attentive": "att", "knn": "knn"}
@@ -19,7 +19,8 @@ KIND_SECTIONS = ((HELD_OUT, "Held-out tasks (the headline)",
                   "validation videos; every baseline with its strongest probe on the test videos (the bar to clear); "
                   "the gap is paired against the strongest baseline. Where the objective predicts (mae, jepa), "
                   "`surprise` is its predictor on the matched sets with no probe: right when the possible members "
-                  "surprise it less."),
+                  "surprise it less; beside it the same reading of the last seen frame held, a predictor that "
+                  "learned nothing, which the objective's surprise must beat to mean anything."),
                  (DIAGNOSTIC, "Trained-on diagnostics",
                   "Labels a pretext objective trains on (reversal, playback speed, shuffling): a probe here re-reads "
                   "what the objective learnt to output. `heads` is the objective's own heads on the same test "
@@ -98,7 +99,8 @@ def kind_table(metrics: dict, models: list[str], kind: str) -> str:
     video_cols = [(subject, f"{model_label(subject)} (linear)"), (subject + HEADS, "objective's heads, zero-shot")] \
         if kind == DIAGNOSTIC else [(lead, model_label(subject))]
     if any(subject + SURPRISE in s for s in tasks.values()):  # an objective that predicts, read with no probe
-        video_cols.append((subject + SURPRISE, f"{model_label(subject)}'s surprise, zero-shot"))
+        video_cols += [(subject + SURPRISE, f"{model_label(subject)}'s surprise, zero-shot"),
+                       (HELD_FRAME + SURPRISE, "last frame held's surprise (no learning)")]
     others = [m for m in models[1:] if m not in BASELINES]  # other encoders: their chosen probe
     base = [m for m in models if m in BASELINES]
     ceiling = any(_is_num(s.get(SUPERVISED)) for s in tasks.values())

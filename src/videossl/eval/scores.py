@@ -41,6 +41,8 @@ TOP = f"_top{TOP_K}"
 # Zero-shot readings of the video model's own objective, no probe: its pretext heads on the trained-on
 # diagnostics; its predictor's surprise on the matched held-out tasks (objectives that predict)
 HEADS, SURPRISE = "_heads", "_surprise"
+# the surprise of a predictor that learned nothing, beside the objective's: the last seen frame held
+HELD_FRAME = "held_frame"
 # scores.json: the sha256 of the weights of each checkpoint scored (models.checkpoint.state_digest), by
 # variant; register refuses to put these scores on any other weights
 SCORED_WEIGHTS = "scored_weights"

@@ -11,6 +11,12 @@ the middle of its clips, so what comes out from behind a screen is in the half b
 The question is the one `pretrain.masking: future` trains; a predictor trained on tube masks is
 asked it too (it has never predicted a whole future). Objectives that do not predict (pretext,
 contrastive) have no surprise; the probes read them.
+
+Beside it, the surprise of a predictor that learned nothing (`held_frame_surprise`): the last frame of
+the same first half held through the second, its pixel error. A set whose impossible members are
+easier to predict in pixels than its possible ones shows here: on `future`, this non-learned
+predictor already finds the reversed gravity least surprising and the true continuation most
+(docs/study.md), and a learned predictor's surprise means something only where it beats it.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 
 from videossl.data.transforms import to_model_input
-from videossl.masks import future_masks
+from videossl.masks import future_context, future_masks
 from videossl.objectives.base import Objective, find_part
 from videossl.objectives.jepa import JEPA
 from videossl.objectives.mae import MAE
@@ -45,3 +51,13 @@ def surprise(part: MAE | JEPA, clips: torch.Tensor, batch: int = 64) -> np.ndarr
             video = to_model_input(clips[i:i + batch], device)
             out.append(clip_errors(part, video, future_masks(len(video), part.encoder.shape.grid)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def held_frame_surprise(clips: torch.Tensor, part: MAE | JEPA) -> np.ndarray:
+    """Per uint8 clip [B, T, H, W, 3], the surprise of holding the last frame `part`'s encoder sees (its
+    first `future_context` time slices) through the frames it is asked to foresee: their mean squared
+    pixel difference from it, pixels in [0, 1]."""
+    shape = part.encoder.shape
+    seen = future_context(shape.grid) * shape.tubelet
+    x = clips.float() / 255.0
+    return ((x[:, seen:] - x[:, seen - 1:seen]) ** 2).mean(dim=(1, 2, 3, 4)).numpy()
