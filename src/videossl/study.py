@@ -192,7 +192,9 @@ def tune(cfg: Config, data_dir: str | Path, out_dir: str | Path, objective: str,
     `budget` TFLOP each, scored by the benchmark; the settings with the best validation score
     (`validation_score`, the development split, never test) are chosen and recorded in out/tuned.json,
     which later `study` runs of the objective train with. Every trial's test headline is recorded beside
-    its validation score, to show what choosing on validation costs, never to choose."""
+    its validation score, to show what choosing on validation costs, never to choose. Trials measured
+    before at the same budget and seed join the choice and are not retrained: a grid whose best value
+    sat at its edge is extended by running `tune` again with the values beyond it."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}: choose from {list(OBJECTIVES)}")
     if not grid:
@@ -207,11 +209,16 @@ def tune(cfg: Config, data_dir: str | Path, out_dir: str | Path, objective: str,
             _with(cfg, [*OBJECTIVES[objective], *_settings({key: v})])
     trainer = Trainer(cfg, data_dir, out)
     seed = cfg.seed if seed is None else seed
-    trials = []
-    for i, values in enumerate(itertools.product(*grid.values())):
+    # a grid extends the trials measured before at this budget and seed: they are kept, not retrained
+    trials = [t for t in _tuned(out).get(objective, {}).get("trials", [])
+              if t["budget"] == f"{budget:g} TFLOP" and t.get("seed", cfg.seed) == seed]
+    for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values))
-        row = trainer.run(objective, [*OBJECTIVES[objective], *_settings(settings)], budget, seed,
-                          f"tune/{objective}-{budget:g}tflop-{i}")
+        if any(t["settings"] == settings for t in trials):
+            print(f"tune: {objective} {settings}: measured before, kept", flush=True)
+            continue
+        tag = f"tune/{objective}-{budget:g}tflop-{len(trials)}" + ("" if seed == cfg.seed else f"-seed{seed}")
+        row = trainer.run(objective, [*OBJECTIVES[objective], *_settings(settings)], budget, seed, tag)
         trials.append({"settings": settings, **row})
         print(f"tune: {objective} {settings}: validation {row[VALIDATION_SCORE]}, test headline {row[HEADLINE]}",
               flush=True)

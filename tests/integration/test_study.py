@@ -85,6 +85,13 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     assert chosen["settings"] == best["settings"] and chosen[VALIDATION_SCORE] == best[VALIDATION_SCORE]
     assert json.loads((out / "tuned.json").read_text())["pretext"] == chosen
     assert "(chosen)" in (out / "tuned.md").read_text()
+    # a second grid extends the first: the trial measured before is kept (not retrained), the new one joins
+    extended = tune(cfg, tiny_data, out, "pretext", {"pretrain.lr": [3e-2, 1e-2], "pretrain.warmup_steps": [1]}, budget)
+    assert extended["trials"][:2] == trials and extended["trials"][2]["settings"] == {"pretrain.lr": 1e-2,
+                                                                                      "pretrain.warmup_steps": 1}
+    assert sorted(p.name for p in (out / "runs" / "tune").iterdir()) == [f"pretext-{budget:g}tflop-{i}" for i in range(3)]
+    chosen = extended
+    assert chosen[VALIDATION_SCORE] == max(t[VALIDATION_SCORE] for t in extended["trials"])
     again = study(cfg, tiny_data, out, budgets=[budget], objectives=["pretext"])
     row = next(r for r in again if r["objective"] == "pretext" and r["budget"] == f"{budget:g} TFLOP")
     assert row["settings"] == chosen["settings"]
