@@ -32,6 +32,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from videossl.config import Config, ConfigError, dump_config, parse_config
 from videossl.eval.tasks import CONTENT, HELD_OUT, of_kind
 from videossl.eval.scores import (CHOSEN, CI_HIGH, CI_LOW, HEADLINE, HELD_FRAME, STRONGEST_BASELINE, SUPERVISED, SURPRISE, VALIDATION,
@@ -181,8 +183,8 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
         row = trainer.run(name, overrides[name], budget, seed, tag)
         if name in tuned:
             row["settings"] = tuned[name]["settings"]
-        rows = [r for r in rows if _key(r) != _key(row)] + [row]
-        _write(out, rows, cfg.probe_eval.headline_ceiling)
+        rows = [r for r in rows if _key(r, cfg) != _key(row, cfg)] + [row]
+        _write(out, rows, cfg)
     return rows
 
 
@@ -260,9 +262,25 @@ def _write_tuned(out: Path, tuned: dict) -> None:
     write_text_atomic(out / "tuned.md", "\n".join(lines))
 
 
-def _key(row: dict) -> tuple:
-    """A row's identity: an objective, a budget and a pretraining seed (rows of older studies: seed 0)."""
-    return row["objective"], row["budget"], row.get("seed", 0)
+def _key(row: dict, cfg: Config) -> tuple:
+    """A row's identity: an objective under its settings (`variant`), a budget and a pretraining seed (rows
+    of older studies: seed 0). A tuned objective's rows join its untuned ones, never replace them."""
+    return variant(row, cfg), row["budget"], row.get("seed", 0)
+
+
+def variant(row: dict, cfg: Config) -> str:
+    """The name a row is tabled and plotted under: its objective, and the tuned settings it trained with
+    where they differ from `cfg`'s own (a tuning that chose the params' value changes nothing)."""
+    params = yaml.safe_load(dump_config(cfg))
+
+    def value(key: str):
+        node = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    changed = [f"{k}={json.dumps(v)}" for k, v in (row.get("settings") or {}).items() if value(k) != v]
+    return row["objective"] + (f" [{', '.join(changed)}]" if changed else "")
 
 
 def _committed(out: Path, gflop: "Callable[[str], float]") -> list[dict]:
@@ -284,8 +302,11 @@ STUDIED = (*of_kind(HELD_OUT), *of_kind(CONTENT))  # the held-out tasks, then th
 PLOTTED = (HEADLINE, *of_kind(HELD_OUT))
 
 
-def _write(out: Path, rows: list[dict], headline_ceiling: float) -> None:
+def _write(out: Path, rows: list[dict], cfg: Config) -> None:
+    """study.json (the rows as measured); the table, seed means, trend and plots of each objective under
+    its settings (`variant`: a tuned objective is its own line beside the untuned one)."""
     write_text_atomic(out / "study.json", json.dumps(rows, indent=2) + "\n")
+    rows = [{**r, "objective": variant(r, cfg)} for r in rows]
     write_text_atomic(out / "plots" / "study.json", json.dumps(plot_points(rows, PLOTTED), indent=1) + "\n")
     tasks = [t for t in STUDIED if any(t in r for r in rows)]
     lines = ["| objective | budget | seed | steps | compute (TFLOP) | precision | " + HEADLINE + " [95% CI] | "
@@ -298,7 +319,7 @@ def _write(out: Path, rows: list[dict], headline_ceiling: float) -> None:
                      + " | ".join("—" if r.get(t) is None else f"{r[t]:.3f}" for t in tasks) + f" | {surprise or '—'} |")
     write_text_atomic(out / "study.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "seeds.md", seed_table(rows, tasks))
-    write_text_atomic(out / "trend.md", trend_markdown(trends(rows, of_kind(HELD_OUT), headline_ceiling)))
+    write_text_atomic(out / "trend.md", trend_markdown(trends(rows, of_kind(HELD_OUT), cfg.probe_eval.headline_ceiling)))
     _plot(rows, out / "plots" / "study.png")
 
 

@@ -74,3 +74,17 @@ def test_plot_lines_keep_precisions_apart_and_average_seeds():
     assert found[0]["temporal_score"] == pytest.approx(-0.3) and found[0]["temporal_score_ci_low"] == pytest.approx(-0.4)
     assert found[3]["temporal_score"] == pytest.approx(0.0) and found[3]["gravity_law"] is None  # fp32: not measured
     assert all(p["permanence"] is None for p in found)  # no row measured it
+
+
+def test_a_tuned_objective_is_its_own_line_only_where_its_settings_change_training(tmp_path):
+    from tests.tiny import tiny_config
+    from videossl.study import _key, variant
+
+    cfg = tiny_config(tmp_path)
+    untuned = {"objective": "mae/future", "budget": "12 TFLOP", "seed": 0}
+    tuned = {**untuned, "settings": {"pretrain.lr": cfg.pretrain.lr * 4, "pretrain.jepa.predictor_depth":
+                                     cfg.pretrain.jepa.predictor_depth}}
+    same = {**untuned, "settings": {"pretrain.lr": cfg.pretrain.lr}}  # tuning chose the params' own value
+    assert variant(untuned, cfg) == variant(same, cfg) == "mae/future"
+    assert variant(tuned, cfg) == f"mae/future [pretrain.lr={cfg.pretrain.lr * 4}]"
+    assert _key(tuned, cfg) != _key(untuned, cfg) == _key(same, cfg)  # a tuned row joins, never replaces
