@@ -166,7 +166,8 @@ def validation_score(metrics: dict) -> float | None:
 def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[float],
           objectives: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
     """Each objective at each budget (training TFLOP) and seed: pretrained, scored, tabled and plotted.
-    An objective tuned before (`tune`, out/tuned.json) trains with the settings its tuning chose."""
+    An objective tuned before (`tune`, out/tuned.json) trains with the settings its tuning chose; the
+    tuning's own trial of those settings at a budget and seed is that row, not trained again."""
     data_dir, out = Path(data_dir), Path(out_dir)
     names = objectives or list(OBJECTIVES)
     unknown = [n for n in names if n not in OBJECTIVES]
@@ -179,10 +180,19 @@ def study(cfg: Config, data_dir: str | Path, out_dir: str | Path, budgets: list[
     # a committed seconds-budgeted row trained before any tuning: its compute is counted untuned
     rows = _committed(out, lambda name: trainer.flops(OBJECTIVES[name]))
     for budget, name, seed in ((b, n, sd) for b in sorted(budgets) for n in names for sd in seeds or [cfg.seed]):
-        tag = f"{name}-{budget:g}tflop" + ("" if seed == cfg.seed else f"-seed{seed}")
-        row = trainer.run(name, overrides[name], budget, seed, tag)
-        if name in tuned:
-            row["settings"] = tuned[name]["settings"]
+        settings = tuned.get(name, {}).get("settings")
+        # the trial tuning measured under the chosen settings, at this budget and seed, is this very run
+        trial = next((t for t in tuned.get(name, {}).get("trials", []) if t["settings"] == settings
+                      and t["budget"] == f"{budget:g} TFLOP" and t["seed"] == seed), None)
+        if trial is not None:
+            row = {k: v for k, v in trial.items() if k != "settings"}
+            print(f"study: {name} at {budget:g} TFLOP, seed {seed}: the tuning trial of its settings", flush=True)
+        else:
+            tuned_tag = "" if variant({"objective": name, "settings": settings}, cfg) == name else "-tuned"
+            tag = f"{name}{tuned_tag}-{budget:g}tflop" + ("" if seed == cfg.seed else f"-seed{seed}")
+            row = trainer.run(name, overrides[name], budget, seed, tag)
+        if settings:
+            row["settings"] = settings
         rows = [r for r in rows if _key(r, cfg) != _key(row, cfg)] + [row]
         _write(out, rows, cfg)
     return rows

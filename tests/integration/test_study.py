@@ -10,7 +10,7 @@ import yaml
 from tests.tiny import tiny_config
 from videossl.config import ConfigError
 from videossl.eval.scores import HEADLINE
-from videossl.study import OBJECTIVES, VALIDATION_SCORE, _with, study, tune, validation_score
+from videossl.study import OBJECTIVES, VALIDATION_SCORE, _with, study, tune, validation_score, variant
 from videossl.train.loop import step_flops
 
 
@@ -92,8 +92,13 @@ def test_study_trains_each_objective_for_its_budget_and_writes_table_and_plot(ti
     assert sorted(p.name for p in (out / "runs" / "tune").iterdir()) == [f"pretext-{budget:g}tflop-{i}" for i in range(3)]
     chosen = extended
     assert chosen[VALIDATION_SCORE] == max(t[VALIDATION_SCORE] for t in extended["trials"])
-    again = study(cfg, tiny_data, out, budgets=[budget], objectives=["pretext"])
-    row = next(r for r in again if r["objective"] == "pretext" and r["budget"] == f"{budget:g} TFLOP")
-    assert row["settings"] == chosen["settings"]
-    trained = yaml.safe_load((out / "runs" / f"pretext-{budget:g}tflop" / "pretrain" / "config.yaml").read_text())
+    # the study trains the tuned objective with the chosen settings; at the tuning's own budget and seed, the
+    # trial of those settings is that run, taken as it is
+    again = study(cfg, tiny_data, out, budgets=[budget], objectives=["pretext"], seeds=[cfg.seed, cfg.seed + 1])
+    mine = {r["seed"]: r for r in again if r["objective"] == "pretext" and r["budget"] == f"{budget:g} TFLOP"
+            and r.get("settings") == chosen["settings"]}
+    [trial] = [t for t in chosen["trials"] if t["settings"] == chosen["settings"]]
+    assert {k: v for k, v in mine[cfg.seed].items() if k != "settings"} == {k: v for k, v in trial.items() if k != "settings"}
+    tag = "pretext" + ("" if variant(mine[cfg.seed + 1], cfg) == "pretext" else "-tuned")
+    trained = yaml.safe_load((out / "runs" / f"{tag}-{budget:g}tflop-seed{cfg.seed + 1}" / "pretrain" / "config.yaml").read_text())
     assert trained["pretrain"]["lr"] == chosen["settings"]["pretrain.lr"] and trained["pretrain"]["warmup_steps"] == 1
