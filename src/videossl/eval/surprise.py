@@ -14,9 +14,9 @@ contrastive) have no surprise; the probes read them.
 
 Beside it, the surprise of a predictor that learned nothing (`held_frame_surprise`): the last frame of
 the same first half held through the second, its pixel error. A set whose impossible members are
-easier to predict in pixels than its possible ones shows here: on `future`, this non-learned
-predictor already finds the reversed gravity least surprising and the true continuation most
-(docs/study.md), and a learned predictor's surprise means something only where it beats it.
+easier to predict in pixels than its possible ones shows here, and a learned predictor's surprise
+means something only where it beats this one (on `future`'s test sets it reads 0.48, and mae/future
+falls below it with compute: docs/study.md).
 """
 from __future__ import annotations
 
