@@ -80,7 +80,7 @@ OBJECTIVES = {"mae": _objective("mae"), "jepa": _objective("jepa"),
               "pretext+contrastive/shared(1:1)+jepa/future": _objective({"pretext": 1.0, "contrastive": 1.0, "jepa": 0.5},
                                                                          shared_clips=True, masking="future"),
               # the same with MAE's predictor of the second half, the one objective whose gravity_law rises
-              # with compute (docs/study.md): the default carries dye_arrow and permanence, it gravity
+              # with compute (docs/study.md): the default carries dye_arrow and permanence, the predictor gravity_law
               "pretext+contrastive/shared(1:1)+mae/future": _objective({"pretext": 1.0, "contrastive": 1.0, "mae": 0.5},
                                                                         shared_clips=True, masking="future")}
 TERA = 1e12
