@@ -281,6 +281,8 @@ def _key(row: dict, cfg: Config) -> tuple:
 def variant(row: dict, cfg: Config) -> str:
     """The name a row is tabled and plotted under: its objective, and the tuned settings it trained with
     where they differ from `cfg`'s own (a tuning that chose the params' value changes nothing)."""
+    if not row.get("settings"):  # most rows: nothing to compare, no config to read
+        return row["objective"]
     params = yaml.safe_load(dump_config(cfg))
 
     def value(key: str):
@@ -289,7 +291,7 @@ def variant(row: dict, cfg: Config) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         return node
 
-    changed = [f"{k}={json.dumps(v)}" for k, v in (row.get("settings") or {}).items() if value(k) != v]
+    changed = [f"{k}={json.dumps(v)}" for k, v in row["settings"].items() if value(k) != v]
     return row["objective"] + (f" [{', '.join(changed)}]" if changed else "")
 
 

@@ -41,7 +41,7 @@ def seed_means(rows: list[dict], key: str) -> list[dict]:
 
 
 def plot_points(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    """The study's lines, as its plots draw them: one per objective and precision (the same steps train other
+    """The study's lines, as its plots draw them: one per objective (as `study.variant` names it) and precision (the same steps train other
     weights in bf16 than in fp32, so an objective's fp32 and bf16 rows are two lines, not one), one point
     per budget: `keys` (and the headline's interval) averaged over the seeds, None where a seed lacks it."""
     groups: dict = {}
